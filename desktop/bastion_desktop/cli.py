@@ -1,0 +1,112 @@
+"""The `bastion` command. With no subcommand it opens the app (for now the interactive
+chat in the terminal); subcommands work headless and drive the same core."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from bastion_desktop import __version__
+from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.privacy import apply_private_environment
+
+log = logging.getLogger("bastion_desktop.cli")
+
+EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_BUG = 70
+EXIT_INTERRUPTED = 130
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
+    return number
+
+
+def _temperature(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 5.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 5, not {number}")
+    return number
+
+
+def _seed(value: str) -> int:
+    number = int(value)
+    if not 0 <= number < 2**32:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {2**32 - 1}, not {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bastion",
+        description="Private chat with local models, with guardrails built in.",
+    )
+    parser.add_argument("--version", action="version", version=f"bastion {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    chat = commands.add_parser("chat", help="chat with a local model in the terminal")
+    chat.add_argument("message", nargs="?", help="send one message and exit; omit to converse")
+    chat.add_argument("--model", metavar="ID_OR_PATH", help="installed model id or GGUF file")
+    chat.add_argument("--system", metavar="TEXT", help="system prompt for this conversation")
+    chat.add_argument("--max-tokens", type=_positive, metavar="N", help="longest reply, in tokens")
+    chat.add_argument("--temperature", type=_temperature, metavar="T", help="sampling temperature")
+    chat.add_argument("--seed", type=_seed, metavar="N", help="seed, for a reproducible reply")
+    chat.add_argument("--json", action="store_true", help="print one JSON object per event")
+
+    models = commands.add_parser("models", help="list and manage local models")
+    model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    listing = model_commands.add_parser("list", help="list installed models")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+
+    doctor = commands.add_parser("doctor", help="check this installation and the starter model")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from bastion_desktop.app import AppContext
+
+    context = AppContext.start()
+    if args.command in (None, "chat"):
+        from bastion_desktop.commands.chat import run_chat
+
+        return run_chat(context, args)
+    if args.command == "models":
+        from bastion_desktop.commands.models import run_models
+
+        return run_models(context, args)
+    from bastion_desktop.commands.doctor import run_doctor
+
+    return run_doctor(context, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    apply_private_environment()
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        # The desktop window is not built yet: the bare command opens the terminal chat.
+        args = build_parser().parse_args(["chat"])
+    try:
+        return _dispatch(args)
+    except BastionError as error:
+        log.info("user error: %s", type(error).__name__)
+        print(f"bastion: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_USER_ERROR
+    except Exception as error:
+        log.exception("unexpected error")
+        print(
+            f"bastion: internal error ({type(error).__name__}): this is a bug in Bastion. "
+            "The log file has the details.",
+            file=sys.stderr,
+        )
+        return EXIT_BUG

@@ -1,0 +1,1 @@
+"""The `bastion` subcommands, each a thin layer over the core."""

@@ -1,0 +1,221 @@
+"""`bastion chat`: one message, or an interactive conversation, streamed to stdout."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import TextIO
+
+from bastion_desktop.app import AppContext
+from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.events import (
+    BlockedEvent,
+    ChatEvent,
+    ContextTrimmedEvent,
+    DoneEvent,
+    ErrorEvent,
+    GuardEvent,
+    TokenEvent,
+    event_to_json,
+)
+from bastion_desktop.core.inference.types import SamplingParams
+from bastion_desktop.core.models import ChatModelSlot
+from bastion_desktop.core.starter import STARTER_ID
+from bastion_desktop.core.store import InMemoryConversationStore
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class EventPrinter:
+    """Writes events for a person (text) or a program (one JSON object per line)."""
+
+    def __init__(self, as_json: bool, show_stats: bool, out: TextIO, err: TextIO) -> None:
+        self.as_json = as_json
+        self.show_stats = show_stats
+        self.out = out
+        self.err = err
+        self.failed = False
+        self.cancelled = False
+
+    def __call__(self, event: ChatEvent) -> None:
+        if isinstance(event, ErrorEvent):
+            self.failed = True
+        if isinstance(event, DoneEvent) and event.finish_reason == "cancelled":
+            self.cancelled = True
+        if self.as_json:
+            self.out.write(json.dumps(event_to_json(event), ensure_ascii=False) + "\n")
+            self.out.flush()
+            if isinstance(event, ErrorEvent):
+                print(f"bastion: {event.message}", file=self.err)
+        else:
+            self._print_text(event)
+
+    def _print_text(self, event: ChatEvent) -> None:
+        if isinstance(event, TokenEvent):
+            self.out.write(event.text)
+            self.out.flush()
+        elif isinstance(event, ContextTrimmedEvent):
+            print(f"note: {event.sentence}", file=self.err)
+        elif isinstance(event, GuardEvent):
+            if event.decision.verdict.value == "masked":
+                print(f"[guardrails] {event.decision.explanation}", file=self.err)
+        elif isinstance(event, BlockedEvent):
+            if event.retracted:
+                self.out.write("\n[reply withdrawn]")
+            self.out.write(f"\n[blocked by guardrails] {event.decision.explanation}\n")
+            self.out.flush()
+        elif isinstance(event, ErrorEvent):
+            self.out.write("\n" if event.partial_reply_kept else "")
+            self.out.flush()
+            print(f"bastion: {event.message}", file=self.err)
+        elif isinstance(event, DoneEvent):
+            self.out.write("\n")
+            self.out.flush()
+            if event.finish_reason == "cancelled":
+                print("[stopped]", file=self.err)
+            if self.show_stats:
+                print(
+                    f"[{event.tokens} tokens · {event.tokens_per_second:.1f} tokens/s · "
+                    f"first token in {event.ttft_ms:.0f} ms]",
+                    file=self.err,
+                )
+
+
+class _StdinLines:
+    """Reads stdin on a daemon thread, so a pending read never keeps the process alive."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._loop = loop
+        self._wanted = threading.Event()
+        threading.Thread(target=self._read, name="stdin-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            line = sys.stdin.readline()
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, line or None)
+            if not line:
+                return
+
+    async def next(self) -> str | None:
+        self._wanted.set()
+        return await self.queue.get()
+
+
+def _params(context: AppContext, args: argparse.Namespace) -> SamplingParams:
+    params = context.sampling()
+    overrides = {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "seed": args.seed,
+    }
+    return dataclasses.replace(params, **{k: v for k, v in overrides.items() if v is not None})
+
+
+async def _chat(context: AppContext, args: argparse.Namespace) -> int:
+    model_id, _path = context.resolve_model(args.model)
+    store = InMemoryConversationStore()
+    slot = ChatModelSlot(context.load_options())
+    service = ChatService(store, slot, lambda ref: context.registry.resolve(ref)[1])
+    system = args.system if args.system is not None else context.settings.system_prompt
+    params = _params(context, args)
+    interactive = args.message is None
+    printer = EventPrinter(args.json, interactive and not args.json, sys.stdout, sys.stderr)
+
+    async def new_conversation() -> str:
+        conversation = await store.create_conversation(
+            title="Terminal chat",
+            model_id=model_id,
+            profile_id=service.guard.profile_id,
+            system_prompt=system,
+        )
+        return conversation.id
+
+    loop = asyncio.get_running_loop()
+    streaming = False
+
+    def on_interrupt() -> None:
+        # Ctrl+C stops the reply; at the prompt (or pressed twice) it leaves.
+        if streaming and not printer.cancelled:
+            printer.cancelled = True
+            service.cancel()
+        else:
+            raise KeyboardInterrupt
+
+    with contextlib.suppress(NotImplementedError):  # Windows event loops
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+
+    async def turn(conversation_id: str, text: str) -> None:
+        nonlocal streaming
+        streaming, printer.cancelled = True, False
+        try:
+            async for event in service.send(conversation_id, text, params):
+                printer(event)
+        finally:
+            streaming = False
+
+    try:
+        conversation_id = await new_conversation()
+        if not interactive:
+            await turn(conversation_id, args.message)
+            if printer.failed:
+                return EXIT_FAILED
+            return EXIT_INTERRUPTED if printer.cancelled else EXIT_OK
+        return await _converse(context, model_id, new_conversation, turn, conversation_id)
+    finally:
+        with contextlib.suppress(NotImplementedError):
+            loop.remove_signal_handler(signal.SIGINT)
+        await slot.close()
+
+
+async def _converse(
+    context: AppContext,
+    model_id: str,
+    new_conversation: Callable[[], Awaitable[str]],
+    turn: Callable[[str, str], Awaitable[None]],
+    conversation_id: str,
+) -> int:
+    tty = sys.stdin.isatty()
+    if tty:
+        model = context.registry.get(model_id)
+        name = model.name if model else model_id
+        print(f"Bastion — chatting with {name}. Guardrails: Off.", file=sys.stderr)
+        if model_id == STARTER_ID:
+            print(
+                "This is a tiny base model for a first test: its answers are poor. "
+                "Catalog models give real answers.",
+                file=sys.stderr,
+            )
+        print("Enter sends. /new starts over, /exit leaves, Ctrl+C stops a reply.", file=sys.stderr)
+    lines = _StdinLines(asyncio.get_running_loop())
+    while True:
+        if tty:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = await lines.next()
+        if line is None:
+            return EXIT_OK
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/exit", "/quit"):
+            return EXIT_OK
+        if text == "/new":
+            conversation_id = await new_conversation()
+            print("Started a new conversation.", file=sys.stderr)
+            continue
+        await turn(conversation_id, text)
+
+
+def run_chat(context: AppContext, args: argparse.Namespace) -> int:
+    return asyncio.run(_chat(context, args))

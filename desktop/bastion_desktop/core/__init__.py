@@ -1,0 +1,1 @@
+"""Bastion's core: everything that runs without Qt (settings, paths, inference, chat)."""

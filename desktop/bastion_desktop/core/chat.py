@@ -1,0 +1,257 @@
+"""`ChatService`: one user message in, a stream of plain events out.
+
+    persist the user message -> guard the input -> stream from the model host through
+    the output guard -> persist the reply as it grows -> done, with the stats
+
+It runs on the engine thread's asyncio loop (or `asyncio.run` in the CLI) and knows
+nothing of Qt: the desktop controllers relay its events as signals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bastion_desktop.core.errors import (
+    BastionError,
+    ContextOverflowError,
+    ModelHostCrashedError,
+    ModelLoadError,
+)
+from bastion_desktop.core.events import (
+    BlockedEvent,
+    ChatEvent,
+    ContextTrimmedEvent,
+    DoneEvent,
+    ErrorEvent,
+    GuardEvent,
+    TokenEvent,
+)
+from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.types import (
+    ChatMessage,
+    GenerationStats,
+    PromptTrimmed,
+    Role,
+    SamplingParams,
+    TokenText,
+)
+from bastion_desktop.core.models import ChatModelSlot
+from bastion_desktop.core.store import ConversationStore, MessageState, StoredMessage
+from bastion_guardrails.decisions import Verdict
+from bastion_guardrails.runtime import (
+    GuardMessage,
+    GuardProfileRuntime,
+    OffProfile,
+    OutputBlocked,
+)
+
+log = logging.getLogger(__name__)
+
+# A streaming reply is saved at least this often, so a crash loses at most this much.
+SAVE_EVERY_SECONDS = 1.0
+SAVE_EVERY_TOKENS = 32
+
+# Replies in these states are part of the history the model sees next turn.
+_HISTORY_STATES = (MessageState.COMPLETE, MessageState.STOPPED, MessageState.INTERRUPTED)
+
+
+def _error_kind(error: BastionError) -> str:
+    if isinstance(error, ModelHostCrashedError):
+        return "model_crashed"
+    if isinstance(error, ContextOverflowError):
+        return "context_overflow"
+    if isinstance(error, ModelLoadError):
+        return "model_load"
+    return "error"
+
+
+@dataclass
+class _Reply:
+    """The assistant message being streamed, and when it was last saved."""
+
+    conversation_id: str
+    message: StoredMessage | None = None
+    text: str = ""
+    stats: GenerationStats | None = None
+    blocked: bool = False
+    unsaved_tokens: int = 0
+    saved_at: float = 0.0
+
+
+class ChatService:
+    def __init__(
+        self,
+        store: ConversationStore,
+        models: ChatModelSlot,
+        resolve_model: Callable[[str], Path],
+        guard: GuardProfileRuntime | None = None,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.resolve_model = resolve_model
+        self.guard: GuardProfileRuntime = guard or OffProfile()
+
+    async def _history(self, conversation_id: str) -> list[ChatMessage]:
+        conversation = await self.store.get_conversation(conversation_id)
+        history = [ChatMessage(Role.SYSTEM, conversation.system_prompt)]
+        history = history if conversation.system_prompt else []
+        for message in await self.store.messages(conversation_id):
+            shown = message.role is Role.USER or message.state in _HISTORY_STATES
+            if shown and message.content and message.state is not MessageState.BLOCKED:
+                history.append(ChatMessage(message.role, message.content))
+        return history
+
+    async def send(
+        self, conversation_id: str, text: str, params: SamplingParams
+    ) -> AsyncIterator[ChatEvent]:
+        """Send one user message and stream the reply as events."""
+        conversation = await self.store.get_conversation(conversation_id)
+        history = await self._history(conversation_id)
+        guard_history = [GuardMessage(m.role.value, m.content) for m in history]
+
+        decision = await self.guard.check_input(guard_history, text)
+        if decision.verdict is Verdict.MASKED and decision.rewritten is not None:
+            text = decision.rewritten  # what was masked never reaches the model or disk
+        user = await self.store.add_message(
+            conversation_id,
+            Role.USER,
+            text,
+            MessageState.BLOCKED if decision.blocked else MessageState.COMPLETE,
+            profile_id=self.guard.profile_id,
+        )
+        await self.store.record_guard_event(conversation_id, user.id, decision)
+        yield GuardEvent(decision)
+        if decision.blocked:
+            yield BlockedEvent(decision, retracted=False)
+            return
+
+        reply = _Reply(conversation_id)
+        try:
+            host = await self.models.host_for(self.resolve_model(conversation.model_id))
+            messages = [*history, ChatMessage(Role.USER, text)]
+            async for event in self._stream_reply(host, messages, guard_history, params, reply):
+                yield event
+        except BastionError as error:
+            kept = bool(reply.text)
+            if reply.message is not None:
+                await self._save(reply, MessageState.INTERRUPTED, force=True)
+            log.warning("reply failed: %s", type(error).__name__)
+            yield ErrorEvent(_error_kind(error), str(error), partial_reply_kept=kept)
+            return
+        except BaseException:
+            # A cancelled task or a bug: whatever arrived is kept, marked interrupted.
+            if reply.message is not None:
+                await asyncio.shield(self._save(reply, MessageState.INTERRUPTED, force=True))
+            raise
+        if reply.blocked:
+            return  # the output rails stopped it: already reported
+        stats = reply.stats
+        if stats is None:
+            raise RuntimeError("the model host ended a reply without its stats")
+        state = (
+            MessageState.STOPPED if stats.finish_reason == "cancelled" else MessageState.COMPLETE
+        )
+        await self._save(reply, state, force=True, stats=stats)
+        assert reply.message is not None
+        log.info(
+            "reply finished: %d tokens, %.1f tokens/s, ttft %.0f ms, %s",
+            stats.generated_tokens,
+            stats.tokens_per_second,
+            stats.ttft_ms,
+            stats.finish_reason,
+        )
+        yield DoneEvent(
+            message_id=reply.message.id,
+            finish_reason=stats.finish_reason,
+            tokens=stats.generated_tokens,
+            prompt_tokens=stats.prompt_tokens,
+            tokens_per_second=stats.tokens_per_second,
+            ttft_ms=stats.ttft_ms,
+            total_ms=stats.total_ms,
+            guard_ms=decision.latency_ms,
+        )
+
+    async def _stream_reply(
+        self,
+        host: ModelHost,
+        messages: list[ChatMessage],
+        guard_history: list[GuardMessage],
+        params: SamplingParams,
+        reply: _Reply,
+    ) -> AsyncIterator[ChatEvent]:
+        """Model text through the output guard; fills `reply` as it goes."""
+        notices: list[ChatEvent] = []
+
+        async def model_text() -> AsyncIterator[str]:
+            async for event in host.stream(messages, params):
+                if isinstance(event, TokenText):
+                    yield event.text
+                elif isinstance(event, PromptTrimmed):
+                    notices.append(
+                        ContextTrimmedEvent(
+                            event.dropped_messages, event.prompt_tokens, event.context_length
+                        )
+                    )
+                else:
+                    reply.stats = event.stats
+
+        async for item in self.guard.guard_output(guard_history, model_text()):
+            # Notices arrive before the text they concern: pass them on first.
+            while notices:
+                yield notices.pop(0)
+            if isinstance(item, OutputBlocked):
+                host.cancel()
+                reply.blocked = True
+                await self._save(reply, MessageState.BLOCKED, force=True)
+                message_id = reply.message.id if reply.message else None
+                await self.store.record_guard_event(
+                    reply.conversation_id, message_id, item.decision
+                )
+                yield BlockedEvent(item.decision, retracted=bool(reply.text))
+                return
+            reply.text += item.text
+            reply.unsaved_tokens += 1
+            await self._save(reply, MessageState.STREAMING)
+            yield TokenEvent(item.text)
+        while notices:
+            yield notices.pop(0)
+
+    async def _save(
+        self,
+        reply: _Reply,
+        state: MessageState,
+        *,
+        force: bool = False,
+        stats: GenerationStats | None = None,
+    ) -> None:
+        now = time.monotonic()
+        if reply.message is None:
+            reply.message = await self.store.add_message(
+                reply.conversation_id,
+                Role.ASSISTANT,
+                reply.text,
+                state,
+                profile_id=self.guard.profile_id,
+            )
+            reply.saved_at, reply.unsaved_tokens = now, 0
+            if not force:
+                return
+        due = (
+            reply.unsaved_tokens >= SAVE_EVERY_TOKENS or now - reply.saved_at >= SAVE_EVERY_SECONDS
+        )
+        if force or due:
+            await self.store.update_message(
+                reply.message.id, content=reply.text, state=state, stats=stats
+            )
+            reply.saved_at, reply.unsaved_tokens = now, 0
+
+    def cancel(self) -> None:
+        """Stop the reply being generated, keeping what was written so far."""
+        host = self.models.host
+        if host is not None:
+            host.cancel()

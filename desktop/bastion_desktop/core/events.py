@@ -1,0 +1,91 @@
+"""What `ChatService.send` yields: plain, frozen data with a `type` tag, so the CLI can
+print it as JSON and the UI can relay it as Qt signals without the core knowing Qt."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from bastion_guardrails.decisions import GuardDecision
+
+
+@dataclass(frozen=True)
+class GuardEvent:
+    type: ClassVar[str] = "guard"
+    decision: GuardDecision
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    type: ClassVar[str] = "token"
+    text: str
+
+
+@dataclass(frozen=True)
+class ContextTrimmedEvent:
+    type: ClassVar[str] = "context_trimmed"
+    dropped_messages: int
+    prompt_tokens: int
+    context_length: int
+
+    @property
+    def sentence(self) -> str:
+        plural = "s" if self.dropped_messages != 1 else ""
+        return (
+            f"The {self.dropped_messages} oldest message{plural} of this conversation were "
+            f"left out so it fits the model's {self.context_length:,}-token context."
+        )
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    type: ClassVar[str] = "done"
+    message_id: int
+    finish_reason: str
+    tokens: int
+    prompt_tokens: int
+    tokens_per_second: float
+    ttft_ms: float
+    total_ms: float
+    guard_ms: float
+
+
+@dataclass(frozen=True)
+class BlockedEvent:
+    type: ClassVar[str] = "blocked"
+    decision: GuardDecision
+    retracted: bool
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    type: ClassVar[str] = "error"
+    kind: str
+    message: str
+    partial_reply_kept: bool
+
+
+ChatEvent = GuardEvent | TokenEvent | ContextTrimmedEvent | DoneEvent | BlockedEvent | ErrorEvent
+
+
+def event_to_json(event: ChatEvent) -> dict[str, Any]:
+    payload: dict[str, Any] = {"type": event.type}
+    for field in dataclasses.fields(event):
+        value = getattr(event, field.name)
+        if isinstance(value, GuardDecision):
+            value = {
+                "verdict": value.verdict.value,
+                "stage": value.stage.value,
+                "profile": value.profile_id,
+                "rail": value.rail,
+                "category": value.category,
+                "explanation": value.explanation,
+                "latency_ms": round(value.latency_ms, 3),
+            }
+        elif isinstance(value, float):
+            value = round(value, 3)
+        payload[field.name] = value
+    if isinstance(event, ContextTrimmedEvent):
+        payload["message"] = event.sentence
+    return payload

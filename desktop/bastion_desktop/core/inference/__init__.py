@@ -1,0 +1,1 @@
+"""Running models: each loaded model lives in its own model host process."""

@@ -1,0 +1,304 @@
+"""The model host's app side: `ModelHost` starts, talks to and restarts the child
+process that owns one loaded model (see `host_process`).
+
+A reader thread turns the pipe into an asyncio queue, so the engine loop never blocks
+on the child. If the child dies — killed, out of memory, a llama.cpp crash on a bad
+file — the stream in progress ends with `ModelHostCrashedError`, and the next request
+starts a fresh host with the same model and options.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from bastion_desktop.core.errors import BastionError, ModelHostCrashedError, ModelLoadError
+from bastion_desktop.core.inference.gguf_file import check_gguf_header
+from bastion_desktop.core.inference.host_process import run_host
+from bastion_desktop.core.inference.types import (
+    ChatMessage,
+    FinishReason,
+    GenerationFinished,
+    GenerationStats,
+    HostEvent,
+    LoadOptions,
+    ModelFacts,
+    PromptTrimmed,
+    SamplingParams,
+    TokenText,
+)
+
+log = logging.getLogger(__name__)
+
+# How long a cancelled generation may take to notice before the host is killed
+# (prompt processing of a long prompt cannot be interrupted between tokens).
+CANCEL_GRACE_SECONDS = 3.0
+SHUTDOWN_GRACE_SECONDS = 5.0
+_EXITED = ("exited",)
+
+
+def describe_exit(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "it stopped responding"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"it was ended by {name}"
+    return f"it exited with code {exitcode}"
+
+
+class _Process:
+    """One running child: the process, its pipe, and the thread reading the pipe."""
+
+    def __init__(self, path: Path, options: LoadOptions, loop: asyncio.AbstractEventLoop) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, child_conn = context.Pipe(duplex=True)
+        self.process: BaseProcess = context.Process(
+            target=run_host,
+            args=(child_conn, str(path), options),
+            name=f"bastion-model-host:{path.name}",
+            daemon=True,
+        )
+        self.process.start()
+        # Only the child holds its end now, so its death reads as end-of-file here.
+        child_conn.close()
+        self.inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._loop = loop
+        self._reader = threading.Thread(
+            target=self._read, name=f"model-host-reader:{self.process.pid}", daemon=True
+        )
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                message = _EXITED
+            try:
+                self._loop.call_soon_threadsafe(self.inbox.put_nowait, message)
+            except RuntimeError:
+                return  # the loop is closed: nobody is listening any more
+            if message is _EXITED:
+                return
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(message)
+
+    async def exit_description(self) -> str:
+        await asyncio.to_thread(self.process.join, 2.0)
+        return describe_exit(self.process.exitcode)
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+
+    async def stop(self) -> None:
+        self.send(("shutdown",))
+        await asyncio.to_thread(self.process.join, SHUTDOWN_GRACE_SECONDS)
+        if self.process.is_alive():
+            self.process.kill()
+            await asyncio.to_thread(self.process.join, SHUTDOWN_GRACE_SECONDS)
+        self.conn.close()
+
+
+class ModelHost:
+    """A model loaded in its own process. Use from one asyncio loop."""
+
+    def __init__(self, path: Path, options: LoadOptions | None = None) -> None:
+        self.path = path
+        self.options = options or LoadOptions()
+        self.facts: ModelFacts | None = None
+        self._process: _Process | None = None
+        self._lock = asyncio.Lock()
+        self._request_id = 0
+        self._active_request: int | None = None
+        self._cancel_handle: asyncio.TimerHandle | None = None
+        self._killed_on_cancel = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.process.pid if self._process else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.process.is_alive()
+
+    async def load(self) -> ModelFacts:
+        """Start the host process and load the model (again, if it had died)."""
+        if self._process is not None and self._process.process.is_alive() and self.facts:
+            return self.facts
+        await self._discard_process()
+        # The header check here catches the common mistakes without a process start.
+        check_gguf_header(self.path)
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        process = await asyncio.to_thread(_Process, self.path, self.options, loop)
+        reply = await process.inbox.get()
+        if reply[0] == "loaded":
+            self._process = process
+            self.facts = reply[1]
+            log.info(
+                "model host %s loaded %s in %.2fs",
+                process.process.pid,
+                self.path.name,
+                time.perf_counter() - started,
+            )
+            assert self.facts is not None
+            return self.facts
+        if reply[0] == "load_failed":
+            await process.stop()
+            raise ModelLoadError(reply[1])
+        how = await process.exit_description()
+        raise ModelLoadError(
+            f"llama.cpp crashed while loading {self.path.name} ({how}). The file is probably "
+            "corrupt or incomplete; download or copy it again."
+        )
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], params: SamplingParams
+    ) -> AsyncIterator[HostEvent]:
+        """Generate a reply, yielding trimming notices and text as it arrives, and
+        finally `GenerationFinished` with the stats."""
+        async with self._lock:
+            await self.load()
+            process = self._process
+            assert process is not None
+            self._request_id += 1
+            request_id = self._request_id
+            self._active_request = request_id
+            self._killed_on_cancel = False
+            parts: list[str] = []
+            sent = time.perf_counter()
+            first: float | None = None
+            last = sent
+            complete = False
+            try:
+                process.send(("generate", request_id, list(messages), params))
+                while True:
+                    message = await process.inbox.get()
+                    kind = message[0]
+                    if kind == "exited":
+                        if self._killed_on_cancel:
+                            # Killed because it ignored a cancel: the reply simply stopped.
+                            complete = True
+                            stats = _stats(
+                                prompt_tokens=0,
+                                generated=len(parts),
+                                finish="cancelled",
+                                sent=sent,
+                                first=first,
+                                last=last,
+                            )
+                            yield GenerationFinished(stats, "".join(parts))
+                            return
+                        how = await process.exit_description()
+                        raise ModelHostCrashedError(
+                            f"The model stopped unexpectedly ({how}). The reply so far is "
+                            "kept; your next message restarts the model."
+                        )
+                    if message[1] != request_id:
+                        continue  # the tail of an earlier, abandoned request
+                    if kind == "text":
+                        last = time.perf_counter()
+                        if first is None:
+                            first = last
+                        parts.append(message[2])
+                        yield TokenText(message[2])
+                    elif kind == "trimmed":
+                        trimmed: PromptTrimmed = message[2]
+                        yield trimmed
+                    elif kind == "done":
+                        _, _, prompt_tokens, generated, finish = message
+                        stats = _stats(
+                            prompt_tokens=prompt_tokens,
+                            generated=generated,
+                            finish=finish,
+                            sent=sent,
+                            first=first,
+                            last=last,
+                        )
+                        complete = True
+                        yield GenerationFinished(stats, "".join(parts))
+                        return
+                    elif kind == "failed":
+                        complete = True
+                        raise BastionError(message[2])
+            finally:
+                if not complete:
+                    # The consumer walked away mid-reply: stop generating for nobody.
+                    process.send(("cancel", request_id))
+                self._finish_request(request_id)
+
+    def _finish_request(self, request_id: int) -> None:
+        if self._active_request != request_id:
+            return
+        if self._cancel_handle is not None:
+            self._cancel_handle.cancel()
+            self._cancel_handle = None
+        self._active_request = None
+        if self._process is not None and not self._process.process.is_alive():
+            self._process.conn.close()
+            self._process = None  # dead: the next request starts a new one
+
+    def cancel(self) -> None:
+        """Ask the host to stop the reply in progress. It stops between two tokens; if it
+        cannot (a long prompt still being read), it is killed after a grace period."""
+        if self._active_request is None or self._process is None:
+            return
+        self._process.send(("cancel", self._active_request))
+        if self._cancel_handle is None:
+            loop = asyncio.get_running_loop()
+            self._cancel_handle = loop.call_later(CANCEL_GRACE_SECONDS, self._kill_on_cancel)
+
+    def _kill_on_cancel(self) -> None:
+        self._cancel_handle = None
+        if self._active_request is not None and self._process is not None:
+            log.warning("model host %s ignored cancel; killing it", self.pid)
+            self._killed_on_cancel = True
+            self._process.kill()
+
+    async def _discard_process(self) -> None:
+        process, self._process = self._process, None
+        self.facts = None
+        if process is not None:
+            await process.stop()
+
+    async def close(self) -> None:
+        await self._discard_process()
+
+
+def _stats(
+    *,
+    prompt_tokens: int,
+    generated: int,
+    finish: FinishReason,
+    sent: float,
+    first: float | None,
+    last: float,
+) -> GenerationStats:
+    end = time.perf_counter()
+    ttft = (first - sent) if first is not None else 0.0
+    # Decode speed: tokens after the first over the time they took, as llama.cpp reports.
+    decode_time = (last - first) if first is not None else 0.0
+    rate = (generated - 1) / decode_time if generated > 1 and decode_time > 0 else 0.0
+    return GenerationStats(
+        prompt_tokens=prompt_tokens,
+        generated_tokens=generated,
+        ttft_ms=ttft * 1000.0,
+        tokens_per_second=rate,
+        total_ms=(end - sent) * 1000.0,
+        finish_reason=finish,
+    )

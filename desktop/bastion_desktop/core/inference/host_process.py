@@ -1,0 +1,321 @@
+"""The model host's child side: the process that owns one `llama_cpp.Llama`.
+
+It is started with the `spawn` method (the same on every OS, and what a frozen build
+can re-execute), loads its model, then serves generate requests over a pipe until it
+is told to stop or its parent goes away. A llama.cpp crash ends this process only.
+
+Messages in:  ("generate", id, messages, params) | ("cancel", id) | ("shutdown",)
+Messages out: ("loaded", facts) | ("load_failed", sentence)
+              ("trimmed", id, PromptTrimmed) | ("text", id, str)
+              ("done", id, prompt_tokens, generated_tokens, finish_reason)
+              ("failed", id, sentence)
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import random
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from bastion_desktop.core.errors import BastionError, ContextOverflowError, ModelLoadError
+from bastion_desktop.core.inference.gguf_file import check_gguf_header
+from bastion_desktop.core.inference.templates import ChatTemplate, RenderedPrompt, choose_template
+from bastion_desktop.core.inference.types import (
+    ChatMessage,
+    FinishReason,
+    LoadOptions,
+    ModelFacts,
+    PromptTrimmed,
+    Role,
+    SamplingParams,
+)
+from bastion_desktop.core.privacy import apply_private_environment
+
+# llama.cpp's file_type numbers (enum llama_ftype) for the quantizations people meet.
+_FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
+    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
+    16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S",
+    22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M",
+    28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0",
+    37: "TQ2_0", 38: "MXFP4",
+}  # fmt: skip
+
+# Tokens kept free for the reply when deciding whether the history fits.
+MIN_REPLY_RESERVE = 16
+
+
+class _LlamaLogTail:
+    """Keeps llama.cpp's last log lines instead of printing them over the user's
+    terminal, so that a failed load can say why in a sentence."""
+
+    def __init__(self) -> None:
+        import ctypes
+
+        import llama_cpp
+
+        self.lines: collections.deque[str] = collections.deque(maxlen=20)
+
+        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+        def callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+            if level in (2, 3):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
+                line = text.decode("utf-8", errors="replace").strip()
+                if line:
+                    self.lines.append(line)
+
+        self._callback = callback  # the C side holds no reference: keep one
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+    def last_error(self) -> str | None:
+        return self.lines[-1] if self.lines else None
+
+
+def _int(metadata: dict[str, str], key: str, default: int = 0) -> int:
+    try:
+        return int(metadata.get(key, default))
+    except ValueError:
+        return default
+
+
+def requested_gpu_layers(options: LoadOptions, supported: bool) -> int:
+    """The n_gpu_layers handed to llama.cpp (-1 means every layer)."""
+    if not supported or options.gpu_layers == "none":
+        return 0
+    if options.gpu_layers == "auto":
+        # Everything, until the model manager's fit estimate picks a number.
+        return -1
+    return int(options.gpu_layers)
+
+
+def resolve_gpu_layers(options: LoadOptions, supported: bool, layers: int) -> int:
+    """How many layers end up on the GPU (the output layer counts as one more)."""
+    requested = requested_gpu_layers(options, supported)
+    return layers + 1 if requested < 0 else min(requested, layers + 1)
+
+
+class LoadedModel:
+    def __init__(self, path: Path, options: LoadOptions) -> None:
+        import llama_cpp
+
+        self._log = _LlamaLogTail()
+        check_gguf_header(path)
+        supported = bool(llama_cpp.llama_supports_gpu_offload())
+        try:
+            llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=options.context_length,
+                n_gpu_layers=requested_gpu_layers(options, supported),
+                n_threads=options.threads,
+                verbose=False,
+            )
+        except Exception as error:
+            reason = self._log.last_error() or str(error)
+            raise ModelLoadError(
+                f"llama.cpp could not load {path.name}: {reason}. The file may be corrupt, "
+                "incomplete, or made for a newer llama.cpp."
+            ) from error
+        self.llm = llm
+        metadata: dict[str, str] = dict(llm.metadata)
+        arch = metadata.get("general.architecture", "unknown")
+        layers = _int(metadata, f"{arch}.block_count")
+        gpu_layers = resolve_gpu_layers(options, supported, layers)
+        bos = self._token_text(llm.token_bos())
+        eos = self._token_text(llm.token_eos())
+        self.template: ChatTemplate = choose_template(metadata, bos, eos)
+        trained = _int(metadata, f"{arch}.context_length", llm.n_ctx())
+        file_type = _int(metadata, "general.file_type", -1)
+        self.facts = ModelFacts(
+            path=path,
+            architecture=arch,
+            parameters=int(llama_cpp.llama_model_n_params(llm.model)),
+            size_label=metadata.get("general.size_label", ""),
+            quantization=_FILE_TYPES.get(file_type, f"type {file_type}"),
+            context_length=llm.n_ctx(),
+            trained_context_length=trained,
+            layers=layers,
+            chat_template=self.template.name,
+            chat_template_source=self.template.source,
+            gpu_offload_supported=supported,
+            gpu_layers=gpu_layers,
+            file_size=path.stat().st_size,
+        )
+        self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "true") != "false"
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def _tokenize(self, prompt: RenderedPrompt) -> list[int]:
+        add_bos = self._add_bos and not prompt.starts_with_bos
+        return list(self.llm.tokenize(prompt.text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def fit_prompt(
+        self, messages: Sequence[ChatMessage], params: SamplingParams
+    ) -> tuple[list[int], RenderedPrompt, int]:
+        """Render and tokenize, leaving out the oldest turns until the prompt leaves room
+        for a reply. The system prompt and the newest message are never left out."""
+        n_ctx = self.facts.context_length
+        reserve = max(MIN_REPLY_RESERVE, min(params.max_tokens, n_ctx // 4))
+        budget = n_ctx - reserve
+        system = [m for m in messages if m.role is Role.SYSTEM]
+        turns = [m for m in messages if m.role is not Role.SYSTEM]
+        dropped = 0
+        while True:
+            rendered = self.template.render([*system, *turns])
+            tokens = self._tokenize(rendered)
+            if len(tokens) <= budget:
+                return tokens, rendered, dropped
+            if len(turns) <= 1:
+                break
+            # Drop the oldest turn, then any assistant turns left leading the history,
+            # so the kept part still opens with the user.
+            turns.pop(0)
+            dropped += 1
+            while len(turns) > 1 and turns[0].role is Role.ASSISTANT:
+                turns.pop(0)
+                dropped += 1
+        alone = len(self._tokenize(self.template.render(turns[-1:])))
+        if system:
+            raise ContextOverflowError(
+                f"Your message and the system prompt take {len(tokens):,} tokens, but this "
+                f"model's context holds {n_ctx:,} with {reserve:,} kept for the reply "
+                f"(your message alone is {alone:,}). Shorten them, or raise the context length."
+            )
+        raise ContextOverflowError(
+            f"Your message is {alone:,} tokens, but this model's context holds {n_ctx:,} with "
+            f"{reserve:,} kept for the reply. Shorten it, or raise the context length in settings."
+        )
+
+    def generate(self, conn: Connection, request_id: int, payload: tuple[Any, ...]) -> bool:
+        """Serve one request. Returns False when a shutdown arrived meanwhile."""
+        messages, params = payload
+        tokens, rendered, dropped = self.fit_prompt(messages, params)
+        if dropped:
+            trimmed = PromptTrimmed(dropped, len(tokens), self.facts.context_length)
+            conn.send(("trimmed", request_id, trimmed))
+        llm = self.llm
+        if params.seed is None:
+            llm.set_seed(random.getrandbits(32))
+        else:
+            # Reusing the cached prompt prefix changes how the prompt is batched, and so
+            # the logits in the last bits; a seeded reply must be reproducible, so it
+            # reads its whole prompt afresh.
+            llm.reset()  # type: ignore[no-untyped-call]
+            llm.set_seed(params.seed)
+        text = _StopFilter(tuple(s for s in (*params.stop, *rendered.stops) if s))
+        max_new = min(params.max_tokens, self.facts.context_length - len(tokens))
+        vocab = llm._model.vocab
+        import llama_cpp
+
+        is_eog = llama_cpp.llama_vocab_is_eog
+        generated = 0
+        finish: FinishReason = "length"
+        keep_running = True
+        for token in llm.generate(
+            tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+        ):
+            if is_eog(vocab, token):
+                finish = "stop"
+                break
+            generated += 1
+            ready = text.feed(llm.detokenize([token]))
+            if ready:
+                conn.send(("text", request_id, ready))
+            if text.stopped:
+                finish = "stop"
+                break
+            if generated >= max_new:
+                break
+            if conn.poll():
+                message = conn.recv()
+                keep_running = message[0] != "shutdown"
+                if message[0] in ("cancel", "shutdown"):
+                    finish = "cancelled"
+                    break
+        rest = text.flush()
+        if rest:
+            conn.send(("text", request_id, rest))
+        conn.send(("done", request_id, len(tokens), generated, finish))
+        return keep_running
+
+
+class _StopFilter:
+    """Turns token bytes into text that is safe to show: whole UTF-8 characters only,
+    cut at the first stop string, and holding back a tail that may begin one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.stopped = False
+        self._longest = max((len(s) for s in stops), default=0)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, data: bytes) -> str:
+        self._pending += self._decoder.decode(data)
+        if not self.stops:
+            ready, self._pending = self._pending, ""
+            return ready
+        found = [i for i in (self._pending.find(s) for s in self.stops) if i >= 0]
+        if found:
+            self.stopped = True
+            ready, self._pending = self._pending[: min(found)], ""
+            return ready
+        held = self._partial_stop_length()
+        split = len(self._pending) - held
+        ready, self._pending = self._pending[:split], self._pending[split:]
+        return ready
+
+    def _partial_stop_length(self) -> int:
+        """How many trailing characters could be the start of a stop string."""
+        text = self._pending
+        for size in range(min(self._longest - 1, len(text)), 0, -1):
+            tail = text[-size:]
+            if any(s.startswith(tail) for s in self.stops):
+                return size
+        return 0
+
+    def flush(self) -> str:
+        if self.stopped:
+            return ""
+        rest = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        return rest
+
+
+def run_host(conn: Connection, model_path: str, options: LoadOptions) -> None:
+    """Entry point of the model host process."""
+    apply_private_environment()
+    try:
+        model = LoadedModel(Path(model_path), options)
+    except BastionError as error:
+        conn.send(("load_failed", str(error)))
+        return
+    except Exception as error:
+        conn.send(("load_failed", f"Could not load {Path(model_path).name}: {error}"))
+        return
+    conn.send(("loaded", model.facts))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the app went away
+        if message[0] == "shutdown":
+            return
+        if message[0] != "generate":
+            continue  # a cancel for a request that already finished
+        request_id = message[1]
+        try:
+            if not model.generate(conn, request_id, message[2:]):
+                return
+        except BastionError as error:
+            conn.send(("failed", request_id, str(error)))

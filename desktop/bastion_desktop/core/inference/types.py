@@ -1,0 +1,96 @@
+"""Plain data exchanged with model hosts (picklable: it crosses the process boundary)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+GpuLayers = Literal["auto", "none"] | int
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    context_length: int = 4096
+    gpu_layers: GpuLayers = "auto"
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a loaded model is and how it runs on this machine."""
+
+    path: Path
+    architecture: str
+    parameters: int
+    size_label: str
+    quantization: str
+    context_length: int
+    trained_context_length: int
+    layers: int
+    chat_template: str
+    chat_template_source: str
+    gpu_offload_supported: bool
+    gpu_layers: int
+    file_size: int
+
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    generated_tokens: int
+    ttft_ms: float
+    tokens_per_second: float
+    total_ms: float
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class PromptTrimmed:
+    """Old turns were left out so the conversation fits the context window."""
+
+    dropped_messages: int
+    prompt_tokens: int
+    context_length: int
+
+
+@dataclass(frozen=True)
+class TokenText:
+    text: str
+
+
+@dataclass(frozen=True)
+class GenerationFinished:
+    stats: GenerationStats
+    text: str = field(repr=False)
+
+
+HostEvent = PromptTrimmed | TokenText | GenerationFinished

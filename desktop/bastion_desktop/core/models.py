@@ -1,0 +1,36 @@
+"""Which chat model is loaded: one host at a time, swapped when the conversation asks
+for another model or other load options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.types import LoadOptions
+
+
+class ChatModelSlot:
+    """Holds the chat model's host; loading another model closes the previous one, so a
+    small machine never holds two chat models in memory."""
+
+    def __init__(self, options: LoadOptions | None = None) -> None:
+        self.options = options or LoadOptions()
+        self._host: ModelHost | None = None
+
+    @property
+    def host(self) -> ModelHost | None:
+        return self._host
+
+    async def host_for(self, path: Path) -> ModelHost:
+        if self._host is not None and self._host.path == path:
+            return self._host
+        await self.close()
+        host = ModelHost(path, self.options)
+        await host.load()
+        self._host = host
+        return host
+
+    async def close(self) -> None:
+        host, self._host = self._host, None
+        if host is not None:
+            await host.close()

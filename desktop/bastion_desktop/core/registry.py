@@ -1,0 +1,112 @@
+"""The installed-models registry: which GGUF files Bastion knows, kept as JSON in the
+data folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bastion_desktop.core.errors import BastionError, ModelNotFoundError
+from bastion_desktop.core.files import write_atomically
+
+REGISTRY_VERSION = 1
+
+
+class RegisteredModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    name: str
+    path: Path
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    source: Literal["starter", "local", "hub"]
+    role: Literal["chat", "safety"] = "chat"
+    repo: str | None = None
+    file: str | None = None
+    license: str | None = None
+    description: str = ""
+
+
+class _RegistryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = REGISTRY_VERSION
+    models: list[RegisteredModel] = []
+
+
+class RegistryError(BastionError):
+    """The registry file is damaged."""
+
+
+class ModelRegistry:
+    def __init__(self, file: Path) -> None:
+        self.file = file
+
+    def _read(self) -> _RegistryFile:
+        try:
+            raw = json.loads(self.file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return _RegistryFile()
+        except (OSError, ValueError) as error:
+            raise RegistryError(
+                f"The model list {self.file} cannot be read ({error}). Move it aside and "
+                "Bastion will start a new one; your model files are not affected."
+            ) from error
+        newer = isinstance(raw, dict) and isinstance(raw.get("version"), int)
+        if newer and raw["version"] > REGISTRY_VERSION:
+            raise RegistryError(
+                f"The model list {self.file} was written by a newer Bastion; update Bastion."
+            )
+        try:
+            return _RegistryFile.model_validate(raw)
+        except ValidationError as error:
+            raise RegistryError(
+                f"The model list {self.file} is damaged ({error.errors()[0]['msg']}). Move it "
+                "aside and Bastion will start a new one; your model files are not affected."
+            ) from error
+
+    def list(self) -> list[RegisteredModel]:
+        return list(self._read().models)
+
+    def get(self, model_id: str) -> RegisteredModel | None:
+        return next((m for m in self._read().models if m.id == model_id), None)
+
+    def add(self, model: RegisteredModel) -> None:
+        content = self._read()
+        content.models = [m for m in content.models if m.id != model.id] + [model]
+        self._write(content)
+
+    def remove(self, model_id: str) -> RegisteredModel:
+        content = self._read()
+        found = next((m for m in content.models if m.id == model_id), None)
+        if found is None:
+            raise ModelNotFoundError(f"No installed model has the id {model_id!r}.")
+        content.models = [m for m in content.models if m.id != model_id]
+        self._write(content)
+        return found
+
+    def _write(self, content: _RegistryFile) -> None:
+        write_atomically(self.file, (content.model_dump_json(indent=2) + "\n").encode())
+
+    def resolve(self, reference: str) -> tuple[str, Path]:
+        """A registered id, or a path to a GGUF file; returns (id, path)."""
+        model = self.get(reference)
+        if model is not None:
+            if not model.path.is_file():
+                raise ModelNotFoundError(
+                    f"The file of model {model.id!r} is missing ({model.path}). Download or "
+                    "import it again."
+                )
+            return model.id, model.path
+        path = Path(reference).expanduser()
+        if path.exists():
+            return str(path.resolve()), path.resolve()
+        known = ", ".join(m.id for m in self.list()) or "none"
+        raise ModelNotFoundError(
+            f"No model {reference!r}: it is neither an installed model id (installed: {known}) "
+            "nor a file."
+        )

@@ -1,0 +1,107 @@
+"""The user's settings: a typed, versioned model stored as JSON in the config folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bastion_desktop.core.errors import SettingsError
+from bastion_desktop.core.files import write_atomically
+
+SETTINGS_VERSION = 1
+
+GpuLayersSetting = Literal["auto", "none"] | Annotated[int, Field(ge=0, le=1000)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class InferenceSettings(_Section):
+    context_length: int = Field(
+        4096, ge=256, le=1_048_576, title="Context length", description="Tokens the model sees."
+    )
+    gpu_layers: GpuLayersSetting = Field(
+        "auto",
+        title="GPU offload",
+        description='"auto" offloads what fits, "none" keeps the model on the CPU, a number '
+        "offloads that many layers.",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=512, title="CPU threads", description="Empty means llama.cpp's default."
+    )
+
+
+class SamplingSettings(_Section):
+    temperature: float = Field(0.7, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(40, ge=0, le=10_000)
+    min_p: float = Field(0.05, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(1.1, ge=0.0, le=5.0)
+    max_tokens: int = Field(512, ge=1, le=1_048_576)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+
+
+class Settings(_Section):
+    version: int = Field(SETTINGS_VERSION, description="Format version of this file.")
+    default_model: str | None = Field(
+        None, title="Default model", description="Registered model id; empty means the starter."
+    )
+    models_dir: Path | None = Field(
+        None, title="Models folder", description="Where downloaded models are kept."
+    )
+    system_prompt: str = Field("", max_length=100_000)
+    inference: InferenceSettings = InferenceSettings()
+    sampling: SamplingSettings = SamplingSettings()
+
+
+def _describe(error: ValidationError, source: Path) -> str:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    more = len(error.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"Settings file {source}: {field}: {first['msg']}{tail}."
+
+
+def _migrate(raw: dict[str, Any], source: Path) -> dict[str, Any]:
+    version = raw.get("version", SETTINGS_VERSION)
+    if not isinstance(version, int):
+        raise SettingsError(f"Settings file {source}: version: must be a whole number.")
+    if version > SETTINGS_VERSION:
+        raise SettingsError(
+            f"Settings file {source} was written by a newer Bastion (format {version}, this "
+            f"version reads up to {SETTINGS_VERSION}). Update Bastion; the file was left as is."
+        )
+    # Version 1 is the first format; later versions add their steps here, oldest first.
+    return raw
+
+
+def load_settings(path: Path) -> Settings:
+    """Read the settings file; a missing file means the defaults."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Settings()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"Settings file {path} cannot be read: {error}.") from error
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise SettingsError(
+            f"Settings file {path} is not valid JSON: {error.msg} at line {error.lineno}, "
+            f"column {error.colno}."
+        ) from error
+    if not isinstance(raw, dict):
+        raise SettingsError(f"Settings file {path} must hold a JSON object.")
+    try:
+        return Settings.model_validate(_migrate(raw, path))
+    except ValidationError as error:
+        raise SettingsError(_describe(error, path)) from error
+
+
+def save_settings(settings: Settings, path: Path) -> None:
+    text = settings.model_dump_json(indent=2, exclude_none=False) + "\n"
+    write_atomically(path, text.encode("utf-8"))

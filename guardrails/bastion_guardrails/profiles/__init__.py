@@ -1,0 +1,1 @@
+"""Built-in guardrail profile bundles (package data)."""

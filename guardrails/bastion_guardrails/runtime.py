@@ -1,0 +1,77 @@
+"""The interface the chat service uses to apply a guardrail profile.
+
+`check_input` looks at the user's message before the model sees it; `guard_output`
+wraps the model's token stream and may hold text back, rewrite it, or stop it with a
+block. This issue ships only the pass-through profile "Off"; the NeMo Guardrails engine
+implements the same protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from bastion_guardrails.decisions import GuardDecision, Stage, Verdict
+
+
+@dataclass(frozen=True)
+class GuardMessage:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class PassedText:
+    """Model text cleared for display."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class OutputBlocked:
+    """The output rails stopped the reply; what was shown must be retracted."""
+
+    decision: GuardDecision
+
+
+OutputEvent = PassedText | OutputBlocked
+
+
+class GuardProfileRuntime(Protocol):
+    @property
+    def profile_id(self) -> str: ...
+
+    @property
+    def profile_name(self) -> str: ...
+
+    @property
+    def checks_anything(self) -> bool: ...
+
+    async def check_input(self, history: Sequence[GuardMessage], text: str) -> GuardDecision: ...
+
+    def guard_output(
+        self, history: Sequence[GuardMessage], stream: AsyncIterator[str]
+    ) -> AsyncIterator[OutputEvent]: ...
+
+
+class OffProfile:
+    """The "Off" profile: nothing is checked, and every decision says so plainly."""
+
+    profile_id = "off"
+    profile_name = "Off"
+    checks_anything = False
+
+    async def check_input(self, history: Sequence[GuardMessage], text: str) -> GuardDecision:
+        return GuardDecision(
+            verdict=Verdict.ALLOWED,
+            stage=Stage.INPUT,
+            profile_id=self.profile_id,
+            explanation="Guardrails are off: nothing was checked.",
+        )
+
+    async def guard_output(
+        self, history: Sequence[GuardMessage], stream: AsyncIterator[str]
+    ) -> AsyncIterator[OutputEvent]:
+        async for text in stream:
+            yield PassedText(text)
