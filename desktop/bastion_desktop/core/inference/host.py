@@ -21,9 +21,15 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from bastion_desktop.core.errors import BastionError, ModelHostCrashedError, ModelLoadError
+from bastion_desktop.core.errors import (
+    BastionError,
+    ContextOverflowError,
+    ModelHostCrashedError,
+    ModelLoadError,
+)
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
 from bastion_desktop.core.inference.host_process import run_host
+from bastion_desktop.core.inference.templates import ChatTemplateError
 from bastion_desktop.core.inference.types import (
     ChatMessage,
     FinishReason,
@@ -44,6 +50,10 @@ log = logging.getLogger(__name__)
 CANCEL_GRACE_SECONDS = 3.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 _EXITED = ("exited",)
+# The user-caused errors a host reports for one request; each keeps its type here.
+_REQUEST_ERRORS: dict[str, type[BastionError]] = {
+    error.__name__: error for error in (ContextOverflowError, ChatTemplateError)
+}
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -180,10 +190,7 @@ class ModelHost:
             request_id = self._request_id
             self._active_request = request_id
             self._killed_on_cancel = False
-            parts: list[str] = []
-            sent = time.perf_counter()
-            first: float | None = None
-            last = sent
+            reply = _ReplyClock()
             complete = False
             try:
                 process.send(("generate", request_id, list(messages), params))
@@ -194,15 +201,7 @@ class ModelHost:
                         if self._killed_on_cancel:
                             # Killed because it ignored a cancel: the reply simply stopped.
                             complete = True
-                            stats = _stats(
-                                prompt_tokens=0,
-                                generated=len(parts),
-                                finish="cancelled",
-                                sent=sent,
-                                first=first,
-                                last=last,
-                            )
-                            yield GenerationFinished(stats, "".join(parts))
+                            yield reply.finished(0, len(reply.parts), "cancelled")
                             return
                         how = await process.exit_description()
                         raise ModelHostCrashedError(
@@ -212,30 +211,19 @@ class ModelHost:
                     if message[1] != request_id:
                         continue  # the tail of an earlier, abandoned request
                     if kind == "text":
-                        last = time.perf_counter()
-                        if first is None:
-                            first = last
-                        parts.append(message[2])
+                        reply.arrived(message[2])
                         yield TokenText(message[2])
                     elif kind == "trimmed":
                         trimmed: PromptTrimmed = message[2]
                         yield trimmed
                     elif kind == "done":
-                        _, _, prompt_tokens, generated, finish = message
-                        stats = _stats(
-                            prompt_tokens=prompt_tokens,
-                            generated=generated,
-                            finish=finish,
-                            sent=sent,
-                            first=first,
-                            last=last,
-                        )
                         complete = True
-                        yield GenerationFinished(stats, "".join(parts))
+                        yield reply.finished(message[2], message[3], message[4])
                         return
                     elif kind == "failed":
                         complete = True
-                        raise BastionError(message[2])
+                        error_type = _REQUEST_ERRORS.get(message[2], BastionError)
+                        raise error_type(message[3])
             finally:
                 if not complete:
                     # The consumer walked away mid-reply: stop generating for nobody.
@@ -280,25 +268,37 @@ class ModelHost:
         await self._discard_process()
 
 
-def _stats(
-    *,
-    prompt_tokens: int,
-    generated: int,
-    finish: FinishReason,
-    sent: float,
-    first: float | None,
-    last: float,
-) -> GenerationStats:
-    end = time.perf_counter()
-    ttft = (first - sent) if first is not None else 0.0
-    # Decode speed: tokens after the first over the time they took, as llama.cpp reports.
-    decode_time = (last - first) if first is not None else 0.0
-    rate = (generated - 1) / decode_time if generated > 1 and decode_time > 0 else 0.0
-    return GenerationStats(
-        prompt_tokens=prompt_tokens,
-        generated_tokens=generated,
-        ttft_ms=ttft * 1000.0,
-        tokens_per_second=rate,
-        total_ms=(end - sent) * 1000.0,
-        finish_reason=finish,
-    )
+class _ReplyClock:
+    """The text of one reply and when it arrived, as the app sees it."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.sent = time.perf_counter()
+        self.first: float | None = None
+        self.last = self.sent
+
+    def arrived(self, text: str) -> None:
+        self.last = time.perf_counter()
+        if self.first is None:
+            self.first = self.last
+        self.parts.append(text)
+
+    def finished(
+        self, prompt_tokens: int, generated: int, finish: FinishReason
+    ) -> GenerationFinished:
+        end = time.perf_counter()
+        first = self.first
+        ttft = (first - self.sent) if first is not None else 0.0
+        # Decode speed: tokens after the first over the time they took, as llama.cpp
+        # reports it (prompt processing is in the time to first token).
+        decode_time = (self.last - first) if first is not None else 0.0
+        rate = (generated - 1) / decode_time if generated > 1 and decode_time > 0 else 0.0
+        stats = GenerationStats(
+            prompt_tokens=prompt_tokens,
+            generated_tokens=generated,
+            ttft_ms=ttft * 1000.0,
+            tokens_per_second=rate,
+            total_ms=(end - self.sent) * 1000.0,
+            finish_reason=finish,
+        )
+        return GenerationFinished(stats, "".join(self.parts))

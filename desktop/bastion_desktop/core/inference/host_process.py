@@ -8,7 +8,7 @@ Messages in:  ("generate", id, messages, params) | ("cancel", id) | ("shutdown",
 Messages out: ("loaded", facts) | ("load_failed", sentence)
               ("trimmed", id, PromptTrimmed) | ("text", id, str)
               ("done", id, prompt_tokens, generated_tokens, finish_reason)
-              ("failed", id, sentence)
+              ("failed", id, error class name, sentence)
 """
 
 from __future__ import annotations
@@ -318,4 +318,4 @@ def run_host(conn: Connection, model_path: str, options: LoadOptions) -> None:
             if not model.generate(conn, request_id, message[2:]):
                 return
         except BastionError as error:
-            conn.send(("failed", request_id, str(error)))
+            conn.send(("failed", request_id, type(error).__name__, str(error)))

@@ -20,12 +20,8 @@ from bastion_desktop.core.inference.types import ChatMessage, Role
 
 log = logging.getLogger(__name__)
 
-_PROBE = (
-    ChatMessage(Role.SYSTEM, "You are helpful."),
-    ChatMessage(Role.USER, "Hello"),
-    ChatMessage(Role.ASSISTANT, "Hi there."),
-    ChatMessage(Role.USER, "How are you?"),
-)
+# The least any chat template must render: one user message.
+_PROBE = (ChatMessage(Role.USER, "Hello"),)
 
 
 class ChatTemplateError(BastionError):
@@ -108,19 +104,44 @@ class EmbeddedTemplate:
 
     def render(self, messages: Sequence[ChatMessage]) -> RenderedPrompt:
         try:
-            response = self._formatter(
-                messages=cast(Any, [{"role": m.role.value, "content": m.content} for m in messages])
-            )
+            response = self._format(messages)
         except Exception as error:
-            raise ChatTemplateError(
-                f"The model's chat template rejected this conversation: {error}"
-            ) from error
+            if not any(m.role is Role.SYSTEM for m in messages):
+                raise ChatTemplateError(
+                    f"The model's chat template rejected this conversation: {error}"
+                ) from error
+            # Many templates (Gemma's, older Mistral ones) refuse a system role: put the
+            # system prompt at the head of the first user message instead.
+            try:
+                response = self._format(_fold_system(messages))
+            except Exception as retry_error:
+                raise ChatTemplateError(
+                    f"The model's chat template rejected this conversation: {retry_error}"
+                ) from retry_error
         stop = response.stop
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
         text = str(response.prompt)
         return RenderedPrompt(
             text, tuple(s for s in stops if s), bool(self._bos) and text.startswith(self._bos)
         )
+
+    def _format(self, messages: Sequence[ChatMessage]) -> Any:
+        payload = [{"role": m.role.value, "content": m.content} for m in messages]
+        return self._formatter(messages=cast(Any, payload))
+
+
+def _fold_system(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    system = "\n\n".join(m.content for m in messages if m.role is Role.SYSTEM)
+    folded: list[ChatMessage] = []
+    for message in messages:
+        if message.role is Role.SYSTEM:
+            continue
+        if system and message.role is Role.USER:
+            folded.append(ChatMessage(Role.USER, f"{system}\n\n{message.content}"))
+            system = ""
+        else:
+            folded.append(message)
+    return folded
 
 
 @dataclass(frozen=True)

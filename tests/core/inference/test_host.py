@@ -1,0 +1,154 @@
+"""The model host on the real starter model: streaming, seeds, cancel, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from bastion_desktop.core.errors import ModelHostCrashedError
+from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.types import (
+    ChatMessage,
+    GenerationFinished,
+    HostEvent,
+    LoadOptions,
+    Role,
+    SamplingParams,
+    TokenText,
+)
+
+pytestmark = pytest.mark.model
+
+HELLO = [ChatMessage(Role.USER, "Tell me a story about a lighthouse keeper.")]
+
+
+async def collect(host: ModelHost, params: SamplingParams) -> tuple[str, GenerationFinished]:
+    texts: list[str] = []
+    finished: GenerationFinished | None = None
+    async for event in host.stream(HELLO, params):
+        if isinstance(event, TokenText):
+            texts.append(event.text)
+        elif isinstance(event, GenerationFinished):
+            finished = event
+    assert finished is not None
+    assert "".join(texts) == finished.text
+    return finished.text, finished
+
+
+async def test_loads_the_starter_and_reports_its_facts(starter_path: Path) -> None:
+    host = ModelHost(starter_path, LoadOptions(context_length=2048, gpu_layers="auto"))
+    try:
+        facts = await host.load()
+    finally:
+        await host.close()
+    assert facts.architecture == "gemma3"
+    assert facts.quantization == "Q4_K_M"
+    assert 250_000_000 < facts.parameters < 300_000_000
+    assert facts.context_length == 2048
+    assert facts.trained_context_length == 32768
+    assert facts.layers == 18
+    assert facts.chat_template == "gemma"
+    assert "no chat template" in facts.chat_template_source
+    # This build is CPU-only; on a GPU build "auto" would offload every layer.
+    assert facts.gpu_layers == (facts.layers + 1 if facts.gpu_offload_supported else 0)
+
+
+async def test_streams_and_the_same_seed_gives_the_same_text(starter_path: Path) -> None:
+    host = ModelHost(starter_path, LoadOptions(context_length=1024))
+    params = SamplingParams(seed=1234, max_tokens=40, temperature=0.8)
+    try:
+        first, finished = await collect(host, params)
+        second, _ = await collect(host, params)
+        other, _ = await collect(host, SamplingParams(seed=99, max_tokens=40, temperature=0.8))
+    finally:
+        await host.close()
+    assert first, "the model produced no text"
+    assert first == second
+    assert other != first
+    stats = finished.stats
+    assert stats.generated_tokens == 40
+    assert stats.finish_reason == "length"
+    assert stats.prompt_tokens > 5
+    assert stats.tokens_per_second > 0
+    assert 0 < stats.ttft_ms < stats.total_ms
+
+
+async def test_stop_strings_end_the_reply_before_the_stop_text(starter_path: Path) -> None:
+    host = ModelHost(starter_path, LoadOptions(context_length=1024))
+    try:
+        free, _ = await collect(host, SamplingParams(seed=5, max_tokens=60))
+        # Stop at a piece of text the same seed is known to produce.
+        stop = free[len(free) // 2 : len(free) // 2 + 3]
+        stopped, finished = await collect(host, SamplingParams(seed=5, max_tokens=60, stop=(stop,)))
+    finally:
+        await host.close()
+    assert stop not in stopped
+    assert free.startswith(stopped)
+    assert finished.stats.finish_reason == "stop"
+
+
+async def test_cancel_stops_the_reply_and_the_same_host_answers_next(starter_path: Path) -> None:
+    host = ModelHost(starter_path, LoadOptions(context_length=1024))
+    try:
+        await host.load()
+        pid = host.pid
+        received = 0
+        finished: GenerationFinished | None = None
+        async for event in host.stream(HELLO, SamplingParams(max_tokens=400, seed=3)):
+            if isinstance(event, TokenText):
+                received += 1
+                if received == 5:
+                    host.cancel()
+            elif isinstance(event, GenerationFinished):
+                finished = event
+        assert finished is not None
+        assert finished.stats.finish_reason == "cancelled"
+        assert finished.stats.generated_tokens < 60
+        text, after = await collect(host, SamplingParams(max_tokens=10, seed=3))
+        assert text
+        assert after.stats.finish_reason == "length"
+        assert host.pid == pid, "a cancel must not cost a model reload"
+    finally:
+        await host.close()
+
+
+async def test_killed_host_ends_the_stream_with_an_error_and_restarts(
+    starter_path: Path,
+) -> None:
+    host = ModelHost(starter_path, LoadOptions(context_length=1024))
+    try:
+        await host.load()
+        first_pid = host.pid
+        assert first_pid is not None
+        events: list[HostEvent] = []
+
+        async def consume() -> None:
+            async for event in host.stream(HELLO, SamplingParams(max_tokens=400)):
+                events.append(event)
+                if len(events) == 3:
+                    os.kill(first_pid, signal.SIGKILL)
+
+        with pytest.raises(ModelHostCrashedError, match=r"SIGKILL.*next message restarts"):
+            await consume()
+        assert any(isinstance(e, TokenText) for e in events)
+        assert not host.is_running
+        text, _ = await collect(host, SamplingParams(max_tokens=8, seed=1))
+        assert text
+        assert host.pid not in (None, first_pid)
+    finally:
+        await host.close()
+
+
+async def test_closing_stops_the_process(starter_path: Path) -> None:
+    host = ModelHost(starter_path, LoadOptions(context_length=512))
+    await host.load()
+    pid = host.pid
+    assert pid is not None
+    await host.close()
+    await asyncio.sleep(0)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
