@@ -1,0 +1,112 @@
+"""`bastion chat` as a user runs it: a real process, the real starter model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import RunBastion
+
+pytestmark = pytest.mark.model
+
+
+def test_json_prints_one_event_per_line_ending_with_done(bastion: RunBastion) -> None:
+    result = bastion("chat", "--json", "--seed", "4", "--max-tokens", "12", "Hello there")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[0]["type"] == "guard"
+    assert events[0]["decision"]["verdict"] == "allowed"
+    assert {e["type"] for e in events[1:-1]} == {"token"}
+    done = events[-1]
+    assert done["type"] == "done"
+    assert done["tokens"] == 12
+    assert done["tokens_per_second"] > 0
+    assert done["ttft_ms"] > 0
+    assert result.stderr == ""
+
+
+def test_plain_output_is_the_reply_and_the_seed_repeats_it(bastion: RunBastion) -> None:
+    args = ("chat", "--seed", "11", "--max-tokens", "16", "--temperature", "0.9", "Hi")
+    first = bastion(*args)
+    second = bastion(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip()
+    assert first.stdout == second.stdout
+    as_json = bastion(*args, "--json")
+    tokens = [
+        e["text"] for e in map(json.loads, as_json.stdout.splitlines()) if e["type"] == "token"
+    ]
+    assert "".join(tokens) + "\n" == first.stdout
+
+
+def test_interactive_mode_reads_messages_until_end_of_input(bastion: RunBastion) -> None:
+    result = bastion("chat", "--max-tokens", "6", "--json", stdin="Hello\n\n/new\nAgain\n")
+    assert result.returncode == 0, result.stderr
+    done = [e for e in map(json.loads, result.stdout.splitlines()) if e["type"] == "done"]
+    assert len(done) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("chat", "--model", "/nowhere/model.gguf", "hi"), "neither an installed model id"),
+        (("chat", "--model", "no-such-model", "hi"), "neither an installed model id"),
+    ],
+)
+def test_user_errors_exit_1_with_one_line(
+    bastion: RunBastion, args: tuple[str, ...], expected: str
+) -> None:
+    result = bastion(*args)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("bastion: ")
+    assert expected in lines[0]
+
+
+def test_a_file_that_is_not_a_model_is_explained(bastion: RunBastion, tmp_path: Path) -> None:
+    fake = tmp_path / "notes.gguf"
+    fake.write_text("these are my notes, not a model")
+    result = bastion("chat", "--json", "--model", str(fake), "hi")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error = json.loads(result.stdout.splitlines()[-1])
+    assert error["type"] == "error"
+    assert error["kind"] == "model_load"
+    assert "not a GGUF model file" in error["message"]
+    assert result.stderr.strip() == f"bastion: {error['message']}"
+
+
+def test_a_message_too_long_for_the_context_is_refused_plainly(
+    bastion: RunBastion, home_with_starter: Path
+) -> None:
+    settings = home_with_starter / "config" / "settings.json"
+    content = json.loads(settings.read_text())
+    content["inference"] = {"context_length": 256}
+    settings.write_text(json.dumps(content))
+    result = bastion("chat", "word " * 400)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "tokens, but this model's context holds 256" in result.stderr
+
+
+def test_bad_arguments_exit_2_with_usage(bastion: RunBastion) -> None:
+    result = bastion("chat", "--temperature", "hot", "hi")
+    assert result.returncode == 2
+    assert "--temperature" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_broken_settings_file_names_the_field(
+    bastion: RunBastion, home_with_starter: Path
+) -> None:
+    settings = home_with_starter / "config" / "settings.json"
+    settings.write_text(json.dumps({"sampling": {"top_p": 7}}))
+    result = bastion("chat", "hi")
+    assert result.returncode == 1
+    assert "sampling.top_p" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads(settings.read_text()) == {"sampling": {"top_p": 7}}, "left as it was"

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import RunBastion
+
+pytestmark = pytest.mark.model
+
+
+def test_models_list_shows_the_registered_starter(bastion: RunBastion) -> None:
+    listed = bastion("models", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    models = json.loads(listed.stdout)
+    assert [m["id"] for m in models] == ["gemma-3-270m-starter"]
+    assert models[0]["name"] == "Gemma 3 270M (starter, base model)"
+    assert models[0]["sha256"] == (
+        "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    )
+    text = bastion("models", "list")
+    assert "gemma-3-270m-starter" in text.stdout
+    assert "253.1 MB" in text.stdout
+
+
+def test_doctor_reports_the_build_and_a_working_starter(bastion: RunBastion) -> None:
+    result = bastion("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["packages"]["llama-cpp-python"] == "0.3.36"
+    assert report["llama_cpp"]["gpu_offload"] in (True, False)
+    assert report["llama_cpp"]["cpu_features"]
+    assert report["starter_model"]["ok"] is True
+    assert report["starter_model"]["generated_tokens"] > 0
+    human = bastion("doctor")
+    assert "Starter model   loads and answers" in human.stdout
+
+
+def test_version(bastion: RunBastion) -> None:
+    result = bastion("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("bastion ")

@@ -1,0 +1,152 @@
+"""ChatService end to end on the real starter model, with the in-memory store."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.events import (
+    ChatEvent,
+    ContextTrimmedEvent,
+    DoneEvent,
+    ErrorEvent,
+    GuardEvent,
+    TokenEvent,
+)
+from bastion_desktop.core.inference.types import LoadOptions, Role, SamplingParams
+from bastion_desktop.core.models import ChatModelSlot
+from bastion_desktop.core.store import InMemoryConversationStore, MessageState
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture
+async def service(starter_path: Path) -> AsyncIterator[ChatService]:
+    slot = ChatModelSlot(LoadOptions(context_length=512))
+    chat = ChatService(InMemoryConversationStore(), slot, lambda _ref: starter_path)
+    yield chat
+    await slot.close()
+
+
+async def new_conversation(service: ChatService, system: str = "") -> str:
+    conversation = await service.store.create_conversation(
+        title="t", model_id="starter", profile_id="off", system_prompt=system
+    )
+    return conversation.id
+
+
+async def run(
+    service: ChatService, conversation: str, text: str, **params: object
+) -> list[ChatEvent]:
+    sampling = SamplingParams(**{"seed": 7, "max_tokens": 24, **params})  # type: ignore[arg-type]
+    return [event async for event in service.send(conversation, text, sampling)]
+
+
+async def test_a_turn_streams_tokens_and_ends_with_stats(service: ChatService) -> None:
+    conversation = await new_conversation(service, system="You are terse.")
+    events = await run(service, conversation, "Name three colours.")
+    assert isinstance(events[0], GuardEvent)
+    assert events[0].decision.verdict == "allowed"
+    assert events[0].decision.profile_id == "off"
+    tokens = [e for e in events if isinstance(e, TokenEvent)]
+    done = events[-1]
+    assert isinstance(done, DoneEvent)
+    assert tokens
+    assert done.tokens == 24
+    assert done.finish_reason == "length"
+    assert done.tokens_per_second > 0
+    assert done.ttft_ms > 0
+
+    messages = await service.store.messages(conversation)
+    assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT]
+    assert messages[0].content == "Name three colours."
+    assert messages[1].content == "".join(t.text for t in tokens)
+    assert messages[1].state is MessageState.COMPLETE
+    assert messages[1].stats is not None
+    assert messages[1].stats.generated_tokens == 24
+    assert done.message_id == messages[1].id
+
+
+async def test_the_second_turn_sees_the_first(service: ChatService) -> None:
+    conversation = await new_conversation(service)
+    await run(service, conversation, "My name is Ada.")
+    events = await run(service, conversation, "What is my name?")
+    done = events[-1]
+    assert isinstance(done, DoneEvent)
+    first = await run(service, await new_conversation(service), "What is my name?")
+    first_done = first[-1]
+    assert isinstance(first_done, DoneEvent)
+    # The history (user turn + reply) is in the second prompt.
+    assert done.prompt_tokens > first_done.prompt_tokens + 10
+
+
+async def test_cancel_keeps_the_partial_reply_as_stopped(service: ChatService) -> None:
+    conversation = await new_conversation(service)
+    events: list[ChatEvent] = []
+    sampling = SamplingParams(seed=1, max_tokens=400)
+    async for event in service.send(conversation, "Tell me a long story.", sampling):
+        events.append(event)
+        if isinstance(event, TokenEvent) and sum(isinstance(e, TokenEvent) for e in events) == 4:
+            service.cancel()
+    done = events[-1]
+    assert isinstance(done, DoneEvent)
+    assert done.finish_reason == "cancelled"
+    reply = (await service.store.messages(conversation))[-1]
+    assert reply.state is MessageState.STOPPED
+    assert reply.content == "".join(e.text for e in events if isinstance(e, TokenEvent))
+
+
+async def test_a_crashed_model_keeps_the_partial_reply_and_recovers(service: ChatService) -> None:
+    conversation = await new_conversation(service)
+    events: list[ChatEvent] = []
+    async for event in service.send(
+        conversation, "Tell me a story.", SamplingParams(max_tokens=400)
+    ):
+        events.append(event)
+        if isinstance(event, TokenEvent) and sum(isinstance(e, TokenEvent) for e in events) == 3:
+            host = service.models.host
+            assert host is not None
+            assert host.pid is not None
+            os.kill(host.pid, signal.SIGKILL)
+    error = events[-1]
+    assert isinstance(error, ErrorEvent)
+    assert error.kind == "model_crashed"
+    assert error.partial_reply_kept
+    assert "SIGKILL" in error.message
+    reply = (await service.store.messages(conversation))[-1]
+    assert reply.state is MessageState.INTERRUPTED
+    assert reply.content
+
+    after = await run(service, conversation, "Are you back?")
+    assert isinstance(after[-1], DoneEvent)
+
+
+async def test_long_history_is_trimmed_and_the_user_is_told(service: ChatService) -> None:
+    conversation = await new_conversation(service, system="Be brief.")
+    for turn in range(5):
+        await run(service, conversation, f"Turn {turn}: " + "tell me more " * 20, max_tokens=40)
+    events = await run(service, conversation, "Last question?", max_tokens=40)
+    trimmed = [e for e in events if isinstance(e, ContextTrimmedEvent)]
+    assert len(trimmed) == 1
+    assert trimmed[0].dropped_messages >= 2
+    assert "oldest messages" in trimmed[0].sentence
+    assert isinstance(events[-1], DoneEvent)
+    first_token = next(i for i, e in enumerate(events) if isinstance(e, TokenEvent))
+    assert events.index(trimmed[0]) < first_token, "the notice comes before the reply"
+
+
+async def test_a_message_too_large_is_an_error_event_not_a_crash(service: ChatService) -> None:
+    conversation = await new_conversation(service)
+    events = await run(service, conversation, "lighthouse " * 600)
+    error = events[-1]
+    assert isinstance(error, ErrorEvent)
+    assert error.kind == "context_overflow"
+    assert "context holds 512" in error.message
+    assert not error.partial_reply_kept
+    # No empty assistant message was left behind.
+    assert [m.role for m in await service.store.messages(conversation)] == [Role.USER]
