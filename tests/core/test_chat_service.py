@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -150,3 +151,29 @@ async def test_a_message_too_large_is_an_error_event_not_a_crash(service: ChatSe
     assert not error.partial_reply_kept
     # No empty assistant message was left behind.
     assert [m.role for m in await service.store.messages(conversation)] == [Role.USER]
+
+
+async def test_stop_pressed_while_the_model_loads_stops_before_any_text(
+    service: ChatService,
+) -> None:
+    conversation = await new_conversation(service)
+
+    async def turn() -> list[ChatEvent]:
+        return await run(service, conversation, "Tell me a long story.", max_tokens=400)
+
+    task = asyncio.create_task(turn())
+    await asyncio.sleep(0.3)  # the model takes over a second to load
+    host = service.models.host
+    assert host is not None
+    assert not host.is_running, "the test must cancel during the load"
+    service.cancel()
+    events = await task
+    done = events[-1]
+    assert isinstance(done, DoneEvent)
+    assert done.finish_reason == "cancelled"
+    assert done.tokens == 0
+    assert not any(isinstance(e, TokenEvent) for e in events)
+    # The cancel was used up: the next message gets a full answer.
+    after = await run(service, conversation, "Hello?")
+    assert isinstance(after[-1], DoneEvent)
+    assert after[-1].finish_reason == "length"

@@ -82,7 +82,7 @@ class EventPrinter:
             self.out.flush()
             if event.finish_reason == "cancelled":
                 print("[stopped]", file=self.err)
-            if self.show_stats:
+            if self.show_stats and event.tokens:
                 print(
                     f"[{event.tokens} tokens · {event.tokens_per_second:.1f} tokens/s · "
                     f"first token in {event.ttft_ms:.0f} ms]",

@@ -25,10 +25,14 @@ class ChatModelSlot:
         if self._host is not None and self._host.path == path:
             return self._host
         await self.close()
-        host = ModelHost(path, self.options)
-        await host.load()
-        self._host = host
-        return host
+        # Visible while it loads, so that a cancel can reach it.
+        self._host = ModelHost(path, self.options)
+        try:
+            await self._host.load()
+        except BaseException:
+            self._host = None
+            raise
+        return self._host
 
     async def close(self) -> None:
         host, self._host = self._host, None

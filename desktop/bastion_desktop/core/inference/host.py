@@ -16,7 +16,7 @@ import multiprocessing
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,22 @@ def describe_exit(exitcode: int | None) -> str:
     return f"it exited with code {exitcode}"
 
 
+@contextlib.contextmanager
+def _terminal_interrupts_blocked() -> Iterator[None]:
+    """Start children with SIGINT blocked. Ctrl+C in a terminal signals the whole
+    process group; the app decides what it means (stop the reply), so the model host
+    must not die of it. The mask is per thread and survives exec, so the child starts
+    with SIGINT blocked before Python runs a line."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows: run_host ignores it instead
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class _Process:
     """One running child: the process, its pipe, and the thread reading the pipe."""
 
@@ -80,7 +96,8 @@ class _Process:
             name=f"bastion-model-host:{path.name}",
             daemon=True,
         )
-        self.process.start()
+        with _terminal_interrupts_blocked():
+            self.process.start()
         # Only the child holds its end now, so its death reads as end-of-file here.
         child_conn.close()
         self.inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
@@ -137,6 +154,10 @@ class ModelHost:
         self._active_request: int | None = None
         self._cancel_handle: asyncio.TimerHandle | None = None
         self._killed_on_cancel = False
+        # Loads and requests under way; a cancel arriving before the request reaches
+        # the process (the model is still loading) is kept for it.
+        self._busy = 0
+        self._cancel_before_start = False
 
     @property
     def pid(self) -> int | None:
@@ -148,6 +169,13 @@ class ModelHost:
 
     async def load(self) -> ModelFacts:
         """Start the host process and load the model (again, if it had died)."""
+        self._busy += 1
+        try:
+            return await self._load()
+        finally:
+            self._busy -= 1
+
+    async def _load(self) -> ModelFacts:
         if self._process is not None and self._process.process.is_alive() and self.facts:
             return self.facts
         await self._discard_process()
@@ -182,10 +210,27 @@ class ModelHost:
     ) -> AsyncIterator[HostEvent]:
         """Generate a reply, yielding trimming notices and text as it arrives, and
         finally `GenerationFinished` with the stats."""
+        self._busy += 1
+        try:
+            async for event in self._stream(messages, params):
+                yield event
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._cancel_before_start = False
+
+    async def _stream(
+        self, messages: Sequence[ChatMessage], params: SamplingParams
+    ) -> AsyncIterator[HostEvent]:
         async with self._lock:
             await self.load()
             process = self._process
             assert process is not None
+            if self._cancel_before_start:
+                # Cancelled while the model was still loading: nothing to generate.
+                self._cancel_before_start = False
+                yield _ReplyClock().finished(0, 0, "cancelled")
+                return
             self._request_id += 1
             request_id = self._request_id
             self._active_request = request_id
@@ -245,6 +290,8 @@ class ModelHost:
         """Ask the host to stop the reply in progress. It stops between two tokens; if it
         cannot (a long prompt still being read), it is killed after a grace period."""
         if self._active_request is None or self._process is None:
+            # A request waiting for the model to load is cancelled before it starts.
+            self._cancel_before_start = self._busy > 0
             return
         self._process.send(("cancel", self._active_request))
         if self._cancel_handle is None:

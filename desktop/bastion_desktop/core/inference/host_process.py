@@ -16,6 +16,7 @@ from __future__ import annotations
 import codecs
 import collections
 import random
+import signal
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -294,6 +295,8 @@ class _StopFilter:
 
 def run_host(conn: Connection, model_path: str, options: LoadOptions) -> None:
     """Entry point of the model host process."""
+    # Interrupts are the app's to handle (see host._terminal_interrupts_blocked).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     apply_private_environment()
     try:
         model = LoadedModel(Path(model_path), options)
