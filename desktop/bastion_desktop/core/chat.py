@@ -207,12 +207,16 @@ class ChatService:
             if isinstance(item, OutputBlocked):
                 host.cancel()
                 reply.blocked = True
+                retracted = bool(reply.text)
+                # What the output rails withdrew is not kept: it may be the very secret
+                # or harm they exist to stop.
+                reply.text = ""
                 await self._save(reply, MessageState.BLOCKED, force=True)
                 message_id = reply.message.id if reply.message else None
                 await self.store.record_guard_event(
                     reply.conversation_id, message_id, item.decision
                 )
-                yield BlockedEvent(item.decision, retracted=bool(reply.text))
+                yield BlockedEvent(item.decision, retracted=retracted)
                 return
             reply.text += item.text
             reply.unsaved_tokens += 1
