@@ -403,6 +403,13 @@ def summarize(
     finishes = sorted({f"{r.variant}:{r.finish}" for r in [*inproc.plain, *inproc.bastion]})
     token_counts = sorted({f"{r.variant}:{r.tokens}" for r in [*inproc.plain, *inproc.bastion]})
     early = [r for r in [*inproc.plain, *inproc.bastion] if r.finish != "length"]
+    # Another tenant's burst shows up as a run far slower than the rest.
+    stalled = [
+        r
+        for runs, median in ((inproc.plain, plain_tps), (inproc.bastion, bastion_tps))
+        for r in runs
+        if r.tokens_per_second < median / 2
+    ]
     import llama_cpp
 
     return {
@@ -452,6 +459,7 @@ def summarize(
             "finish_reasons": finishes,
             "token_counts": token_counts,
             "runs_stopped_early": len(early),
+            "runs_under_half_the_median_speed": len(stalled),
         },
         "cli": {
             "command": procs.cli_command,
@@ -520,6 +528,12 @@ def print_summary(result: dict[str, Any]) -> None:
             "note: some replies ended before max tokens (end of generation or stop string); "
             "token counts may differ between the variants"
         )
+    if checks["runs_under_half_the_median_speed"]:
+        print(
+            f"note: {checks['runs_under_half_the_median_speed']} runs were under half their "
+            "variant's median speed: the machine was busy; medians and paired figures "
+            "absorb some of that, more --rounds absorb more"
+        )
     if not checks["same_text_every_round"]:
         print("note: the variants generated different text, so their work differed")
     print(f"results: {RESULTS_FILE}")
@@ -537,7 +551,7 @@ def _positive(value: str) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[Config, Path | None]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=_positive, default=8, help="timed runs of each variant")
+    parser.add_argument("--rounds", type=_positive, default=16, help="timed runs of each variant")
     parser.add_argument("--max-tokens", type=_positive, default=128, help="tokens per reply")
     parser.add_argument(
         "--threads", type=_positive, default=os.cpu_count() or 1, help="n_threads for both"

@@ -82,6 +82,7 @@ async def _starter_check(context: AppContext) -> dict[str, Any]:
         "architecture": facts.architecture,
         "quantization": facts.quantization,
         "chat_template": facts.chat_template_source,
+        "threads": facts.threads,
         "generated_tokens": stats.generated_tokens,
         "tokens_per_second": round(stats.tokens_per_second, 1),
         "ttft_ms": round(stats.ttft_ms, 1),
@@ -122,7 +123,8 @@ def run_doctor(context: AppContext, args: argparse.Namespace) -> int:
     if ok:
         print(
             f"Starter model   loads and answers ({starter['generated_tokens']} tokens at "
-            f"{starter['tokens_per_second']} tokens/s, first token in {starter['ttft_ms']} ms)"
+            f"{starter['tokens_per_second']} tokens/s on {starter['threads']} threads, first "
+            f"token in {starter['ttft_ms']} ms)"
         )
     else:
         print(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.errors import ModelHostCrashedError
+from bastion_desktop.core.inference.hardware import physical_cores, usable_cpus
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import (
     ChatMessage,
@@ -53,6 +54,7 @@ async def test_loads_the_starter_and_reports_its_facts(starter_path: Path) -> No
     assert facts.layers == 18
     assert facts.chat_template == "gemma"
     assert "no chat template" in facts.chat_template_source
+    assert facts.threads == physical_cores()
     # This build is CPU-only; on a GPU build "auto" would offload every layer.
     assert facts.gpu_layers == (facts.layers + 1 if facts.gpu_offload_supported else 0)
 
@@ -152,3 +154,16 @@ async def test_closing_stops_the_process(starter_path: Path) -> None:
     await asyncio.sleep(0)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_an_explicit_thread_count_is_used(starter_path: Path) -> None:
+    host = ModelHost(starter_path, LoadOptions(context_length=512, threads=1))
+    try:
+        facts = await host.load()
+    finally:
+        await host.close()
+    assert facts.threads == 1
+
+
+def test_the_default_thread_count_is_one_per_physical_core() -> None:
+    assert 1 <= physical_cores() <= usable_cpus()

@@ -24,6 +24,7 @@ from typing import Any
 
 from bastion_desktop.core.errors import BastionError, ContextOverflowError, ModelLoadError
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
+from bastion_desktop.core.inference.hardware import physical_cores
 from bastion_desktop.core.inference.templates import ChatTemplate, RenderedPrompt, choose_template
 from bastion_desktop.core.inference.types import (
     ChatMessage,
@@ -105,12 +106,13 @@ class LoadedModel:
         self._log = _LlamaLogTail()
         check_gguf_header(path)
         supported = bool(llama_cpp.llama_supports_gpu_offload())
+        threads = options.threads or physical_cores()
         try:
             llm = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=options.context_length,
                 n_gpu_layers=requested_gpu_layers(options, supported),
-                n_threads=options.threads,
+                n_threads=threads,
                 verbose=False,
             )
         except Exception as error:
@@ -143,6 +145,7 @@ class LoadedModel:
             gpu_offload_supported=supported,
             gpu_layers=gpu_layers,
             file_size=path.stat().st_size,
+            threads=threads,
         )
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "true") != "false"
 

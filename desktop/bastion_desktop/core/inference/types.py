@@ -58,6 +58,7 @@ class ModelFacts:
     gpu_offload_supported: bool
     gpu_layers: int
     file_size: int
+    threads: int
 
 
 FinishReason = Literal["stop", "length", "cancelled"]
