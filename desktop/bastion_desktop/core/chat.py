@@ -1,7 +1,11 @@
 """`ChatService`: one user message in, a stream of plain events out.
 
-    persist the user message -> guard the input -> stream from the model host through
-    the output guard -> persist the reply as it grows -> done, with the stats
+    guard the input -> persist the user message (as masked, if the profile masked it)
+    -> stream from the model host through the output guard -> persist the reply as it
+    grows -> done, with the stats
+
+The input check comes before the first write so that what a profile masks (a secret,
+personal data) never reaches the disk.
 
 It runs on the engine thread's asyncio loop (or `asyncio.run` in the CLI) and knows
 nothing of Qt: the desktop controllers relay its events as signals.
