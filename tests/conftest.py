@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,10 +53,19 @@ def home_with_starter(bastion_home: Path, shared_models_dir: Path, starter_path:
 
 
 @pytest.fixture
-def cli_env(home_with_starter: Path) -> dict[str, str]:
+def passphrase_file(tmp_path: Path) -> Path:
+    """This machine has no keychain, so the history key comes from a passphrase."""
+    path = tmp_path / "passphrase.txt"
+    path.write_text("a test passphrase\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cli_env(home_with_starter: Path, passphrase_file: Path) -> dict[str, str]:
     """The environment for running `bastion` as a child process."""
     env = dict(os.environ)
     env[HOME_VARIABLE] = str(home_with_starter)
+    env["BASTION_PASSPHRASE_FILE"] = str(passphrase_file)
     return env
 
 
@@ -75,3 +86,60 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
     finally:
         subprocess.run(["umount", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def secret_service(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A real Secret Service: a private D-Bus session with gnome-keyring in it (Debian's
+    packages, installed by .ci/run)."""
+    if not all(map(shutil.which, ("dbus-daemon", "dbus-send", "gnome-keyring-daemon"))):
+        pytest.skip(
+            "dbus-daemon and gnome-keyring-daemon are not installed (.ci/run installs them)"
+        )
+    env = dict(os.environ, HOME=str(tmp_path), XDG_RUNTIME_DIR=str(tmp_path))
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    bus = subprocess.Popen(
+        ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        text=True,
+    )
+    try:
+        assert bus.stdout is not None
+        env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().strip()
+        # The daemon leaves with the bus it serves, so ending the bus ends it too.
+        subprocess.run(
+            ["gnome-keyring-daemon", "--unlock", "--components=secrets", "--daemonize"],
+            input="test-login-password",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        _wait_for_bus_name(env, "org.freedesktop.secrets")
+        yield env
+    finally:
+        bus.terminate()
+        bus.wait(timeout=10)
+        if bus.stdout is not None:
+            bus.stdout.close()
+
+
+def _wait_for_bus_name(env: dict[str, str], name: str) -> None:
+    ask = [
+        "dbus-send",
+        "--session",
+        "--print-reply",
+        "--dest=org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus.NameHasOwner",
+        f"string:{name}",
+    ]
+    for _ in range(100):
+        reply = subprocess.run(ask, env=env, capture_output=True, text=True, check=False)
+        if "boolean true" in reply.stdout:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} never appeared on the test's D-Bus session")

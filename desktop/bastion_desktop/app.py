@@ -7,6 +7,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion_desktop.core.history.errors import WrongKeyError
+from bastion_desktop.core.history.keys import (
+    HistoryKey,
+    HistoryKeys,
+    KeySource,
+    PassphrasePrompt,
+)
+from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import LoadOptions, SamplingParams
 from bastion_desktop.core.logs import configure_logging
 from bastion_desktop.core.paths import AppPaths
@@ -16,6 +24,9 @@ from bastion_desktop.core.settings import Settings, load_settings
 from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model
 
 log = logging.getLogger(__name__)
+
+HISTORY_FILE = "history.db"
+HISTORY_KEY_RECORD = "history-key.json"
 
 
 @dataclass(frozen=True)
@@ -62,3 +73,66 @@ class AppContext:
             seed=s.seed,
             max_tokens=s.max_tokens,
         )
+
+    # -- the conversation history ----------------------------------------------------
+
+    @property
+    def history_file(self) -> Path:
+        return self.paths.data / HISTORY_FILE
+
+    def history_keys(self, prompt: PassphrasePrompt | None) -> HistoryKeys:
+        return HistoryKeys(self.paths.data / HISTORY_KEY_RECORD, prompt)
+
+    def open_history(self, prompt: PassphrasePrompt | None) -> EncryptedConversationStore:
+        """Open the encrypted history, creating it (and its key) on first use. A file that
+        exists is only ever opened, never replaced."""
+        keys = self.history_keys(prompt)
+        if not keys.exists() and not self.history_file.exists():
+            created = keys.create()
+            log.info("created the history key (%s)", created.source.value)
+            return EncryptedConversationStore.open(self.history_file, created.key)
+        # Without the record, candidates() says the key's whereabouts are unknown.
+        wrong: WrongKeyError | None = None
+        for candidate in keys.candidates():
+            try:
+                store = EncryptedConversationStore.open(self.history_file, candidate.key)
+            except WrongKeyError as error:
+                wrong = error
+                if candidate.source is KeySource.PASSPHRASE:
+                    wrong = WrongKeyError(
+                        "That passphrase does not unlock your conversation history. Try again; "
+                        "the history was left as it was."
+                    )
+                continue
+            keys.settle(candidate)
+            if store.interrupted_on_open:
+                log.info(
+                    "%d replies left streaming by a crash marked interrupted",
+                    store.interrupted_on_open,
+                )
+            return store
+        assert wrong is not None
+        raise wrong
+
+    async def sweep_history(self, store: EncryptedConversationStore) -> int:
+        """Apply the retention setting: delete conversations idle for longer."""
+        days = self.settings.retention_days
+        if days is None:
+            return 0
+        deleted = await store.delete_older_than(days)
+        if deleted:
+            log.info("retention: deleted %d conversations idle over %d days", deleted, days)
+        return deleted
+
+    async def rekey_history(
+        self, store: EncryptedConversationStore, keys: HistoryKeys, to: KeySource
+    ) -> HistoryKey:
+        """Move the history to a new key (a new passphrase, or the keychain) in place."""
+        new = keys.begin_change(to)
+        try:
+            await store.rekey(new.key)
+        except BaseException:
+            keys.abandon_change(new)
+            raise
+        keys.finish_change(new)
+        return new

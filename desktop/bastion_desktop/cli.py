@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bastion_desktop import __version__
 from bastion_desktop.core.errors import BastionError
@@ -18,6 +20,10 @@ EXIT_USER_ERROR = 1
 EXIT_USAGE = 2
 EXIT_BUG = 70
 EXIT_INTERRUPTED = 130
+
+# A path, never the passphrase itself: environment variables leak into child processes
+# and crash reports.
+PASSPHRASE_FILE_VARIABLE = "BASTION_PASSPHRASE_FILE"  # noqa: S105  (a variable's name)
 
 
 def _positive(value: str) -> int:
@@ -41,6 +47,20 @@ def _seed(value: str) -> int:
     return number
 
 
+def _history_options() -> argparse.ArgumentParser:
+    """Options of every command that opens the encrypted history."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--passphrase-file",
+        type=Path,
+        metavar="PATH",
+        default=os.environ.get(PASSPHRASE_FILE_VARIABLE) or None,
+        help="read the history passphrase from this file (where there is no keychain); "
+        f"default: ${PASSPHRASE_FILE_VARIABLE}",
+    )
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bastion",
@@ -48,8 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bastion {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    history_options = _history_options()
 
-    chat = commands.add_parser("chat", help="chat with a local model in the terminal")
+    chat = commands.add_parser(
+        "chat", parents=[history_options], help="chat with a local model in the terminal"
+    )
     chat.add_argument("message", nargs="?", help="send one message and exit; omit to converse")
     chat.add_argument("--model", metavar="ID_OR_PATH", help="installed model id or GGUF file")
     chat.add_argument("--system", metavar="TEXT", help="system prompt for this conversation")
@@ -57,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=_temperature, metavar="T", help="sampling temperature")
     chat.add_argument("--seed", type=_seed, metavar="N", help="seed, for a reproducible reply")
     chat.add_argument("--json", action="store_true", help="print one JSON object per event")
+    where = chat.add_mutually_exclusive_group()
+    where.add_argument("--new", action="store_true", help="start a new conversation (default)")
+    where.add_argument("--conversation", metavar="ID", help="continue a saved conversation")
+    where.add_argument(
+        "--ephemeral", action="store_true", help="keep this conversation in memory only"
+    )
+
+    from bastion_desktop.commands.history import add_history_parser
+
+    add_history_parser(commands, history_options)
 
     models = commands.add_parser("models", help="list and manage local models")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -76,6 +109,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bastion_desktop.commands.chat import run_chat
 
         return run_chat(context, args)
+    if args.command == "history":
+        from bastion_desktop.commands.history import run_history
+
+        return run_history(context, args)
     if args.command == "models":
         from bastion_desktop.commands.models import run_models
 

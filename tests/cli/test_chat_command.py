@@ -16,9 +16,11 @@ def test_json_prints_one_event_per_line_ending_with_done(bastion: RunBastion) ->
     result = bastion("chat", "--json", "--seed", "4", "--max-tokens", "12", "Hello there")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
-    assert events[0]["type"] == "guard"
-    assert events[0]["decision"]["verdict"] == "allowed"
-    assert {e["type"] for e in events[1:-1]} == {"token"}
+    assert events[0]["type"] == "conversation"
+    assert events[0]["ephemeral"] is False
+    assert events[1]["type"] == "guard"
+    assert events[1]["decision"]["verdict"] == "allowed"
+    assert {e["type"] for e in events[2:-1]} == {"token"}
     done = events[-1]
     assert done["type"] == "done"
     assert done["tokens"] == 12

@@ -32,6 +32,9 @@ def test_doctor_reports_the_build_and_a_working_starter(bastion: RunBastion) -> 
     assert report["llama_cpp"]["cpu_features"]
     assert report["starter_model"]["ok"] is True
     assert report["starter_model"]["generated_tokens"] > 0
+    # No keychain on this machine: the history will use a passphrase, and says so.
+    assert "passphrase" in report["history"]["key"]
+    assert report["history"]["exists"] is False
     human = bastion("doctor")
     assert "Starter model   loads and answers" in human.stdout
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -152,63 +149,6 @@ def test_a_damaged_record_is_reported(tmp_path: Path) -> None:
     (tmp_path / "k.json").write_text("{not json")
     with pytest.raises(HistoryKeyError, match="damaged"):
         HistoryKeys(tmp_path / "k.json", backend=MemoryKeyring()).candidates()
-
-
-@pytest.fixture
-def secret_service(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A real Secret Service: a private D-Bus session with gnome-keyring in it (Debian's
-    packages, installed by .ci/run)."""
-    if not all(map(shutil.which, ("dbus-daemon", "dbus-send", "gnome-keyring-daemon"))):
-        pytest.skip(
-            "dbus-daemon and gnome-keyring-daemon are not installed (.ci/run installs them)"
-        )
-    env = dict(os.environ, HOME=str(tmp_path), XDG_RUNTIME_DIR=str(tmp_path))
-    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
-    bus = subprocess.Popen(
-        ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        text=True,
-    )
-    try:
-        assert bus.stdout is not None
-        env["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().strip()
-        # The daemon leaves with the bus it serves, so ending the bus ends it too.
-        subprocess.run(
-            ["gnome-keyring-daemon", "--unlock", "--components=secrets", "--daemonize"],
-            input="test-login-password",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        _wait_for_bus_name(env, "org.freedesktop.secrets")
-        yield env
-    finally:
-        bus.terminate()
-        bus.wait(timeout=10)
-        if bus.stdout is not None:
-            bus.stdout.close()
-
-
-def _wait_for_bus_name(env: dict[str, str], name: str) -> None:
-    ask = [
-        "dbus-send",
-        "--session",
-        "--print-reply",
-        "--dest=org.freedesktop.DBus",
-        "/org/freedesktop/DBus",
-        "org.freedesktop.DBus.NameHasOwner",
-        f"string:{name}",
-    ]
-    for _ in range(100):
-        reply = subprocess.run(ask, env=env, capture_output=True, text=True, check=False)
-        if "boolean true" in reply.stdout:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{name} never appeared on the test's D-Bus session")
 
 
 def test_the_key_lives_in_a_real_secret_service(

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from bastion_desktop.app import AppContext
+from bastion_desktop.commands.passphrase import passphrase_prompt
 from bastion_desktop.core.chat import ChatService
 from bastion_desktop.core.events import (
     BlockedEvent,
@@ -25,10 +26,11 @@ from bastion_desktop.core.events import (
     TokenEvent,
     event_to_json,
 )
+from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.starter import STARTER_ID
-from bastion_desktop.core.store import InMemoryConversationStore
+from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -45,6 +47,13 @@ class EventPrinter:
         self.err = err
         self.failed = False
         self.cancelled = False
+
+    def conversation(self, conversation_id: str, *, ephemeral: bool) -> None:
+        """Which conversation the turn goes to, so a script can continue it."""
+        if self.as_json:
+            payload = {"type": "conversation", "id": conversation_id, "ephemeral": ephemeral}
+            self.out.write(json.dumps(payload) + "\n")
+            self.out.flush()
 
     def __call__(self, event: ChatEvent) -> None:
         if isinstance(event, ErrorEvent):
@@ -123,9 +132,34 @@ def _params(context: AppContext, args: argparse.Namespace) -> SamplingParams:
     return dataclasses.replace(params, **{k: v for k, v in overrides.items() if v is not None})
 
 
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 60 else line[:59].rstrip() + "…"
+
+
 async def _chat(context: AppContext, args: argparse.Namespace) -> int:
-    model_id, _path = context.resolve_model(args.model)
-    store = InMemoryConversationStore()
+    store: ConversationStore
+    history: EncryptedConversationStore | None = None
+    if args.ephemeral:
+        store = InMemoryConversationStore()
+    else:
+        history = context.open_history(passphrase_prompt(args.passphrase_file))
+        store = history
+    try:
+        if history is not None:
+            await context.sweep_history(history)
+        return await _chat_in(context, args, store)
+    finally:
+        if history is not None:
+            history.close()
+
+
+async def _chat_in(context: AppContext, args: argparse.Namespace, store: ConversationStore) -> int:
+    if args.conversation:
+        existing = await store.get_conversation(args.conversation)
+        model_id = existing.model_id
+    else:
+        model_id, _path = context.resolve_model(args.model)
     slot = ChatModelSlot(context.load_options())
     service = ChatService(store, slot, lambda ref: context.registry.resolve(ref)[1])
     system = args.system if args.system is not None else context.settings.system_prompt
@@ -133,13 +167,14 @@ async def _chat(context: AppContext, args: argparse.Namespace) -> int:
     interactive = args.message is None
     printer = EventPrinter(args.json, interactive and not args.json, sys.stdout, sys.stderr)
 
-    async def new_conversation() -> str:
+    async def new_conversation(first_message: str = "") -> str:
         conversation = await store.create_conversation(
-            title="Terminal chat",
+            title=_title(first_message) or "New conversation",
             model_id=model_id,
             profile_id=service.guard.profile_id,
             system_prompt=system,
         )
+        printer.conversation(conversation.id, ephemeral=bool(args.ephemeral))
         return conversation.id
 
     loop = asyncio.get_running_loop()
@@ -156,23 +191,25 @@ async def _chat(context: AppContext, args: argparse.Namespace) -> int:
     with contextlib.suppress(NotImplementedError):  # Windows event loops
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
 
-    async def turn(conversation_id: str, text: str) -> None:
+    async def turn(conversation_id: str | None, text: str) -> str:
         nonlocal streaming
+        if conversation_id is None:
+            conversation_id = await new_conversation(text)
         streaming, printer.cancelled = True, False
         try:
             async for event in service.send(conversation_id, text, params):
                 printer(event)
         finally:
             streaming = False
+        return conversation_id
 
     try:
-        conversation_id = await new_conversation()
         if not interactive:
-            await turn(conversation_id, args.message)
+            await turn(args.conversation, args.message)
             if printer.failed:
                 return EXIT_FAILED
             return EXIT_INTERRUPTED if printer.cancelled else EXIT_OK
-        return await _converse(context, model_id, new_conversation, turn, conversation_id)
+        return await _converse(context, model_id, turn, args.conversation)
     finally:
         with contextlib.suppress(NotImplementedError):
             loop.remove_signal_handler(signal.SIGINT)
@@ -182,9 +219,8 @@ async def _chat(context: AppContext, args: argparse.Namespace) -> int:
 async def _converse(
     context: AppContext,
     model_id: str,
-    new_conversation: Callable[[], Awaitable[str]],
-    turn: Callable[[str, str], Awaitable[None]],
-    conversation_id: str,
+    turn: Callable[[str | None, str], Awaitable[str]],
+    conversation_id: str | None,
 ) -> int:
     tty = sys.stdin.isatty()
     if tty:
@@ -211,10 +247,10 @@ async def _converse(
         if text in ("/exit", "/quit"):
             return EXIT_OK
         if text == "/new":
-            conversation_id = await new_conversation()
-            print("Started a new conversation.", file=sys.stderr)
+            conversation_id = None
+            print("The next message starts a new conversation.", file=sys.stderr)
             continue
-        await turn(conversation_id, text)
+        conversation_id = await turn(conversation_id, text)
 
 
 def run_chat(context: AppContext, args: argparse.Namespace) -> int:

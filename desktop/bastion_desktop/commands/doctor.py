@@ -102,6 +102,12 @@ def run_doctor(context: AppContext, args: argparse.Namespace) -> int:
             "logs": str(context.paths.logs),
             "cache": str(context.paths.cache),
         },
+        "history": {
+            "file": str(context.history_file),
+            "exists": context.history_file.exists(),
+            # Where the key lives, never the key: safe to paste into a support request.
+            "key": context.history_keys(prompt=None).describe(),
+        },
         "llama_cpp": llama_build(),
         "starter_model": asyncio.run(_starter_check(context)),
     }
@@ -115,6 +121,10 @@ def run_doctor(context: AppContext, args: argparse.Namespace) -> int:
     print("Folders")
     for name, folder in report["paths"].items():
         print(f"  {name:<20} {folder}")
+    history = report["history"]
+    print("Conversation history")
+    print(f"  {'file':<20} {history['file']}{'' if history['exists'] else ' (not created yet)'}")
+    print(f"  {'key':<20} {history['key']}")
     build = report["llama_cpp"]
     print("llama.cpp")
     print(f"  {'GPU offload':<20} {'supported' if build['gpu_offload'] else 'not in this build'}")

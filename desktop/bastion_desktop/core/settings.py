@@ -54,6 +54,13 @@ class Settings(_Section):
         None, title="Models folder", description="Where downloaded models are kept."
     )
     system_prompt: str = Field("", max_length=100_000)
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        le=36_500,
+        title="Keep conversations for",
+        description="Days a conversation is kept after its last message; empty keeps them.",
+    )
     inference: InferenceSettings = InferenceSettings()
     sampling: SamplingSettings = SamplingSettings()
 

@@ -28,6 +28,10 @@ class ConversationNotFoundError(BastionError):
     """No conversation has that id."""
 
 
+class MessageNotFoundError(BastionError):
+    """No message has that id."""
+
+
 @dataclass(frozen=True)
 class Conversation:
     id: str
@@ -37,10 +41,20 @@ class Conversation:
     system_prompt: str
     created_at: float
     updated_at: float
+    pinned: bool = False
+    archived: bool = False
 
 
 @dataclass(frozen=True)
 class StoredMessage:
+    """One message of a conversation.
+
+    Messages form a tree: a regenerated reply or an edited question is a sibling of the
+    message it replaces (same `parent_id`), so nothing is overwritten. `messages()`
+    returns the branch being shown; `alternative_number` of `alternative_count` says
+    which sibling this is (for a "2 / 3" switcher).
+    """
+
     id: int
     conversation_id: str
     role: Role
@@ -50,6 +64,9 @@ class StoredMessage:
     model_id: str | None = None
     profile_id: str | None = None
     stats: GenerationStats | None = None
+    parent_id: int | None = None
+    alternative_number: int = 1
+    alternative_count: int = 1
 
 
 @dataclass(frozen=True)
@@ -74,7 +91,9 @@ class ConversationStore(Protocol):
 
     async def get_conversation(self, conversation_id: str) -> Conversation: ...
 
-    async def messages(self, conversation_id: str) -> list[StoredMessage]: ...
+    async def messages(self, conversation_id: str) -> list[StoredMessage]:
+        """The branch being shown, oldest first."""
+        ...
 
     async def add_message(
         self,
@@ -100,6 +119,19 @@ class ConversationStore(Protocol):
         self, conversation_id: str, message_id: int | None, decision: GuardDecision
     ) -> None: ...
 
+    async def branch_from(self, message_id: int) -> None:
+        """Make the next message added to that conversation an alternative to
+        `message_id` (regenerate, edit): the shown branch ends just before it."""
+        ...
+
+    async def alternatives(self, message_id: int) -> list[StoredMessage]:
+        """The message and its siblings, oldest first."""
+        ...
+
+    async def select_alternative(self, message_id: int) -> None:
+        """Show the branch through `message_id`, down to its newest reply."""
+        ...
+
 
 class InMemoryConversationStore:
     """Conversations in memory only: gone when the process ends."""
@@ -107,6 +139,8 @@ class InMemoryConversationStore:
     def __init__(self) -> None:
         self._conversations: dict[str, Conversation] = {}
         self._messages: dict[int, StoredMessage] = {}
+        # The last message of the branch each conversation shows (None: empty).
+        self._shown: dict[str, int | None] = {}
         self._ids = itertools.count(1)
         self.guard_events: list[GuardEventRecord] = []
 
@@ -118,6 +152,7 @@ class InMemoryConversationStore:
             uuid.uuid4().hex, title, model_id, profile_id, system_prompt, now, now
         )
         self._conversations[conversation.id] = conversation
+        self._shown[conversation.id] = None
         return conversation
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
@@ -128,7 +163,13 @@ class InMemoryConversationStore:
 
     async def messages(self, conversation_id: str) -> list[StoredMessage]:
         await self.get_conversation(conversation_id)
-        return [m for m in self._messages.values() if m.conversation_id == conversation_id]
+        branch: list[StoredMessage] = []
+        message_id = self._shown[conversation_id]
+        while message_id is not None:
+            message = self._numbered(self._messages[message_id])
+            branch.append(message)
+            message_id = message.parent_id
+        return branch[::-1]
 
     async def add_message(
         self,
@@ -150,10 +191,12 @@ class InMemoryConversationStore:
             time.time(),
             model_id,
             profile_id,
+            parent_id=self._shown[conversation_id],
         )
         self._messages[message.id] = message
+        self._shown[conversation_id] = message.id
         self._conversations[conversation_id] = replace(conversation, updated_at=message.created_at)
-        return message
+        return self._numbered(message)
 
     async def update_message(
         self,
@@ -163,7 +206,7 @@ class InMemoryConversationStore:
         state: MessageState,
         stats: GenerationStats | None = None,
     ) -> None:
-        message = self._messages[message_id]
+        message = self._message(message_id)
         self._messages[message_id] = replace(
             message, content=content, state=state, stats=stats or message.stats
         )
@@ -183,4 +226,38 @@ class InMemoryConversationStore:
                 decision.latency_ms,
                 time.time(),
             )
+        )
+
+    async def branch_from(self, message_id: int) -> None:
+        message = self._message(message_id)
+        self._shown[message.conversation_id] = message.parent_id
+
+    async def alternatives(self, message_id: int) -> list[StoredMessage]:
+        return [self._numbered(m) for m in self._siblings(self._message(message_id))]
+
+    async def select_alternative(self, message_id: int) -> None:
+        message = self._message(message_id)
+        while children := [m for m in self._messages.values() if m.parent_id == message.id]:
+            message = children[-1]
+        self._shown[message.conversation_id] = message.id
+
+    def _message(self, message_id: int) -> StoredMessage:
+        try:
+            return self._messages[message_id]
+        except KeyError:
+            raise MessageNotFoundError(f"No message with id {message_id}.") from None
+
+    def _siblings(self, message: StoredMessage) -> list[StoredMessage]:
+        return [
+            m
+            for m in self._messages.values()
+            if m.conversation_id == message.conversation_id and m.parent_id == message.parent_id
+        ]
+
+    def _numbered(self, message: StoredMessage) -> StoredMessage:
+        siblings = [m.id for m in self._siblings(message)]
+        return replace(
+            message,
+            alternative_number=siblings.index(message.id) + 1,
+            alternative_count=len(siblings),
         )
