@@ -43,7 +43,7 @@ from bastion_desktop.core.paths import HOME_VARIABLE, AppPaths
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model
-from bastion_desktop.core.store import InMemoryConversationStore
+from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "pipeline.json"
 
@@ -222,7 +222,7 @@ def run_plain(llm: Any, prompt: str, prompt_tokens: int, config: Config, seed: i
 
 
 async def run_bastion(
-    service: ChatService, store: InMemoryConversationStore, params: SamplingParams
+    service: ChatService, store: ConversationStore, params: SamplingParams
 ) -> tuple[Run, DoneEvent]:
     # A fresh conversation each time, so the prompt stays the single user message.
     conversation = await store.create_conversation(

@@ -12,7 +12,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bastion_desktop.core.errors import BastionError, ModelNotFoundError
 from bastion_desktop.core.files import write_atomically
 
-REGISTRY_VERSION = 1
+# 2 added the optional fields below `description` (version 1 files read as they are).
+REGISTRY_VERSION = 2
+
+
+class ModelPart(BaseModel):
+    """One file of a split model (`name-00001-of-00003.gguf` ...)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str  # its name in the Hub repository
+    path: Path
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
 
 
 class RegisteredModel(BaseModel):
@@ -29,6 +41,21 @@ class RegisteredModel(BaseModel):
     file: str | None = None
     license: str | None = None
     description: str = ""
+    revision: str | None = None  # the Hub commit it was downloaded from
+    # Whether Bastion wrote the file (a download, an imported copy) and so may delete it
+    # on removal; a file imported in place, or an entry from version 1, is the user's.
+    owns_file: bool = False
+    # Every part of a split model, the first one being `path`; empty for a single file.
+    parts: tuple[ModelPart, ...] = ()
+    quantization: str | None = None
+    architecture: str | None = None
+    context_length: int | None = None
+    parameters: int | None = None
+    has_chat_template: bool | None = None
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(p.path for p in self.parts) if self.parts else (self.path,)
 
 
 class _RegistryFile(BaseModel):
@@ -90,6 +117,7 @@ class ModelRegistry:
         return found
 
     def _write(self, content: _RegistryFile) -> None:
+        content.version = REGISTRY_VERSION
         write_atomically(self.file, (content.model_dump_json(indent=2) + "\n").encode())
 
     def resolve(self, reference: str) -> tuple[str, Path]:

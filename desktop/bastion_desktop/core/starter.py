@@ -62,6 +62,10 @@ def ensure_starter_model(models_dir: Path, registry: ModelRegistry) -> Registere
         file=starter.MODEL_NAME,
         license="Gemma Terms of Use",
         description=STARTER_DESCRIPTION,
+        owns_file=True,  # written by Bastion from its package: removing it may delete it
+        quantization="Q4_K_M",
+        architecture="gemma3",
+        has_chat_template=False,
     )
     registry.add(model)
     return model

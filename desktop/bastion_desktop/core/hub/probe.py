@@ -1,0 +1,303 @@
+"""What this machine has for running a model: RAM, GPUs with their free memory, CPU
+features, and whether this llama.cpp build can offload to a GPU at all.
+
+Each fact comes from the most direct source the OS offers, without new dependencies:
+/proc/meminfo (and the cgroup limit in a container), sysctl and vm_stat on macOS,
+GlobalMemoryStatusEx on Windows; NVML through ctypes for NVIDIA GPUs (it opens no CUDA
+context, so probing costs no GPU memory); unified memory on Apple silicon; llama.cpp's
+own device list for other GPUs (Vulkan, ROCm, SYCL). What cannot be found is left as
+None and said plainly in `notes`, never guessed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import platform
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+# Metal lets a process keep about this share of unified memory resident on the GPU
+# (`recommendedMaxWorkingSetSize`): about two thirds on small Macs, three quarters above
+# 36 GB. llama.cpp's own device list reports the exact figure when it is asked.
+APPLE_GPU_SHARE_SMALL = 2 / 3
+APPLE_GPU_SHARE_LARGE = 3 / 4
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    total_bytes: int | None
+    free_bytes: int | None
+    unified: bool  # shares the system RAM (Apple silicon, integrated GPUs)
+    source: str  # "nvml", "apple", "llama.cpp", or "fixed" in tests
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    ram_total: int | None
+    ram_available: int | None
+    gpus: tuple[GpuInfo, ...] = ()
+    gpu_offload_supported: bool = False  # this llama.cpp build has a GPU backend
+    cpu_features: tuple[str, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def gpu_free_bytes(self) -> int | None:
+        """Free memory on all GPUs together (llama.cpp splits layers across them), or
+        None when a GPU is present but its free memory is unknown."""
+        if not self.gpus:
+            return 0
+        total = 0
+        for gpu in self.gpus:
+            free = gpu.free_bytes if gpu.free_bytes is not None else gpu.total_bytes
+            if free is None:
+                return None
+            total += free
+        return total
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+
+
+def _linux_memory() -> tuple[int | None, int | None]:
+    text = _read_text(Path("/proc/meminfo")) or ""
+    values = {
+        m[1]: int(m[2]) * 1024 for m in re.finditer(r"^(\w+):\s+(\d+) kB", text, re.MULTILINE)
+    }
+    total, available = values.get("MemTotal"), values.get("MemAvailable", values.get("MemFree"))
+    # In a container the cgroup limit, not the host's RAM, is what the process may use.
+    limit = (_read_text(Path("/sys/fs/cgroup/memory.max")) or "").strip()
+    if limit.isdigit() and total is not None and int(limit) < total:
+        used = (_read_text(Path("/sys/fs/cgroup/memory.current")) or "").strip()
+        total = int(limit)
+        if used.isdigit():
+            room = max(0, total - int(used))
+            available = room if available is None else min(available, room)
+    return total, available
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        result = subprocess.run(
+            ["/usr/sbin/sysctl", "-n", name], capture_output=True, text=True, timeout=3, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    out = result.stdout.strip()
+    return out if result.returncode == 0 and out else None
+
+
+def _mac_memory() -> tuple[int | None, int | None]:
+    total_text = _sysctl("hw.memsize")
+    total = int(total_text) if total_text and total_text.isdigit() else None
+    try:
+        out = subprocess.run(
+            ["/usr/bin/vm_stat"], capture_output=True, text=True, timeout=3, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return total, None
+    page = re.search(r"page size of (\d+) bytes", out)
+    pages = {m[1]: int(m[2]) for m in re.finditer(r"^Pages ([\w -]+):\s+(\d+)\.", out, re.M)}
+    if page is None:
+        return total, None
+    reclaimable = sum(pages.get(k, 0) for k in ("free", "inactive", "speculative", "purgeable"))
+    return total, reclaimable * int(page[1])
+
+
+class _MemoryStatusEx(ctypes.Structure):
+    _fields_ = [  # the layout of MEMORYSTATUSEX
+        ("dwLength", ctypes.c_ulong),
+        ("dwMemoryLoad", ctypes.c_ulong),
+        ("ullTotalPhys", ctypes.c_ulonglong),
+        ("ullAvailPhys", ctypes.c_ulonglong),
+        ("ullTotalPageFile", ctypes.c_ulonglong),
+        ("ullAvailPageFile", ctypes.c_ulonglong),
+        ("ullTotalVirtual", ctypes.c_ulonglong),
+        ("ullAvailVirtual", ctypes.c_ulonglong),
+        ("ullAvailExtendedVirtual", ctypes.c_ulonglong),
+    ]
+
+
+def _windows_memory() -> tuple[int | None, int | None]:
+    status = _MemoryStatusEx()
+    status.dwLength = ctypes.sizeof(_MemoryStatusEx)
+    kernel32 = ctypes.WinDLL("kernel32")  # type: ignore[attr-defined, unused-ignore]
+    if not kernel32.GlobalMemoryStatusEx(ctypes.byref(status)):
+        return None, None
+    return int(status.ullTotalPhys), int(status.ullAvailPhys)
+
+
+def system_memory() -> tuple[int | None, int | None]:
+    """(total, available) RAM in bytes; None where the OS would not say."""
+    try:
+        if sys.platform.startswith("linux"):
+            return _linux_memory()
+        if sys.platform == "darwin":
+            return _mac_memory()
+        if sys.platform == "win32":
+            return _windows_memory()
+    except (OSError, ValueError, AttributeError):
+        log.warning("could not read the amount of RAM", exc_info=True)
+    return None, None
+
+
+class _NvmlMemory(ctypes.Structure):
+    _fields_ = [  # the layout of nvmlMemory_t
+        ("total", ctypes.c_ulonglong),
+        ("free", ctypes.c_ulonglong),
+        ("used", ctypes.c_ulonglong),
+    ]
+
+
+def _load_nvml() -> ctypes.CDLL | None:
+    if sys.platform == "win32":
+        candidates = ["nvml.dll", r"C:\Program Files\NVIDIA Corporation\NVSMI\nvml.dll"]
+    else:
+        candidates = ["libnvidia-ml.so.1", ctypes.util.find_library("nvidia-ml") or ""]
+    for name in filter(None, candidates):
+        try:
+            return ctypes.CDLL(name)
+        except OSError:
+            continue
+    return None
+
+
+def nvidia_gpus() -> list[GpuInfo] | None:
+    """NVIDIA GPUs through NVML; None when the driver library is absent."""
+    nvml = _load_nvml()
+    if nvml is None:
+        return None
+    if nvml.nvmlInit_v2() != 0:
+        return None
+    try:
+        count = ctypes.c_uint()
+        if nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0:
+            return None
+        gpus = []
+        for index in range(count.value):
+            handle = ctypes.c_void_p()
+            if nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0:
+                continue
+            name = ctypes.create_string_buffer(96)
+            nvml.nvmlDeviceGetName(handle, name, ctypes.c_uint(96))
+            memory = _NvmlMemory()
+            known = nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) == 0
+            gpus.append(
+                GpuInfo(
+                    name=name.value.decode("utf-8", errors="replace") or f"NVIDIA GPU {index}",
+                    total_bytes=int(memory.total) if known else None,
+                    free_bytes=int(memory.free) if known else None,
+                    unified=False,
+                    source="nvml",
+                )
+            )
+        return gpus
+    finally:
+        nvml.nvmlShutdown()
+
+
+def apple_gpu(ram_total: int | None) -> GpuInfo | None:
+    if sys.platform != "darwin" or platform.machine() != "arm64":
+        return None
+    budget = None
+    if ram_total is not None:
+        share = APPLE_GPU_SHARE_LARGE if ram_total > 36 * GIB else APPLE_GPU_SHARE_SMALL
+        budget = int(ram_total * share)
+    brand = _sysctl("machdep.cpu.brand_string") or "Apple silicon"
+    return GpuInfo(f"{brand} GPU", budget, budget, unified=True, source="apple")
+
+
+def llama_cpp_devices() -> list[GpuInfo]:
+    """GPUs in llama.cpp's own device list (ggml backends). Asking a GPU backend for its
+    free memory may open a device context, so the app process calls this only when NVML
+    and the Apple path had nothing to say; the model host can call it freely."""
+    import llama_cpp._ggml as ggml
+
+    lib = ggml.libggml
+    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+    lib.ggml_backend_dev_description.restype = ctypes.c_char_p
+    lib.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
+    lib.ggml_backend_dev_type.restype = ctypes.c_int
+    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
+    size_p = ctypes.POINTER(ctypes.c_size_t)
+    lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, size_p, size_p]
+    gpu_types = {1: False, 2: True}  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU (unified)
+    gpus = []
+    for index in range(int(lib.ggml_backend_dev_count())):
+        device = lib.ggml_backend_dev_get(index)
+        kind = int(lib.ggml_backend_dev_type(device))
+        if kind not in gpu_types:
+            continue
+        free, total = ctypes.c_size_t(), ctypes.c_size_t()
+        lib.ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(total))
+        name = (lib.ggml_backend_dev_description(device) or b"GPU").decode(errors="replace")
+        gpus.append(
+            GpuInfo(name, total.value or None, free.value or None, gpu_types[kind], "llama.cpp")
+        )
+    return gpus
+
+
+def llama_cpp_facts() -> tuple[bool, tuple[str, ...]]:
+    """Whether this llama.cpp build can offload to a GPU, and the CPU features it uses."""
+    import llama_cpp
+
+    supported = bool(llama_cpp.llama_supports_gpu_offload())
+    info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
+    features = tuple(dict.fromkeys(m[1] for m in re.finditer(r"(\w+) = 1\b", info)))
+    return supported, features
+
+
+def probe_hardware(*, ask_llama_cpp_devices: bool = True) -> HardwareProfile:
+    """Probe this machine. Takes well under a second (most of it importing llama_cpp)."""
+    notes: list[str] = []
+    ram_total, ram_available = system_memory()
+    if ram_total is None:
+        notes.append("The amount of RAM is unknown on this system.")
+    try:
+        supported, features = llama_cpp_facts()
+    except (ImportError, OSError, AttributeError):
+        log.warning("llama.cpp could not be asked about this machine", exc_info=True)
+        supported, features = False, ()
+        notes.append("llama.cpp is not usable here, so GPU support and CPU features are unknown.")
+    gpus: list[GpuInfo] = []
+    nvidia = nvidia_gpus()
+    if nvidia:
+        gpus.extend(nvidia)
+    apple = apple_gpu(ram_total)
+    if apple is not None:
+        gpus.append(apple)
+    if not gpus and supported and ask_llama_cpp_devices:
+        try:
+            gpus.extend(llama_cpp_devices())
+        except (ImportError, OSError, AttributeError):
+            log.warning("llama.cpp's device list is unavailable", exc_info=True)
+    if supported and not gpus:
+        notes.append("This llama.cpp build can use a GPU, but no GPU or its memory was found.")
+    if gpus and not supported:
+        notes.append(
+            "A GPU is present, but this llama.cpp build has no GPU support: models run on the CPU."
+        )
+    if any(g.free_bytes is None for g in gpus):
+        notes.append("The free memory of the GPU is unknown.")
+    return HardwareProfile(
+        ram_total=ram_total,
+        ram_available=ram_available,
+        gpus=tuple(gpus),
+        gpu_offload_supported=supported,
+        cpu_features=features,
+        notes=tuple(notes),
+    )
