@@ -91,10 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_history_parser(commands, history_options)
 
-    models = commands.add_parser("models", help="list and manage local models")
-    model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    listing = model_commands.add_parser("list", help="list installed models")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    from bastion_desktop.commands.models import add_models_parser
+
+    add_models_parser(commands)
 
     doctor = commands.add_parser("doctor", help="check this installation and the starter model")
     doctor.add_argument("--json", action="store_true", help="print JSON")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import signal
@@ -181,29 +182,52 @@ class ModelHost:
         await self._discard_process()
         # The header check here catches the common mistakes without a process start.
         check_gguf_header(self.path)
+        options = self.options
+        crashed_on_gpu = ""
+        while True:
+            process, reply, gpu_layers = await self._start(options)
+            if reply[0] == "loaded":
+                self._process = process
+                facts: ModelFacts = reply[1]
+                if crashed_on_gpu:
+                    facts = dataclasses.replace(facts, gpu_note=crashed_on_gpu)
+                self.facts = facts
+                return facts
+            if reply[0] == "load_failed":
+                await process.stop()
+                raise ModelLoadError(reply[1])
+            how = await process.exit_description()
+            if gpu_layers and not crashed_on_gpu:
+                # A GPU backend that aborts when its memory runs out takes the process with
+                # it: try once more with the model on the CPU.
+                log.warning("model host crashed loading with GPU layers (%s); retrying on CPU", how)
+                crashed_on_gpu = (
+                    f"Loading with layers on the GPU crashed ({how}); the model runs on the CPU."
+                )
+                options = dataclasses.replace(options, gpu_layers="none")
+                continue
+            raise ModelLoadError(
+                f"llama.cpp crashed while loading {self.path.name} ({how}). The file is "
+                "probably corrupt or incomplete; download or copy it again."
+            )
+
+    async def _start(self, options: LoadOptions) -> tuple[_Process, tuple[Any, ...], int]:
+        """Start a host process; returns it, its first reply that is not an attempt
+        notice, and the GPU layers of its last attempt."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        process = await asyncio.to_thread(_Process, self.path, self.options, loop)
-        reply = await process.inbox.get()
+        process = await asyncio.to_thread(_Process, self.path, options, loop)
+        gpu_layers = 0
+        while (reply := await process.inbox.get())[0] == "attempt":
+            gpu_layers = reply[1]
         if reply[0] == "loaded":
-            self._process = process
-            self.facts = reply[1]
             log.info(
                 "model host %s loaded %s in %.2fs",
                 process.process.pid,
                 self.path.name,
                 time.perf_counter() - started,
             )
-            assert self.facts is not None
-            return self.facts
-        if reply[0] == "load_failed":
-            await process.stop()
-            raise ModelLoadError(reply[1])
-        how = await process.exit_description()
-        raise ModelLoadError(
-            f"llama.cpp crashed while loading {self.path.name} ({how}). The file is probably "
-            "corrupt or incomplete; download or copy it again."
-        )
+        return process, reply, gpu_layers
 
     async def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams

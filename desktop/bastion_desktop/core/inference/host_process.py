@@ -5,7 +5,7 @@ can re-execute), loads its model, then serves generate requests over a pipe unti
 is told to stop or its parent goes away. A llama.cpp crash ends this process only.
 
 Messages in:  ("generate", id, messages, params) | ("cancel", id) | ("shutdown",)
-Messages out: ("loaded", facts) | ("load_failed", sentence)
+Messages out: ("attempt", n_gpu_layers) ... then ("loaded", facts) | ("load_failed", sentence)
               ("trimmed", id, PromptTrimmed) | ("text", id, str)
               ("done", id, prompt_tokens, generated_tokens, finish_reason)
               ("failed", id, error class name, sentence)
@@ -83,49 +83,92 @@ def _int(metadata: dict[str, str], key: str, default: int = 0) -> int:
         return default
 
 
-def requested_gpu_layers(options: LoadOptions, supported: bool) -> int:
-    """The n_gpu_layers handed to llama.cpp (-1 means every layer)."""
+def requested_gpu_layers(options: LoadOptions, supported: bool, path: Path) -> int:
+    """The n_gpu_layers to try first (-1 means every layer)."""
     if not supported or options.gpu_layers == "none":
         return 0
     if options.gpu_layers == "auto":
-        # Everything, until the model manager's fit estimate picks a number.
-        return -1
+        from bastion_desktop.core.hub.fit import auto_gpu_layers
+
+        try:
+            # What fits this machine's free GPU memory, from the file's own shape.
+            return auto_gpu_layers(path, options.context_length)
+        except BastionError:
+            return -1  # unreadable metadata: the load itself will say what is wrong
     return int(options.gpu_layers)
 
 
-def resolve_gpu_layers(options: LoadOptions, supported: bool, layers: int) -> int:
+def gpu_layers_used(n_gpu_layers: int, layers: int) -> int:
     """How many layers end up on the GPU (the output layer counts as one more)."""
-    requested = requested_gpu_layers(options, supported)
-    return layers + 1 if requested < 0 else min(requested, layers + 1)
+    return layers + 1 if n_gpu_layers < 0 else min(n_gpu_layers, layers + 1)
+
+
+def _load_attempts(first: int, path: Path) -> list[int]:
+    """`first`, then fewer layers down to none, for loads that run out of GPU memory."""
+    if first == 0:
+        return [0]
+    from bastion_desktop.core.hub.fit import gpu_layer_attempts
+    from bastion_desktop.core.hub.gguf_metadata import read_gguf_metadata
+
+    try:
+        layers = read_gguf_metadata(path).block_count or 0
+    except BastionError:
+        return [first]
+    return gpu_layer_attempts(first, layers)
 
 
 class LoadedModel:
-    def __init__(self, path: Path, options: LoadOptions) -> None:
+    def __init__(self, path: Path, options: LoadOptions, conn: Connection | None = None) -> None:
         import llama_cpp
 
         self._log = _LlamaLogTail()
         check_gguf_header(path)
         supported = bool(llama_cpp.llama_supports_gpu_offload())
         threads = options.threads or physical_cores()
-        try:
-            llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=options.context_length,
-                n_gpu_layers=requested_gpu_layers(options, supported),
-                n_threads=threads,
-                verbose=False,
+        first = requested_gpu_layers(options, supported, path)
+        self.gpu_note = ""
+        llm = None
+        for n_gpu_layers in _load_attempts(first, path):
+            if conn is not None:
+                # Some GPU backends abort the process when memory runs out instead of
+                # failing the load: the app then knows what to retry without.
+                conn.send(("attempt", n_gpu_layers))
+            try:
+                llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=options.context_length,
+                    n_gpu_layers=n_gpu_layers,
+                    n_threads=threads,
+                    verbose=False,
+                )
+                break
+            except Exception as error:
+                from bastion_desktop.core.hub.fit import is_gpu_memory_failure
+
+                logged = " ".join(self._log.lines)
+                if n_gpu_layers != 0 and is_gpu_memory_failure(f"{logged} {error}"):
+                    self._log.lines.clear()
+                    continue  # the GPU ran out of memory: try again with fewer layers
+                reason = self._log.last_error() or str(error)
+                raise ModelLoadError(
+                    f"llama.cpp could not load {path.name}: {reason}. The file may be corrupt, "
+                    "incomplete, or made for a newer llama.cpp."
+                ) from error
+        if llm is None:
+            raise ModelLoadError(f"{path.name} does not fit in GPU memory, even partly.")
+        if n_gpu_layers != first:
+            instead = (
+                f"with {n_gpu_layers} layers on the GPU instead" if n_gpu_layers else "on the CPU"
             )
-        except Exception as error:
-            reason = self._log.last_error() or str(error)
-            raise ModelLoadError(
-                f"llama.cpp could not load {path.name}: {reason}. The file may be corrupt, "
-                "incomplete, or made for a newer llama.cpp."
-            ) from error
+            self.gpu_note = (
+                f"The GPU ran out of memory with {'every' if first < 0 else first} layers on it; "
+                f"the model was loaded {instead}."
+            )
         self.llm = llm
         metadata: dict[str, str] = dict(llm.metadata)
         arch = metadata.get("general.architecture", "unknown")
         layers = _int(metadata, f"{arch}.block_count")
-        gpu_layers = resolve_gpu_layers(options, supported, layers)
+        gpu_layers = gpu_layers_used(n_gpu_layers, layers)
         bos = self._token_text(llm.token_bos())
         eos = self._token_text(llm.token_eos())
         self.template: ChatTemplate = choose_template(metadata, bos, eos)
@@ -146,6 +189,7 @@ class LoadedModel:
             gpu_layers=gpu_layers,
             file_size=path.stat().st_size,
             threads=threads,
+            gpu_note=self.gpu_note,
         )
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "true") != "false"
 
@@ -302,7 +346,7 @@ def run_host(conn: Connection, model_path: str, options: LoadOptions) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     apply_private_environment()
     try:
-        model = LoadedModel(Path(model_path), options)
+        model = LoadedModel(Path(model_path), options, conn)
     except BastionError as error:
         conn.send(("load_failed", str(error)))
         return

@@ -59,6 +59,7 @@ class ModelFacts:
     gpu_layers: int
     file_size: int
     threads: int
+    gpu_note: str = ""  # set when GPU memory ran short and fewer layers were offloaded
 
 
 FinishReason = Literal["stop", "length", "cancelled"]
