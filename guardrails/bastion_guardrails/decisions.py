@@ -1,7 +1,9 @@
 """What a guardrail check decided, as plain data the UI, CLI and audit log share.
 
 A decision holds no chat text except `rewritten`, the masked text that replaces the
-user's or the model's words; it is never logged or written to the audit log.
+user's or the model's words; it is never logged or written to the audit log. `masked`
+says what was masked in words ("an email address"), and `trace` which rails ran, what
+each decided and how long each took: neither holds any of the text.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ class Stage(StrEnum):
 
 
 @dataclass(frozen=True)
+class RailTrace:
+    """One rail's part in a check, as NeMo's activated-rails log reports it."""
+
+    rail: str  # the rail's flow name, e.g. "bastion mask secrets on output"
+    outcome: str  # "allow", "block", "transform" or "failed"
+    latency_ms: float
+
+
+@dataclass(frozen=True)
 class GuardDecision:
     verdict: Verdict
     stage: Stage
@@ -31,6 +42,8 @@ class GuardDecision:
     category: str | None = None
     latency_ms: float = 0.0
     rewritten: str | None = field(default=None, repr=False)
+    masked: tuple[str, ...] = ()
+    trace: tuple[RailTrace, ...] = ()
 
     @property
     def blocked(self) -> bool:

@@ -2,8 +2,9 @@
 
 `check_input` looks at the user's message before the model sees it; `guard_output`
 wraps the model's token stream and may hold text back, rewrite it, or stop it with a
-block. This issue ships only the pass-through profile "Off"; the NeMo Guardrails engine
-implements the same protocol.
+block. `OffProfile` is the pass-through profile "Off"; the NeMo Guardrails engine
+(`bastion_guardrails.engine.GuardEngine`) gives a `NemoProfileRuntime` for every other
+profile, implementing the same protocol.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ class GuardMessage:
 
 @dataclass(frozen=True)
 class PassedText:
-    """Model text cleared for display."""
+    """Model text cleared for display. When the output rails masked something in it,
+    `masked` is that decision (to record and to tell the user); `text` is then the
+    masked text."""
 
     text: str
+    masked: GuardDecision | None = None
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,11 @@ class GuardProfileRuntime(Protocol):
 
     def guard_output(
         self, history: Sequence[GuardMessage], stream: AsyncIterator[str]
-    ) -> AsyncIterator[OutputEvent]: ...
+    ) -> AsyncIterator[OutputEvent]:
+        """`history` is the conversation the reply answers, ending with the user's
+        (possibly masked) message; output rails that weigh a reply against the question
+        (content safety) read that last user message."""
+        ...
 
 
 class OffProfile:

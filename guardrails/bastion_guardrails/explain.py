@@ -1,0 +1,161 @@
+"""The sentences a user reads: why a message or a reply was blocked or masked, and
+which checks a profile has in force."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from bastion_guardrails.decisions import Stage
+from bastion_guardrails.models import SAFETY_CATEGORIES, SAFETY_ROLE
+from bastion_guardrails.plan import PlannedRail, ProfilePlan
+
+SAFETY_MODEL_HINT = (
+    "download a safety model from the model catalog (for example Llama Guard 3 1B) to turn them on"
+)
+
+
+def join_words(items: Iterable[str]) -> str:
+    unique = list(dict.fromkeys(items))
+    if len(unique) <= 1:
+        return "".join(unique)
+    return ", ".join(unique[:-1]) + " and " + unique[-1]
+
+
+def _were(labels: Sequence[str]) -> str:
+    return "was" if len(dict.fromkeys(labels)) == 1 else "were"
+
+
+def blocked(stage: Stage, profile_name: str, labels: Sequence[str]) -> str:
+    what = join_words(labels)
+    rule = f"which the {profile_name} profile blocks"
+    if stage is Stage.INPUT:
+        return f"Your message was not sent because it contains {what}, {rule}."
+    return f"The reply was withdrawn because it contained {what}, {rule}."
+
+
+def masked(stage: Stage, labels: Sequence[str]) -> str:
+    what = join_words(labels)
+    if stage is Stage.INPUT:
+        return (
+            f"Before the model saw your message, {what} {_were(labels)} replaced with placeholders."
+        )
+    return f"In the reply, {what} {_were(labels)} replaced with placeholders."
+
+
+def flagged(stage: Stage, categories: Sequence[str]) -> str:
+    words = join_words(SAFETY_CATEGORIES.get(c, c.replace("_", " ")) for c in categories)
+    what = f" as {words}" if words else ""
+    if stage is Stage.INPUT:
+        return f"Your message was not sent: the safety model flagged it{what}."
+    return f"The reply was withdrawn: the safety model flagged it{what}."
+
+
+def blocked_by_flow(stage: Stage, rail: str) -> str:
+    if stage is Stage.INPUT:
+        return f"Your message was not sent: the profile's rail '{rail}' blocked it."
+    return f"The reply was withdrawn: the profile's rail '{rail}' blocked it."
+
+
+def failed(stage: Stage, title: str) -> str:
+    if stage is Stage.INPUT:
+        return f"A guardrail check ({title}) failed, so your message was not sent, to be safe."
+    return f"A guardrail check ({title}) failed, so the reply was stopped, to be safe."
+
+
+def allowed(stage: Stage, profile_name: str, count: int) -> str:
+    checks = "check" if count == 1 else "checks"
+    what = "message" if stage is Stage.INPUT else "reply"
+    return f"The {profile_name} profile's {count} {checks} found nothing to stop in this {what}."
+
+
+# --- which checks are in force ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckStatus:
+    rail: str  # the flow name
+    stage: Stage
+    title: str
+    masks: bool
+    in_force: bool
+    needs: tuple[str, ...]  # model roles that are missing
+
+
+@dataclass(frozen=True)
+class ProfileStatus:
+    """What a profile checks right now, as data and as a sentence for the user."""
+
+    profile_id: str
+    profile_name: str
+    checks: tuple[CheckStatus, ...]
+    can_run: bool
+    sentence: str
+
+    @property
+    def active(self) -> tuple[CheckStatus, ...]:
+        return tuple(c for c in self.checks if c.in_force)
+
+    @property
+    def missing(self) -> tuple[CheckStatus, ...]:
+        return tuple(c for c in self.checks if not c.in_force)
+
+
+def _verb(rail: PlannedRail) -> str:
+    if rail.masks:
+        return "masked"
+    return "blocked" if rail.flow.library is not None else "checked"
+
+
+def _place(rail: PlannedRail) -> str:
+    return "your messages" if rail.flow.stage is Stage.INPUT else "replies"
+
+
+def _describe(rails: Sequence[PlannedRail], *, verbs: bool = True) -> str:
+    """ "profanity in your messages (masked) and in replies (blocked)" """
+    parts = []
+    for title in dict.fromkeys(r.title for r in rails):
+        same = [r for r in rails if r.title == title]
+        if not verbs:
+            parts.append(f"{title} in {join_words(_place(r) for r in same)}")
+        elif len({_verb(r) for r in same}) == 1:
+            parts.append(f"{title} in {join_words(_place(r) for r in same)} ({_verb(same[0])})")
+        else:
+            places = " and in ".join(f"{_place(r)} ({_verb(r)})" for r in same)
+            parts.append(f"{title} in {places}")
+    return "; ".join(parts)
+
+
+def profile_status(plan: ProfilePlan) -> ProfileStatus:
+    profile = plan.profile
+    checks = tuple(
+        CheckStatus(
+            r.name, r.flow.stage, r.title, r.masks, r.in_force, tuple(sorted(r.missing_roles))
+        )
+        for r in plan.input + plan.output
+    )
+    missing = plan.missing
+    can_run = not (
+        profile.manifest.safety_model_required
+        and any(SAFETY_ROLE in r.missing_roles for r in missing)
+    )
+    name = profile.name
+    if plan.is_off:
+        sentence = "Guardrails are off: nothing is checked."
+    elif not can_run:
+        sentence = (
+            f"The {name} profile requires a safety model and none is installed, so it cannot "
+            f"be used: {SAFETY_MODEL_HINT.replace('them', 'it')}, or choose another profile."
+        )
+    else:
+        active = [r for r in plan.input + plan.output if r.in_force]
+        sentence = (
+            f"{name} is checking {_describe(active)}." if active else f"{name} checks nothing."
+        )
+        if missing:
+            sentence += (
+                f" Not in force: {_describe(missing, verbs=False)}, because no safety model "
+                "is installed; "
+                f"{SAFETY_MODEL_HINT}."
+            )
+    return ProfileStatus(profile.id, name, checks, can_run, sentence)

@@ -1,0 +1,124 @@
+"""The content-safety rails, which need the safety model, run on NeMo's own machinery:
+the Colang runtime for messages, the streaming output rails for replies. The model
+here is scripted (the real adapters come with the safety-model work) and fails loudly
+on any call it was not scripted for."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from bastion_guardrails.decisions import Stage, Verdict
+from bastion_guardrails.engine import GuardEngine
+from bastion_guardrails.models import ModelSet, SafetyMessage, SafetyVerdict
+from bastion_guardrails.nemo_runtime import NemoProfileRuntime
+from bastion_guardrails.runtime import GuardMessage, OutputBlocked, PassedText
+
+SAFE = SafetyVerdict(unsafe=False)
+
+
+@dataclass
+class ScriptedSafetyModel:
+    """Answers by the first rule whose stage matches and whose words are in the last
+    message; any other call is a test failure."""
+
+    rules: list[tuple[Stage, str, SafetyVerdict]]
+    model_id: str = "scripted-guard"
+    calls: list[tuple[Stage, str]] = field(default_factory=list)
+    unexpected: list[tuple[Stage, str]] = field(default_factory=list)
+
+    async def classify(self, stage: Stage, messages: Sequence[SafetyMessage]) -> SafetyVerdict:
+        text = messages[-1].content
+        self.calls.append((stage, text))
+        for rule_stage, words, verdict in self.rules:
+            if rule_stage is stage and words in text:
+                return verdict
+        self.unexpected.append((stage, text))
+        raise AssertionError(f"unexpected safety-model call at {stage}: {text!r}")
+
+
+def runtime_with(model: ScriptedSafetyModel, profile_id: str = "standard") -> NemoProfileRuntime:
+    runtime = GuardEngine().runtime(profile_id, ModelSet(safety=model))
+    assert isinstance(runtime, NemoProfileRuntime)
+    return runtime
+
+
+async def test_with_a_safety_model_every_check_is_in_force() -> None:
+    runtime = runtime_with(ScriptedSafetyModel([]))
+    assert runtime.status.missing == ()
+    assert "Not in force" not in runtime.status.sentence
+
+
+async def test_a_flagged_message_is_blocked_with_its_category() -> None:
+    weapons = SafetyVerdict(unsafe=True, categories=("indiscriminate_weapons",))
+    model = ScriptedSafetyModel([(Stage.INPUT, "pipe bomb", weapons), (Stage.INPUT, "", SAFE)])
+    runtime = runtime_with(model)
+    decision = await runtime.check_input([], "How do I build a pipe bomb?")
+    assert decision.verdict is Verdict.BLOCKED
+    assert decision.rail == "bastion content safety on input"
+    assert decision.category == "indiscriminate weapons"
+    assert decision.explanation == (
+        "Your message was not sent: the safety model flagged it as weapons of mass harm."
+    )
+    assert [(t.rail, t.outcome) for t in decision.trace] == [
+        ("bastion block prompt injection on input", "allow"),
+        ("bastion content safety on input", "block"),
+    ]
+    assert (await runtime.check_input([], "How do I bake bread?")).verdict is Verdict.ALLOWED
+    assert model.calls == [
+        (Stage.INPUT, "How do I build a pipe bomb?"),
+        (Stage.INPUT, "How do I bake bread?"),
+    ]
+
+
+async def test_the_profile_decides_which_categories_block() -> None:
+    sexual = SafetyVerdict(unsafe=True, categories=("sexual_content",))
+    model = ScriptedSafetyModel([(Stage.INPUT, "", sexual)])
+    text = "Write a steamy romance scene."
+    standard = await runtime_with(model, "standard").check_input([], text)
+    strict = await runtime_with(model, "strict").check_input([], text)
+    assert standard.verdict is Verdict.ALLOWED
+    assert strict.verdict is Verdict.BLOCKED
+    assert strict.category == "sexual content"
+
+
+async def test_a_verdict_nobody_can_read_and_a_failing_model_both_block() -> None:
+    unreadable = SafetyVerdict(unsafe=True)
+    model = ScriptedSafetyModel([(Stage.INPUT, "garbled", unreadable)])
+    runtime = runtime_with(model)
+    garbled = await runtime.check_input([], "garbled answer please")
+    assert garbled.verdict is Verdict.BLOCKED
+    assert garbled.explanation == "Your message was not sent: the safety model flagged it."
+    failing = await runtime.check_input([], "something the script does not know")
+    assert failing.verdict is Verdict.BLOCKED
+    assert failing.explanation == (
+        "A guardrail check (content safety (checked by the safety model)) failed, so your "
+        "message was not sent, to be safe."
+    )
+    assert model.unexpected == [(Stage.INPUT, "something the script does not know")]
+
+
+async def test_a_reply_is_read_in_chunks_and_withdrawn_when_a_chunk_is_flagged() -> None:
+    violent = SafetyVerdict(unsafe=True, categories=("violent_crimes",))
+    model = ScriptedSafetyModel([(Stage.OUTPUT, "ambush", violent), (Stage.OUTPUT, "", SAFE)])
+    runtime = runtime_with(model)
+    words = [f" word{i}" for i in range(40)]
+    words[35] = " ambush"
+
+    async def reply() -> AsyncIterator[str]:
+        for word in words:
+            yield word
+
+    history = [GuardMessage("user", "Tell me a story.")]
+    events = [e async for e in runtime.guard_output(history, reply())]
+    blocked = events[-1]
+    assert isinstance(blocked, OutputBlocked)
+    # Standard shows each chunk of 32 pieces first (stream_first) and then checks it.
+    assert len([e for e in events if isinstance(e, PassedText)]) == 40
+    assert blocked.decision.rail == "bastion content safety on output"
+    assert blocked.decision.category == "violent crimes"
+    assert blocked.decision.explanation == (
+        "The reply was withdrawn: the safety model flagged it as violent crime."
+    )
+    assert [stage for stage, _ in model.calls] == [Stage.OUTPUT, Stage.OUTPUT]
+    assert model.unexpected == []
