@@ -61,6 +61,22 @@ class Settings(_Section):
         title="Keep conversations for",
         description="Days a conversation is kept after its last message; empty keeps them.",
     )
+    guard_profile: str = Field(
+        "standard",
+        min_length=1,
+        max_length=200,
+        title="Guardrail profile",
+        description="The profile new chats use: a built-in id (off, standard, strict, "
+        "workplace) or an imported profile's id.",
+    )
+    theme: Literal["system", "light", "dark"] = Field(
+        "system", title="Theme", description="Light or dark; by default as the system is."
+    )
+    system_prompt_presets: dict[str, str] = Field(
+        default_factory=dict,
+        title="System prompt presets",
+        description="Named system prompts to start a chat with.",
+    )
     inference: InferenceSettings = InferenceSettings()
     sampling: SamplingSettings = SamplingSettings()
 
