@@ -4,7 +4,7 @@ the folders, logging, settings and the model registry."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bastion_desktop.core.history.errors import WrongKeyError
@@ -22,11 +22,16 @@ from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.settings import Settings, load_settings
 from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model
+from bastion_guardrails.engine import GuardEngine
+from bastion_guardrails.library import ProfileLibrary
+from bastion_guardrails.models import ModelSet
+from bastion_guardrails.runtime import GuardProfileRuntime
 
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.db"
 HISTORY_KEY_RECORD = "history-key.json"
+PROFILES_FOLDER = "profiles"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class AppContext:
     paths: AppPaths
     settings: Settings
     registry: ModelRegistry
+    _guard_engines: list[GuardEngine] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def start(cls) -> AppContext:
@@ -73,6 +79,33 @@ class AppContext:
             seed=s.seed,
             max_tokens=s.max_tokens,
         )
+
+    # -- guardrails ------------------------------------------------------------------
+
+    @property
+    def profiles_dir(self) -> Path:
+        """Where imported guardrail profiles are kept."""
+        return self.paths.data / PROFILES_FOLDER
+
+    def profile_library(self) -> ProfileLibrary:
+        return ProfileLibrary(user_dir=self.profiles_dir)
+
+    def guard_engine(self) -> GuardEngine:
+        """The one guardrail engine of this process (it caches each compiled profile)."""
+        if not self._guard_engines:
+            self._guard_engines.append(GuardEngine(self.profile_library()))
+        return self._guard_engines[0]
+
+    def model_set(self) -> ModelSet:
+        """The models the guardrail profiles' rails may use (none installed yet)."""
+        return ModelSet()
+
+    async def open_guard(self, profile_id: str | None = None) -> GuardProfileRuntime:
+        """The runtime of the profile named, else the one in the settings. Raises
+        `ProfileUnavailableError` (its `status.sentence` says why) when the profile
+        requires a model that is not installed, `ProfileError` when it does not load."""
+        chosen = profile_id or self.settings.guard_profile
+        return await self.guard_engine().open(chosen, self.model_set())
 
     # -- the conversation history ----------------------------------------------------
 
