@@ -28,8 +28,10 @@ class WordListProfile:
     profile_name = "Word list (test)"
     checks_anything = True
 
-    def __init__(self, block_after_chunks: int | None = None) -> None:
+    def __init__(self, block_after_chunks: int | None = None, mask_output: bool = False) -> None:
         self.block_after_chunks = block_after_chunks
+        self.mask_output = mask_output
+        self.output_history: list[GuardMessage] = []
 
     async def check_input(self, history: Sequence[GuardMessage], text: str) -> GuardDecision:
         if "forbidden" in text:
@@ -56,9 +58,22 @@ class WordListProfile:
     async def guard_output(
         self, history: Sequence[GuardMessage], stream: AsyncIterator[str]
     ) -> AsyncIterator[OutputEvent]:
+        self.output_history = list(history)
         count = 0
         async for text in stream:
             count += 1
+            if self.mask_output and count == 1:
+                masked = GuardDecision(
+                    Verdict.MASKED,
+                    Stage.OUTPUT,
+                    self.profile_id,
+                    "Something was masked in the reply.",
+                    rail="first piece",
+                    category="test",
+                    masked=("the first piece",),
+                )
+                yield PassedText("[MASKED]", masked=masked)
+                continue
             if self.block_after_chunks is not None and count > self.block_after_chunks:
                 yield OutputBlocked(
                     GuardDecision(
@@ -99,8 +114,27 @@ async def test_a_blocked_message_never_reaches_the_model(starter_path: Path) -> 
     assert service.models.host is None, "no model was loaded for a blocked message"
     messages = await store.messages(conversation)
     assert [(m.role, m.state) for m in messages] == [(Role.USER, MessageState.BLOCKED)]
+    assert messages[0].content == "", "what an input rail blocks is not kept either"
     assert [e.verdict for e in store.guard_events] == ["blocked"]
     await service.models.close()
+
+
+async def test_output_rails_see_the_question_and_masks_are_recorded(starter_path: Path) -> None:
+    profile = WordListProfile(mask_output=True)
+    service, store, conversation = await make_service(starter_path, profile)
+    params = SamplingParams(max_tokens=6, seed=2)
+    events = [e async for e in service.send(conversation, "Name a colour.", params)]
+    await service.models.close()
+    assert profile.output_history[-1] == GuardMessage("user", "Name a colour.")
+    guards = [e for e in events if isinstance(e, GuardEvent)]
+    assert [g.decision.stage for g in guards] == [Stage.INPUT, Stage.OUTPUT]
+    assert guards[1].decision.verdict is Verdict.MASKED
+    tokens = [e.text for e in events if isinstance(e, TokenEvent)]
+    assert tokens[0] == "[MASKED]"
+    reply = (await store.messages(conversation))[-1]
+    assert reply.content.startswith("[MASKED]")
+    recorded = [(e.stage, e.verdict, e.message_id) for e in store.guard_events]
+    assert recorded[1] == ("output", "masked", reply.id)
 
 
 async def test_masked_text_is_what_the_model_and_the_history_get(starter_path: Path) -> None:

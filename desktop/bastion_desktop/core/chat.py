@@ -45,7 +45,12 @@ from bastion_desktop.core.inference.types import (
     TokenText,
 )
 from bastion_desktop.core.models import ChatModelSlot
-from bastion_desktop.core.store import ConversationStore, MessageState, StoredMessage
+from bastion_desktop.core.store import (
+    ConversationStore,
+    MessageNotFoundError,
+    MessageState,
+    StoredMessage,
+)
 from bastion_guardrails.decisions import Verdict
 from bastion_guardrails.runtime import (
     GuardMessage,
@@ -62,6 +67,17 @@ SAVE_EVERY_TOKENS = 32
 
 # Replies in these states are part of the history the model sees next turn.
 _HISTORY_STATES = (MessageState.COMPLETE, MessageState.STOPPED, MessageState.INTERRUPTED)
+
+
+def _index_of(messages: list[StoredMessage], message_id: int, role: Role) -> int:
+    for index, message in enumerate(messages):
+        if message.id == message_id:
+            if message.role is not role:
+                raise MessageNotFoundError(
+                    f"Message {message_id} is not the {role.value}'s message."
+                )
+            return index
+    raise MessageNotFoundError(f"Message {message_id} is not in the conversation being shown.")
 
 
 def _error_kind(error: BastionError) -> str:
@@ -83,6 +99,7 @@ class _Reply:
     text: str = ""
     stats: GenerationStats | None = None
     blocked: bool = False
+    guard_ms: float = 0.0
     unsaved_tokens: int = 0
     saved_at: float = 0.0
 
@@ -114,17 +131,18 @@ class ChatService:
         self, conversation_id: str, text: str, params: SamplingParams
     ) -> AsyncIterator[ChatEvent]:
         """Send one user message and stream the reply as events."""
-        conversation = await self.store.get_conversation(conversation_id)
         history = await self._history(conversation_id)
         guard_history = [GuardMessage(m.role.value, m.content) for m in history]
 
         decision = await self.guard.check_input(guard_history, text)
         if decision.verdict is Verdict.MASKED and decision.rewritten is not None:
             text = decision.rewritten  # what was masked never reaches the model or disk
+        # A blocked message is kept as an empty placeholder: what an input rail stops (a
+        # private key, personal data) must not reach the history either.
         user = await self.store.add_message(
             conversation_id,
             Role.USER,
-            text,
+            "" if decision.blocked else text,
             MessageState.BLOCKED if decision.blocked else MessageState.COMPLETE,
             profile_id=self.guard.profile_id,
         )
@@ -133,11 +151,52 @@ class ChatService:
         if decision.blocked:
             yield BlockedEvent(decision, retracted=False)
             return
+        async for event in self._reply(
+            conversation_id, [*history, ChatMessage(Role.USER, text)], params, decision.latency_ms
+        ):
+            yield event
 
+    async def regenerate(
+        self, conversation_id: str, reply_id: int, params: SamplingParams
+    ) -> AsyncIterator[ChatEvent]:
+        """A new reply to the question `reply_id` answered, kept as an alternative to
+        it (the store's message tree): nothing is overwritten."""
+        messages = await self.store.messages(conversation_id)
+        index = _index_of(messages, reply_id, Role.ASSISTANT)
+        question = messages[index - 1] if index > 0 else None
+        if question is None or question.role is not Role.USER:
+            raise MessageNotFoundError("That reply has no question to answer again.")
+        if question.state is MessageState.BLOCKED:
+            raise BastionError("The guardrails blocked that message: there is nothing to answer.")
+        await self.store.branch_from(reply_id)
+        history = await self._history(conversation_id)
+        async for event in self._reply(conversation_id, history, params, 0.0):
+            yield event
+
+    async def edit_and_resend(
+        self, conversation_id: str, message_id: int, text: str, params: SamplingParams
+    ) -> AsyncIterator[ChatEvent]:
+        """Send `text` in place of the user's message `message_id`; the original and the
+        replies to it stay as an alternative branch."""
+        messages = await self.store.messages(conversation_id)
+        _index_of(messages, message_id, Role.USER)
+        await self.store.branch_from(message_id)
+        async for event in self.send(conversation_id, text, params):
+            yield event
+
+    async def _reply(
+        self,
+        conversation_id: str,
+        messages: list[ChatMessage],
+        params: SamplingParams,
+        guard_ms: float,
+    ) -> AsyncIterator[ChatEvent]:
+        """Stream and save the model's answer to `messages` (ending with the user's)."""
+        conversation = await self.store.get_conversation(conversation_id)
+        guard_history = [GuardMessage(m.role.value, m.content) for m in messages]
         reply = _Reply(conversation_id)
         try:
             host = await self.models.host_for(self.resolve_model(conversation.model_id))
-            messages = [*history, ChatMessage(Role.USER, text)]
             async for event in self._stream_reply(host, messages, guard_history, params, reply):
                 yield event
         except BastionError as error:
@@ -177,7 +236,7 @@ class ChatService:
             tokens_per_second=stats.tokens_per_second,
             ttft_ms=stats.ttft_ms,
             total_ms=stats.total_ms,
-            guard_ms=decision.latency_ms,
+            guard_ms=guard_ms + reply.guard_ms,
         )
 
     async def _stream_reply(
@@ -225,6 +284,13 @@ class ChatService:
             reply.text += item.text
             reply.unsaved_tokens += 1
             await self._save(reply, MessageState.STREAMING)
+            if item.masked is not None:
+                reply.guard_ms += item.masked.latency_ms
+                assert reply.message is not None
+                await self.store.record_guard_event(
+                    reply.conversation_id, reply.message.id, item.masked
+                )
+                yield GuardEvent(item.masked)
             yield TokenEvent(item.text)
         while notices:
             yield notices.pop(0)
