@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bastion_desktop.core.errors import GuardProfileError
 from bastion_desktop.core.history.errors import WrongKeyError
 from bastion_desktop.core.history.keys import (
     HistoryKey,
@@ -22,9 +23,11 @@ from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.settings import Settings, load_settings
 from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model
-from bastion_guardrails.engine import GuardEngine
+from bastion_guardrails.engine import GuardEngine, ProfileUnavailableError
+from bastion_guardrails.explain import ProfileStatus
 from bastion_guardrails.library import ProfileLibrary
 from bastion_guardrails.models import ModelSet
+from bastion_guardrails.problems import ProfileError, ProfileNotFoundError
 from bastion_guardrails.runtime import GuardProfileRuntime
 
 log = logging.getLogger(__name__)
@@ -105,7 +108,21 @@ class AppContext:
         `ProfileUnavailableError` (its `status.sentence` says why) when the profile
         requires a model that is not installed, `ProfileError` when it does not load."""
         chosen = profile_id or self.settings.guard_profile
-        return await self.guard_engine().open(chosen, self.model_set())
+        try:
+            return await self.guard_engine().open(chosen, self.model_set())
+        except ProfileUnavailableError as error:
+            raise GuardProfileError(error.status.sentence) from error
+        except (ProfileNotFoundError, ProfileError) as error:
+            raise GuardProfileError(str(error)) from error
+
+    def guard_status(self, profile_id: str | None = None) -> ProfileStatus:
+        """Which checks the profile runs with the models installed, and a sentence
+        saying so (and what to download for the rest)."""
+        chosen = profile_id or self.settings.guard_profile
+        try:
+            return self.guard_engine().status(chosen, self.model_set())
+        except (ProfileNotFoundError, ProfileError) as error:
+            raise GuardProfileError(str(error)) from error
 
     # -- the conversation history ----------------------------------------------------
 

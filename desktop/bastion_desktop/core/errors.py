@@ -33,3 +33,8 @@ class ModelHostCrashedError(BastionError):
 
 class StarterModelError(BastionError):
     """The bundled starter model could not be written to the models folder."""
+
+
+class GuardProfileError(BastionError):
+    """A guardrail profile that cannot be used: unknown, invalid, or missing a model it
+    requires."""
