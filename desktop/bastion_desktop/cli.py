@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=_positive, metavar="N", help="longest reply, in tokens")
     chat.add_argument("--temperature", type=_temperature, metavar="T", help="sampling temperature")
     chat.add_argument("--seed", type=_seed, metavar="N", help="seed, for a reproducible reply")
+    chat.add_argument(
+        "--profile",
+        metavar="ID",
+        help="guardrail profile (off, standard, strict, workplace or an imported one); "
+        "default: the conversation's, else the one in the settings",
+    )
     chat.add_argument("--json", action="store_true", help="print one JSON object per event")
     where = chat.add_mutually_exclusive_group()
     where.add_argument("--new", action="store_true", help="start a new conversation (default)")
@@ -94,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     from bastion_desktop.commands.models import add_models_parser
 
     add_models_parser(commands)
+
+    from bastion_desktop.commands.policy import add_policy_parser
+
+    add_policy_parser(commands)
 
     doctor = commands.add_parser("doctor", help="check this installation and the starter model")
     doctor.add_argument("--json", action="store_true", help="print JSON")
@@ -116,6 +126,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bastion_desktop.commands.models import run_models
 
         return run_models(context, args)
+    if args.command == "policy":
+        from bastion_desktop.commands.policy import run_policy
+
+        return run_policy(context, args)
     from bastion_desktop.commands.doctor import run_doctor
 
     return run_doctor(context, args)

@@ -16,10 +16,17 @@ def test_json_prints_one_event_per_line_ending_with_done(bastion: RunBastion) ->
     result = bastion("chat", "--json", "--seed", "4", "--max-tokens", "12", "Hello there")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
+    guardrails = events.pop(0)
+    assert guardrails["type"] == "guardrails"
+    assert guardrails["profile"] == "standard", "Standard is the default profile"
+    assert "bastion block prompt injection on input" in guardrails["in_force"]
+    assert guardrails["not_in_force"], "no safety model is installed"
+    assert "safety model" in guardrails["message"]
     assert events[0]["type"] == "conversation"
     assert events[0]["ephemeral"] is False
     assert events[1]["type"] == "guard"
     assert events[1]["decision"]["verdict"] == "allowed"
+    assert events[1]["decision"]["profile"] == "standard"
     assert {e["type"] for e in events[2:-1]} == {"token"}
     done = events[-1]
     assert done["type"] == "done"
@@ -112,3 +119,27 @@ def test_a_broken_settings_file_names_the_field(
     assert "sampling.top_p" in result.stderr
     assert "Traceback" not in result.stderr
     assert json.loads(settings.read_text()) == {"sampling": {"top_p": 7}}, "left as it was"
+
+
+def test_the_profile_flag_chooses_the_guardrails(bastion: RunBastion) -> None:
+    off = bastion("chat", "--profile", "off", "--max-tokens", "4", "Hello")
+    assert off.returncode == 0, off.stderr
+    assert "[guardrails] Guardrails are off: nothing is checked." in off.stderr
+
+    key = "AKIAIOSFODNN7EXAMPLE"
+    blocked = bastion(
+        "chat", "--json", "--profile", "workplace", "--max-tokens", "4", f"my key is {key}"
+    )
+    assert blocked.returncode == 0, blocked.stderr
+    events = [json.loads(line) for line in blocked.stdout.splitlines()]
+    assert events[0]["profile"] == "workplace"
+    assert [e["type"] for e in events[1:]] == ["conversation", "guard", "blocked"]
+    assert events[-1]["decision"]["category"] == "secrets"
+    shown = bastion("history", "show", events[1]["id"], "--json")
+    assert key not in shown.stdout, "what Workplace blocks never reaches the history"
+
+    unknown = bastion("chat", "--profile", "no-such-profile", "Hello")
+    assert unknown.returncode == 1
+    assert unknown.stderr == (
+        "bastion: There is no guardrail profile with the id 'no-such-profile'.\n"
+    )

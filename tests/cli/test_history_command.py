@@ -19,7 +19,9 @@ pytestmark = pytest.mark.model
 def chat_json(bastion: RunBastion, *args: str) -> list[dict[str, object]]:
     result = bastion("chat", "--json", "--seed", "2", "--max-tokens", "6", *args)
     assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[0]["type"] == "guardrails"
+    return events[1:]
 
 
 def test_chats_are_kept_and_can_be_continued_searched_and_managed(
@@ -125,6 +127,7 @@ def test_killing_bastion_mid_reply_keeps_the_partial_reply_as_interrupted(
         text=True,
     )
     assert process.stdout is not None
+    assert json.loads(process.stdout.readline())["type"] == "guardrails"
     conversation = json.loads(process.stdout.readline())["id"]
     shown: list[str] = []
     for line in process.stdout:

@@ -31,6 +31,7 @@ from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore
+from bastion_guardrails.explain import ProfileStatus
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -54,6 +55,24 @@ class EventPrinter:
             payload = {"type": "conversation", "id": conversation_id, "ephemeral": ephemeral}
             self.out.write(json.dumps(payload) + "\n")
             self.out.flush()
+
+    def guardrails(self, status: ProfileStatus) -> None:
+        """Which checks are in force: a program gets it as data; a person is told when
+        the profile runs without some of its checks (an interactive session always
+        shows the profile's sentence)."""
+        if self.as_json:
+            payload = {
+                "type": "guardrails",
+                "profile": status.profile_id,
+                "name": status.profile_name,
+                "in_force": [c.rail for c in status.active],
+                "not_in_force": [c.rail for c in status.missing],
+                "message": status.sentence,
+            }
+            self.out.write(json.dumps(payload) + "\n")
+            self.out.flush()
+        elif self.show_stats or status.missing or not status.active:
+            print(f"[guardrails] {status.sentence}", file=self.err)
 
     def __call__(self, event: ChatEvent) -> None:
         if isinstance(event, ErrorEvent):
@@ -132,11 +151,6 @@ def _params(context: AppContext, args: argparse.Namespace) -> SamplingParams:
     return dataclasses.replace(params, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _title(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= 60 else line[:59].rstrip() + "…"
-
-
 async def _chat(context: AppContext, args: argparse.Namespace) -> int:
     store: ConversationStore
     history: EncryptedConversationStore | None = None
@@ -155,21 +169,27 @@ async def _chat(context: AppContext, args: argparse.Namespace) -> int:
 
 
 async def _chat_in(context: AppContext, args: argparse.Namespace, store: ConversationStore) -> int:
+    profile_id = args.profile
     if args.conversation:
         existing = await store.get_conversation(args.conversation)
         model_id = existing.model_id
+        profile_id = profile_id or existing.profile_id
     else:
         model_id, _path = context.resolve_model(args.model)
+    guard = await context.open_guard(profile_id)
+    status = context.guard_status(guard.profile_id)
     slot = ChatModelSlot(context.load_options())
-    service = ChatService(store, slot, lambda ref: context.registry.resolve(ref)[1])
+    service = ChatService(store, slot, lambda ref: context.registry.resolve(ref)[1], guard)
     system = args.system if args.system is not None else context.settings.system_prompt
     params = _params(context, args)
     interactive = args.message is None
     printer = EventPrinter(args.json, interactive and not args.json, sys.stdout, sys.stderr)
+    printer.guardrails(status)
 
-    async def new_conversation(first_message: str = "") -> str:
+    async def new_conversation() -> str:
+        # Untitled: ChatService names it after the first message, once checked.
         conversation = await store.create_conversation(
-            title=_title(first_message) or "New conversation",
+            title="",
             model_id=model_id,
             profile_id=service.guard.profile_id,
             system_prompt=system,
@@ -194,7 +214,7 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
     async def turn(conversation_id: str | None, text: str) -> str:
         nonlocal streaming
         if conversation_id is None:
-            conversation_id = await new_conversation(text)
+            conversation_id = await new_conversation()
         streaming, printer.cancelled = True, False
         try:
             async for event in service.send(conversation_id, text, params):
@@ -209,7 +229,7 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
             if printer.failed:
                 return EXIT_FAILED
             return EXIT_INTERRUPTED if printer.cancelled else EXIT_OK
-        return await _converse(context, model_id, turn, args.conversation)
+        return await _converse(context, model_id, status, turn, args.conversation)
     finally:
         with contextlib.suppress(NotImplementedError):
             loop.remove_signal_handler(signal.SIGINT)
@@ -219,6 +239,7 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
 async def _converse(
     context: AppContext,
     model_id: str,
+    status: ProfileStatus,
     turn: Callable[[str | None, str], Awaitable[str]],
     conversation_id: str | None,
 ) -> int:
@@ -226,7 +247,9 @@ async def _converse(
     if tty:
         model = context.registry.get(model_id)
         name = model.name if model else model_id
-        print(f"Bastion — chatting with {name}. Guardrails: Off.", file=sys.stderr)
+        print(
+            f"Bastion — chatting with {name}. Guardrails: {status.profile_name}.", file=sys.stderr
+        )
         if model_id == STARTER_ID:
             print(
                 "This is a tiny base model for a first test: its answers are poor. "

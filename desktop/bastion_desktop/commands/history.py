@@ -116,7 +116,7 @@ async def _list(store: EncryptedConversationStore, args: argparse.Namespace) -> 
     for conversation in found:
         pin = "*" if conversation.pinned else " "
         updated = datetime.fromtimestamp(conversation.updated_at).strftime("%Y-%m-%d %H:%M")
-        print(f"{pin} {conversation.id}  {updated}  {conversation.title}")
+        print(f"{pin} {conversation.id}  {updated}  {conversation.title or 'New conversation'}")
     return 0
 
 
@@ -131,7 +131,8 @@ async def _show(store: EncryptedConversationStore, args: argparse.Namespace) -> 
             }
         )
         return 0
-    print(f"{conversation.title}  ({conversation.id}, model {conversation.model_id})")
+    title = conversation.title or "New conversation"
+    print(f"{title}  ({conversation.id}, model {conversation.model_id})")
     for message in messages:
         label = _ROLE_LABELS.get(message.role.value, message.role.value)
         state = "" if message.state is MessageState.COMPLETE else f" [{message.state.value}]"

@@ -65,8 +65,17 @@ log = logging.getLogger(__name__)
 SAVE_EVERY_SECONDS = 1.0
 SAVE_EVERY_TOKENS = 32
 
+# The title of a conversation whose first message the guardrails blocked.
+BLOCKED_TITLE = "Blocked message"
+
 # Replies in these states are part of the history the model sees next turn.
 _HISTORY_STATES = (MessageState.COMPLETE, MessageState.STOPPED, MessageState.INTERRUPTED)
+
+
+def title_from(text: str) -> str:
+    """A conversation's title from its first message: one line, at most 60 characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= 60 else line[:59].rstrip() + "…"
 
 
 def _index_of(messages: list[StoredMessage], message_id: int, role: Role) -> int:
@@ -147,6 +156,11 @@ class ChatService:
             profile_id=self.guard.profile_id,
         )
         await self.store.record_guard_event(conversation_id, user.id, decision)
+        if not history and not (await self.store.get_conversation(conversation_id)).title:
+            # An untitled conversation is named after its first message, as checked:
+            # the title must not keep what the input rails masked or blocked.
+            title = BLOCKED_TITLE if decision.blocked else title_from(text)
+            await self.store.rename_conversation(conversation_id, title)
         yield GuardEvent(decision)
         if decision.blocked:
             yield BlockedEvent(decision, retracted=False)

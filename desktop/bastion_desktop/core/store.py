@@ -91,6 +91,8 @@ class ConversationStore(Protocol):
 
     async def get_conversation(self, conversation_id: str) -> Conversation: ...
 
+    async def rename_conversation(self, conversation_id: str, title: str) -> None: ...
+
     async def messages(self, conversation_id: str) -> list[StoredMessage]:
         """The branch being shown, oldest first."""
         ...
@@ -154,6 +156,10 @@ class InMemoryConversationStore:
         self._conversations[conversation.id] = conversation
         self._shown[conversation.id] = None
         return conversation
+
+    async def rename_conversation(self, conversation_id: str, title: str) -> None:
+        conversation = await self.get_conversation(conversation_id)
+        self._conversations[conversation_id] = replace(conversation, title=title)
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
         try:
