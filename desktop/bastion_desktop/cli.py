@@ -1,13 +1,14 @@
-"""The `bastion` command. With no subcommand it opens the app (for now the interactive
-chat in the terminal); subcommands work headless and drive the same core."""
+"""The `bastion` command. With no subcommand it opens the desktop window; subcommands
+work headless and drive the same core."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bastion_desktop import __version__
@@ -105,43 +106,51 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_policy_parser(commands)
 
+    from bastion_desktop.commands.profiles import add_profiles_parser
+
+    add_profiles_parser(commands)
+
+    from bastion_desktop.commands.guard import add_guard_parser
+
+    add_guard_parser(commands)
+
     doctor = commands.add_parser("doctor", help="check this installation and the starter model")
     doctor.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+# Each subcommand's module and the function that runs it, imported only when used.
+_COMMANDS = {
+    "chat": ("bastion_desktop.commands.chat", "run_chat"),
+    "history": ("bastion_desktop.commands.history", "run_history"),
+    "models": ("bastion_desktop.commands.models", "run_models"),
+    "policy": ("bastion_desktop.commands.policy", "run_policy"),
+    "profiles": ("bastion_desktop.commands.profiles", "run_profiles"),
+    "guard": ("bastion_desktop.commands.guard", "run_guard"),
+    "doctor": ("bastion_desktop.commands.doctor", "run_doctor"),
+}
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     from bastion_desktop.app import AppContext
 
     context = AppContext.start()
-    if args.command in (None, "chat"):
-        from bastion_desktop.commands.chat import run_chat
-
-        return run_chat(context, args)
-    if args.command == "history":
-        from bastion_desktop.commands.history import run_history
-
-        return run_history(context, args)
-    if args.command == "models":
-        from bastion_desktop.commands.models import run_models
-
-        return run_models(context, args)
-    if args.command == "policy":
-        from bastion_desktop.commands.policy import run_policy
-
-        return run_policy(context, args)
-    from bastion_desktop.commands.doctor import run_doctor
-
-    return run_doctor(context, args)
+    module, function = _COMMANDS[args.command or "chat"]
+    run: Callable[[AppContext, argparse.Namespace], int] = getattr(
+        importlib.import_module(module), function
+    )
+    return run(context, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     apply_private_environment()
     args = build_parser().parse_args(argv)
-    if args.command is None:
-        # The desktop window is not built yet: the bare command opens the terminal chat.
-        args = build_parser().parse_args(["chat"])
     try:
+        if args.command is None:
+            # The bare command opens the desktop window; `bastion chat` is the terminal.
+            from bastion_desktop.ui.app import run_app
+
+            return run_app(args)
         return _dispatch(args)
     except BastionError as error:
         log.info("user error: %s", type(error).__name__)

@@ -54,6 +54,10 @@ class GuardProfileRuntime(Protocol):
 
     async def check_input(self, history: Sequence[GuardMessage], text: str) -> GuardDecision: ...
 
+    async def check_output(self, history: Sequence[GuardMessage], text: str) -> GuardDecision:
+        """The output rails over a whole reply (one that was not streamed)."""
+        ...
+
     def guard_output(
         self, history: Sequence[GuardMessage], stream: AsyncIterator[str]
     ) -> AsyncIterator[OutputEvent]:
@@ -74,6 +78,14 @@ class OffProfile:
         return GuardDecision(
             verdict=Verdict.ALLOWED,
             stage=Stage.INPUT,
+            profile_id=self.profile_id,
+            explanation="Guardrails are off: nothing was checked.",
+        )
+
+    async def check_output(self, history: Sequence[GuardMessage], text: str) -> GuardDecision:
+        return GuardDecision(
+            verdict=Verdict.ALLOWED,
+            stage=Stage.OUTPUT,
             profile_id=self.profile_id,
             explanation="Guardrails are off: nothing was checked.",
         )

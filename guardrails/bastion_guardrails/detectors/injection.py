@@ -49,6 +49,9 @@ _SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
         _phrase(
             r"\b(?:ignore|disregard|forget|override|bypass|skip|abandon|discard|neglect)"
             rf"(?: {_FILLER})*(?: {_PRIOR})+(?: {_FILLER})*(?: [\w-]+)? {_RULES}\b"
+            r"|\b(?:ignore|disregard|forget) (?:everything|anything|all)(?: else)?"
+            r" (?:(?:you (?:were|have been|'ve been) (?:told|taught|given|instructed))"
+            r"|(?:that )?(?:you know about|i said) (?:your )?(?:rules|instructions))"
         ),
     ),
     (
@@ -56,7 +59,10 @@ _SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
         _phrase(
             r"\bdo anything now\b|\b(?:dan|stan|dude|aim|evil(?:bot)?|jailbreak(?:ed)?) mode\b"
             r"|\b(?:act as|you are(?: now)?|become|pretend to be) (?:a |an |the )?(?:dan|stan)\b"
-            r"|\bdeveloper mode (?:enabled|on|activated)\b|\benable developer mode\b"
+            r"|\bdeveloper mode (?:enabled|activated)\b|\bdeveloper mode on(?= ?(?:[.!:,]|$))"
+            r"|\benable developer mode\b"
+            r"|\b(?:you are|you're) (?:now )?(?:in|running in) (?:developer|god|dan"
+            r"|jailbreak|unrestricted|unfiltered|debug) mode\b"
         ),
     ),
     (
@@ -73,6 +79,8 @@ _SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"|\byou (?:will|must|shall|can) (?:never|not) refuse\b"
             r"|\b(?:answer|respond|reply)\b[^.!?\n]{0,30}\bwithout (?:any )?(?:restrictions|filters"
             r"|censorship|refusing|refusals|warnings|disclaimers)\b"
+            r"|\b(?:answer|respond|reply)\b[^.!?\n]{0,30}\bwithout (?:any )?(?:of )?your (?:own )?"
+            + _LIMITS
         ),
     ),
     (
