@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from bastion_desktop.core.events import (
     DoneEvent,
     ErrorEvent,
     GuardEvent,
+    NoticeEvent,
     TokenEvent,
 )
 from bastion_desktop.core.inference.types import LoadOptions, Role, SamplingParams
@@ -177,3 +179,18 @@ async def test_stop_pressed_while_the_model_loads_stops_before_any_text(
     after = await run(service, conversation, "Hello?")
     assert isinstance(after[-1], DoneEvent)
     assert after[-1].finish_reason == "length"
+
+
+async def test_a_gpu_note_from_the_host_reaches_the_user_once(service: ChatService) -> None:
+    # No GPU here: the note the host sets after walking down GPU layers (see
+    # host_process.LoadedModel) is put on the loaded host's facts by hand.
+    conversation = await new_conversation(service)
+    host = await service.models.host_for(service.resolve_model("starter"))
+    assert host.facts is not None
+    note = "GPU memory ran short: 20 of 28 layers were offloaded instead."
+    host.facts = dataclasses.replace(host.facts, gpu_note=note)
+    first = await run(service, conversation, "Hello", max_tokens=2)
+    notices = [e for e in first if isinstance(e, NoticeEvent)]
+    assert [(n.kind, n.message) for n in notices] == [("gpu", note)]
+    second = await run(service, conversation, "Again", max_tokens=2)
+    assert not [e for e in second if isinstance(e, NoticeEvent)], "said once per load"

@@ -23,6 +23,7 @@ from bastion_desktop.core.events import (
     DoneEvent,
     ErrorEvent,
     GuardEvent,
+    NoticeEvent,
     TokenEvent,
     event_to_json,
 )
@@ -93,6 +94,8 @@ class EventPrinter:
             self.out.flush()
         elif isinstance(event, ContextTrimmedEvent):
             print(f"note: {event.sentence}", file=self.err)
+        elif isinstance(event, NoticeEvent):
+            print(f"note: {event.message}", file=self.err)
         elif isinstance(event, GuardEvent):
             if event.decision.verdict.value == "masked":
                 print(f"[guardrails] {event.decision.explanation}", file=self.err)
@@ -155,6 +158,7 @@ async def _chat(context: AppContext, args: argparse.Namespace) -> int:
     store: ConversationStore
     history: EncryptedConversationStore | None = None
     if args.ephemeral:
+        context.policy.require_ephemeral()
         store = InMemoryConversationStore()
     else:
         history = context.open_history(passphrase_prompt(args.passphrase_file))
@@ -176,6 +180,10 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
         profile_id = profile_id or existing.profile_id
     else:
         model_id, _path = context.resolve_model(args.model)
+    # What the administrator's policy changed or refused, said once each.
+    told = (context.policy.banner, *context.policy_notices, context.guard_choice(profile_id).notice)
+    for notice in dict.fromkeys(n for n in told if n):
+        print(notice, file=sys.stderr)
     guard = await context.open_guard(profile_id)
     status = context.guard_status(guard.profile_id)
     slot = ChatModelSlot(context.load_options())

@@ -33,6 +33,7 @@ from bastion_desktop.core.events import (
     DoneEvent,
     ErrorEvent,
     GuardEvent,
+    NoticeEvent,
     TokenEvent,
 )
 from bastion_desktop.core.inference.host import ModelHost
@@ -125,6 +126,7 @@ class ChatService:
         self.models = models
         self.resolve_model = resolve_model
         self.guard: GuardProfileRuntime = guard or OffProfile()
+        self._gpu_noted: ModelHost | None = None
 
     async def _history(self, conversation_id: str) -> list[ChatMessage]:
         conversation = await self.store.get_conversation(conversation_id)
@@ -211,6 +213,10 @@ class ChatService:
         reply = _Reply(conversation_id)
         try:
             host = await self.models.host_for(self.resolve_model(conversation.model_id))
+            note = host.facts.gpu_note if host.facts else ""
+            if note and self._gpu_noted is not host:
+                self._gpu_noted = host  # once per loaded model
+                yield NoticeEvent("gpu", note)
             async for event in self._stream_reply(host, messages, guard_history, params, reply):
                 yield event
         except BastionError as error:

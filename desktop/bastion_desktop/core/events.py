@@ -66,7 +66,25 @@ class ErrorEvent:
     partial_reply_kept: bool
 
 
-ChatEvent = GuardEvent | TokenEvent | ContextTrimmedEvent | DoneEvent | BlockedEvent | ErrorEvent
+@dataclass(frozen=True)
+class NoticeEvent:
+    """Something the user should know about how the reply is made, e.g. that the model
+    was loaded with fewer GPU layers than planned because GPU memory ran short."""
+
+    type: ClassVar[str] = "notice"
+    kind: str
+    message: str
+
+
+ChatEvent = (
+    GuardEvent
+    | TokenEvent
+    | ContextTrimmedEvent
+    | DoneEvent
+    | BlockedEvent
+    | ErrorEvent
+    | NoticeEvent
+)
 
 
 def event_to_json(event: ChatEvent) -> dict[str, Any]:
