@@ -1,0 +1,239 @@
+"""Starting the desktop app: the QApplication (high-DPI, theme), the crash handler, the
+history key, the engine thread, the main window — and an orderly shutdown."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from types import TracebackType
+
+from bastion_desktop.core.errors import BastionError
+from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+
+# Colours of the app's own parts (messages, badges); Qt's palette covers the rest.
+_LIGHT = {
+    "window": "#f6f7f9",
+    "base": "#ffffff",
+    "text": "#1d2127",
+    "muted": "#5e6673",
+    "user": "#e8effc",
+    "assistant": "#ffffff",
+    "border": "#dde1e7",
+    "code": "#f3f4f6",
+    "passed": "#1e7b3a",
+    "masked": "#9a6700",
+    "blocked": "#b42318",
+    "accent": "#2f6fdf",
+    "notice": "#fff4e5",
+}
+_DARK = {
+    "window": "#1b1d21",
+    "base": "#23262b",
+    "text": "#e6e8eb",
+    "muted": "#9aa3ae",
+    "user": "#2a3547",
+    "assistant": "#23262b",
+    "border": "#363a41",
+    "code": "#272822",
+    "passed": "#5cc779",
+    "masked": "#e3b341",
+    "blocked": "#f47067",
+    "accent": "#5b9bff",
+    "notice": "#3b2f1a",
+}
+
+
+def _style_sheet(c: dict[str, str]) -> str:
+    return f"""
+    #sidebar {{ background: {c["window"]}; }}
+    #chatContainer {{ background: {c["base"]}; }}
+    #topBar {{ border-bottom: 1px solid {c["border"]}; }}
+    #userMessage {{ background: {c["user"]}; border-radius: 10px; }}
+    #assistantMessage {{ background: {c["assistant"]}; border: 1px solid {c["border"]};
+        border-radius: 10px; }}
+    #author {{ font-weight: 600; }}
+    #stats, #messageNote, #placeholder, #profileStatus, #fitBadge, #codeLanguage
+        {{ color: {c["muted"]}; }}
+    #messageNote {{ font-style: italic; }}
+    #codeBlock {{ background: {c["code"]}; border: 1px solid {c["border"]};
+        border-radius: 6px; }}
+    #codeText {{ background: transparent; }}
+    #guardBadge {{ border-radius: 8px; padding: 0 6px; font-size: 11px; }}
+    #guardBadge[verdict="passed"] {{ color: {c["passed"]}; }}
+    #guardBadge[verdict="masked"] {{ color: {c["masked"]}; }}
+    #guardBadge[verdict="blocked"], #guardBadge[verdict="withdrawn"] {{ color: {c["blocked"]}; }}
+    #guardBadge[verdict="unchecked"] {{ color: {c["muted"]}; }}
+    #notice, #starterNotice {{ background: {c["notice"]}; border-radius: 6px; padding: 6px; }}
+    #composer {{ border-top: 1px solid {c["border"]}; }}
+    #editBanner {{ color: {c["accent"]}; }}
+    """
+
+
+def wants_dark(theme: str, app: QtWidgets.QApplication) -> bool:
+    if theme == "dark":
+        return True
+    if theme == "light":
+        return False
+    return app.styleHints().colorScheme() == QtCore.Qt.ColorScheme.Dark
+
+
+def _palette(c: dict[str, str]) -> QtGui.QPalette:
+    palette = QtGui.QPalette()
+    role = QtGui.QPalette.ColorRole
+    color = QtGui.QColor
+    for which, value in (
+        (role.Window, c["window"]),
+        (role.WindowText, c["text"]),
+        (role.Base, c["base"]),
+        (role.AlternateBase, c["window"]),
+        (role.Text, c["text"]),
+        (role.Button, c["base"]),
+        (role.ButtonText, c["text"]),
+        (role.ToolTipBase, c["base"]),
+        (role.ToolTipText, c["text"]),
+        (role.PlaceholderText, c["muted"]),
+        (role.Highlight, c["accent"]),
+        (role.HighlightedText, "#ffffff"),
+        (role.Link, c["accent"]),
+    ):
+        palette.setColor(which, color(value))
+    for which in (role.WindowText, role.Text, role.ButtonText):
+        palette.setColor(QtGui.QPalette.ColorGroup.Disabled, which, color(c["muted"]))
+    return palette
+
+
+def apply_theme(app: QtWidgets.QApplication, theme: str) -> bool:
+    """Fusion with Bastion's light or dark colours; returns whether it is dark."""
+    dark = wants_dark(theme, app)
+    colours = _DARK if dark else _LIGHT
+    app.setStyle("Fusion")
+    app.setPalette(_palette(colours))
+    app.setStyleSheet(_style_sheet(colours))
+    return dark
+
+
+def make_application(argv: list[str] | None = None) -> QtWidgets.QApplication:
+    existing = QtWidgets.QApplication.instance()
+    if isinstance(existing, QtWidgets.QApplication):
+        return existing
+    # Qt 6 scales for high DPI by itself; pass fractional factors (125 %, 150 %) through
+    # rather than rounding them, so text is neither blurry nor oversized.
+    QtGui.QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
+        QtCore.Qt.HighDpiScaleFactorRoundingPolicy.PassThrough
+    )
+    app = QtWidgets.QApplication(argv or [sys.argv[0]])
+    app.setApplicationName("Bastion")
+    app.setOrganizationName("Bastion")
+    app.setApplicationDisplayName("Bastion")
+    app.setDesktopFileName("bastion")
+    return app
+
+
+# -- crashes --------------------------------------------------------------------------
+
+
+def crash_text(log_file: Path | None) -> str:
+    where = f" The details are in {log_file}." if log_file else ""
+    return (
+        "Bastion ran into a bug and this action did not complete. Your conversations are "
+        f"saved.{where} Please report it, with that log."
+    )
+
+
+def install_crash_handler(log_file: Path | None) -> None:
+    """Uncaught exceptions in slots go to the log with their traceback and to the user
+    as a dialog; a user error (BastionError) is shown as its sentence, never a trace."""
+
+    def handle(
+        kind: type[BaseException], error: BaseException, trace: TracebackType | None
+    ) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            QtWidgets.QApplication.quit()
+            return
+        app = QtWidgets.QApplication.instance()
+        if isinstance(error, BastionError):
+            log.info("user error reached the top: %s", kind.__name__)
+            text, title = str(error), "Bastion"
+            icon = QtWidgets.QMessageBox.Icon.Warning
+        else:
+            log.critical(
+                "uncaught exception\n%s", "".join(traceback.format_exception(kind, error, trace))
+            )
+            text, title = crash_text(log_file), "Bastion — internal error"
+            icon = QtWidgets.QMessageBox.Icon.Critical
+        if app is None:
+            print(f"bastion: {text}", file=sys.stderr)
+            return
+        box = QtWidgets.QMessageBox(icon, title, text)
+        box.setObjectName("crashDialog")
+        box.exec()
+
+    sys.excepthook = handle
+
+
+# -- running --------------------------------------------------------------------------
+
+
+def _passphrase_file(args: argparse.Namespace | None) -> Path | None:
+    from bastion_desktop.cli import PASSPHRASE_FILE_VARIABLE
+
+    given = getattr(args, "passphrase_file", None) if args is not None else None
+    if given:
+        return Path(given)
+    from_env = os.environ.get(PASSPHRASE_FILE_VARIABLE)
+    return Path(from_env) if from_env else None
+
+
+def _fatal(text: str) -> int:
+    box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Warning, "Bastion", text)
+    box.setObjectName("startupError")
+    box.exec()
+    print(f"bastion: {text}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def run_app(args: argparse.Namespace | None = None) -> int:
+    """`bastion` with no subcommand: the desktop window, until it is closed."""
+    from bastion_desktop.app import AppContext
+    from bastion_desktop.ui.engine import Engine
+    from bastion_desktop.ui.first_run import startup_prompt
+    from bastion_desktop.ui.main_window import MainWindow
+    from bastion_desktop.ui.services import AppServices
+
+    app = make_application()
+    try:
+        context = AppContext.start()
+    except BastionError as error:
+        return _fatal(str(error))
+    install_crash_handler(context.paths.log_file)
+    dark = apply_theme(app, context.settings.theme)
+    log.info("desktop window starting (%s theme)", "dark" if dark else "light")
+    try:
+        store = context.open_history(startup_prompt(_passphrase_file(args)))
+    except BastionError as error:
+        return _fatal(str(error))
+    engine = Engine()
+    engine.start()
+    services = AppServices.assemble(context, engine, store)
+    services.settings_changed.connect(lambda s: apply_theme(app, s.theme))
+    app.styleHints().colorSchemeChanged.connect(
+        lambda _scheme: apply_theme(app, services.context.settings.theme)
+    )
+    window = MainWindow(services)
+    window.show()
+    window.start()
+    engine.submit(context.sweep_history(store))
+    try:
+        return app.exec()
+    finally:
+        window.deleteLater()
+        services.shut_down()

@@ -1,0 +1,287 @@
+"""`ChatController`: the GUI-thread owner of one chat turn at a time. It starts the
+chat service's streams on the engine, relays their events as signals, and reloads the
+conversation from the store when a turn ends, so the view always shows what was saved.
+Tests wait on its signals (DESIGN.md, "Threads and processes")."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.events import BlockedEvent, DoneEvent, GuardEvent
+from bastion_desktop.core.inference.types import Role
+from bastion_desktop.core.store import Conversation, GuardEventRecord, StoredMessage
+from bastion_desktop.ui.engine import Stream, call, stream
+from bastion_desktop.ui.qt import QtCore, Signal
+from bastion_desktop.ui.services import AppServices
+from bastion_guardrails.decisions import GuardDecision, Stage
+
+log = logging.getLogger(__name__)
+
+# After Stop, the model host is asked to stop between tokens; if the turn has not ended
+# by then (a model still loading, a guard check running), its task is cancelled.
+STOP_GRACE_MS = 3000
+TITLE_LENGTH = 60
+
+
+@dataclass(frozen=True)
+class LoadedConversation:
+    conversation: Conversation
+    messages: list[StoredMessage]
+    guard_events: list[GuardEventRecord]
+    # For messages with alternatives: the ids of all versions, oldest first.
+    siblings: dict[int, list[int]] = field(default_factory=dict)
+    # Decisions seen live this session (they carry the explanation), by message id.
+    decisions: dict[int, GuardDecision] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConversationStarted:
+    """The first item of a turn that created its conversation."""
+
+    conversation: Conversation
+
+
+def is_user_error(error: object) -> bool:
+    """A problem the user can act on, whose message is a sentence for them: Bastion's
+    own errors and the guardrail layer's (a missing or broken profile)."""
+    if isinstance(error, BastionError):
+        return True
+    return isinstance(error, Exception) and type(error).__module__.startswith("bastion_guardrails")
+
+
+def conversation_title(text: str) -> str:
+    line = " ".join(text.split())
+    if len(line) <= TITLE_LENGTH:
+        return line or "New conversation"
+    return line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+class ChatController(QtCore.QObject):
+    loaded = Signal(object)  # LoadedConversation, or None for a new, empty chat
+    turn_started = Signal(str, str)  # kind ("send", "regenerate", "edit"), the user's text
+    chat_event = Signal(object)  # each ChatEvent of the turn (not `event`: QObject.event)
+    turn_finished = Signal()  # the turn ended (done, blocked, stopped, failed)
+    error = Signal(str)  # a sentence for the user
+    conversations_changed = Signal()  # the sidebar should refresh
+    busy_changed = Signal(bool)
+
+    def __init__(self, services: AppServices, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self.services = services
+        self.conversation_id: str | None = None
+        self.current: LoadedConversation | None = None
+        self._stream: Stream | None = None
+        self._turn_decisions: list[tuple[Stage, GuardDecision]] = []
+        self._done_message: int | None = None
+        self._decisions: dict[int, GuardDecision] = {}
+        self._stop_timer = QtCore.QTimer(self)
+        self._stop_timer.setSingleShot(True)
+        self._stop_timer.timeout.connect(self._force_stop)
+
+    @property
+    def busy(self) -> bool:
+        return self._stream is not None
+
+    # -- which conversation --------------------------------------------------------
+
+    def new_chat(self) -> None:
+        if self.busy:
+            return
+        self.conversation_id, self.current = None, None
+        self.loaded.emit(None)
+
+    def open(self, conversation_id: str) -> None:
+        if self.busy:
+            return
+        self.conversation_id = conversation_id
+        self.reload()
+
+    def reload(self) -> None:
+        conversation_id = self.conversation_id
+        if conversation_id is None:
+            self.loaded.emit(None)
+            return
+        call(
+            self.services.engine,
+            self._load(conversation_id),
+            self,
+            on_result=self._on_loaded,
+            on_error=self._on_error,
+        )
+
+    async def _load(self, conversation_id: str) -> LoadedConversation:
+        store = self.services.store
+        assert store is not None
+        conversation = await store.get_conversation(conversation_id)
+        messages = await store.messages(conversation_id)
+        events = await store.list_guard_events(conversation_id)
+        siblings = {
+            m.id: [s.id for s in await store.alternatives(m.id)]
+            for m in messages
+            if m.alternative_count > 1
+        }
+        return LoadedConversation(conversation, messages, events, siblings)
+
+    def _on_loaded(self, result: object) -> None:
+        assert isinstance(result, LoadedConversation)
+        if result.conversation.id != self.conversation_id:
+            return  # another conversation was opened meanwhile
+        shown = LoadedConversation(
+            result.conversation,
+            result.messages,
+            result.guard_events,
+            result.siblings,
+            dict(self._decisions),
+        )
+        self.current = shown
+        self.loaded.emit(shown)
+
+    def select_alternative(self, message_id: int) -> None:
+        store = self.services.store
+        if self.busy or store is None:
+            return
+        call(
+            self.services.engine,
+            store.select_alternative(message_id),
+            self,
+            on_result=lambda _r: self.reload(),
+            on_error=self._on_error,
+        )
+
+    # -- turns -----------------------------------------------------------------------
+
+    def send(self, text: str) -> bool:
+        text = text.strip()
+        if self.busy or not text:
+            return False
+        chat = self.services.chat
+        assert chat is not None
+        params = self.services.sampling()
+        existing = self.conversation_id
+
+        async def turn() -> AsyncIterator[object]:
+            conversation_id = existing
+            if conversation_id is None:
+                store = self.services.store
+                assert store is not None
+                settings = self.services.context.settings
+                model_id, _path = self.services.context.resolve_model(None)
+                conversation = await store.create_conversation(
+                    title=conversation_title(text),
+                    model_id=model_id,
+                    profile_id=chat.guard.profile_id,
+                    system_prompt=settings.system_prompt,
+                )
+                yield ConversationStarted(conversation)
+                conversation_id = conversation.id
+            async for event in chat.send(conversation_id, text, params):
+                yield event
+
+        self._start("send", text, turn)
+        return True
+
+    def regenerate(self, reply_id: int) -> None:
+        chat, conversation_id = self.services.chat, self.conversation_id
+        if self.busy or chat is None or conversation_id is None:
+            return
+        params = self.services.sampling()
+        self._start("regenerate", "", lambda: chat.regenerate(conversation_id, reply_id, params))
+
+    def edit_and_resend(self, message_id: int, text: str) -> bool:
+        chat, conversation_id = self.services.chat, self.conversation_id
+        text = text.strip()
+        if self.busy or chat is None or conversation_id is None or not text:
+            return False
+        params = self.services.sampling()
+        self._start(
+            "edit",
+            text,
+            lambda: chat.edit_and_resend(conversation_id, message_id, text, params),
+        )
+        return True
+
+    def stop(self) -> None:
+        """Stop the reply, keeping what was written so far."""
+        if self._stream is None:
+            return
+        chat = self.services.chat
+        if chat is not None and self.services.engine.running:
+            # On the engine loop: the model host's cancel is not for other threads.
+            self.services.engine.loop.call_soon_threadsafe(chat.cancel)
+        self._stop_timer.start(STOP_GRACE_MS)
+
+    def _force_stop(self) -> None:
+        if self._stream is not None:
+            self._stream.cancel()
+
+    def _start(self, kind: str, text: str, make: object) -> None:
+        self._turn_decisions = []
+        self._done_message = None
+        handle = stream(self.services.engine, make, self)  # type: ignore[arg-type]
+        handle.item.connect(self._on_item)
+        handle.finished.connect(self._on_finished)
+        handle.failed.connect(self._on_failed)
+        self._stream = handle
+        self.busy_changed.emit(True)
+        self.turn_started.emit(kind, text)
+
+    def _on_item(self, item: object) -> None:
+        if isinstance(item, ConversationStarted):
+            self.conversation_id = item.conversation.id
+            self.conversations_changed.emit()
+            return
+        if isinstance(item, GuardEvent | BlockedEvent):
+            self._turn_decisions.append((item.decision.stage, item.decision))
+        if isinstance(item, DoneEvent):
+            self._done_message = item.message_id
+        self.chat_event.emit(item)
+
+    def _on_failed(self, error: object) -> None:
+        self._on_error(error)
+        self._on_finished()
+
+    def _on_finished(self) -> None:
+        self._stop_timer.stop()
+        handle, self._stream = self._stream, None
+        if handle is not None:
+            handle.deleteLater()
+        self.busy_changed.emit(False)
+        self.turn_finished.emit()
+        self.conversations_changed.emit()
+        if self.conversation_id is None:
+            return
+        call(
+            self.services.engine,
+            self._load(self.conversation_id),
+            self,
+            on_result=self._after_turn,
+            on_error=self._on_error,
+        )
+
+    def _after_turn(self, result: object) -> None:
+        """Tie the turn's live decisions (they carry the explanation) to the saved
+        messages: the input check to the last question, the output's to the last reply."""
+        assert isinstance(result, LoadedConversation)
+        questions = [m for m in result.messages if m.role is Role.USER]
+        replies = [m for m in result.messages if m.role is Role.ASSISTANT]
+        for stage, decision in self._turn_decisions:
+            if stage is Stage.INPUT and questions:
+                self._decisions[questions[-1].id] = decision
+            elif stage is Stage.OUTPUT and replies:
+                self._decisions[replies[-1].id] = decision
+        self._turn_decisions = []
+        self._on_loaded(result)
+
+    def _on_error(self, error: object) -> None:
+        if is_user_error(error):
+            self.error.emit(str(error))
+            return
+        if isinstance(error, BaseException):
+            log.error("a chat operation failed", exc_info=error)
+            self.error.emit(
+                f"Something went wrong in Bastion ({type(error).__name__}). "
+                "The log file has the details."
+            )

@@ -1,0 +1,275 @@
+"""The main window: history on the left; the model and guardrail pickers, the
+conversation and the composer on the right; menus and shortcuts for the rest."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bastion_desktop.core.starter import STARTER_ID
+from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation, is_user_error
+from bastion_desktop.ui.chat_view import ChatView
+from bastion_desktop.ui.composer import Composer
+from bastion_desktop.ui.conversations import ConversationSidebar
+from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.first_run import StarterNotice, open_models_window
+from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
+from bastion_desktop.ui.services import AppServices
+from bastion_desktop.ui.top_bar import TopBar
+
+log = logging.getLogger(__name__)
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    ready = Signal()  # the guardrail profile is open: messages can be sent
+    profile_failed = Signal(str)
+
+    def __init__(self, services: AppServices, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.services = services
+        self.profile_ready = False
+        self.secondary: dict[str, QtWidgets.QWidget] = {}
+        self.setObjectName("mainWindow")
+        self.setWindowTitle("Bastion")
+        self.setAccessibleName("Bastion")
+        self.resize(1180, 780)
+        self.setMinimumSize(720, 480)
+
+        self.controller = ChatController(services, self)
+        self.sidebar = ConversationSidebar(services, self)
+        self.top_bar = TopBar(services, self)
+        self.starter_notice = StarterNotice(services, self)
+        self.chat_view = ChatView(self.controller, self)
+        self.composer = Composer(self)
+
+        right = QtWidgets.QWidget(self)
+        right.setObjectName("chatPane")
+        column = QtWidgets.QVBoxLayout(right)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.top_bar)
+        column.addWidget(self.starter_notice)
+        column.addWidget(self.chat_view, 1)
+        column.addWidget(self.composer)
+        self.splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal, self)
+        self.splitter.addWidget(self.sidebar)
+        self.splitter.addWidget(right)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([260, 920])
+        self.splitter.setChildrenCollapsible(False)
+        self.setCentralWidget(self.splitter)
+        self._build_menus()
+        self._wire()
+        # Focus order: search, list, pickers, conversation, message box.
+        QtWidgets.QWidget.setTabOrder(self.sidebar.new_button, self.sidebar.search)
+        QtWidgets.QWidget.setTabOrder(self.sidebar.search, self.sidebar.view)
+        QtWidgets.QWidget.setTabOrder(self.sidebar.view, self.top_bar.model_box)
+        QtWidgets.QWidget.setTabOrder(self.top_bar.model_box, self.top_bar.profile_box)
+        QtWidgets.QWidget.setTabOrder(self.top_bar.profile_box, self.composer.text)
+        QtWidgets.QWidget.setTabOrder(self.composer.text, self.composer.send_button)
+        self.composer.send_button.setEnabled(False)
+
+    # -- building ------------------------------------------------------------------------
+
+    def _action(
+        self, menu: QtWidgets.QMenu, text: str, slot: Any, shortcut: Any = None
+    ) -> QtGui.QAction:
+        action = QtGui.QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QtGui.QKeySequence(shortcut))
+            action.setShortcutContext(QtCore.Qt.ShortcutContext.WindowShortcut)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        self.addAction(action)  # shortcuts work with the menu bar hidden too
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self.new_chat_action = self._action(
+            file_menu, "&New chat", self.new_chat, QtGui.QKeySequence.StandardKey.New
+        )
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+        edit_menu = bar.addMenu("&Edit")
+        self.find_action = self._action(
+            edit_menu, "&Search conversations", self.sidebar.focus_search, "Ctrl+F"
+        )
+        self.stop_action = self._action(edit_menu, "S&top reply", self.controller.stop, "Esc")
+        edit_menu.addSeparator()
+        self.settings_action = self._action(edit_menu, "S&ettings…", self.open_settings, "Ctrl+,")
+        tools = bar.addMenu("&Tools")
+        self.models_action = self._action(tools, "&Models…", self.open_models, "Ctrl+M")
+        self.profiles_action = self._action(
+            tools, "Guardrail &profiles…", self.open_profiles, "Ctrl+P"
+        )
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&About Bastion", self._about)
+
+    def _wire(self) -> None:
+        c = self.controller
+        self.sidebar.open_requested.connect(c.open)
+        self.sidebar.new_chat_requested.connect(self.new_chat)
+        self.sidebar.deleted.connect(self._deleted)
+        self.sidebar.error.connect(self.show_error)
+        c.conversations_changed.connect(self.sidebar.refresh)
+        c.busy_changed.connect(self._busy)
+        c.loaded.connect(self._loaded)
+        self.composer.send_requested.connect(self.send)
+        self.composer.edit_requested.connect(c.edit_and_resend)
+        self.composer.stop_requested.connect(c.stop)
+        self.chat_view.edit_requested.connect(self.composer.begin_edit)
+        self.top_bar.error.connect(self.show_error)
+        self.top_bar.model_changed.connect(self._model_changed)
+        self.top_bar.profile_changed.connect(self._profile_changed)
+        self.starter_notice.open_models.connect(self.open_models)
+        self.services.settings_changed.connect(lambda _s: self.top_bar.fill_models())
+
+    # -- starting ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Fill the lists and open the guardrail profile (off the GUI thread); `ready`
+        follows. Until then nothing can be sent: a profile that cannot run must never
+        leave the chat silently unchecked."""
+        self.sidebar.refresh()
+        self.top_bar.refresh()
+        self.starter_notice.update_for(self.services.context.settings.default_model)
+        self.controller.new_chat()
+        profile_id = self.services.context.settings.guard_profile
+        call(
+            self.services.engine,
+            self.services.open_profile(profile_id),
+            self,
+            on_result=lambda _r: self._profile_open(),
+            on_error=self._profile_error,
+        )
+        self.composer.text.setFocus()
+
+    def _profile_open(self) -> None:
+        self.profile_ready = True
+        self.composer.send_button.setEnabled(True)
+        self.ready.emit()
+
+    def _profile_error(self, error: object) -> None:
+        sentence = (
+            str(error)
+            if is_user_error(error)
+            else "The guardrail profile could not be opened. The log file has the details."
+        )
+        if not is_user_error(error):
+            log.error(
+                "opening the profile failed",
+                exc_info=error if isinstance(error, BaseException) else None,
+            )
+        self.profile_ready = False
+        self.composer.send_button.setEnabled(False)
+        self.show_error(sentence + " Choose another guardrail profile to chat.")
+        self.profile_failed.emit(sentence)
+
+    def _profile_changed(self, _profile_id: str) -> None:
+        self._profile_open()
+        self.chat_view.show_notice("")
+
+    # -- actions -------------------------------------------------------------------------
+
+    def new_chat(self) -> None:
+        if self.controller.busy:
+            return
+        self.composer.cancel_edit()
+        self.controller.new_chat()
+        self.sidebar.select(None)
+        self.composer.text.setFocus()
+
+    def send(self, text: str) -> bool:
+        """What the composer's Enter does (also for tests and automation)."""
+        if not self.profile_ready:
+            return False
+        return self.controller.send(text)
+
+    def _busy(self, busy: bool) -> None:
+        self.composer.set_busy(busy)
+        self.new_chat_action.setEnabled(not busy)
+        self.sidebar.view.setEnabled(not busy)
+        self.top_bar.setEnabled(not busy)
+
+    def _loaded(self, loaded: LoadedConversation | None) -> None:
+        if loaded is None:
+            self.chat_view.model_name = self._model_name(
+                self.services.context.settings.default_model or STARTER_ID
+            )
+            return
+        self.sidebar.select(loaded.conversation.id)
+        self.chat_view.model_name = self._model_name(loaded.conversation.model_id)
+        for widget in self.chat_view.messages:
+            if widget.role.value == "assistant":
+                widget.author_label.setText(self.chat_view.model_name)
+        self.setWindowTitle(f"{loaded.conversation.title} — Bastion")
+
+    def _model_name(self, model_id: str) -> str:
+        model = self.services.context.registry.get(model_id)
+        return model.name if model is not None else model_id
+
+    def _model_changed(self, model_id: str) -> None:
+        self.starter_notice.update_for(model_id)
+        self.chat_view.model_name = self._model_name(model_id)
+        if self.controller.conversation_id is not None:
+            self.chat_view.show_notice(
+                "New chats use this model; this conversation keeps the model it started with."
+            )
+
+    def _deleted(self, conversation_id: str) -> None:
+        if conversation_id == self.controller.conversation_id:
+            self.controller.new_chat()
+
+    def show_error(self, sentence: str) -> None:
+        self.chat_view.show_notice(sentence)
+
+    def _open_secondary(self, key: str, module: str, name: str) -> QtWidgets.QWidget | None:
+        existing = self.secondary.get(key)
+        if existing is not None:
+            existing.show()
+            existing.raise_()
+            existing.activateWindow()
+            return existing
+        try:
+            imported = __import__(f"bastion_desktop.ui.{module}", fromlist=[name])
+            window_class = getattr(imported, name)
+        except (ImportError, AttributeError):
+            self.show_error(f"The {key} window is not available in this build.")
+            return None
+        window: QtWidgets.QWidget = window_class(self.services, self)
+        self.secondary[key] = window
+        window.destroyed.connect(lambda _o=None, k=key: self.secondary.pop(k, None))
+        window.show()
+        return window
+
+    def open_models(self) -> None:
+        if "models" in self.secondary:
+            self._open_secondary("models", "models_window", "ModelsWindow")
+            return
+        window = open_models_window(self.services, self)
+        if window is not None:
+            self.secondary["models"] = window
+            window.destroyed.connect(lambda _o=None: self.secondary.pop("models", None))
+
+    def open_profiles(self) -> None:
+        self._open_secondary("profiles", "profiles_window", "ProfilesWindow")
+
+    def open_settings(self) -> None:
+        self._open_secondary("settings", "settings_dialog", "SettingsDialog")
+
+    def _about(self) -> None:
+        from bastion_desktop import __version__
+
+        QtWidgets.QMessageBox.about(
+            self,
+            "About Bastion",
+            f"Bastion {__version__}\nPrivate chat with local models, with guardrails built in.",
+        )
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        # A reply still streaming is stopped; what it wrote is saved by the service.
+        self.controller.stop()
+        for window in list(self.secondary.values()):
+            window.close()
+        super().closeEvent(event)

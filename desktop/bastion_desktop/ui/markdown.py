@@ -1,0 +1,284 @@
+"""Rendering model output, which is untrusted.
+
+A reply is Markdown split into prose and fenced code blocks. Prose goes to a
+`SafeTextBrowser`: Qt's own Markdown parser with raw HTML switched off, and a
+`loadResource` that returns nothing, so a Markdown image pointing at someone's server
+(a known way to leak a conversation) is never fetched, and no stylesheet or script is
+ever loaded. Links are not followed: the view asks the user first (`link_requested`).
+Code blocks get a monospace view with a Copy button and, when the block is complete and
+small, pygments highlighting.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([^\s`]*)")
+# Highlighting costs about a millisecond per KiB: past this, plain text stays fast.
+HIGHLIGHT_LIMIT = 20_000
+_MARKDOWN = (
+    QtGui.QTextDocument.MarkdownFeature.MarkdownDialectGitHub
+    | QtGui.QTextDocument.MarkdownFeature.MarkdownNoHTML
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    kind: str  # "text" or "code"
+    text: str
+    language: str = ""
+    closed: bool = True  # a code block whose closing fence has not streamed in yet: False
+
+
+def split_blocks(markdown: str) -> list[Block]:
+    """Prose and fenced code blocks, in order; an unclosed fence runs to the end."""
+    blocks: list[Block] = []
+    prose: list[str] = []
+    code: list[str] = []
+    fence = ""
+    language = ""
+    for line in markdown.split("\n"):
+        if not fence:
+            opened = _FENCE.match(line)
+            if opened:
+                if prose and "".join(prose).strip():
+                    blocks.append(Block("text", "\n".join(prose)))
+                prose = []
+                fence, language, code = opened.group(1), opened.group(2), []
+            else:
+                prose.append(line)
+            continue
+        stripped = line.strip()
+        if stripped.startswith(fence[0] * len(fence)) and not stripped.strip(fence[0]):
+            blocks.append(Block("code", "\n".join(code), language))
+            fence = ""
+        else:
+            code.append(line)
+    if fence:
+        blocks.append(Block("code", "\n".join(code).rstrip("\n"), language, closed=False))
+    elif prose and "".join(prose).strip():
+        blocks.append(Block("text", "\n".join(prose)))
+    return blocks
+
+
+def is_dark(palette: QtGui.QPalette) -> bool:
+    return palette.color(QtGui.QPalette.ColorRole.Window).lightness() < 128
+
+
+@lru_cache(maxsize=256)
+def highlighted_html(code: str, language: str, dark: bool) -> str | None:
+    """Inline-styled HTML for `code`, or None when pygments does not know the language."""
+    from pygments import highlight  # type: ignore[import-untyped]
+    from pygments.formatters import HtmlFormatter  # type: ignore[import-untyped]
+    from pygments.lexers import get_lexer_by_name  # type: ignore[import-untyped]
+    from pygments.util import ClassNotFound  # type: ignore[import-untyped]
+
+    try:
+        lexer = get_lexer_by_name(language)
+    except ClassNotFound:
+        return None
+    formatter = HtmlFormatter(nowrap=True, noclasses=True, style="monokai" if dark else "default")
+    body = highlight(code, lexer, formatter).rstrip("\n")
+    return f"<pre style='margin:0'>{body}</pre>"
+
+
+class SafeTextBrowser(QtWidgets.QTextBrowser):
+    """A read-only rich-text view that loads nothing and follows no link by itself."""
+
+    link_requested = Signal(QtCore.QUrl)
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.resource_requests: list[QtCore.QUrl] = []  # for tests and the curious
+        self.setOpenLinks(False)
+        self.setOpenExternalLinks(False)
+        self.anchorClicked.connect(self.link_requested.emit)
+        self.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed
+        )
+        self.setTextInteractionFlags(
+            QtCore.Qt.TextInteractionFlag.TextBrowserInteraction
+            | QtCore.Qt.TextInteractionFlag.TextSelectableByKeyboard
+        )
+        self.viewport().setAutoFillBackground(False)
+        self.document().setDocumentMargin(2)
+        self.document().contentsChanged.connect(self._fit_height)
+
+    def loadResource(self, type: int, name: QtCore.QUrl | str) -> Any:
+        # Untrusted text may name any URL (an image, a stylesheet): nothing is loaded,
+        # local or remote. The document shows a broken-image placeholder instead.
+        self.resource_requests.append(QtCore.QUrl(name))
+        return None
+
+    def set_markdown(self, text: str) -> None:
+        self.document().setMarkdown(text, _MARKDOWN)
+        self._fit_height()
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        document = self.document()
+        document.setTextWidth(self.viewport().width())
+        height = int(document.size().height()) + 2 * self.frameWidth() + 2
+        if height != self.height():
+            self.setFixedHeight(height)
+
+
+class CodeBlockView(QtWidgets.QFrame):
+    """A fenced code block: its language, a Copy button, monospace text."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("codeBlock")
+        self.code = ""
+        self.language = ""
+        self._shown: tuple[str, str, bool] | None = None
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        header = QtWidgets.QHBoxLayout()
+        header.setContentsMargins(8, 2, 4, 2)
+        self.language_label = QtWidgets.QLabel(self)
+        self.language_label.setObjectName("codeLanguage")
+        self.copy_button = QtWidgets.QToolButton(self)
+        self.copy_button.setText("Copy")
+        self.copy_button.setAccessibleName("Copy code")
+        self.copy_button.setToolTip("Copy this code block")
+        self.copy_button.clicked.connect(self.copy)
+        header.addWidget(self.language_label)
+        header.addStretch(1)
+        header.addWidget(self.copy_button)
+        layout.addLayout(header)
+        self.view = SafeTextBrowser(self)
+        self.view.setObjectName("codeText")
+        self.view.setAccessibleName("Code")
+        self.view.setLineWrapMode(QtWidgets.QTextEdit.LineWrapMode.NoWrap)
+        self.view.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.view.document().setDocumentMargin(8)
+        font = QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont)
+        self.view.setFont(font)
+        self.view.document().setDefaultFont(font)
+        layout.addWidget(self.view)
+
+    def set_code(self, code: str, language: str, closed: bool) -> None:
+        self.code, self.language = code, language
+        self.language_label.setText(language or "code")
+        if self._shown == (code, language, closed):
+            return
+        self._shown = (code, language, closed)
+        rendered = None
+        # While the block streams it stays plain: highlighting every 50 ms is wasted work.
+        if closed and language and len(code) <= HIGHLIGHT_LIMIT:
+            rendered = highlighted_html(code, language.lower(), is_dark(self.palette()))
+        if rendered is None:
+            self.view.setHtml(f"<pre style='margin:0'>{html.escape(code)}</pre>")
+        else:
+            self.view.setHtml(rendered)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        bar = self.view.horizontalScrollBar()
+        extra = bar.sizeHint().height() if self.view.document().idealWidth() > self.width() else 0
+        self.view.setFixedHeight(int(self.view.document().size().height()) + 4 + extra)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_height()
+
+    def copy(self) -> None:
+        QtWidgets.QApplication.clipboard().setText(self.code)
+        self.copy_button.setText("Copied")
+        # With the button as context: the timer dies with it if the reply is re-rendered.
+        button = self.copy_button
+        QtCore.QTimer.singleShot(1500, button, lambda: button.setText("Copy"))
+
+
+class MarkdownView(QtWidgets.QWidget):
+    """A whole reply: prose and code blocks, re-rendered in place as text streams in
+    (widgets are reused, so the view does not flicker)."""
+
+    link_requested = Signal(QtCore.QUrl)
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._layout = QtWidgets.QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setSpacing(6)
+        self._parts: list[tuple[str, QtWidgets.QWidget]] = []
+        self._markdown = ""
+        self._plain = False
+
+    @property
+    def markdown(self) -> str:
+        return self._markdown
+
+    def text_views(self) -> list[SafeTextBrowser]:
+        found: list[SafeTextBrowser] = []
+        for _kind, widget in self._parts:
+            if isinstance(widget, SafeTextBrowser):
+                found.append(widget)
+            elif isinstance(widget, CodeBlockView):
+                found.append(widget.view)
+        return found
+
+    def code_blocks(self) -> list[CodeBlockView]:
+        return [w for _k, w in self._parts if isinstance(w, CodeBlockView)]
+
+    def set_plain(self, text: str) -> None:
+        """The user's own words: shown as written, never as Markdown."""
+        self._plain = True
+        self._markdown = text
+        view = self._part(0, "text")
+        assert isinstance(view, SafeTextBrowser)
+        view.setPlainText(text)
+        self._trim(1)
+
+    def set_markdown(self, text: str) -> None:
+        if text == self._markdown and self._parts:
+            return
+        self._markdown = text
+        blocks = split_blocks(text) or [Block("text", "")]
+        for index, block in enumerate(blocks):
+            widget = self._part(index, block.kind)
+            if isinstance(widget, CodeBlockView):
+                widget.set_code(block.text, block.language, block.closed)
+            elif (
+                isinstance(widget, SafeTextBrowser)
+                and widget.property("markdownSource") != block.text
+            ):
+                widget.setProperty("markdownSource", block.text)
+                widget.set_markdown(block.text)
+        self._trim(len(blocks))
+
+    def _part(self, index: int, kind: str) -> QtWidgets.QWidget:
+        if index < len(self._parts) and self._parts[index][0] == kind:
+            return self._parts[index][1]
+        self._trim(index)
+        widget: QtWidgets.QWidget
+        if kind == "code":
+            widget = CodeBlockView(self)
+            widget.view.link_requested.connect(self.link_requested.emit)
+        else:
+            widget = SafeTextBrowser(self)
+            widget.setAccessibleName("Message text")
+            widget.link_requested.connect(self.link_requested.emit)
+        self._layout.addWidget(widget)
+        self._parts.append((kind, widget))
+        return widget
+
+    def _trim(self, keep: int) -> None:
+        while len(self._parts) > keep:
+            _kind, widget = self._parts.pop()
+            self._layout.removeWidget(widget)
+            widget.deleteLater()

@@ -1,0 +1,93 @@
+"""`AppServices`: what every window needs, handed to it in its constructor (never
+reached through a global), the way Anki's `aqt` passes its collection around."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from bastion_desktop.app import AppContext
+from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.inference.types import SamplingParams
+from bastion_desktop.core.models import ChatModelSlot
+from bastion_desktop.core.settings import Settings, save_settings
+from bastion_desktop.ui.engine import Engine
+from bastion_desktop.ui.qt import QtCore, Signal
+
+log = logging.getLogger(__name__)
+
+
+class AppServices(QtCore.QObject):
+    """The application's context, engine thread, opened history and chat service.
+
+    `context` is replaced (not mutated: `AppContext` is frozen) when the settings
+    change; the guardrail engine inside it is shared by every copy."""
+
+    settings_changed = Signal(object)  # the new Settings
+    profile_changed = Signal(str)  # the id of the profile new turns are checked with
+
+    def __init__(
+        self,
+        *,
+        context: AppContext,
+        engine: Engine,
+        store: EncryptedConversationStore | None,
+        chat: ChatService | None,
+        parent: QtCore.QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.context = context
+        self.engine = engine
+        self.store = store
+        self.chat = chat
+
+    @classmethod
+    def assemble(
+        cls, context: AppContext, engine: Engine, store: EncryptedConversationStore
+    ) -> AppServices:
+        """The stack as `bastion chat` builds it: a chat model slot with the load
+        options from the settings, and the service over the opened history. The
+        guardrail profile is opened later, off the GUI thread (`open_profile`)."""
+        slot = ChatModelSlot(context.load_options())
+        services = cls(context=context, engine=engine, store=store, chat=None)
+        services.chat = ChatService(store, slot, services._resolve_model)
+        return services
+
+    def _resolve_model(self, reference: str) -> Any:
+        return self.context.registry.resolve(reference)[1]
+
+    def sampling(self) -> SamplingParams:
+        return self.context.sampling()
+
+    def update_settings(self, new: Settings) -> None:
+        """Save the settings and tell every window. Raises a BastionError (an unwritable
+        file) with the old settings still in force."""
+        save_settings(new, self.context.paths.settings_file)
+        old = self.context.settings
+        self.context = dataclasses.replace(self.context, settings=new)
+        if self.chat is not None and new.inference != old.inference:
+            # The next load uses them; the model loaded now keeps its options until then.
+            self.chat.models.options = self.context.load_options()
+        self.settings_changed.emit(new)
+
+    async def open_profile(self, profile_id: str) -> str:
+        """Check the next turns with `profile_id` (on the engine loop: the first build
+        imports NeMo and compiles the profile). Raises the guardrail errors whose
+        sentence tells the user why the profile cannot be used."""
+        runtime = await self.context.open_guard(profile_id)
+        if self.chat is not None:
+            self.chat.guard = runtime
+        return runtime.profile_id
+
+    def shut_down(self) -> None:
+        """Unload the model, close the history and stop the engine thread."""
+        if self.engine.running and self.chat is not None:
+            try:
+                self.engine.run(self.chat.models.close(), timeout=10)
+            except Exception:  # a host that will not close is killed with the process
+                log.warning("the chat model did not close cleanly", exc_info=True)
+        self.engine.stop()
+        if self.store is not None:
+            self.store.close()

@@ -1,0 +1,78 @@
+"""The history sidebar's list model over the real encrypted store: a valid Qt model
+(qtmodeltester), pinned first then newest, and rename and pin through the store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from bastion_desktop.app import AppContext
+from bastion_desktop.commands.passphrase import passphrase_prompt
+from bastion_desktop.ui.conversations import ConversationSidebar
+from bastion_desktop.ui.engine import Engine
+from bastion_desktop.ui.services import AppServices
+
+
+@pytest.fixture
+def services(passphrase_file: Path) -> Iterator[AppServices]:
+    context = AppContext.start()
+    store = context.open_history(passphrase_prompt(passphrase_file))
+    engine = Engine()
+    engine.start()
+    built = AppServices.assemble(context, engine, store)
+    yield built
+    built.shut_down()
+
+
+def titles(sidebar: ConversationSidebar) -> list[str]:
+    return [sidebar.model.row(i).title for i in range(sidebar.model.rowCount())]
+
+
+def test_list_is_a_valid_model_pinned_first_then_newest(
+    services: AppServices, qtbot: QtBot, qtmodeltester: object
+) -> None:
+    store = services.store
+    assert store is not None
+    ids = []
+    for title in ("first", "second", "third"):
+        conversation = services.engine.run(
+            store.create_conversation(title=title, model_id="m", profile_id="off", system_prompt="")
+        )
+        ids.append(conversation.id)
+    sidebar = ConversationSidebar(services)
+    qtbot.addWidget(sidebar)
+    with qtbot.waitSignal(sidebar.refreshed, timeout=10_000):
+        sidebar.refresh()
+    assert titles(sidebar) == ["third", "second", "first"]
+    qtmodeltester.check(sidebar.model)  # type: ignore[attr-defined]
+
+    with qtbot.waitSignal(sidebar.refreshed, timeout=10_000):
+        sidebar.pin(ids[0], True)
+    assert titles(sidebar) == ["first", "third", "second"]
+    assert "📌" in sidebar.model.data(sidebar.model.index(0, 0))
+
+    with qtbot.waitSignal(sidebar.refreshed, timeout=10_000):
+        sidebar.rename(ids[1], "renamed")
+    assert "renamed" in titles(sidebar)
+    qtmodeltester.check(sidebar.model)  # type: ignore[attr-defined]
+
+
+def test_export_writes_the_conversation_as_markdown(
+    services: AppServices, qtbot: QtBot, tmp_path: Path
+) -> None:
+    store = services.store
+    assert store is not None
+    conversation = services.engine.run(
+        store.create_conversation(
+            title="Exported", model_id="m", profile_id="off", system_prompt=""
+        )
+    )
+    sidebar = ConversationSidebar(services)
+    qtbot.addWidget(sidebar)
+    target = tmp_path / "out.md"
+    sidebar.export(conversation.id, target)
+    qtbot.waitUntil(target.exists, timeout=10_000)
+    assert "Exported" in target.read_text("utf-8")

@@ -1,0 +1,133 @@
+"""Model output is untrusted: rendering it fetches nothing (a Markdown image pointing at
+a real local server records zero requests), and a link opens only after the user says
+yes. Code blocks get a Copy button."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from typing import ClassVar
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from bastion_desktop.core.inference.types import Role
+from bastion_desktop.ui.markdown import MarkdownView, split_blocks
+from bastion_desktop.ui.message_widget import MessageWidget
+from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    requests: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, list[str]]]:
+    _CountingHandler.requests = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", _CountingHandler.requests
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+# The offscreen platform cannot size a window from its hints; it says so at WARNING.
+@pytest.mark.qt_log_ignore("does not support propagateSizeHints")
+def test_a_markdown_image_from_a_reply_is_never_fetched(
+    qtbot: QtBot, server: tuple[str, list[str]]
+) -> None:
+    base, requests = server
+    widget = MessageWidget(Role.ASSISTANT, "Model")
+    qtbot.addWidget(widget)
+    widget.resize(600, 400)
+    widget.show()
+    reply = (
+        f"Here you go ![chart]({base}/leak.png?secret=chat-text)\n\n"
+        f'<img src="{base}/html.png"> and <link rel="stylesheet" href="{base}/x.css">\n\n'
+        f"```python\nprint('hi')\n```\n"
+    )
+    for piece in reply:
+        widget.append(piece)
+    widget.flush()
+    widget.grab()  # lay out and paint, as the screen would
+    qtbot.wait(300)
+    asked = [u.toString() for v in widget.body.text_views() for u in v.resource_requests]
+    assert any("leak.png" in url for url in asked), "the image was asked for, and refused"
+    assert requests == [], "nothing reached the server"
+
+
+def test_a_link_opens_only_after_the_user_confirms(qtbot: QtBot) -> None:
+    from bastion_desktop.ui.chat_view import ChatView
+
+    opened: list[str] = []
+
+    class Handler(QtCore.QObject):
+        @QtCore.Slot(QtCore.QUrl)
+        def open(self, url: QtCore.QUrl) -> None:
+            opened.append(url.toString())
+
+    handler = Handler()
+    # Qt's own hook for where openUrl goes: the test's handler instead of a browser.
+    QtGui.QDesktopServices.setUrlHandler("https", handler, "open")
+    try:
+        view = ChatView.__new__(ChatView)  # only its link logic is needed here
+        QtWidgets.QScrollArea.__init__(view)
+        qtbot.addWidget(view)
+        view.opened_links = []
+        answers = iter([False, True])
+        asked: list[str] = []
+
+        def confirm(_parent: object, url: QtCore.QUrl) -> bool:
+            asked.append(url.toString())
+            return next(answers)
+
+        view.confirm_link = confirm
+        markdown = MarkdownView()
+        qtbot.addWidget(markdown)
+        markdown.link_requested.connect(lambda url: ChatView.open_link(view, url))
+        markdown.set_markdown("See [the docs](https://example.org/docs).")
+        browser = markdown.text_views()[0]
+        url = QtCore.QUrl("https://example.org/docs")
+        browser.anchorClicked.emit(url)
+        assert asked == ["https://example.org/docs"]
+        assert opened == [], "declined: nothing opened"
+        browser.anchorClicked.emit(url)
+        assert opened == ["https://example.org/docs"]
+    finally:
+        QtGui.QDesktopServices.unsetUrlHandler("https")
+
+
+def test_code_blocks_have_a_copy_button_and_stream_unclosed(qtbot: QtBot) -> None:
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    view.set_markdown("Intro\n\n```python\nx = 1\n")
+    (block,) = view.code_blocks()
+    assert block.code == "x = 1"
+    view.set_markdown("Intro\n\n```python\nx = 1\ny = 2\n```\nAfter")
+    assert view.code_blocks()[0] is block, "the widget is reused while streaming"
+    qtbot.mouseClick(block.copy_button, QtCore.Qt.MouseButton.LeftButton)
+    assert QtWidgets.QApplication.clipboard().text() == "x = 1\ny = 2"
+    assert block.copy_button.text() == "Copied"
+
+
+def test_split_blocks_separates_prose_and_code() -> None:
+    blocks = split_blocks("a\n```sh\nls\n```\nb\n~~~\nraw")
+    assert [(b.kind, b.text, b.language, b.closed) for b in blocks] == [
+        ("text", "a", "", True),
+        ("code", "ls", "sh", True),
+        ("text", "b", "", True),
+        ("code", "raw", "", False),
+    ]
