@@ -3,6 +3,7 @@ the folders, logging, settings and the model registry."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +20,16 @@ from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import LoadOptions, SamplingParams
 from bastion_desktop.core.logs import configure_logging
 from bastion_desktop.core.paths import AppPaths
+from bastion_desktop.core.policy import EffectivePolicy, ProfileChoice, load_policy
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.settings import Settings, load_settings
-from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model
+from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model, sha256_of
 from bastion_guardrails.engine import GuardEngine, ProfileUnavailableError
-from bastion_guardrails.explain import ProfileStatus
+from bastion_guardrails.explain import ProfileStatus, profile_status
 from bastion_guardrails.library import ProfileLibrary
 from bastion_guardrails.models import ModelSet
+from bastion_guardrails.plan import plan_profile
 from bastion_guardrails.problems import ProfileError, ProfileNotFoundError
 from bastion_guardrails.runtime import GuardProfileRuntime
 
@@ -42,6 +45,10 @@ class AppContext:
     paths: AppPaths
     settings: Settings
     registry: ModelRegistry
+    # The administrator's policy; contexts built directly (tests) get the defaults.
+    policy: EffectivePolicy = field(default_factory=EffectivePolicy, compare=False)
+    # What the policy changed in the user's settings, to tell them.
+    policy_notices: tuple[str, ...] = ()
     _guard_engines: list[GuardEngine] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
@@ -51,7 +58,13 @@ class AppContext:
         paths.ensure()
         configure_logging(paths.log_file)
         settings = load_settings(paths.settings_file)
-        return cls(paths, settings, ModelRegistry(paths.registry_file))
+        policy = load_policy()
+        # Locked values override the settings file; recommendations fill in the rest.
+        settings, notices = policy.apply_to_settings(settings)
+        for notice in notices:
+            log.info("policy: %s", notice)
+        registry = ModelRegistry(paths.registry_file)
+        return cls(paths, settings, registry, policy, tuple(notices))
 
     @property
     def models_dir(self) -> Path:
@@ -65,7 +78,15 @@ class AppContext:
         chosen = reference or self.settings.default_model or STARTER_ID
         if chosen == STARTER_ID:
             self.ensure_starter()
-        return self.registry.resolve(chosen)
+        model_id, path = self.registry.resolve(chosen)
+        if self.policy.value("AllowedModels") is not None:
+            # AllowedModels also decides what runs, not only what downloads.
+            model = self.registry.get(model_id)
+            if model is not None:
+                self.policy.require_model(model.name, model.repo, model.sha256)
+            else:
+                self.policy.require_model(path.name, None, sha256_of(path))
+        return model_id, path
 
     def load_options(self) -> LoadOptions:
         inference = self.settings.inference
@@ -107,20 +128,40 @@ class AppContext:
         """The runtime of the profile named, else the one in the settings. Raises
         `ProfileUnavailableError` (its `status.sentence` says why) when the profile
         requires a model that is not installed, `ProfileError` when it does not load."""
-        chosen = profile_id or self.settings.guard_profile
+        choice = self.guard_choice(profile_id)
         try:
-            return await self.guard_engine().open(chosen, self.model_set())
+            if choice.profile is not None:  # an administrator's profile from the policy
+                engine, profile = self.guard_engine(), choice.profile
+                return await asyncio.to_thread(engine.runtime_for, profile, self.model_set())
+            return await self.guard_engine().open(choice.profile_id, self.model_set())
         except ProfileUnavailableError as error:
             raise GuardProfileError(error.status.sentence) from error
         except (ProfileNotFoundError, ProfileError) as error:
             raise GuardProfileError(str(error)) from error
 
+    def guard_choice(self, profile_id: str | None = None) -> ProfileChoice:
+        """The profile a chat uses when `profile_id` (else the settings' profile) is asked
+        for: the policy's locked profile wins over any request, a profile the policy does
+        not allow is moved to one it does, and `notice` says so."""
+        requested = profile_id or self.settings.guard_profile
+        available = [
+            (entry.id, entry.profile.content_hash)
+            for entry in self.profile_library().entries()
+            if entry.profile is not None
+        ]
+        choice = self.policy.choose_profile(requested, available)
+        if choice.notice:
+            log.info("policy: %s", choice.notice)
+        return choice
+
     def guard_status(self, profile_id: str | None = None) -> ProfileStatus:
         """Which checks the profile runs with the models installed, and a sentence
         saying so (and what to download for the rest)."""
-        chosen = profile_id or self.settings.guard_profile
+        choice = self.guard_choice(profile_id)
         try:
-            return self.guard_engine().status(chosen, self.model_set())
+            if choice.profile is not None:
+                return profile_status(plan_profile(choice.profile, self.model_set()))
+            return self.guard_engine().status(choice.profile_id, self.model_set())
         except (ProfileNotFoundError, ProfileError) as error:
             raise GuardProfileError(str(error)) from error
 

@@ -234,6 +234,8 @@ def _key(context: AppContext, args: argparse.Namespace) -> int:
 def run_history(context: AppContext, args: argparse.Namespace) -> int:
     if args.history_command == "key":
         return _key(context, args)
+    if args.history_command == "export":
+        context.policy.require_export()
     store = context.open_history(passphrase_prompt(args.passphrase_file))
     try:
         return asyncio.run(_run(context, store, args))

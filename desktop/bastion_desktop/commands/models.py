@@ -232,6 +232,7 @@ async def _download_async(context: AppContext, args: argparse.Namespace) -> int:
     manager = DownloadManager(context.registry, context.models_dir, listener=_ProgressLine())
     try:
         plan = await manager.plan(args.repo, args.file, role=args.role)
+        context.policy.require_download(plan.repo, [f.sha256 for f in plan.files])
         print(describe_plan(plan), file=sys.stderr)
         model = await manager.start(plan).wait()
     finally:
@@ -285,4 +286,8 @@ _ACTIONS = {
 
 
 def run_models(context: AppContext, args: argparse.Namespace) -> int:
+    if args.models_command in ("search", "files", "download"):
+        context.policy.require_network()
+    if args.models_command == "download":
+        context.policy.require_downloads()  # AllowedModels once the files' hashes are known
     return _ACTIONS[args.models_command](context, args)
