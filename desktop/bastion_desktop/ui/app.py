@@ -72,6 +72,8 @@ def _style_sheet(c: dict[str, str]) -> str:
     #guardBadge[verdict="masked"] {{ color: {c["masked"]}; }}
     #guardBadge[verdict="blocked"], #guardBadge[verdict="withdrawn"] {{ color: {c["blocked"]}; }}
     #guardBadge[verdict="unchecked"] {{ color: {c["muted"]}; }}
+    #policyBanner {{ background: {c["notice"]}; padding: 6px 12px; }}
+    #policyBanner[failedClosed="true"] {{ color: {c["blocked"]}; font-weight: 600; }}
     #notice, #starterNotice {{ background: {c["notice"]}; border-radius: 6px; padding: 6px; }}
     #composer {{ border-top: 1px solid {c["border"]}; }}
     #editBanner {{ color: {c["accent"]}; }}

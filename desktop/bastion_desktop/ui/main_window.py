@@ -39,6 +39,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.sidebar = ConversationSidebar(services, self)
         self.top_bar = TopBar(services, self)
         self.starter_notice = StarterNotice(services, self)
+        self.policy_banner = self._policy_banner()
         self.chat_view = ChatView(self.controller, self)
         self.composer = Composer(self)
 
@@ -48,6 +49,7 @@ class MainWindow(QtWidgets.QMainWindow):
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(0)
         column.addWidget(self.top_bar)
+        column.addWidget(self.policy_banner)
         column.addWidget(self.starter_notice)
         column.addWidget(self.chat_view, 1)
         column.addWidget(self.composer)
@@ -70,6 +72,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self.composer.send_button.setEnabled(False)
 
     # -- building ------------------------------------------------------------------------
+
+    def _policy_banner(self) -> QtWidgets.QLabel:
+        """What the administrator's policy did: the fail-closed banner (a policy that
+        could not be read put Bastion on its strictest profile) and the settings it
+        changed. Hidden when there is nothing to say."""
+        policy = self.services.context.policy
+        lines = [policy.banner] if policy.banner else []
+        lines += list(self.services.context.policy_notices)
+        banner = QtWidgets.QLabel("\n".join(lines), self)
+        banner.setObjectName("policyBanner")
+        banner.setProperty("failedClosed", bool(policy.banner))
+        banner.setWordWrap(True)
+        banner.setAccessibleName("Policy notice")
+        banner.setVisible(bool(lines))
+        return banner
 
     def _action(
         self, menu: QtWidgets.QMenu, text: str, slot: Any, shortcut: Any = None

@@ -58,6 +58,11 @@ class AppServices(QtCore.QObject):
     def _resolve_model(self, reference: str) -> Any:
         return self.context.registry.resolve(reference)[1]
 
+    @property
+    def locked_settings(self) -> frozenset[str]:
+        """Settings fields the administrator's policy locks (shown disabled)."""
+        return self.context.policy.locked_settings()
+
     def sampling(self) -> SamplingParams:
         return self.context.sampling()
 

@@ -14,12 +14,12 @@ from bastion_desktop.core.settings import Settings
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.ui.chat_controller import is_user_error
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.managed import MANAGED_TEXT, mark_managed
 from bastion_desktop.ui.qt import QtWidgets, Signal
 from bastion_desktop.ui.services import AppServices
 
 log = logging.getLogger(__name__)
 
-MANAGED_TEXT = "Managed by your organization"
 
 _FIT_WORDS = {
     FitKind.FULL_GPU: "fits on the GPU",
@@ -227,7 +227,8 @@ class TopBar(QtWidgets.QFrame):
         self.status_label.setText(warning)
         self.status_label.setVisible(bool(warning))
         self.status_label.setToolTip(choice.sentence)
-        self.profile_box.setToolTip(choice.sentence)
+        managed = f"{MANAGED_TEXT}. " if locked_profile(self.services) else ""
+        self.profile_box.setToolTip(managed + choice.sentence)
         self.profile_box.setAccessibleDescription(choice.sentence)
 
     def current_profile(self) -> ProfileChoice | None:
@@ -235,13 +236,6 @@ class TopBar(QtWidgets.QFrame):
         return next((c for c in self._choices if c.id == wanted), None)
 
     def set_locked(self, locked: bool) -> None:
-        try:
-            from bastion_desktop.ui.managed import mark_managed
-        except ImportError:  # built alongside this window; the plain fallback says the same
-            self.profile_box.setEnabled(not locked)
-            self.profile_box.setToolTip(MANAGED_TEXT if locked else "")
-            self.managed_label.setVisible(locked)
-            return
         mark_managed(self.profile_box, locked, self.managed_label)
 
     # -- choosing ----------------------------------------------------------------------
