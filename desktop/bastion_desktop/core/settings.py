@@ -31,7 +31,7 @@ class InferenceSettings(_Section):
         "offloads that many layers.",
     )
     threads: int | None = Field(
-        None, ge=1, le=512, title="CPU threads", description="Empty means llama.cpp's default."
+        None, ge=1, le=512, title="CPU threads", description="Empty means one per physical core."
     )
 
 

@@ -55,12 +55,14 @@ class _OptionalNumber(QtWidgets.QWidget):
         self.number = QtWidgets.QSpinBox()
         self.number.setRange(low, high)
         layout.addWidget(self.empty)
-        layout.addWidget(self.number, 1)
-        self.empty.toggled.connect(lambda on: self.number.setEnabled(not on))
+        layout.addWidget(self.number)
+        layout.addStretch(1)
+        # The number shows only when it means something (not for "the default").
+        self.empty.toggled.connect(lambda on: self.number.setVisible(not on))
 
     def set_value(self, value: int | None) -> None:
         self.empty.setChecked(value is None)
-        self.number.setEnabled(value is not None)
+        self.number.setVisible(value is not None)
         if value is not None:
             self.number.setValue(value)
 
@@ -84,12 +86,13 @@ class GpuOffloadChooser(QtWidgets.QWidget):
         self.layers.setRange(0, 1000)
         self.layers.setAccessibleName("GPU layers")
         layout.addWidget(self.mode)
-        layout.addWidget(self.layers, 1)
+        layout.addWidget(self.layers)
+        layout.addStretch(1)
         self.mode.currentIndexChanged.connect(self._sync)
         self._sync()
 
     def _sync(self) -> None:
-        self.layers.setEnabled(self.mode.currentData() == "layers")
+        self.layers.setVisible(self.mode.currentData() == "layers")
 
     def set_value(self, value: str | int) -> None:
         if isinstance(value, int):
@@ -381,8 +384,11 @@ class SettingsDialog(QtWidgets.QDialog):
 
     def _page(self, title: str) -> QtWidgets.QFormLayout:
         page = QtWidgets.QWidget()
-        form = QtWidgets.QFormLayout(page)
+        outer = QtWidgets.QVBoxLayout(page)
+        form = QtWidgets.QFormLayout()
         form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
+        outer.addLayout(form)
+        outer.addStretch(1)
         self.tabs.addTab(page, title)
         return form
 
@@ -408,6 +414,10 @@ class SettingsDialog(QtWidgets.QDialog):
         column.addWidget(field.row)
         column.addWidget(field.error)
         column.addWidget(field.note)
+        # Rows keep their natural height; the page's spare room stays below the form.
+        holder.setSizePolicy(
+            QtWidgets.QSizePolicy.Policy.Preferred, QtWidgets.QSizePolicy.Policy.Maximum
+        )
         form.addRow(label, holder)
         self.fields[key] = field
 
@@ -429,12 +439,20 @@ class SettingsDialog(QtWidgets.QDialog):
         )  # fmt: skip
         self.default_model = QtWidgets.QComboBox()
         self.default_model.setEditable(True)
+        self.default_model.setMinimumContentsLength(32)
+        self.default_model.setSizeAdjustPolicy(
+            QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self._add(
             form, "default_model", "Default model", self.default_model,
             "The model new chats use; empty means the starter model.",
         )  # fmt: skip
         self.guard_profile = QtWidgets.QComboBox()
         self.guard_profile.setEditable(True)
+        self.guard_profile.setMinimumContentsLength(32)
+        self.guard_profile.setSizeAdjustPolicy(
+            QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
         self._add(
             form, "guard_profile", "Guardrail profile", self.guard_profile,
             "The profile new chats use.",
@@ -520,7 +538,7 @@ class SettingsDialog(QtWidgets.QDialog):
             form, "inference.context_length", "Context length", self.context_length,
             "Tokens the model sees; longer needs more memory.",
         )  # fmt: skip
-        self.threads = _OptionalNumber("llama.cpp's default", 0, 1024)
+        self.threads = _OptionalNumber("One per physical core (the default)", 1, 512)
         self._add(form, "inference.threads", "CPU threads", self.threads, "Threads for the CPU.")
 
     def _double(self, low: float, high: float, step: float) -> QtWidgets.QDoubleSpinBox:
@@ -562,7 +580,7 @@ class SettingsDialog(QtWidgets.QDialog):
 
     def _build_privacy(self) -> None:
         form = self._page("Privacy")
-        self.retention = _OptionalNumber("Keep conversations until I delete them", 0, 100_000)
+        self.retention = _OptionalNumber("Keep conversations until I delete them", 1, 36_500)
         self.retention.number.setSuffix(" days")
         self._add(
             form, "retention_days", "Keep conversations", self.retention,
