@@ -43,6 +43,10 @@ class Fault:
     corrupt_at: int | None = None  # flip the bits of the byte at this offset, every time
     ignore_range: bool = False
     times: int = 1  # how many transfers the drop/stall applies to
+    # From this offset on, send a few bytes at a time at this rate: never silent for
+    # long, so never "stalled", but useless (every transfer, regardless of `times`).
+    trickle_after: int | None = None
+    trickle_bytes_per_second: float = 400.0
 
 
 @dataclass
@@ -413,6 +417,13 @@ class _HubHandler(BaseHTTPRequestHandler):
             here = range(offset, offset + len(data))
             if fault is not None and fault.corrupt_at in here:
                 data[fault.corrupt_at - offset] ^= 0xFF
+            if (
+                fault is not None
+                and fault.trickle_after is not None
+                and here.stop > fault.trickle_after
+            ):
+                self._trickle(file, bytes(data), max(0, fault.trickle_after - offset), fault)
+                return
             cut = self._cut_in(fault, here)
             if cut is not None:
                 assert fault is not None
@@ -426,6 +437,17 @@ class _HubHandler(BaseHTTPRequestHandler):
             if not self._write(file, bytes(data)):
                 return
             offset += len(data)
+
+    def _trickle(self, file: HubFile, data: bytes, split: int, fault: Fault) -> None:
+        if not self._write(file, data[:split]):
+            return
+        piece = 16
+        for index in range(split, len(data), piece):
+            if self.hub._stop.wait(piece / fault.trickle_bytes_per_second):
+                return
+            if not self._write(file, data[index : index + piece]):
+                return
+        self._hang_up()  # the rest of the file would take an age: the test is over
 
     @staticmethod
     def _cut_in(fault: Fault | None, here: range) -> int | None:

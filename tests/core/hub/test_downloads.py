@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -186,6 +187,23 @@ async def test_a_server_that_keeps_stalling_gives_up_with_a_sentence(
         await session.manager().download(REPO, FILE)
     assert len(session.of(DownloadRetrying)) == 3
     assert session.of(DownloadFailed)[0].resumable
+    assert session.registry.list() == []
+
+
+async def test_a_trickling_server_is_dropped_retried_and_given_up_on(
+    hub: HubEmulator, tiny_repo: Path, session: Session, fast: TransferSettings
+) -> None:
+    # A byte every few milliseconds is never a stall: only the rate says it is useless.
+    hub.inject(REPO, FILE, Fault(trickle_after=1000, trickle_bytes_per_second=400))
+    settings = dataclasses.replace(fast, min_bytes_per_second=4096, slow_window_seconds=0.3)
+    with pytest.raises(
+        DownloadFailedError, match=r"slower than 4 KiB/s for 0\.3 s, 3 times in a row"
+    ):
+        await session.manager(settings).download(REPO, FILE)
+    retries = session.of(DownloadRetrying)
+    assert len(retries) == 3
+    assert all("slower than 4 KiB/s" in retry.reason for retry in retries)
+    assert retries[-1].done_bytes > 1000, "what trickled in is kept for the next try"
     assert session.registry.list() == []
 
 

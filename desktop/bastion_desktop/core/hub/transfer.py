@@ -33,6 +33,7 @@ import queue
 import socket
 import ssl
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ _RETRY_STATUSES = {408, 429, 500, 502, 503, 504}
 @dataclass(frozen=True)
 class TransferSettings:
     stall_seconds: float = 30.0  # no byte for this long: the connection is dropped and retried
+    # A connection that trickles (a byte now and then, so never "stalled") is dropped and
+    # retried when less than this arrived over the last `slow_window_seconds`.
+    min_bytes_per_second: float = 1024.0
+    slow_window_seconds: float = 60.0
     max_retries: int = 6  # consecutive failed attempts (an attempt that made progress resets it)
     retry_delay_seconds: float = 1.0  # doubled at each consecutive failure
     max_retry_delay_seconds: float = 30.0
@@ -200,12 +205,13 @@ class _Attempt:
     thread) ends it at once by shutting its socket down."""
 
     def __init__(
-        self, location: str, headers: dict[str, str], hub_host: str, timeout: float
+        self, location: str, headers: dict[str, str], hub_host: str, settings: TransferSettings
     ) -> None:
         self.location = location
         self.headers = headers
         self.hub_host = hub_host
-        self.timeout = timeout
+        self.timeout = settings.stall_seconds
+        self.settings = settings
         self.aborted = False
         self.off_hub = False  # the address in use is not the Hub's own (a CDN)
         self._connection: http.client.HTTPConnection | None = None
@@ -359,10 +365,12 @@ def _read_body(
     partial: _PartialFile,
     request: FileRequest,
 ) -> None:
+    window = _RateWindow(attempt.settings)
     while partial.size < request.size:
         if attempt.aborted:  # stopped before the socket existed to be shut down
             raise _Retryable("stopped")
         data = response.read1(READ_BYTES)
+        window.add(len(data))
         if not data:
             raise _Retryable("the connection was lost")
         if partial.size + len(data) > request.size:
@@ -411,13 +419,15 @@ async def fetch_to_partial(
             try:
                 if location is None:
                     location = await _resolve_or_retry(request, settings.stall_seconds)
-                attempt = _Attempt(location, request.headers, hub_host, settings.stall_seconds)
+                attempt = _Attempt(location, request.headers, hub_host, settings)
                 await _run_attempt(attempt, partial, request)
                 continue
             except _Retryable as error:
                 reason = _describe(str(error), settings)
-            # An attempt that moved the file forward starts the count again.
-            failures = 1 if partial.size > start else failures + 1
+            # An attempt that moved the file forward starts the count again, unless it
+            # only trickled: a link that never gets faster must end in a sentence.
+            moved = partial.size > start and reason != _describe(_TOO_SLOW, settings)
+            failures = 1 if moved else failures + 1
             if failures > settings.max_retries:
                 raise DownloadFailedError(
                     f"The download of {request.file} stopped: {reason}, {settings.max_retries} "
@@ -470,9 +480,36 @@ async def _run_attempt(attempt: _Attempt, partial: _PartialFile, request: FileRe
         raise
 
 
+class _RateWindow:
+    """Counts the bytes of the current window; raises when a whole window brought
+    fewer than the minimum rate (a trickle the stall timeout never sees)."""
+
+    def __init__(self, settings: TransferSettings) -> None:
+        self.settings = settings
+        self.started = time.monotonic()
+        self.bytes = 0
+
+    def add(self, count: int) -> None:
+        self.bytes += count
+        elapsed = time.monotonic() - self.started
+        if elapsed < self.settings.slow_window_seconds:
+            return
+        if self.bytes < self.settings.min_bytes_per_second * elapsed:
+            raise _Retryable(_TOO_SLOW)
+        self.started, self.bytes = time.monotonic(), 0
+
+
+_TOO_SLOW = "too slow"
+
+
 def _describe(reason: str, settings: TransferSettings) -> str:
     if reason == "stalled":
         return f"no data arrived for {settings.stall_seconds:g} s (stalled)"
+    if reason == _TOO_SLOW:
+        return (
+            f"data arrived slower than {settings.min_bytes_per_second / 1024:g} KiB/s for "
+            f"{settings.slow_window_seconds:g} s"
+        )
     return reason
 
 
