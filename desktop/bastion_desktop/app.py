@@ -23,6 +23,7 @@ from bastion_desktop.core.paths import AppPaths
 from bastion_desktop.core.policy import EffectivePolicy, ProfileChoice, load_policy
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.registry import ModelRegistry
+from bastion_desktop.core.safety import GuardModels
 from bastion_desktop.core.settings import Settings, load_settings
 from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model, sha256_of
 from bastion_guardrails.engine import GuardEngine, ProfileUnavailableError
@@ -50,6 +51,7 @@ class AppContext:
     # What the policy changed in the user's settings, to tell them.
     policy_notices: tuple[str, ...] = ()
     _guard_engines: list[GuardEngine] = field(default_factory=list, repr=False, compare=False)
+    _guard_models: list[GuardModels] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def start(cls) -> AppContext:
@@ -120,11 +122,29 @@ class AppContext:
             self._guard_engines.append(GuardEngine(self.profile_library()))
         return self._guard_engines[0]
 
-    def model_set(self) -> ModelSet:
-        """The models the guardrail profiles' rails may use (none installed yet)."""
-        return ModelSet()
+    def guard_models(self) -> GuardModels:
+        """The safety model (or the chat model checking itself) of this process, with
+        its model hosts; `close_guard_models` stops them."""
+        if not self._guard_models:
+            wanted = self.policy.safety_model
+            self._guard_models.append(
+                GuardModels(self.registry, self.load_options(), wanted=wanted)
+            )
+        return self._guard_models[0]
 
-    async def open_guard(self, profile_id: str | None = None) -> GuardProfileRuntime:
+    def model_set(self, chat_model_id: str | None = None) -> ModelSet:
+        """The models the guardrail profiles' rails may use: the installed safety model,
+        else the chat model (`chat_model_id`, default the settings' model) checking
+        itself when it is instruction-tuned."""
+        return self.guard_models().model_set(chat_model_id or self.settings.default_model)
+
+    async def close_guard_models(self) -> None:
+        if self._guard_models:
+            await self._guard_models[0].aclose()
+
+    async def open_guard(
+        self, profile_id: str | None = None, chat_model_id: str | None = None
+    ) -> GuardProfileRuntime:
         """The runtime of the profile named, else the one in the settings. Raises
         `ProfileUnavailableError` (its `status.sentence` says why) when the profile
         requires a model that is not installed, `ProfileError` when it does not load."""
@@ -132,8 +152,9 @@ class AppContext:
         try:
             if choice.profile is not None:  # an administrator's profile from the policy
                 engine, profile = self.guard_engine(), choice.profile
-                return await asyncio.to_thread(engine.runtime_for, profile, self.model_set())
-            return await self.guard_engine().open(choice.profile_id, self.model_set())
+                models = self.model_set(chat_model_id)
+                return await asyncio.to_thread(engine.runtime_for, profile, models)
+            return await self.guard_engine().open(choice.profile_id, self.model_set(chat_model_id))
         except ProfileUnavailableError as error:
             raise GuardProfileError(error.status.sentence) from error
         except (ProfileNotFoundError, ProfileError) as error:
@@ -154,14 +175,16 @@ class AppContext:
             log.info("policy: %s", choice.notice)
         return choice
 
-    def guard_status(self, profile_id: str | None = None) -> ProfileStatus:
+    def guard_status(
+        self, profile_id: str | None = None, chat_model_id: str | None = None
+    ) -> ProfileStatus:
         """Which checks the profile runs with the models installed, and a sentence
         saying so (and what to download for the rest)."""
         choice = self.guard_choice(profile_id)
         try:
             if choice.profile is not None:
-                return profile_status(plan_profile(choice.profile, self.model_set()))
-            return self.guard_engine().status(choice.profile_id, self.model_set())
+                return profile_status(plan_profile(choice.profile, self.model_set(chat_model_id)))
+            return self.guard_engine().status(choice.profile_id, self.model_set(chat_model_id))
         except (ProfileNotFoundError, ProfileError) as error:
             raise GuardProfileError(str(error)) from error
 

@@ -7,12 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bastion_guardrails.decisions import Stage
-from bastion_guardrails.models import SAFETY_CATEGORIES, SAFETY_ROLE
+from bastion_guardrails.models import SAFETY_CATEGORIES, SAFETY_ROLE, ModelSet
 from bastion_guardrails.plan import PlannedRail, ProfilePlan
-
-SAFETY_MODEL_HINT = (
-    "download a safety model from the model catalog (for example Llama Guard 3 1B) to turn them on"
-)
 
 
 def join_words(items: Iterable[str]) -> str:
@@ -101,6 +97,21 @@ class ProfileStatus:
         return tuple(c for c in self.checks if not c.in_force)
 
 
+def download_hint(models: ModelSet) -> str:
+    """ "download a safety model from the model catalog, for example Llama Guard 3 1B
+    (llama-guard-3-1b)" """
+    hint = "download a safety model from the model catalog"
+    options = " or ".join(f"{d.name} ({d.catalog_id})" for d in models.downloads)
+    return f"{hint}, for example {options}" if options else hint
+
+
+def _why_missing(models: ModelSet) -> str:
+    why = models.unusable_safety or "no safety model is installed"
+    if models.no_self_check:
+        why += f" and {models.no_self_check}"
+    return why
+
+
 def _verb(rail: PlannedRail) -> str:
     if rail.masks:
         return "masked"
@@ -135,17 +146,22 @@ def profile_status(plan: ProfilePlan) -> ProfileStatus:
         for r in plan.input + plan.output
     )
     missing = plan.missing
+    models = plan.models
+    uses_safety = any(SAFETY_ROLE in r.flow.roles for r in plan.input + plan.output)
+    # A profile that requires the safety model is not satisfied by self-check.
     can_run = not (
-        profile.manifest.safety_model_required
-        and any(SAFETY_ROLE in r.missing_roles for r in missing)
+        profile.manifest.safety_model_required and uses_safety and not models.has_safety_model
     )
     name = profile.name
     if plan.is_off:
         sentence = "Guardrails are off: nothing is checked."
     elif not can_run:
+        instead = (
+            " (the chat model checking itself is not enough for it)" if models.self_check else ""
+        )
         sentence = (
-            f"The {name} profile requires a safety model and none is installed, so it cannot "
-            f"be used: {SAFETY_MODEL_HINT.replace('them', 'it')}, or choose another profile."
+            f"The {name} profile requires a safety model and none is installed{instead}, so "
+            f"it cannot be used: {download_hint(models)}, or choose another profile."
         )
     else:
         active = [r for r in plan.input + plan.output if r.in_force]
@@ -154,8 +170,12 @@ def profile_status(plan: ProfilePlan) -> ProfileStatus:
         )
         if missing:
             sentence += (
-                f" Not in force: {_describe(missing, verbs=False)}, because no safety model "
-                "is installed; "
-                f"{SAFETY_MODEL_HINT}."
+                f" Not in force: {_describe(missing, verbs=False)}, because "
+                f"{_why_missing(models)}; to turn them on, {download_hint(models)}."
+            )
+        elif models.self_check and uses_safety:
+            sentence += (
+                " The chat model checks content safety itself, which is less reliable than "
+                f"a safety model; for better checks, {download_hint(models)}."
             )
     return ProfileStatus(profile.id, name, checks, can_run, sentence)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bastion_guardrails.decisions import Stage
-from bastion_guardrails.models import ModelSet
+from bastion_guardrails.models import SAFETY_ROLE, ModelSet
 from bastion_guardrails.profile import ConfiguredFlow, Profile, Strictness
 from bastion_guardrails.registry import MASK
 
@@ -30,6 +30,7 @@ class PlannedRail:
     flow: ConfiguredFlow
     lane: Lane
     missing_roles: frozenset[str]
+    checked_by: str = ""  # for a rail that uses a model: which one, in words
 
     @property
     def name(self) -> str:
@@ -46,7 +47,10 @@ class PlannedRail:
     @property
     def title(self) -> str:
         if self.flow.library is not None:
-            return self.flow.library.spec.title
+            spec = self.flow.library.spec
+            if self.checked_by and spec.role is not None:
+                return f"{spec.key.replace('_', ' ')} ({self.checked_by})"
+            return spec.title
         return f"the profile's rail '{self.flow.name}'"
 
 
@@ -74,9 +78,20 @@ class ProfilePlan:
         return self.profile.manifest.strictness is Strictness.OFF and not self.checks_anything
 
 
+def checked_by(models: ModelSet) -> str:
+    """Who runs the rails that use the safety role, in words for a sentence."""
+    if models.safety is None:
+        return ""
+    if models.self_check:
+        name = f", {models.safety_name}," if models.safety_name else ""
+        return f"self-check by the chat model{name} in place of a safety model"
+    return f"checked by {models.safety_name}" if models.safety_name else ""
+
+
 def _plan(flow: ConfiguredFlow, models: ModelSet) -> PlannedRail:
     direct = flow.library is not None and flow.library.spec.model_free
-    return PlannedRail(flow, Lane.DIRECT if direct else Lane.NEMO, flow.roles - models.roles)
+    by = checked_by(models) if SAFETY_ROLE in flow.roles else ""
+    return PlannedRail(flow, Lane.DIRECT if direct else Lane.NEMO, flow.roles - models.roles, by)
 
 
 def plan_profile(profile: Profile, models: ModelSet) -> ProfilePlan:

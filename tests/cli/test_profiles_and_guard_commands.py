@@ -115,3 +115,18 @@ def test_a_broken_dataset_names_the_line(bastion: RunBastion, tmp_path: Path) ->
     )
     missing = bastion("guard", "eval", str(tmp_path / "none.jsonl"))
     assert missing.stderr == f"bastion: There is no dataset at {tmp_path / 'none.jsonl'}.\n"
+
+
+def test_an_imported_safety_model_is_what_the_profiles_use(
+    bastion: RunBastion, starter_path: Path
+) -> None:
+    # The starter is no guard model: Bastion must say it cannot ask it, not guess.
+    imported = bastion("models", "import", str(starter_path), "--role", "safety", "--name", "G")
+    assert imported.returncode == 0, imported.stderr
+    shown = json.loads(bastion("profiles", "show", "standard", "--json").stdout)
+    assert "the installed safety model, G, is not one Bastion knows how to ask" in (
+        shown["message"]
+    )
+    safety_checks = [c for c in shown["checks"] if c["title"].startswith("content safety")]
+    assert safety_checks
+    assert not any(c["in_force"] for c in safety_checks)

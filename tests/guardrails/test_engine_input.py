@@ -108,8 +108,9 @@ def test_status_says_which_checks_are_in_force_and_which_are_not(engine: GuardEn
         "Standard is checking prompt-injection and jailbreak signatures in your messages "
         "(blocked); secrets (private keys, cloud keys, tokens, passwords) in replies "
         "(masked). Not in force: content safety (checked by the safety model) in your "
-        "messages and replies, because no safety model is installed; download a safety "
-        "model from the model catalog (for example Llama Guard 3 1B) to turn them on."
+        "messages and replies, because no safety model is installed; to turn them on, "
+        "download a safety model from the model catalog, for example Llama Guard 3 1B "
+        "(llama-guard-3-1b)."
     )
     assert nemo(engine, "standard").status == status
 
@@ -139,8 +140,8 @@ def test_a_profile_that_requires_the_safety_model_refuses_to_start(
     assert not raised.value.status.can_run
     assert str(raised.value) == (
         "The Careful profile requires a safety model and none is installed, so it cannot be "
-        "used: download a safety model from the model catalog (for example Llama Guard 3 1B) "
-        "to turn it on, or choose another profile."
+        "used: download a safety model from the model catalog, for example Llama Guard 3 1B "
+        "(llama-guard-3-1b), or choose another profile."
     )
 
 

@@ -33,6 +33,7 @@ from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore
 from bastion_guardrails.explain import ProfileStatus
+from bastion_guardrails.runtime import GuardProfileRuntime
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -172,6 +173,18 @@ async def _chat(context: AppContext, args: argparse.Namespace) -> int:
             history.close()
 
 
+async def _open_guard(
+    context: AppContext, profile_id: str | None, model_id: str
+) -> tuple[GuardProfileRuntime, ProfileStatus]:
+    """The profile to chat with, and which of its checks are in force with the models
+    installed; what the administrator's policy changed or refused is said once each."""
+    told = (context.policy.banner, *context.policy_notices, context.guard_choice(profile_id).notice)
+    for notice in dict.fromkeys(n for n in told if n):
+        print(notice, file=sys.stderr)
+    guard = await context.open_guard(profile_id, model_id)
+    return guard, context.guard_status(guard.profile_id, model_id)
+
+
 async def _chat_in(context: AppContext, args: argparse.Namespace, store: ConversationStore) -> int:
     profile_id = args.profile
     if args.conversation:
@@ -180,12 +193,7 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
         profile_id = profile_id or existing.profile_id
     else:
         model_id, _path = context.resolve_model(args.model)
-    # What the administrator's policy changed or refused, said once each.
-    told = (context.policy.banner, *context.policy_notices, context.guard_choice(profile_id).notice)
-    for notice in dict.fromkeys(n for n in told if n):
-        print(notice, file=sys.stderr)
-    guard = await context.open_guard(profile_id)
-    status = context.guard_status(guard.profile_id)
+    guard, status = await _open_guard(context, profile_id, model_id)
     slot = ChatModelSlot(context.load_options())
     service = ChatService(store, slot, lambda ref: context.registry.resolve(ref)[1], guard)
     system = args.system if args.system is not None else context.settings.system_prompt
@@ -242,6 +250,7 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
         with contextlib.suppress(NotImplementedError):
             loop.remove_signal_handler(signal.SIGINT)
         await slot.close()
+        await context.close_guard_models()
 
 
 async def _converse(

@@ -107,7 +107,14 @@ async def _eval(context: AppContext, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _run(context: AppContext, args: argparse.Namespace) -> int:
+    try:
+        if args.guard_command == "check":
+            return await _check(context, args)
+        return await _eval(context, args)
+    finally:
+        await context.close_guard_models()
+
+
 def run_guard(context: AppContext, args: argparse.Namespace) -> int:
-    if args.guard_command == "check":
-        return asyncio.run(_check(context, args))
-    return asyncio.run(_eval(context, args))
+    return asyncio.run(_run(context, args))

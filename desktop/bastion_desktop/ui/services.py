@@ -93,6 +93,11 @@ class AppServices(QtCore.QObject):
                 self.engine.run(self.chat.models.close(), timeout=10)
             except Exception:  # a host that will not close is killed with the process
                 log.warning("the chat model did not close cleanly", exc_info=True)
+        if self.engine.running:
+            try:
+                self.engine.run(self.context.close_guard_models(), timeout=10)
+            except Exception:
+                log.warning("the safety model did not close cleanly", exc_info=True)
         self.engine.stop()
         if self.store is not None:
             self.store.close()

@@ -18,6 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,17 @@ class _Process:
             self.process.kill()
             await asyncio.to_thread(self.process.join, SHUTDOWN_GRACE_SECONDS)
         self.conn.close()
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    """A raw completion's answer, and what it cost as the app saw it."""
+
+    text: str = field(repr=False)
+    latency_ms: float  # from the request to the whole answer, pipe included
+    prompt_tokens: int
+    generated_tokens: int
+    finish_reason: FinishReason
 
 
 class ModelHost:
@@ -298,6 +310,56 @@ class ModelHost:
                     # The consumer walked away mid-reply: stop generating for nobody.
                     process.send(("cancel", request_id))
                 self._finish_request(request_id)
+
+    async def complete(
+        self, prompt: str, max_tokens: int, stop: Sequence[str] = ()
+    ) -> CompletionResult:
+        """Complete a raw prompt (no chat template: it carries its own special tokens)
+        with greedy decoding, and return the whole answer. For guard models, whose
+        prompts have a format of their own and whose answers are a few tokens."""
+        self._busy += 1
+        try:
+            async with self._lock:
+                await self.load()
+                return await self._complete(prompt, max_tokens, tuple(stop))
+        finally:
+            self._busy -= 1
+            if not self._busy:
+                self._cancel_before_start = False
+
+    async def _complete(
+        self, prompt: str, max_tokens: int, stop: tuple[str, ...]
+    ) -> CompletionResult:
+        process = self._process
+        assert process is not None
+        self._request_id += 1
+        request_id = self._request_id
+        self._active_request = request_id
+        self._killed_on_cancel = False
+        sent = time.perf_counter()
+        answered = False
+        try:
+            process.send(("complete", request_id, prompt, max_tokens, stop))
+            while True:
+                message = await process.inbox.get()
+                if message[0] == "exited":
+                    how = await process.exit_description()
+                    raise ModelHostCrashedError(
+                        f"The model stopped unexpectedly ({how}); the next request restarts it."
+                    )
+                if message[1] != request_id:
+                    continue  # the tail of an earlier, abandoned request
+                if message[0] == "completed":
+                    answered = True
+                    latency = (time.perf_counter() - sent) * 1000.0
+                    return CompletionResult(message[2], latency, *message[3:6])
+                if message[0] == "failed":
+                    answered = True
+                    raise _REQUEST_ERRORS.get(message[2], BastionError)(message[3])
+        finally:
+            if not answered:
+                process.send(("cancel", request_id))
+            self._finish_request(request_id)
 
     def _finish_request(self, request_id: int) -> None:
         if self._active_request != request_id:

@@ -5,9 +5,11 @@ can re-execute), loads its model, then serves generate requests over a pipe unti
 is told to stop or its parent goes away. A llama.cpp crash ends this process only.
 
 Messages in:  ("generate", id, messages, params) | ("cancel", id) | ("shutdown",)
+              ("complete", id, prompt, max_tokens, stops): a raw prompt, greedy, whole
 Messages out: ("attempt", n_gpu_layers) ... then ("loaded", facts) | ("load_failed", sentence)
               ("trimmed", id, PromptTrimmed) | ("text", id, str)
               ("done", id, prompt_tokens, generated_tokens, finish_reason)
+              ("completed", id, text, prompt_tokens, generated_tokens, finish_reason)
               ("failed", id, error class name, sentence)
 """
 
@@ -192,6 +194,7 @@ class LoadedModel:
             gpu_note=self.gpu_note,
         )
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "true") != "false"
+        self._bos_text = bos
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -296,6 +299,51 @@ class LoadedModel:
         conn.send(("done", request_id, len(tokens), generated, finish))
         return keep_running
 
+    def complete(self, conn: Connection, request_id: int, payload: tuple[Any, ...]) -> bool:
+        """A raw prompt (its own special tokens, no chat template) decoded greedily, for
+        guard models: the answer is sent whole. Returns False when a shutdown arrived."""
+        prompt, max_tokens, stops = payload
+        add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
+        llm = self.llm
+        tokens = list(llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+        n_ctx = self.facts.context_length
+        if len(tokens) + max_tokens > n_ctx:
+            raise ContextOverflowError(
+                f"The text to check is {len(tokens):,} tokens, but this model's context holds "
+                f"{n_ctx:,} with {max_tokens} kept for its answer."
+            )
+        import llama_cpp
+
+        is_eog = llama_cpp.llama_vocab_is_eog
+        vocab = llm._model.vocab
+        text = _StopFilter(tuple(s for s in stops if s))
+        parts: list[str] = []
+        generated = 0
+        finish: FinishReason = "length"
+        keep_running = True
+        # temp=0 is llama.cpp's greedy sampler; generate() reuses the longest cached
+        # prefix of the previous prompt, so prompts sharing a conversation are cheap.
+        for token in llm.generate(tokens, temp=0.0, repeat_penalty=1.0):
+            if is_eog(vocab, token):
+                finish = "stop"
+                break
+            generated += 1
+            parts.append(text.feed(llm.detokenize([token])))
+            if text.stopped:
+                finish = "stop"
+                break
+            if generated >= max_tokens:
+                break
+            if conn.poll():
+                message = conn.recv()
+                keep_running = message[0] != "shutdown"
+                if message[0] in ("cancel", "shutdown"):
+                    finish = "cancelled"
+                    break
+        parts.append(text.flush())
+        conn.send(("completed", request_id, "".join(parts), len(tokens), generated, finish))
+        return keep_running
+
 
 class _StopFilter:
     """Turns token bytes into text that is safe to show: whole UTF-8 characters only,
@@ -361,11 +409,12 @@ def run_host(conn: Connection, model_path: str, options: LoadOptions) -> None:
             return  # the app went away
         if message[0] == "shutdown":
             return
-        if message[0] != "generate":
+        if message[0] not in ("generate", "complete"):
             continue  # a cancel for a request that already finished
         request_id = message[1]
+        serve = model.generate if message[0] == "generate" else model.complete
         try:
-            if not model.generate(conn, request_id, message[2:]):
+            if not serve(conn, request_id, message[2:]):
                 return
         except BastionError as error:
             conn.send(("failed", request_id, type(error).__name__, str(error)))

@@ -1,0 +1,302 @@
+"""The models the guardrail profiles' rails use, on model hosts of their own.
+
+    guard_models = GuardModels(registry, load_options)
+    models = guard_models.model_set(chat_model_id)   # a ModelSet for GuardEngine
+    ...
+    await guard_models.aclose()                       # with the app
+
+The safety model is the newest installed model with the role "safety" (`bastion models
+import PATH --role safety`, or a catalog download) whose family Bastion knows how to
+prompt (Llama Guard 3, ShieldGemma: `bastion_guardrails.safety.family`). It runs in a
+`ModelHost` of its own, a child process apart from the chat model's, so a check of a
+reply never waits for, or disturbs, the reply being generated. Without one, an
+instruction-tuned chat model checks content itself ("self-check") through a second
+host on the same file (llama.cpp maps the file, so the weights are shared by the two
+processes through the page cache; only the context is paid twice). A base chat model,
+such as the starter, is never used for that: its verdicts would be noise.
+
+Hosts start on the first check, not here: building a model set reads only metadata.
+The guardrail engine caches one LLMRails per profile and model set, bound to the
+safety-model objects, so `model_set` returns the same objects for as long as the
+installed models stay the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.hub.gguf_metadata import read_gguf_metadata
+from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.types import (
+    ChatMessage,
+    GenerationFinished,
+    LoadOptions,
+    Role,
+    SamplingParams,
+    TokenText,
+)
+from bastion_desktop.core.registry import ModelRegistry, RegisteredModel
+from bastion_guardrails.models import SAFETY_ROLE, ModelSet, SafetyDownload
+from bastion_guardrails.safety import (
+    GuardFamily,
+    PromptedSafetyModel,
+    detect_family,
+    is_instruction_tuned,
+)
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "bastion-model-host"
+# Guard answers are a few tokens; NeMo's callers may ask for more.
+DEFAULT_MAX_TOKENS = 32
+KNOWN_FAMILIES = "Llama Guard 3 and ShieldGemma"
+
+
+class HostLLM:
+    """NeMo Guardrails' `LLMModel` protocol (`nemoguardrails.types`) over a `ModelHost`.
+
+    A string prompt is completed raw (guard models bring their own special tokens); a
+    list of `ChatMessage` goes through the model's chat template. Decoding is always
+    greedy: the callers want a verdict, not prose, and the same verdict every time."""
+
+    def __init__(self, host: ModelHost, name: str) -> None:
+        self.host = host
+        self._name = name
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def provider_name(self) -> str | None:
+        return PROVIDER
+
+    @property
+    def provider_url(self) -> str | None:
+        return None
+
+    async def generate_async(
+        self, prompt: str | list[Any], *, stop: list[str] | None = None, **kwargs: Any
+    ) -> Any:
+        from nemoguardrails.types import LLMResponse, UsageInfo
+
+        max_tokens = int(kwargs.get("max_tokens") or DEFAULT_MAX_TOKENS)
+        stops = tuple(stop or ())
+        if isinstance(prompt, str):
+            result = await self.host.complete(prompt, max_tokens, stops)
+            text, latency = result.text, result.latency_ms
+            usage = (result.prompt_tokens, result.generated_tokens)
+            finish = result.finish_reason
+        else:
+            finished = await self._chat(prompt, max_tokens, stops)
+            text, latency = finished.text, finished.stats.total_ms
+            usage = (finished.stats.prompt_tokens, finished.stats.generated_tokens)
+            finish = finished.stats.finish_reason
+        return LLMResponse(
+            content=text,
+            model=self._name,
+            finish_reason="stop" if finish == "stop" else "length",
+            usage=UsageInfo(input_tokens=usage[0], output_tokens=usage[1], total_tokens=sum(usage)),
+            provider_metadata={"latency_ms": latency},
+        )
+
+    async def stream_async(
+        self, prompt: str | list[Any], *, stop: list[str] | None = None, **kwargs: Any
+    ) -> AsyncIterator[Any]:
+        """The whole answer as one chunk: a verdict is only read when it is complete."""
+        from nemoguardrails.types import LLMResponseChunk
+
+        response = await self.generate_async(prompt, stop=stop, **kwargs)
+        yield LLMResponseChunk(
+            delta_content=response.content,
+            model=response.model,
+            finish_reason=response.finish_reason,
+            usage=response.usage,
+        )
+
+    async def _chat(
+        self, messages: Sequence[Any], max_tokens: int, stops: tuple[str, ...]
+    ) -> GenerationFinished:
+        chat = [_chat_message(m) for m in messages]
+        params = SamplingParams(
+            temperature=0.0,
+            top_k=1,
+            top_p=1.0,
+            min_p=0.0,
+            repeat_penalty=1.0,
+            max_tokens=max_tokens,
+            stop=stops,
+        )
+        finished: GenerationFinished | None = None
+        async for event in self.host.stream(chat, params):
+            if isinstance(event, GenerationFinished):
+                finished = event
+            elif not isinstance(event, TokenText):
+                continue  # a trimming notice: the check reads what fits
+        assert finished is not None  # stream() always ends with it, or raises
+        return finished
+
+
+def _chat_message(message: Any) -> ChatMessage:
+    """NeMo's ChatMessage (or a role/content mapping) as the host's."""
+    if isinstance(message, dict):
+        role, content = message.get("role"), message.get("content")
+    else:
+        role, content = getattr(message, "role", None), getattr(message, "content", None)
+    role = getattr(role, "value", role)
+    return ChatMessage(Role(str(role)), content if isinstance(content, str) else "")
+
+
+@dataclass(frozen=True)
+class _Names:
+    """What the guardrail layer needs to know about a model, from its GGUF and entry."""
+
+    names: tuple[str | None, ...]
+    architecture: str | None
+    finetune: str | None
+    has_chat_template: bool
+
+
+def _names(model: RegisteredModel) -> _Names:
+    names: list[str | None] = [model.name, model.file, model.path.name, model.repo]
+    architecture = model.architecture
+    finetune = None
+    has_template = bool(model.has_chat_template)
+    try:
+        metadata = read_gguf_metadata(model.path)
+    except (BastionError, OSError):
+        pass  # the load itself will say what is wrong with the file
+    else:
+        for key in ("general.name", "general.basename"):
+            value = metadata.values.get(key)
+            names.append(value if isinstance(value, str) else None)
+        value = metadata.values.get("general.finetune")
+        finetune = value if isinstance(value, str) else None
+        architecture = metadata.architecture
+        has_template = metadata.has_chat_template
+    return _Names(tuple(names), architecture, finetune, has_template)
+
+
+def _downloads() -> tuple[SafetyDownload, ...]:
+    """The smallest safety models of the catalog, for the sentence that suggests one."""
+    from bastion_desktop.core.hub.catalog import load_catalog
+
+    guards = sorted(load_catalog().by_role("safety"), key=lambda m: m.parameters_b)
+    return tuple(SafetyDownload(m.name, m.id) for m in guards[:2])
+
+
+class GuardModels:
+    """The safety model (or self-check) for the guardrail profiles, with its hosts.
+
+    Use from the engine loop; `aclose` stops the hosts (they start on first use)."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        load_options: LoadOptions | None = None,
+        *,
+        wanted: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.load_options = load_options or LoadOptions()
+        # The safety model an administrator asks for (policy SafetyModel): a Hub
+        # repository or a file's sha256. None: the newest one installed.
+        self.wanted = wanted
+        self._hosts: dict[tuple[str, str], ModelHost] = {}
+        self._sets: dict[tuple[str, ...], ModelSet] = {}
+
+    def safety_entry(self) -> RegisteredModel | None:
+        """The newest installed safety model whose file is present (the one the policy
+        names, when it names one: if it is not installed, none is used, and the status
+        sentence says a safety model is missing)."""
+        installed = [m for m in self.registry.list() if m.role == SAFETY_ROLE]
+        if self.wanted:
+            wanted = self.wanted.lower()
+            installed = [
+                m for m in installed if wanted in ((m.repo or "").lower(), m.sha256.lower())
+            ]
+        return next((m for m in reversed(installed) if m.path.is_file()), None)
+
+    def model_set(self, chat_model_id: str | None = None) -> ModelSet:
+        """The models the rails may use, with `chat_model_id` (a registered id) as the
+        chat model that may check itself when no safety model is installed."""
+        safety = self.safety_entry()
+        chat = self.registry.get(chat_model_id) if chat_model_id else None
+        key = (
+            f"{safety.id}:{safety.sha256}" if safety else "",
+            f"{chat.id}:{chat.sha256}" if chat else "",
+        )
+        cached = self._sets.get(key)
+        if cached is None:
+            cached = self._sets[key] = self._build(safety, chat)
+        return cached
+
+    def _build(self, safety: RegisteredModel | None, chat: RegisteredModel | None) -> ModelSet:
+        downloads = _downloads()
+        unusable = ""
+        if safety is not None:
+            names = _names(safety)
+            family = detect_family(*names.names, architecture=names.architecture)
+            if family is not None:
+                model = PromptedSafetyModel(
+                    HostLLM(self._host(safety, "safety"), safety.id), family, name=safety.name
+                )
+                return ModelSet(model, safety.name, downloads=downloads)
+            unusable = (
+                f"the installed safety model, {safety.name}, is not one Bastion knows how to "
+                f"ask (it knows {KNOWN_FAMILIES})"
+            )
+            log.warning("safety model %s: unknown guard family", safety.id)
+        if chat is None:
+            return ModelSet(unusable_safety=unusable, downloads=downloads)
+        names = _names(chat)
+        if not is_instruction_tuned(
+            *names.names, finetune=names.finetune, has_chat_template=names.has_chat_template
+        ):
+            why = (
+                f"the chat model, {chat.name}, is a base model (not instruction-tuned), so it "
+                "cannot check them itself"
+            )
+            return ModelSet(no_self_check=why, unusable_safety=unusable, downloads=downloads)
+        model = PromptedSafetyModel(HostLLM(self._host(chat, "self-check"), chat.id), None)
+        return ModelSet(
+            model, chat.name, self_check=True, unusable_safety=unusable, downloads=downloads
+        )
+
+    def _host(self, model: RegisteredModel, use: str) -> ModelHost:
+        key = (use, model.id)
+        host = self._hosts.get(key)
+        if host is None or host.path != model.path:
+            host = self._hosts[key] = ModelHost(model.path, self.load_options)
+        return host
+
+    @property
+    def hosts(self) -> tuple[ModelHost, ...]:
+        return tuple(self._hosts.values())
+
+    async def aclose(self) -> None:
+        """Stop every host this object started (an idempotent close, with the app)."""
+        hosts, self._hosts = list(self._hosts.values()), {}
+        self._sets.clear()
+        for host in hosts:
+            await host.close()
+
+
+def build_model_set(
+    registry: ModelRegistry,
+    load_options: LoadOptions | None = None,
+    chat_model_id: str | None = None,
+) -> tuple[ModelSet, GuardModels]:
+    """A model set and the `GuardModels` that owns its hosts (close it with the app)."""
+    guard_models = GuardModels(registry, load_options)
+    return guard_models.model_set(chat_model_id), guard_models
+
+
+def family_of(model: RegisteredModel) -> GuardFamily | None:
+    """The guard family of an installed model, or None (for `bastion models list`)."""
+    names = _names(model)
+    return detect_family(*names.names, architecture=names.architecture)

@@ -1,0 +1,189 @@
+"""The safety model on a model host of its own, with the real starter model standing
+in for a guard model (no guard model can be downloaded here). The starter is a base
+model: its "verdicts" are continuations of the prompt, so these tests assert the
+plumbing (the call is made, the answer is parsed, garbage fails closed, the latency is
+recorded, the chat model keeps generating meanwhile), not the judgement."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from bastion_desktop.core.hub.local_files import import_gguf
+from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.types import (
+    ChatMessage,
+    LoadOptions,
+    Role,
+    SamplingParams,
+    TokenText,
+)
+from bastion_desktop.core.registry import ModelRegistry
+from bastion_desktop.core.safety import GuardModels, HostLLM
+from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model
+from bastion_guardrails.decisions import Stage, Verdict
+from bastion_guardrails.engine import GuardEngine
+from bastion_guardrails.models import ModelSet, SafetyMessage, SafetyVerdict
+from bastion_guardrails.safety import GuardFamily, PromptedSafetyModel
+from bastion_guardrails.safety.llama_guard import parse_llama_guard
+from bastion_guardrails.safety.self_check import parse_self_check
+
+pytestmark = pytest.mark.model
+
+OPTIONS = LoadOptions(context_length=2048)
+QUESTION = SafetyMessage("user", "How do I bake bread at home?")
+
+
+async def test_the_starter_standing_in_as_llama_guard_through_the_engine(
+    starter_path: Path,
+) -> None:
+    host = ModelHost(starter_path, OPTIONS)
+    try:
+        guard = PromptedSafetyModel(HostLLM(host, "starter"), GuardFamily.LLAMA_GUARD_3)
+        verdict = await guard.classify(Stage.INPUT, [QUESTION])
+        record = guard.last
+        assert record is not None
+        assert record.calls == 1
+        (answer,) = record.answers
+        assert answer  # the host ran the model and sent back what it wrote
+        assert verdict == parse_llama_guard(answer)
+        # A base model continues the prompt instead of answering "safe": unreadable,
+        # so it fails closed.
+        assert verdict == SafetyVerdict(unsafe=True)
+        assert record.latency_ms > 0
+
+        runtime = GuardEngine().runtime("standard", ModelSet(guard, "the starter"))
+        decision = await runtime.check_input([], QUESTION.content)
+        assert decision.verdict is Verdict.BLOCKED
+        assert decision.rail == "bastion content safety on input"
+        assert decision.explanation == "Your message was not sent: the safety model flagged it."
+        timed = [t for t in decision.trace if t.rail == decision.rail]
+        assert timed
+        assert timed[0].latency_ms > 0
+        assert guard.last is not record  # the engine's check reached the model again
+    finally:
+        await host.close()
+
+
+async def test_raw_completions_and_chat_messages_through_nemos_protocol(
+    starter_path: Path,
+) -> None:
+    from nemoguardrails.types import ChatMessage as NemoMessage
+    from nemoguardrails.types import LLMModel
+
+    host = ModelHost(starter_path, OPTIONS)
+    try:
+        llm = HostLLM(host, "starter")
+        assert isinstance(llm, LLMModel)
+        raw = await llm.generate_async("The capital of France is", max_tokens=6)
+        again = await llm.generate_async("The capital of France is", max_tokens=6)
+        assert raw.content
+        assert raw.content == again.content
+        assert raw.usage.output_tokens <= 6
+        assert raw.provider_metadata["latency_ms"] > 0
+        chat = await llm.generate_async([NemoMessage.from_user("Say hello.")], max_tokens=6)
+        assert chat.usage.output_tokens <= 6
+        chunks = [c async for c in llm.stream_async("The capital of France is", max_tokens=6)]
+        assert [c.delta_content for c in chunks] == [raw.content]
+
+        self_check = PromptedSafetyModel(llm, None)
+        verdict = await self_check.classify(Stage.INPUT, [QUESTION])
+        assert self_check.last is not None
+        assert verdict == parse_self_check(self_check.last.answers[0])
+    finally:
+        await host.close()
+
+
+async def test_the_chat_model_keeps_generating_while_a_check_runs(starter_path: Path) -> None:
+    chat_host = ModelHost(starter_path, OPTIONS)
+    guard_host = ModelHost(starter_path, OPTIONS)
+    try:
+        await asyncio.gather(chat_host.load(), guard_host.load())
+        assert chat_host.pid != guard_host.pid
+        guard = PromptedSafetyModel(HostLLM(guard_host, "starter"), GuardFamily.LLAMA_GUARD_3)
+        # A conversation of a few hundred tokens for the guard to read.
+        reply = SafetyMessage("assistant", " ".join(["Knead the dough and let it rise."] * 40))
+        arrivals: list[float] = []
+        check: asyncio.Task[SafetyVerdict] | None = None
+        started = finished = 0.0
+
+        async def run_check() -> SafetyVerdict:
+            nonlocal started, finished
+            started = time.perf_counter()
+            try:
+                return await guard.classify(Stage.OUTPUT, [QUESTION, reply])
+            finally:
+                finished = time.perf_counter()
+
+        params = SamplingParams(seed=7, max_tokens=160)
+        messages = [ChatMessage(Role.USER, "Write a long story about a baker.")]
+        async for event in chat_host.stream(messages, params):
+            if isinstance(event, TokenText):
+                arrivals.append(time.perf_counter())
+                if check is None:
+                    check = asyncio.create_task(run_check())
+        assert check is not None
+        verdict = await check
+        assert verdict.unsafe  # the starter's answer is no verdict: it fails closed
+        during = [t for t in arrivals if started < t < finished]
+        assert during, "no chat token arrived while the safety model was checking"
+    finally:
+        await asyncio.gather(chat_host.close(), guard_host.close())
+
+
+async def test_guard_models_from_the_registry(starter_path: Path, tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "models.json")
+    ensure_starter_model(starter_path.parent, registry)
+    guard_models = GuardModels(registry, OPTIONS)
+    try:
+        # The starter as the chat model: a base model, so no self-check.
+        models = guard_models.model_set(STARTER_ID)
+        assert models.safety is None
+        assert "is a base model (not instruction-tuned)" in models.no_self_check
+        assert guard_models.model_set(STARTER_ID) is models  # cached: same rails
+        status = GuardEngine().status("standard", models)
+        assert "Llama Guard 3 1B (llama-guard-3-1b) or ShieldGemma 2B (shieldgemma-2b)" in (
+            status.sentence
+        )
+
+        # `bastion models import PATH --role safety` registers it; the newest counts.
+        first = import_gguf(starter_path, registry, tmp_path, role="safety", name="Guard A")
+        newest = import_gguf(starter_path, registry, tmp_path, role="safety", name="Guard B")
+        assert first.id != newest.id
+        assert guard_models.safety_entry() == newest
+        models = guard_models.model_set(STARTER_ID)
+        # The starter is no guard family Bastion can prompt: said, not guessed.
+        assert models.safety is None
+        assert models.unusable_safety.startswith("the installed safety model, Guard B, ")
+        assert guard_models.hosts == ()  # nothing started for metadata
+    finally:
+        await guard_models.aclose()
+
+
+async def test_self_check_starts_its_own_host_lazily_and_closes_with_the_app(
+    starter_path: Path, tmp_path: Path
+) -> None:
+    """A chat model whose name says it is instruction-tuned may check itself; the
+    starter stands in for one under such a name."""
+    registry = ModelRegistry(tmp_path / "models.json")
+    chat = import_gguf(starter_path, registry, tmp_path, name="Stand-in Instruct")
+    guard_models = GuardModels(registry, OPTIONS)
+    try:
+        models = guard_models.model_set(chat.id)
+        assert models.self_check
+        assert models.safety is not None
+        assert not models.has_safety_model
+        (host,) = guard_models.hosts
+        assert not host.is_running  # started on the first check, not before
+        verdict = await models.safety.classify(Stage.INPUT, [QUESTION])
+        assert isinstance(verdict, SafetyVerdict)
+        assert host.is_running
+        pid = host.pid
+    finally:
+        await guard_models.aclose()
+    assert not host.is_running
+    assert pid is not None
+    assert guard_models.hosts == ()
