@@ -124,8 +124,8 @@ def test_an_imported_safety_model_is_what_the_profiles_use(
     imported = bastion("models", "import", str(starter_path), "--role", "safety", "--name", "G")
     assert imported.returncode == 0, imported.stderr
     shown = json.loads(bastion("profiles", "show", "standard", "--json").stdout)
-    assert "the installed safety model, G, is not one Bastion knows how to ask" in (
-        shown["message"]
+    assert (
+        "the installed safety model, G, is not one Bastion knows how to ask" in (shown["message"])
     )
     safety_checks = [c for c in shown["checks"] if c["title"].startswith("content safety")]
     assert safety_checks
