@@ -19,7 +19,7 @@ import codecs
 import collections
 import random
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -258,30 +258,55 @@ class LoadedModel:
             # reads its whole prompt afresh.
             llm.reset()  # type: ignore[no-untyped-call]
             llm.set_seed(params.seed)
-        text = _StopFilter(tuple(s for s in (*params.stop, *rendered.stops) if s))
+        stops = tuple(s for s in (*params.stop, *rendered.stops) if s)
         max_new = min(params.max_tokens, self.facts.context_length - len(tokens))
-        vocab = llm._model.vocab
+
+        def send(ready: str) -> None:
+            conn.send(("text", request_id, ready))
+
+        sampling = {
+            "top_k": params.top_k,
+            "top_p": params.top_p,
+            "min_p": params.min_p,
+            "temp": params.temperature,
+            "repeat_penalty": params.repeat_penalty,
+        }
+        generated, finish, keep_running = self._decode(
+            conn, tokens, max_new, stops=stops, emit=send, sampling=sampling
+        )
+        conn.send(("done", request_id, len(tokens), generated, finish))
+        return keep_running
+
+    def _decode(
+        self,
+        conn: Connection,
+        tokens: list[int],
+        max_new: int,
+        *,
+        stops: tuple[str, ...],
+        emit: Callable[[str], None],
+        sampling: dict[str, Any],
+    ) -> tuple[int, FinishReason, bool]:
+        """Generate after `tokens`, handing `emit` the text as it is cleared of stop
+        strings; a cancel or shutdown from the app ends it between tokens. Returns the
+        tokens generated, why it ended, and False when a shutdown arrived."""
         import llama_cpp
 
+        llm = self.llm
         is_eog = llama_cpp.llama_vocab_is_eog
+        vocab = llm._model.vocab
+        text = _StopFilter(stops)
         generated = 0
         finish: FinishReason = "length"
         keep_running = True
-        for token in llm.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-        ):
+        for token in llm.generate(tokens, **sampling):
             if is_eog(vocab, token):
                 finish = "stop"
                 break
             generated += 1
             ready = text.feed(llm.detokenize([token]))
             if ready:
-                conn.send(("text", request_id, ready))
+                emit(ready)
             if text.stopped:
                 finish = "stop"
                 break
@@ -295,9 +320,8 @@ class LoadedModel:
                     break
         rest = text.flush()
         if rest:
-            conn.send(("text", request_id, rest))
-        conn.send(("done", request_id, len(tokens), generated, finish))
-        return keep_running
+            emit(rest)
+        return generated, finish, keep_running
 
     def complete(self, conn: Connection, request_id: int, payload: tuple[Any, ...]) -> bool:
         """A raw prompt (its own special tokens, no chat template) decoded greedily, for
@@ -312,35 +336,18 @@ class LoadedModel:
                 f"The text to check is {len(tokens):,} tokens, but this model's context holds "
                 f"{n_ctx:,} with {max_tokens} kept for its answer."
             )
-        import llama_cpp
-
-        is_eog = llama_cpp.llama_vocab_is_eog
-        vocab = llm._model.vocab
-        text = _StopFilter(tuple(s for s in stops if s))
         parts: list[str] = []
-        generated = 0
-        finish: FinishReason = "length"
-        keep_running = True
         # temp=0 is llama.cpp's greedy sampler; generate() reuses the longest cached
         # prefix of the previous prompt, so prompts sharing a conversation are cheap.
-        for token in llm.generate(tokens, temp=0.0, repeat_penalty=1.0):
-            if is_eog(vocab, token):
-                finish = "stop"
-                break
-            generated += 1
-            parts.append(text.feed(llm.detokenize([token])))
-            if text.stopped:
-                finish = "stop"
-                break
-            if generated >= max_tokens:
-                break
-            if conn.poll():
-                message = conn.recv()
-                keep_running = message[0] != "shutdown"
-                if message[0] in ("cancel", "shutdown"):
-                    finish = "cancelled"
-                    break
-        parts.append(text.flush())
+        sampling = {"temp": 0.0, "repeat_penalty": 1.0}
+        generated, finish, keep_running = self._decode(
+            conn,
+            tokens,
+            max_tokens,
+            stops=tuple(s for s in stops if s),
+            emit=parts.append,
+            sampling=sampling,
+        )
         conn.send(("completed", request_id, "".join(parts), len(tokens), generated, finish))
         return keep_running
 
