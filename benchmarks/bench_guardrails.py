@@ -31,7 +31,6 @@ import os
 import platform
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -44,11 +43,10 @@ from bastion_desktop.core.chat import ChatService
 from bastion_desktop.core.events import BlockedEvent, DoneEvent, ErrorEvent, GuardEvent, TokenEvent
 from bastion_desktop.core.inference.types import LoadOptions, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
-from bastion_desktop.core.paths import HOME_VARIABLE, AppPaths
 from bastion_desktop.core.privacy import apply_private_environment
-from bastion_desktop.core.registry import ModelRegistry
-from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model
+from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.core.store import InMemoryConversationStore
+from bench_common import median, met, positive, prepare_home
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "guardrails.json"
 
@@ -76,10 +74,6 @@ class Config:
 
     def sampling(self, seed: int) -> SamplingParams:
         return SamplingParams(seed=seed, max_tokens=self.max_tokens)
-
-
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0
 
 
 # --- (a) a chat turn: Standard against Off -----------------------------------------------
@@ -195,8 +189,8 @@ async def measure_turns(model_path: Path, config: Config) -> dict[str, Any]:
     finally:
         await slot.close()
     off_runs, std_runs = turns["off"], turns["standard"]
-    off_tps = _median([t.tokens_per_second for t in off_runs])
-    std_tps = _median([t.tokens_per_second for t in std_runs])
+    off_tps = median([t.tokens_per_second for t in off_runs])
+    std_tps = median([t.tokens_per_second for t in std_runs])
     paired_ttft = [s.ttft_ms - o.ttft_ms for o, s in zip(off_runs, std_runs, strict=True)]
     paired_tps = [
         s.tokens_per_second / o.tokens_per_second
@@ -208,8 +202,8 @@ async def measure_turns(model_path: Path, config: Config) -> dict[str, Any]:
     # shared machine the load changes far more between rounds than within one, and the
     # ratio of two medians can then compare a busy half of one variant with a quiet half
     # of the other. The target is judged on the paired ratios.
-    paired_ratio = _median(paired_tps)
-    extra = _median(paired_ttft)
+    paired_ratio = median(paired_tps)
+    extra = median(paired_ttft)
     stalled = [
         t
         for runs, median in ((off_runs, off_tps), (std_runs, std_tps))
@@ -231,13 +225,13 @@ async def measure_turns(model_path: Path, config: Config) -> dict[str, Any]:
             "target_met": paired_ratio >= TARGET_TPS_RATIO,
         },
         "ttft": {
-            "off_median_ms": _median([t.ttft_ms for t in off_runs]),
-            "standard_median_ms": _median([t.ttft_ms for t in std_runs]),
+            "off_median_ms": median([t.ttft_ms for t in off_runs]),
+            "standard_median_ms": median([t.ttft_ms for t in std_runs]),
             "median_extra_ms": extra,
             "paired_extra_ms": paired_ttft,
             "target_extra_at_most_ms": TARGET_TTFT_EXTRA_MS,
             "target_met": extra <= TARGET_TTFT_EXTRA_MS,
-            "standard_input_check_median_ms": _median([t.input_check_ms for t in std_runs]),
+            "standard_input_check_median_ms": median([t.input_check_ms for t in std_runs]),
         },
         "checks": {
             "same_text_every_round": all(
@@ -313,8 +307,8 @@ async def measure_each_rail(engine: Any, message: str, repeats: int) -> dict[str
                 times = await _timed(once, repeats)
                 alone = await _timed(lambda s=stream: _async(s.detector.find, message), repeats)
                 rails[stream.name] = {
-                    "median_ms": _median(times),
-                    "detector_only_median_ms": _median(alone),
+                    "median_ms": median(times),
+                    "detector_only_median_ms": median(alone),
                 }
     return rails
 
@@ -346,10 +340,10 @@ async def measure_input_checks(engine: Any, message: str, repeats: int) -> dict[
                 )
                 colang.events_history_cache.clear()
 
-            results[f"engine_{label}_median_ms"] = _median(await _timed(direct, repeats))
+            results[f"engine_{label}_median_ms"] = median(await _timed(direct, repeats))
             # NeMo's runtime takes 100x longer: fewer repeats keep the run short.
             nemo_times = await _timed(nemo, max(5, repeats // 20))
-            results[f"nemo_check_async_{label}_median_ms"] = _median(nemo_times)
+            results[f"nemo_check_async_{label}_median_ms"] = median(nemo_times)
         results["input_rails"] = len(runtime.plan.rails(runtime.plan.input[0].flow.stage))
         inputs[profile_id] = results
     return inputs
@@ -375,7 +369,7 @@ async def measure_streams(engine: Any, message: str, repeats: int) -> dict[str, 
                 pass
 
         times = await _timed(drain, max(5, repeats // 20))
-        streams[profile_id] = _median(times) * 1000.0 / len(reply)
+        streams[profile_id] = median(times) * 1000.0 / len(reply)
     return streams
 
 
@@ -406,10 +400,6 @@ async def _async(function: Callable[[str], Any], text: str) -> None:
 # --- report -----------------------------------------------------------------------------
 
 
-def _met(flag: bool) -> str:
-    return "met" if flag else "MISSED"
-
-
 def print_summary(result: dict[str, Any]) -> None:
     config, turns, rails = result["config"], result["turns"], result["rails"]
     decode, ttft, checks = turns["decode"], turns["ttft"], turns["checks"]
@@ -425,7 +415,7 @@ def print_summary(result: dict[str, Any]) -> None:
     print(
         f"    standard/off = {decode['median_of_paired_ratios']:.3f} (median of paired ratios;"
         f" ratio of medians {decode['ratio_standard_over_off']:.3f})"
-        f"   target >= {decode['target_ratio_at_least']:.2f}: {_met(decode['target_met'])}"
+        f"   target >= {decode['target_ratio_at_least']:.2f}: {met(decode['target_met'])}"
     )
     print(
         f"    first token    off {ttft['off_median_ms']:.1f} ms"
@@ -434,7 +424,7 @@ def print_summary(result: dict[str, Any]) -> None:
     )
     print(
         f"    standard - off = {ttft['median_extra_ms']:+.1f} ms (median of paired differences)"
-        f"   target <= {ttft['target_extra_at_most_ms']:.0f} ms: {_met(ttft['target_met'])}"
+        f"   target <= {ttft['target_extra_at_most_ms']:.0f} ms: {met(ttft['target_met'])}"
     )
     same = "yes" if checks["same_text_every_round"] else "NO"
     print(
@@ -470,22 +460,15 @@ def print_summary(result: dict[str, Any]) -> None:
 # --- entry point ------------------------------------------------------------------------
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
-    return number
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[Config, Path | None]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=_positive, default=16, help="turns of each variant")
-    parser.add_argument("--max-tokens", type=_positive, default=128, help="tokens per reply")
-    parser.add_argument("--threads", type=_positive, default=os.cpu_count() or 1)
-    parser.add_argument("--n-ctx", type=_positive, default=2048, help="context length")
+    parser.add_argument("--rounds", type=positive, default=16, help="turns of each variant")
+    parser.add_argument("--max-tokens", type=positive, default=128, help="tokens per reply")
+    parser.add_argument("--threads", type=positive, default=os.cpu_count() or 1)
+    parser.add_argument("--n-ctx", type=positive, default=2048, help="context length")
     parser.add_argument("--seed", type=int, default=1, help="first seed tried")
     parser.add_argument(
-        "--rail-repeats", type=_positive, default=200, help="checks per rail in (b) and (c)"
+        "--rail-repeats", type=positive, default=200, help="checks per rail in (b) and (c)"
     )
     parser.add_argument(
         "--home",
@@ -503,12 +486,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, Path | None]:
         rail_repeats=args.rail_repeats,
     )
     return config, args.home
-
-
-def prepare_home(home: Path) -> Path:
-    paths = AppPaths.discover({HOME_VARIABLE: str(home)})
-    paths.ensure()
-    return ensure_starter_model(paths.models, ModelRegistry(paths.registry_file)).path
 
 
 async def run_all(config: Config, model_path: Path) -> dict[str, Any]:

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,11 +38,11 @@ from bastion_desktop.core.events import BlockedEvent, DoneEvent, ErrorEvent, Tok
 from bastion_desktop.core.inference.templates import GemmaTurnTemplate
 from bastion_desktop.core.inference.types import ChatMessage, LoadOptions, Role, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
-from bastion_desktop.core.paths import HOME_VARIABLE, AppPaths
+from bastion_desktop.core.paths import HOME_VARIABLE
 from bastion_desktop.core.privacy import apply_private_environment
-from bastion_desktop.core.registry import ModelRegistry
-from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model
+from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore
+from bench_common import median, met, positive, prepare_home
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "pipeline.json"
 
@@ -379,15 +378,11 @@ def measure_processes(home: Path, config: Config) -> ProcessResults:
 # --- report -----------------------------------------------------------------------------
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0
-
-
 def summarize(
     config: Config, model_path: Path, inproc: InProcessResults, procs: ProcessResults
 ) -> dict[str, Any]:
-    plain_tps = _median([r.tokens_per_second for r in inproc.plain])
-    bastion_tps = _median([r.tokens_per_second for r in inproc.bastion])
+    plain_tps = median([r.tokens_per_second for r in inproc.plain])
+    bastion_tps = median([r.tokens_per_second for r in inproc.bastion])
     tps_ratio = bastion_tps / plain_tps if plain_tps > 0 else 0.0
     # Per-round ratios too: each pair ran back to back, so they share the noise.
     pair_ratios = [
@@ -396,9 +391,9 @@ def summarize(
         if p.tokens_per_second > 0
     ]
     ttft_diffs = [b.ttft_ms - p.ttft_ms for p, b in zip(inproc.plain, inproc.bastion, strict=True)]
-    ttft_extra = _median(ttft_diffs)
-    cli_median = _median(procs.cli_s)
-    baseline_median = _median(procs.baseline_s)
+    ttft_extra = median(ttft_diffs)
+    cli_median = median(procs.cli_s)
+    baseline_median = median(procs.baseline_s)
     same_text = all(p.text == b.text for p, b in zip(inproc.plain, inproc.bastion, strict=True))
     finishes = sorted({f"{r.variant}:{r.finish}" for r in [*inproc.plain, *inproc.bastion]})
     token_counts = sorted({f"{r.variant}:{r.tokens}" for r in [*inproc.plain, *inproc.bastion]})
@@ -438,21 +433,21 @@ def summarize(
             "plain_median_tokens_per_second": plain_tps,
             "bastion_median_tokens_per_second": bastion_tps,
             "ratio_bastion_over_plain": tps_ratio,
-            "median_of_paired_ratios": _median(pair_ratios),
+            "median_of_paired_ratios": median(pair_ratios),
             "target_ratio_at_least": TARGET_TPS_RATIO,
             "target_met": tps_ratio >= TARGET_TPS_RATIO,
-            "bastion_reported_median_tokens_per_second": _median(
+            "bastion_reported_median_tokens_per_second": median(
                 [r["tokens_per_second"] for r in inproc.bastion_reported]
             ),
         },
         "ttft": {
-            "plain_median_ms": _median([r.ttft_ms for r in inproc.plain]),
-            "bastion_median_ms": _median([r.ttft_ms for r in inproc.bastion]),
+            "plain_median_ms": median([r.ttft_ms for r in inproc.plain]),
+            "bastion_median_ms": median([r.ttft_ms for r in inproc.bastion]),
             "median_extra_ms": ttft_extra,
             "paired_extra_ms": ttft_diffs,
             "target_extra_at_most_ms": TARGET_TTFT_EXTRA_MS,
             "target_met": ttft_extra <= TARGET_TTFT_EXTRA_MS,
-            "bastion_reported_median_ms": _median([r["ttft_ms"] for r in inproc.bastion_reported]),
+            "bastion_reported_median_ms": median([r["ttft_ms"] for r in inproc.bastion_reported]),
         },
         "checks": {
             "same_text_every_round": same_text,
@@ -480,10 +475,6 @@ def summarize(
     }
 
 
-def _met(flag: bool) -> str:
-    return "met" if flag else "MISSED"
-
-
 def print_summary(result: dict[str, Any]) -> None:
     config, decode, ttft = result["config"], result["decode"], result["ttft"]
     checks, cli = result["checks"], result["cli"]
@@ -500,7 +491,7 @@ def print_summary(result: dict[str, Any]) -> None:
     print(
         f"    ratio bastion/plain = {decode['ratio_bastion_over_plain']:.3f}"
         f" (median of paired ratios {decode['median_of_paired_ratios']:.3f})"
-        f"   target >= {decode['target_ratio_at_least']:.2f}: {_met(decode['target_met'])}"
+        f"   target >= {decode['target_ratio_at_least']:.2f}: {met(decode['target_met'])}"
     )
     print(
         f"(b) first token    plain {ttft['plain_median_ms']:.1f} ms"
@@ -508,7 +499,7 @@ def print_summary(result: dict[str, Any]) -> None:
     )
     print(
         f"    bastion - plain = {ttft['median_extra_ms']:+.1f} ms (median of paired differences)"
-        f"   target <= {ttft['target_extra_at_most_ms']:.0f} ms: {_met(ttft['target_met'])}"
+        f"   target <= {ttft['target_extra_at_most_ms']:.0f} ms: {met(ttft['target_met'])}"
     )
     print(
         f"(c) whole process  bastion chat {cli['bastion_chat_median_s']:.2f} s"
@@ -542,24 +533,17 @@ def print_summary(result: dict[str, Any]) -> None:
 # --- entry point ------------------------------------------------------------------------
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
-    return number
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[Config, Path | None]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=_positive, default=16, help="timed runs of each variant")
-    parser.add_argument("--max-tokens", type=_positive, default=128, help="tokens per reply")
+    parser.add_argument("--rounds", type=positive, default=16, help="timed runs of each variant")
+    parser.add_argument("--max-tokens", type=positive, default=128, help="tokens per reply")
     parser.add_argument(
-        "--threads", type=_positive, default=os.cpu_count() or 1, help="n_threads for both"
+        "--threads", type=positive, default=os.cpu_count() or 1, help="n_threads for both"
     )
-    parser.add_argument("--n-ctx", type=_positive, default=4096, help="context length for both")
+    parser.add_argument("--n-ctx", type=positive, default=4096, help="context length for both")
     parser.add_argument("--seed", type=int, default=1, help="first seed tried")
     parser.add_argument(
-        "--cli-runs", type=_positive, default=5, help="timed `bastion chat` processes"
+        "--cli-runs", type=positive, default=5, help="timed `bastion chat` processes"
     )
     parser.add_argument(
         "--home",
@@ -577,13 +561,6 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, Path | None]:
         cli_runs=args.cli_runs,
     )
     return config, args.home
-
-
-def prepare_home(home: Path) -> Path:
-    """Bastion's folders under `home`, with the starter model written and registered."""
-    paths = AppPaths.discover({HOME_VARIABLE: str(home)})
-    paths.ensure()
-    return ensure_starter_model(paths.models, ModelRegistry(paths.registry_file)).path
 
 
 def run(config: Config, home: Path) -> dict[str, Any]:

@@ -43,16 +43,14 @@ from typing import Any
 from bastion_desktop.core.inference.hardware import physical_cores
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import LoadOptions
-from bastion_desktop.core.paths import HOME_VARIABLE, AppPaths
 from bastion_desktop.core.privacy import apply_private_environment
-from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.safety import HostLLM
-from bastion_desktop.core.starter import ensure_starter_model
 from bastion_guardrails.decisions import Stage
 from bastion_guardrails.models import ModelSet, SafetyMessage
 from bastion_guardrails.runtime import GuardMessage
 from bastion_guardrails.safety import GuardFamily, PromptedSafetyModel
 from bastion_guardrails.safety.llama_guard import MAX_ANSWER_TOKENS, llama_guard_prompt
+from bench_common import prepare_home
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "safety_model.json"
 CONVERSATION_TOKENS = 200
@@ -86,12 +84,6 @@ WORDS = [
     "starter",
     "slice",
 ]
-
-
-def prepare_home(home: Path) -> Path:
-    paths = AppPaths.discover({HOME_VARIABLE: str(home)})
-    paths.ensure()
-    return ensure_starter_model(paths.models, ModelRegistry(paths.registry_file)).path
 
 
 def conversation(llm: Any, rng: random.Random) -> tuple[list[SafetyMessage], int]:

@@ -34,7 +34,6 @@ import platform
 import random
 import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ from bastion_desktop.core.history.database import UNENCRYPTED, DatabaseKey
 from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import Role
 from bastion_desktop.core.store import MessageState
+from bench_common import median, met, positive
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "store.json"
 
@@ -271,16 +271,12 @@ async def measure(config: Config, folder: Path) -> tuple[Timings, dict[str, Any]
     return timings, {"database_bytes": sizes}
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0
-
-
 def _ratio(encrypted: float, plain: float) -> float:
     return encrypted / plain if plain > 0 else 0.0
 
 
 def _measure_summary(samples: dict[str, list[float]], unit_ms: bool = True) -> dict[str, Any]:
-    encrypted, plain = _median(samples["encrypted"]), _median(samples["plain"])
+    encrypted, plain = median(samples["encrypted"]), median(samples["plain"])
     paired = [_ratio(e, p) for e, p in zip(samples["encrypted"], samples["plain"], strict=True)]
     ratio = _ratio(encrypted, plain)
     scale = 1000.0 if unit_ms else 1.0
@@ -288,7 +284,7 @@ def _measure_summary(samples: dict[str, list[float]], unit_ms: bool = True) -> d
         "encrypted_median_ms": encrypted * scale,
         "plain_median_ms": plain * scale,
         "ratio_encrypted_over_plain": ratio,
-        "median_of_paired_ratios": _median(paired),
+        "median_of_paired_ratios": median(paired),
         "target_ratio_at_most": TARGET_RATIO,
         "target_met": ratio <= TARGET_RATIO,
     }
@@ -326,13 +322,13 @@ def summarize(config: Config, timings: Timings, extra: dict[str, Any]) -> dict[s
             "plain_total_s": totals["plain"],
             # Time, not throughput, over time: the cost ratio, like the other measures.
             "ratio_encrypted_over_plain": insert_ratio,
-            "median_of_paired_ratios": _median(insert_paired),
+            "median_of_paired_ratios": median(insert_paired),
             "target_ratio_at_most": TARGET_RATIO,
             "target_met": insert_ratio <= TARGET_RATIO,
         },
         "search": {
             **_measure_summary(timings.search),
-            "median_hits": _median([float(h) for h in timings.search_hits["encrypted"]]),
+            "median_hits": median([float(h) for h in timings.search_hits["encrypted"]]),
             "same_hit_counts": timings.search_hits["encrypted"] == timings.search_hits["plain"],
         },
         "list_newest_50": _measure_summary(timings.list_newest),
@@ -358,10 +354,6 @@ def summarize(config: Config, timings: Timings, extra: dict[str, Any]) -> dict[s
 WIDTH = 22  # of the label column in the summary
 
 
-def _met(flag: bool) -> str:
-    return "met" if flag else "MISSED"
-
-
 def print_summary(result: dict[str, Any]) -> None:
     config, insert = result["config"], result["insert"]
     sizes = result["database_bytes"]
@@ -378,7 +370,7 @@ def print_summary(result: dict[str, Any]) -> None:
     print(
         f"{'':<{WIDTH}}cost ratio encrypted/plain = {insert['ratio_encrypted_over_plain']:.2f}"
         f" (median of paired chunks {insert['median_of_paired_ratios']:.2f})"
-        f"   target <= {TARGET_RATIO}: {_met(insert['target_met'])}"
+        f"   target <= {TARGET_RATIO}: {met(insert['target_met'])}"
     )
     for label, key in (
         ("(b) search", "search"),
@@ -391,7 +383,7 @@ def print_summary(result: dict[str, Any]) -> None:
             f"   plain {measure['plain_median_ms']:.3f} ms"
             f"   ratio {measure['ratio_encrypted_over_plain']:.2f}"
             f" (paired {measure['median_of_paired_ratios']:.2f})"
-            f"   target <= {TARGET_RATIO}: {_met(measure['target_met'])}"
+            f"   target <= {TARGET_RATIO}: {met(measure['target_met'])}"
         )
     informative = [
         (f"(e) save {int(size):,} chars", measure)
@@ -414,23 +406,16 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"results: {RESULTS_FILE}")
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {number}")
-    return number
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[Config, Path | None]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--conversations", type=_positive, default=2000)
-    parser.add_argument("--messages", type=_positive, default=50, help="messages per conversation")
+    parser.add_argument("--conversations", type=positive, default=2000)
+    parser.add_argument("--messages", type=positive, default=50, help="messages per conversation")
     parser.add_argument(
-        "--chunks", type=_positive, default=20, help="insert chunks per variant, alternating"
+        "--chunks", type=positive, default=20, help="insert chunks per variant, alternating"
     )
-    parser.add_argument("--queries", type=_positive, default=200, help="searches per variant")
-    parser.add_argument("--list-rounds", type=_positive, default=300)
-    parser.add_argument("--open-rounds", type=_positive, default=30)
+    parser.add_argument("--queries", type=positive, default=200, help="searches per variant")
+    parser.add_argument("--list-rounds", type=positive, default=300)
+    parser.add_argument("--open-rounds", type=positive, default=30)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
         "--dir",
