@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bastion_desktop.core.hub.online import set_network_policy
 from bastion_desktop.core.paths import HOME_VARIABLE
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.registry import ModelRegistry
@@ -27,6 +28,14 @@ def bastion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "bastion-home"
     monkeypatch.setenv(HOME_VARIABLE, str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def _forget_network_policy() -> Iterator[None]:
+    """AppContext.start hands its policy to the Hub's door for the whole process: one
+    test's offline mode must not close it for the tests after."""
+    yield
+    set_network_policy(None)
 
 
 @pytest.fixture(scope="session")

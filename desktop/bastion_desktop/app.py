@@ -17,6 +17,7 @@ from bastion_desktop.core.history.keys import (
     PassphrasePrompt,
 )
 from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.hub.online import set_network_policy
 from bastion_desktop.core.inference.types import LoadOptions, SamplingParams
 from bastion_desktop.core.logs import configure_logging
 from bastion_desktop.core.paths import AppPaths
@@ -61,6 +62,7 @@ class AppContext:
         configure_logging(paths.log_file)
         settings = load_settings(paths.settings_file)
         policy = load_policy()
+        set_network_policy(policy)  # OfflineMode closes the Hub's door for every caller
         # Locked values override the settings file; recommendations fill in the rest.
         settings, notices = policy.apply_to_settings(settings)
         for notice in notices:

@@ -347,3 +347,89 @@ def test_chat_with_profile_off_runs_the_locked_profile_and_says_so(
     events = [json.loads(line) for line in captured.out.splitlines()]
     guardrails = next(e for e in events if e.get("type") == "guardrails")
     assert guardrails["profile"] == "strict"
+
+
+# --- AllowedModels, user profiles and a saved conversation (issue 7) ------------------------
+
+
+def test_continuing_a_saved_conversation_checks_allowed_models(
+    managed: Path, tmp_path: Path, passphrase_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--conversation` takes the model the conversation was saved with: AllowedModels
+    holds for it as for `--model`, and the conversation is left as it was."""
+    import asyncio
+
+    from bastion_desktop.commands.passphrase import passphrase_prompt
+
+    model = tmp_path / "saved-with.gguf"
+    model.write_bytes(b"GGUF not really a model")
+    context = AppContext.start()
+    store = context.open_history(passphrase_prompt(passphrase_file))
+    try:
+        saved = asyncio.run(
+            store.create_conversation(
+                title="kept", model_id=str(model), profile_id="standard", system_prompt=""
+            )
+        )
+    finally:
+        store.close()
+    _write(managed, "a.json", {"AllowedModels": ["bartowski/*"]})
+    argv = ["chat", "--passphrase-file", str(passphrase_file), "--conversation", saved.id, "Hi"]
+    assert main(argv) == 1
+    assert capsys.readouterr().err == (
+        "bastion: Your organization does not allow the model saved-with.gguf; ask your "
+        "administrator to add it to AllowedModels.\n"
+    )
+    store = AppContext.start().open_history(passphrase_prompt(passphrase_file))
+    try:
+        assert asyncio.run(store.messages(saved.id)) == []
+        assert asyncio.run(store.get_conversation(saved.id)).title == "kept"
+    finally:
+        store.close()
+
+
+def test_importing_a_model_outside_allowed_models_registers_and_copies_nothing(
+    managed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.core.hub.gguf_files import write_tiny_gguf
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    model = write_tiny_gguf(folder / "Mine-Q4_K_M.gguf")[0]
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    _write(managed, "a.json", {"AllowedModels": ["bartowski/*"]})
+    assert main(["models", "import", str(model), "--copy"]) == 1
+    assert capsys.readouterr().err == (
+        "bastion: Your organization does not allow the model Mine-Q4_K_M.gguf; ask your "
+        "administrator to add it to AllowedModels.\n"
+    )
+    context = AppContext.start()
+    assert [m.id for m in context.registry.list() if m.source == "local"] == []
+    assert not (context.models_dir / "imported").exists(), "nothing was copied"
+    # Listed by its sha256 (a file from disk has no Hub repository): imported.
+    _write(managed, "a.json", {"AllowedModels": ["bartowski/*", digest]})
+    assert main(["models", "import", str(model), "--copy"]) == 0
+    model_id = capsys.readouterr().out.strip()
+    registered = AppContext.start().registry.get(model_id)
+    assert registered is not None
+    assert registered.sha256 == digest
+
+
+def test_importing_a_profile_is_refused_when_user_profiles_are_not_allowed(
+    managed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "team"
+    folder.mkdir()
+    for name, data in builtin_bundle("strict").files.items():
+        (folder / name).write_bytes(data.replace(b"id: strict", b"id: team"))
+    _write(managed, "a.json", {"AllowUserGuardrailProfiles": False})
+    assert main(["profiles", "import", str(folder)]) == 1
+    assert capsys.readouterr().err == (
+        "bastion: Your organization does not allow importing guardrail profiles; nothing was "
+        "installed. Use a built-in profile or one your administrator provides.\n"
+    )
+    profiles_dir = AppContext.start().profiles_dir
+    assert not (profiles_dir / "team").exists()
+    _write(managed, "a.json", {"AllowUserGuardrailProfiles": True})
+    assert main(["profiles", "import", str(folder)]) == 0
+    assert (profiles_dir / "team" / "profile.yml").is_file()

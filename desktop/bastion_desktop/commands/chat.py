@@ -191,6 +191,7 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
         existing = await store.get_conversation(args.conversation)
         model_id = existing.model_id
         profile_id = profile_id or existing.profile_id
+        context.resolve_model(model_id)  # AllowedModels holds for a saved conversation too
     else:
         model_id, _path = context.resolve_model(args.model)
     guard, status = await _open_guard(context, profile_id, model_id)

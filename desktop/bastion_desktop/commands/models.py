@@ -258,6 +258,7 @@ def _import(context: AppContext, args: argparse.Namespace) -> int:
         mode="copy" if args.copy else "reference",
         role=args.role,
         name=args.name,
+        policy=context.policy,
     )
     print(f"Imported {model.name} as {model.id} ({model.role}).", file=sys.stderr)
     print(model.id)

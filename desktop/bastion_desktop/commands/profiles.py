@@ -161,6 +161,7 @@ def run_profiles(context: AppContext, args: argparse.Namespace) -> int:
     if action == "check":
         return _check(args.path, args.json)
     if action == "import":
+        context.policy.require_user_profiles()
         try:
             profile = import_profile(args.path, context.profiles_dir, replace=args.replace)
         except ProfileError as error:

@@ -1,6 +1,7 @@
 """The history sidebar: a list model over the encrypted store (pinned first, then the
 newest), a full-text search box, and the actions of a conversation's context menu
-(rename, pin, export, delete). Every store call runs on the engine thread."""
+(rename, pin, export, delete). Every store call runs on the engine thread. Export is
+"Managed by your organization" when the administrator's policy does not allow it."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from bastion_desktop.core.history.search import SearchHit
+from bastion_desktop.core.policy import PolicyRefusedError
 from bastion_desktop.core.store import Conversation
 from bastion_desktop.ui.chat_controller import is_user_error
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.managed import MANAGED_TEXT
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 from bastion_desktop.ui.services import AppServices
 
@@ -196,17 +199,26 @@ class ConversationSidebar(QtWidgets.QWidget):
         index = self.view.indexAt(point)
         if not index.isValid():
             return
-        row = self.model.row(index.row())
+        menu = self.context_menu(self.model.row(index.row()))
+        menu.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
+        menu.popup(self.view.viewport().mapToGlobal(point))
+
+    def context_menu(self, row: ConversationRow) -> QtWidgets.QMenu:
+        """The actions on one conversation; a managed one stays listed, disabled."""
         menu = QtWidgets.QMenu(self)
+        menu.setToolTipsVisible(True)
         menu.addAction("Rename…", lambda: self.rename(row.conversation_id, ask=True))
         menu.addAction(
             "Unpin" if row.pinned else "Pin", lambda: self.pin(row.conversation_id, not row.pinned)
         )
-        menu.addAction("Export…", lambda: self.export(row.conversation_id))
+        export = menu.addAction("Export…", lambda: self.export(row.conversation_id))
+        if not self.services.context.policy.export_allowed:
+            export.setEnabled(False)
+            export.setToolTip(MANAGED_TEXT)
+            export.setStatusTip(MANAGED_TEXT)
         menu.addSeparator()
         menu.addAction("Delete…", lambda: self.delete(row.conversation_id, ask=True))
-        menu.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
-        menu.popup(self.view.viewport().mapToGlobal(point))
+        return menu
 
     def _after(self, coro: Any) -> None:
         call(self.services.engine, coro, self, lambda _r: self.refresh(), self._fail)
@@ -255,6 +267,11 @@ class ConversationSidebar(QtWidgets.QWidget):
     def export(self, conversation_id: str, path: Path | None = None) -> None:
         store = self.services.store
         assert store is not None
+        try:
+            self.services.context.policy.require_export()
+        except PolicyRefusedError as error:
+            self.error.emit(str(error))
+            return
         if path is None:
             chosen, _kind = QtWidgets.QFileDialog.getSaveFileName(
                 self,

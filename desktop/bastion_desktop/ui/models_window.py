@@ -5,7 +5,12 @@ the installed models (remove, import from disk, chat or safety role).
 Everything slow runs on the engine thread (`ui.engine.call`) or in a worker thread the
 engine loop starts (`asyncio.to_thread`): hardware probing, Hub requests, hashing,
 reading GGUF metadata. The `DownloadManager` lives on the engine loop; its events are
-relayed to the GUI thread through `_DownloadRelay` (emitted there, never here)."""
+relayed to the GUI thread through `_DownloadRelay` (emitted there, never here).
+
+The administrator's policy holds here as in `bastion models`: offline mode refuses Hub
+search and file listings, download buttons are "Managed by your organization" when
+downloads are not allowed, and AllowedModels is checked before a download starts and
+before a file from disk is registered."""
 
 from __future__ import annotations
 
@@ -31,7 +36,9 @@ from bastion_desktop.core.hub.download_events import (
     describe_event,
 )
 from bastion_desktop.core.hub.filenames import format_duration, format_size
+from bastion_desktop.core.policy import PolicyRefusedError
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.managed import mark_managed
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 
 log = logging.getLogger(__name__)
@@ -259,6 +266,34 @@ class ModelsWindow(QtWidgets.QWidget):
     # -- the machine and the catalog ---------------------------------------------------
 
     @property
+    def policy(self) -> Any:
+        """The administrator's policy (read each time: the context is replaced on
+        settings changes)."""
+        return self.services.context.policy
+
+    def _refused(self, label: QtWidgets.QLabel, check: Any) -> bool:
+        """Run a policy check; when it refuses, show its sentence in `label`."""
+        try:
+            check()
+        except PolicyRefusedError as error:
+            self._show(label, str(error))
+            return True
+        return False
+
+    def _sync_download_buttons(self) -> None:
+        """Download buttons follow the selection, unless the policy forbids downloads:
+        then they stay disabled and say they are managed."""
+        for button, table in (
+            (self.catalog_download, self.catalog_table),
+            (self.files_download, self.files),
+        ):
+            if self.policy.downloads_allowed:
+                mark_managed(button, False)
+                button.setEnabled(bool(table.selectedItems()))
+            else:
+                mark_managed(button, True)
+
+    @property
     def context_length(self) -> int:
         return int(self.services.context.settings.inference.context_length)
 
@@ -346,7 +381,10 @@ class ModelsWindow(QtWidgets.QWidget):
             self.catalog_ready.emit()
 
     def _catalog_selected(self) -> None:
-        self.catalog_download.setEnabled(bool(self.catalog_table.selectedItems()))
+        if hasattr(self, "files_download"):  # the search tab is built after the catalog
+            self._sync_download_buttons()
+        else:
+            self.catalog_download.setEnabled(bool(self.catalog_table.selectedItems()))
 
     def download_catalog_selection(self) -> None:
         row = self.catalog_table.currentRow()
@@ -406,16 +444,15 @@ class ModelsWindow(QtWidgets.QWidget):
         self.query.returnPressed.connect(self.search)
         self.search_button.clicked.connect(self.search)
         self.results.itemSelectionChanged.connect(self._repo_selected)
-        self.files.itemSelectionChanged.connect(
-            lambda: self.files_download.setEnabled(bool(self.files.selectedItems()))
-        )
+        self.files.itemSelectionChanged.connect(self._sync_download_buttons)
         self.files_download.clicked.connect(self.download_file_selection)
+        self._sync_download_buttons()
 
     def search(self) -> None:
         from bastion_desktop.core.hub.search import search_gguf_repos
 
         query = self.query.text().strip()
-        if not query:
+        if not query or self._refused(self.search_status, self.policy.require_network):
             return
         self.search_button.setEnabled(False)
         self.search_status.setText(f"Searching the Hub for {query!r}...")
@@ -456,7 +493,9 @@ class ModelsWindow(QtWidgets.QWidget):
 
     def show_files(self, repo: str) -> None:
         self.files.setRowCount(0)
-        self.files_download.setEnabled(False)
+        self._sync_download_buttons()
+        if self._refused(self.files_status, self.policy.require_network):
+            return
         self.files_status.setText(f"Listing the GGUF files of {repo}...")
         call(self.services.engine, self._list_files(repo, self.context_length), self,
              self._files_listed, self._files_failed)  # fmt: skip
@@ -552,6 +591,9 @@ class ModelsWindow(QtWidgets.QWidget):
         self, repo: str, file: str, role: str, status: QtWidgets.QLabel | None = None
     ) -> None:
         where = status or self.downloads_status
+        policy = self.policy
+        if self._refused(where, policy.require_downloads):
+            return
         where.setText(f"Asking the Hub about {file}...")
 
         async def begin() -> str:
@@ -559,6 +601,8 @@ class ModelsWindow(QtWidgets.QWidget):
 
             manager = self._manager_here()
             plan = await manager.plan(repo, file, role=role)
+            # The files' sha256s are known once planned: AllowedModels may list them.
+            policy.require_download(plan.repo, [f.sha256 for f in plan.files])
             manager.start(plan)
             return str(describe_plan(plan))
 
@@ -618,6 +662,7 @@ class ModelsWindow(QtWidgets.QWidget):
 
     def control(self, download_id: str, action: str) -> None:
         """Pause, resume or cancel a download (on the engine loop, where it lives)."""
+        policy = self.policy
 
         async def act() -> None:
             manager = self._manager_here()
@@ -625,6 +670,8 @@ class ModelsWindow(QtWidgets.QWidget):
             if download is None:  # from an earlier session: not started in this one
                 row_plan = self.rows[download_id].property("plan")
                 if action == "resume" and row_plan is not None:
+                    # Begun under an earlier policy: today's must allow it too.
+                    policy.require_download(row_plan.repo, [f.sha256 for f in row_plan.files])
                     manager.start(row_plan)
                 elif action == "cancel" and row_plan is not None:
                     manager._discard(row_plan)
@@ -793,7 +840,7 @@ class ModelsWindow(QtWidgets.QWidget):
 
         work = asyncio.to_thread(
             import_gguf, path, context.registry, context.models_dir,
-            mode=mode, role=role,  # type: ignore[arg-type]
+            mode=mode, role=role, policy=context.policy,  # type: ignore[arg-type]
         )  # fmt: skip
         call(self.services.engine, work, self, imported, self._installed_failed)
 

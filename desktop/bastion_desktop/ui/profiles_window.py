@@ -4,7 +4,12 @@ and what to download for the rest; import (a folder or an archive) with each pro
 shown by file, line and field; export; and which profile new chats use by default.
 
 Profiles are read, validated and written on the engine thread: parsing YAML and
-Colang, hashing and zipping are not for the GUI thread."""
+Colang, hashing and zipping are not for the GUI thread.
+
+The administrator's policy holds here as in `bastion profiles`: import is "Managed by
+your organization" when user profiles are not allowed, a profile the policy does not
+allow is shown as such and cannot be made the default, and "Make default" is managed
+while the policy locks the profile."""
 
 from __future__ import annotations
 
@@ -15,11 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.policy import PolicyRefusedError
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.managed import mark_managed
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 
 log = logging.getLogger(__name__)
 
+NOT_ALLOWED_TEXT = "Not allowed by your organization"
 ORIGIN_TEXT = {"builtin": "Built-in", "user": "Imported", "admin": "From your organization"}
 STRICTNESS_TEXT = {
     "off": "Off",
@@ -42,6 +50,7 @@ class ProfileView:
     sentence: str  # which checks are in force, or why the profile cannot be used
     checks: tuple[tuple[str, str, bool], ...]  # (title, where, in force)
     problems: tuple[str, ...]  # a broken profile: file, line, field and message each
+    allowed: bool = True  # whether the administrator's policy lets the user choose it
 
 
 def _gather(context: Any) -> list[ProfileView]:
@@ -50,6 +59,7 @@ def _gather(context: Any) -> list[ProfileView]:
 
     engine = context.guard_engine()
     models = context.model_set()
+    policy = context.policy
     views = []
     for entry in context.profile_library().entries():
         origin = entry.origin.value
@@ -78,6 +88,7 @@ def _gather(context: Any) -> list[ProfileView]:
             ProfileView(
                 profile.id, profile.name, origin, profile.manifest.strictness.value,
                 profile.manifest.description, sentence, checks, (),
+                policy.profile_allowed(profile.id, profile.content_hash),
             )
         )  # fmt: skip
     return views
@@ -115,7 +126,19 @@ class ProfilesWindow(QtWidgets.QWidget):
         self.import_folder_button.clicked.connect(self._choose_folder)
         self.import_archive_button.clicked.connect(self._choose_archive)
         services.settings_changed.connect(lambda _settings: self._mark_default())
+        imports_managed = not self.policy.user_profiles_allowed
+        for button in (self.import_folder_button, self.import_archive_button):
+            mark_managed(button, imports_managed)
         self.refresh()
+
+    @property
+    def policy(self) -> Any:
+        return self.services.context.policy
+
+    @property
+    def default_locked(self) -> bool:
+        """Whether the policy decides the profile, so the user cannot change the default."""
+        return self.policy.locked_profile is not None
 
     def _make_widgets(self) -> None:
         self.list = QtWidgets.QListWidget()
@@ -231,6 +254,8 @@ class ProfilesWindow(QtWidgets.QWidget):
             origin = ORIGIN_TEXT.get(view.origin, view.origin)
             default = "  — default" if view.id == self.default_id else ""
             broken = "  — has problems" if view.problems else ""
+            if not view.allowed and not view.problems:
+                broken = f"  — {NOT_ALLOWED_TEXT.lower()}"
             item.setText(f"{view.name}{default}\n{origin}{broken}")
             font = item.font()
             font.setBold(view.id == self.default_id)
@@ -259,6 +284,8 @@ class ProfilesWindow(QtWidgets.QWidget):
             facts.append(f"strictness: {STRICTNESS_TEXT.get(view.strictness, view.strictness)}")
         if view.id == self.default_id:
             facts.append("used for new chats")
+        if not view.allowed:
+            facts.append(NOT_ALLOWED_TEXT.lower())
         self.facts.setText(" · ".join(facts))
         self.description.setText(view.description)
         self.description.setVisible(bool(view.description))
@@ -275,7 +302,13 @@ class ProfilesWindow(QtWidgets.QWidget):
         self.problems.addItems(list(view.problems))
         self.problems.setVisible(bool(view.problems))
         usable = not view.problems
-        self.make_default_button.setEnabled(usable and view.id != self.default_id)
+        if self.default_locked:
+            mark_managed(self.make_default_button, True)
+        else:
+            mark_managed(self.make_default_button, False)
+            self.make_default_button.setEnabled(
+                usable and view.allowed and view.id != self.default_id
+            )
         self.export_button.setEnabled(usable)
 
     def _failed(self, error: object) -> None:
@@ -306,6 +339,12 @@ class ProfilesWindow(QtWidgets.QWidget):
         from bastion_guardrails.library import import_profile
 
         user_dir = self.services.context.profiles_dir
+        try:
+            self.policy.require_user_profiles()
+        except PolicyRefusedError as error:
+            self.status.setText(str(error))
+            self.import_failed.emit([str(error)])
+            return
         self.status.setText(f"Checking {source.name}...")
 
         def done(profile: object) -> None:
@@ -373,6 +412,15 @@ class ProfilesWindow(QtWidgets.QWidget):
     def make_default(self, profile_id: str) -> None:
         """New chats use this profile: saved in the settings (`guard_profile`)."""
         settings = self.services.context.settings
+        view = next((v for v in self.views if v.id == profile_id), None)
+        refusal = None
+        if self.default_locked:
+            refusal = "Your organization manages the guardrail profile"
+        elif view is not None and not view.allowed:
+            refusal = f"Your organization does not allow the {view.name} profile"
+        if refusal is not None:
+            self.status.setText(f"{refusal}; the default was not changed.")
+            return
         try:
             self.services.update_settings(settings.model_copy(update={"guard_profile": profile_id}))
         except (OSError, BastionError) as error:

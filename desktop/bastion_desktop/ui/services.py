@@ -56,7 +56,8 @@ class AppServices(QtCore.QObject):
         return services
 
     def _resolve_model(self, reference: str) -> Any:
-        return self.context.registry.resolve(reference)[1]
+        # Through the context, so the policy's AllowedModels holds in the window too.
+        return self.context.resolve_model(reference)[1]
 
     @property
     def locked_settings(self) -> frozenset[str]:

@@ -11,7 +11,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from bastion_desktop.core.errors import ModelNotFoundError
 from bastion_desktop.core.files import disk_full_sentence
@@ -21,6 +21,9 @@ from bastion_desktop.core.hub.filenames import format_size, model_stem, slug
 from bastion_desktop.core.hub.gguf_metadata import GgufMetadata, read_gguf_metadata
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
 from bastion_desktop.core.registry import ModelPart, ModelRegistry, RegisteredModel
+
+if TYPE_CHECKING:
+    from bastion_desktop.core.policy import EffectivePolicy
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +91,31 @@ def import_gguf(
     mode: ImportMode = "reference",
     role: ModelRole = "chat",
     name: str | None = None,
+    policy: EffectivePolicy | None = None,
 ) -> RegisteredModel:
     """Register a GGUF from disk, reading its metadata. `copy` puts a copy Bastion owns
     in the models folder; `reference` uses the file where it is (and never deletes it).
-    For a split model, pass any of its parts: all of them are taken."""
+    For a split model, pass any of its parts: all of them are taken. A `policy` with
+    AllowedModels refuses (PolicyRefusedError) a file whose sha256 it does not list,
+    before anything is copied or registered: a file from disk has no Hub repository."""
     path = path.expanduser().resolve()
     check_gguf_header(path)
     metadata = read_gguf_metadata(path)
     first = metadata.paths[0]
     sources = list(metadata.paths)
+    digests: list[str] | None = None
+    if policy is not None and policy.value("AllowedModels") is not None:
+        digests = [sha256_file(f) for f in sources]
+        for source, digest in zip(sources, digests, strict=True):
+            policy.require_model(source.name, None, digest)
     if mode == "copy":
         folder = models_dir / IMPORTS_FOLDER / slug(model_stem(first.name))
         files = _copy_into(sources, folder)
+        digests = None  # hash the copies: what gets registered is what was written
     else:
         files = sources
-    digests = [sha256_file(f) for f in files]
+    if digests is None:
+        digests = [sha256_file(f) for f in files]
     stem = model_stem(first.name)
     parts = tuple(
         ModelPart(file=source.name, path=target, sha256=digest, size=target.stat().st_size)

@@ -10,6 +10,10 @@ thread of the process at once. So the check is made context-local: `hub_online()
 `asyncio.to_thread`, which copies the context) can see. Code that reads the flag
 directly (agent detection, telemetry) keeps seeing offline mode.
 
+The administrator's OfflineMode closes the door for good: `AppContext.start` hands the
+policy to `set_network_policy`, and from then on `hub_online()` itself refuses with the
+policy's sentence, so no window or command can reach the Hub by forgetting to ask.
+
 `HF_ENDPOINT` is likewise read at import; the endpoint is read again here on every call
 and passed explicitly (`HfApi(endpoint=...)`, `hf_hub_url(endpoint=...)`).
 """
@@ -21,7 +25,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion_desktop.core.hub.errors import (
     HubAccessError,
@@ -30,10 +34,20 @@ from bastion_desktop.core.hub.errors import (
     HubUnreachableError,
 )
 
+if TYPE_CHECKING:
+    from bastion_desktop.core.policy import EffectivePolicy
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 _ONLINE: ContextVar[bool] = ContextVar("bastion_hub_online", default=False)
 _GATE_LOCK = threading.Lock()
+# Process-wide on purpose (unlike _ONLINE): the policy holds for every thread and task.
+_NETWORK_POLICY: list[EffectivePolicy] = []
+
+
+def set_network_policy(policy: EffectivePolicy | None) -> None:
+    """The policy `hub_online()` obeys from now on, in every thread; None forgets it."""
+    _NETWORK_POLICY[:] = [policy] if policy is not None else []
 
 
 def hub_endpoint() -> str:
@@ -57,7 +71,10 @@ def _install_context_gate() -> None:
 
 @contextlib.contextmanager
 def hub_online() -> Iterator[str]:
-    """Lift the Hub's offline mode for the calling context only; yields the endpoint."""
+    """Lift the Hub's offline mode for the calling context only; yields the endpoint.
+    Raises PolicyRefusedError, before any request, when the policy says offline."""
+    for policy in tuple(_NETWORK_POLICY):
+        policy.require_network()
     _install_context_gate()
     token = _ONLINE.set(True)
     try:

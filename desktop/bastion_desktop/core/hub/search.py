@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.hub.errors import HubNotFoundError
 from bastion_desktop.core.hub.filenames import (
     is_gguf,
@@ -117,6 +118,8 @@ def search_gguf_repos(query: str, *, limit: int = 30) -> list[HubRepo]:
                     search=query, filter="gguf", sort="downloads", limit=limit, expand=_EXPAND
                 )
             )
+    except BastionError:
+        raise  # already a sentence (the policy's offline mode)
     except Exception as error:
         raise hub_error(error, repo=query) from error
     return [
@@ -167,6 +170,8 @@ def list_repo_gguf_files(repo: str, *, revision: str | None = None) -> RepoListi
             info = HfApi(endpoint=endpoint).model_info(
                 repo, revision=revision, files_metadata=True, timeout=API_TIMEOUT_SECONDS
             )
+    except BastionError:
+        raise  # already a sentence (the policy's offline mode)
     except Exception as error:
         raise hub_error(error, repo=repo, revision=revision) from error
     files = [

@@ -218,6 +218,14 @@ class EffectivePolicy:
 
     # -- guardrail profiles ----------------------------------------------------------------
 
+    def require_user_profiles(self) -> None:
+        """Raise PolicyRefusedError unless the user may install their own profiles."""
+        if not self.user_profiles_allowed:
+            raise PolicyRefusedError(
+                "Your organization does not allow importing guardrail profiles; nothing was "
+                "installed. Use a built-in profile or one your administrator provides."
+            )
+
     def profile_allowed(self, profile_id: str, sha256: str | None) -> bool:
         """Whether a user may choose this profile (the locked profile aside)."""
         if profile_id == OFF_PROFILE_ID and not self.value("DisableGuardrailsAllowed"):
