@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from bastion_guardrails.decisions import Stage
 from bastion_guardrails.models import SAFETY_CATEGORIES, SAFETY_ROLE, ModelSet
 from bastion_guardrails.plan import PlannedRail, ProfilePlan
+from bastion_guardrails.registry import LIBRARY_FLOWS, UNSAFE_CONTENT
 
 
 def join_words(items: Iterable[str]) -> str:
@@ -63,6 +64,68 @@ def allowed(stage: Stage, profile_name: str, count: int) -> str:
     checks = "check" if count == 1 else "checks"
     what = "message" if stage is Stage.INPUT else "reply"
     return f"The {profile_name} profile's {count} {checks} found nothing to stop in this {what}."
+
+
+# --- sentences rebuilt from the history -------------------------------------------------
+
+# What one finding of each registry rail is, for a sentence about a recorded decision:
+# the history keeps which rail decided, never the text nor the findings' own labels.
+_ONE_FINDING = {
+    "secrets": "a secret (a key, a token or a password)",
+    "payment_cards": "a payment card number",
+    "iban": "a bank account number (IBAN)",
+    "emails": "an email address",
+    "phone_numbers": "a phone number",
+    "national_ids": "a national ID number",
+    "prompt_injection": "a prompt-injection or jailbreak attempt",
+    "profanity": "profanity",
+    "terms": "one of the profile's listed terms",
+}
+
+
+def recorded(
+    verdict: str,
+    stage: str,
+    profile_name: str,
+    rail: str | None = None,
+    category: str | None = None,
+) -> str:
+    """The sentence for a decision read back from the history (a GuardEventRecord), in
+    the words the live decision used, as near as the record allows: the record names
+    the rail and the category, not what the rail found, so "an email address" stands
+    for the findings, and a check that failed reads as the block it caused."""
+    where = Stage(stage)
+    library = LIBRARY_FLOWS.get(rail) if rail else None
+    if verdict == "blocked":
+        return _recorded_block(where, profile_name, rail, category)
+    if verdict == "masked":
+        finding = "text the profile's own rail chose"
+        if library is not None:
+            finding = _ONE_FINDING.get(library.spec.key, library.spec.title)
+        return masked(where, [finding])
+    if verdict == "allowed":
+        what = "message" if where is Stage.INPUT else "reply"
+        return f"The {profile_name} profile's checks found nothing to stop in this {what}."
+    what = "your message" if where is Stage.INPUT else "the reply"
+    return f"The {profile_name} profile checked {what} ({verdict})."
+
+
+def _recorded_block(where: Stage, profile_name: str, rail: str | None, category: str | None) -> str:
+    library = LIBRARY_FLOWS.get(rail) if rail else None
+    safety_key = (category or "").replace(" ", "_")
+    if library is not None and library.spec.role is None:
+        finding = _ONE_FINDING.get(library.spec.key, library.spec.title)
+        sentence = blocked(where, profile_name, [finding])
+    elif library is not None or category == UNSAFE_CONTENT or safety_key in SAFETY_CATEGORIES:
+        # The safety model's verdict: the record keeps its first category, in words.
+        sentence = flagged(where, [safety_key] if safety_key in SAFETY_CATEGORIES else [])
+    elif rail:
+        sentence = blocked_by_flow(where, rail)
+    elif where is Stage.INPUT:
+        sentence = f"Your message was not sent: the {profile_name} profile blocked it."
+    else:
+        sentence = f"The reply was withdrawn: the {profile_name} profile blocked it."
+    return sentence
 
 
 # --- which checks are in force ---------------------------------------------------------

@@ -6,6 +6,7 @@ through llama.cpp, and the real guardrail engine on the engine thread."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,16 @@ def write_settings(home: Path, **values: Any) -> None:
     current.update(values)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current), encoding="utf-8")
+
+
+def screenshot(widget: QtWidgets.QWidget, name: str) -> None:
+    """Save what the widget looks like, for a person to look at, when
+    $BASTION_SCREENSHOTS names a folder (never asserted on)."""
+    folder = os.environ.get("BASTION_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        QtWidgets.QApplication.processEvents()  # the layout requests still queued
+        widget.grab().save(str(Path(folder) / f"{name}.png"))
 
 
 @dataclass

@@ -186,7 +186,7 @@ def test_a_blocked_message_shows_its_badge_and_reason(desktop: Desktop, qtbot: Q
     assert question.state is MessageState.BLOCKED
     assert question.badge is not None
     assert question.badge.verdict == "blocked"
-    assert question.badge_button.text() == "⛔ Blocked"
+    assert question.badge_button.text() == "⊘ Blocked"
     assert question.badge.rail
     assert "injection" in question.badge.rail
     assert question.badge.explanation

@@ -105,6 +105,7 @@ class _Reply:
     """The assistant message being streamed, and when it was last saved."""
 
     conversation_id: str
+    model_id: str | None = None  # the model that writes it (a conversation's can change)
     message: StoredMessage | None = None
     text: str = ""
     stats: GenerationStats | None = None
@@ -210,7 +211,7 @@ class ChatService:
         """Stream and save the model's answer to `messages` (ending with the user's)."""
         conversation = await self.store.get_conversation(conversation_id)
         guard_history = [GuardMessage(m.role.value, m.content) for m in messages]
-        reply = _Reply(conversation_id)
+        reply = _Reply(conversation_id, conversation.model_id)
         try:
             host = await self.models.host_for(self.resolve_model(conversation.model_id))
             note = host.facts.gpu_note if host.facts else ""
@@ -330,6 +331,7 @@ class ChatService:
                 Role.ASSISTANT,
                 reply.text,
                 state,
+                model_id=reply.model_id,
                 profile_id=self.guard.profile_id,
             )
             reply.saved_at, reply.unsaved_tokens = now, 0

@@ -93,6 +93,11 @@ class ConversationStore(Protocol):
 
     async def rename_conversation(self, conversation_id: str, title: str) -> None: ...
 
+    async def set_conversation_model(self, conversation_id: str, model_id: str) -> None:
+        """Answer the conversation's next turns with `model_id`; the replies already
+        written keep the model that wrote them (StoredMessage.model_id)."""
+        ...
+
     async def messages(self, conversation_id: str) -> list[StoredMessage]:
         """The branch being shown, oldest first."""
         ...
@@ -120,6 +125,10 @@ class ConversationStore(Protocol):
     async def record_guard_event(
         self, conversation_id: str, message_id: int | None, decision: GuardDecision
     ) -> None: ...
+
+    async def list_guard_events(self, conversation_id: str) -> list[GuardEventRecord]:
+        """The conversation's recorded decisions, oldest first."""
+        ...
 
     async def branch_from(self, message_id: int) -> None:
         """Make the next message added to that conversation an alternative to
@@ -160,6 +169,10 @@ class InMemoryConversationStore:
     async def rename_conversation(self, conversation_id: str, title: str) -> None:
         conversation = await self.get_conversation(conversation_id)
         self._conversations[conversation_id] = replace(conversation, title=title)
+
+    async def set_conversation_model(self, conversation_id: str, model_id: str) -> None:
+        conversation = await self.get_conversation(conversation_id)
+        self._conversations[conversation_id] = replace(conversation, model_id=model_id)
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
         try:
@@ -233,6 +246,10 @@ class InMemoryConversationStore:
                 time.time(),
             )
         )
+
+    async def list_guard_events(self, conversation_id: str) -> list[GuardEventRecord]:
+        await self.get_conversation(conversation_id)
+        return [e for e in self.guard_events if e.conversation_id == conversation_id]
 
     async def branch_from(self, message_id: int) -> None:
         message = self._message(message_id)

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -73,10 +74,13 @@ def _style_sheet(c: dict[str, str]) -> str:
     #guardBadge[verdict="blocked"], #guardBadge[verdict="withdrawn"] {{ color: {c["blocked"]}; }}
     #guardBadge[verdict="unchecked"] {{ color: {c["muted"]}; }}
     #policyBanner {{ background: {c["notice"]}; padding: 6px 12px; }}
+    #privateBanner {{ background: {c["user"]}; color: {c["accent"]}; font-weight: 600;
+        padding: 6px 12px; }}
     #policyBanner[failedClosed="true"] {{ color: {c["blocked"]}; font-weight: 600; }}
     #notice, #starterNotice {{ background: {c["notice"]}; border-radius: 6px; padding: 6px; }}
     #composer {{ border-top: 1px solid {c["border"]}; }}
     #editBanner {{ color: {c["accent"]}; }}
+    #passphraseDialog #problem {{ color: {c["blocked"]}; }}
     """
 
 
@@ -151,12 +155,18 @@ def crash_text(log_file: Path | None) -> str:
     )
 
 
-def install_crash_handler(log_file: Path | None) -> None:
+class CrashHandler:
     """Uncaught exceptions in slots go to the log with their traceback and to the user
-    as a dialog; a user error (BastionError) is shown as its sentence, never a trace."""
+    as a dialog; a user error (BastionError) is shown as its sentence, never a trace:
+    in the window (`notice`) once there is one, else in a dialog."""
 
-    def handle(
-        kind: type[BaseException], error: BaseException, trace: TracebackType | None
+    def __init__(self, log_file: Path | None) -> None:
+        self.log_file = log_file
+        self.notice: Callable[[str], None] | None = None
+        self.dialogs: list[QtWidgets.QMessageBox] = []  # open now (tests look at them)
+
+    def __call__(
+        self, kind: type[BaseException], error: BaseException, trace: TracebackType | None
     ) -> None:
         if issubclass(kind, KeyboardInterrupt):
             QtWidgets.QApplication.quit()
@@ -164,22 +174,34 @@ def install_crash_handler(log_file: Path | None) -> None:
         app = QtWidgets.QApplication.instance()
         if isinstance(error, BastionError):
             log.info("user error reached the top: %s", kind.__name__)
+            if self.notice is not None:
+                self.notice(str(error))
+                return
             text, title = str(error), "Bastion"
             icon = QtWidgets.QMessageBox.Icon.Warning
         else:
             log.critical(
                 "uncaught exception\n%s", "".join(traceback.format_exception(kind, error, trace))
             )
-            text, title = crash_text(log_file), "Bastion — internal error"
+            text, title = crash_text(self.log_file), "Bastion — internal error"
             icon = QtWidgets.QMessageBox.Icon.Critical
         if app is None:
             print(f"bastion: {text}", file=sys.stderr)
             return
         box = QtWidgets.QMessageBox(icon, title, text)
         box.setObjectName("crashDialog")
-        box.exec()
+        self.dialogs.append(box)
+        try:
+            box.exec()
+        finally:
+            self.dialogs.remove(box)
+            box.deleteLater()
 
-    sys.excepthook = handle
+
+def install_crash_handler(log_file: Path | None) -> CrashHandler:
+    handler = CrashHandler(log_file)
+    sys.excepthook = handler
+    return handler
 
 
 # -- running --------------------------------------------------------------------------
@@ -207,7 +229,7 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     """`bastion` with no subcommand: the desktop window, until it is closed."""
     from bastion_desktop.app import AppContext
     from bastion_desktop.ui.engine import Engine
-    from bastion_desktop.ui.first_run import startup_prompt
+    from bastion_desktop.ui.first_run import PassphraseCancelledError, open_history_at_start
     from bastion_desktop.ui.main_window import MainWindow
     from bastion_desktop.ui.services import AppServices
 
@@ -216,26 +238,34 @@ def run_app(args: argparse.Namespace | None = None) -> int:
         context = AppContext.start()
     except BastionError as error:
         return _fatal(str(error))
-    install_crash_handler(context.paths.log_file)
+    crashes = install_crash_handler(context.paths.log_file)
     dark = apply_theme(app, context.settings.theme)
     log.info("desktop window starting (%s theme)", "dark" if dark else "light")
     try:
-        store = context.open_history(startup_prompt(_passphrase_file(args)))
+        store = open_history_at_start(context, _passphrase_file(args))
+    except PassphraseCancelledError as error:
+        print(f"bastion: {error}", file=sys.stderr)  # the user chose to leave: no dialog
+        return EXIT_USER_ERROR
     except BastionError as error:
         return _fatal(str(error))
     engine = Engine()
     engine.start()
     services = AppServices.assemble(context, engine, store)
     services.settings_changed.connect(lambda s: apply_theme(app, s.theme))
-    app.styleHints().colorSchemeChanged.connect(
-        lambda _scheme: apply_theme(app, services.context.settings.theme)
-    )
+
+    def follow_system(_scheme: object) -> None:
+        apply_theme(app, services.context.settings.theme)
+
+    app.styleHints().colorSchemeChanged.connect(follow_system)
     window = MainWindow(services)
+    crashes.notice = window.show_error
     window.show()
     window.start()
     engine.submit(context.sweep_history(store))
     try:
         return app.exec()
     finally:
+        crashes.notice = None  # the window is going: dialogs again
+        app.styleHints().colorSchemeChanged.disconnect(follow_system)
         window.deleteLater()
         services.shut_down()

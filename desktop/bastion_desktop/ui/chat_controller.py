@@ -5,14 +5,21 @@ Tests wait on its signals (DESIGN.md, "Threads and processes")."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from bastion_desktop.core.chat import ChatService
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.events import BlockedEvent, DoneEvent, GuardEvent
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import Conversation, GuardEventRecord, StoredMessage
+from bastion_desktop.core.store import (
+    Conversation,
+    ConversationStore,
+    GuardEventRecord,
+    StoredMessage,
+)
 from bastion_desktop.ui.engine import Stream, call, stream
 from bastion_desktop.ui.qt import QtCore, Signal
 from bastion_desktop.ui.services import AppServices
@@ -35,6 +42,8 @@ class LoadedConversation:
     siblings: dict[int, list[int]] = field(default_factory=dict)
     # Decisions seen live this session (they carry the explanation), by message id.
     decisions: dict[int, GuardDecision] = field(default_factory=dict)
+    # The names of the profiles the guard events name ("Standard" for "standard").
+    profile_names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class ChatController(QtCore.QObject):
     error = Signal(str)  # a sentence for the user
     conversations_changed = Signal()  # the sidebar should refresh
     busy_changed = Signal(bool)
+    model_set = Signal(str)  # the open conversation's next turns use this model
 
     def __init__(self, services: AppServices, parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
@@ -77,6 +87,9 @@ class ChatController(QtCore.QObject):
         self._turn_decisions: list[tuple[Stage, GuardDecision]] = []
         self._done_message: int | None = None
         self._decisions: dict[int, GuardDecision] = {}
+        self._profile_names: dict[str, str] = {}  # read on the engine thread only
+        # A private chat's service (memory only), while one is shown.
+        self._private: ChatService | None = None
         self._stop_timer = QtCore.QTimer(self)
         self._stop_timer.setSingleShot(True)
         self._stop_timer.timeout.connect(self._force_stop)
@@ -85,17 +98,41 @@ class ChatController(QtCore.QObject):
     def busy(self) -> bool:
         return self._stream is not None
 
+    @property
+    def private(self) -> bool:
+        """The chat shown is private: kept in memory only, never in the history."""
+        return self._private is not None
+
+    @property
+    def chat(self) -> ChatService | None:
+        if self._private is not None:
+            # The profile the user picked checks private chats as well.
+            if self.services.chat is not None:
+                self._private.guard = self.services.chat.guard
+            return self._private
+        return self.services.chat
+
+    @property
+    def store(self) -> ConversationStore | None:
+        if self._private is not None:
+            return self._private.store
+        return self.services.store
+
     # -- which conversation --------------------------------------------------------
 
-    def new_chat(self) -> None:
+    def new_chat(self, *, private: bool = False) -> None:
+        """An empty chat; `private` keeps it in memory only (the caller checks that the
+        policy allows it). A private chat shown before is dropped."""
         if self.busy:
             return
+        self._private = self.services.private_chat() if private else None
         self.conversation_id, self.current = None, None
         self.loaded.emit(None)
 
     def open(self, conversation_id: str) -> None:
         if self.busy:
             return
+        self._private = None  # a saved conversation from the list
         self.conversation_id = conversation_id
         self.reload()
 
@@ -113,7 +150,7 @@ class ChatController(QtCore.QObject):
         )
 
     async def _load(self, conversation_id: str) -> LoadedConversation:
-        store = self.services.store
+        store = self.store
         assert store is not None
         conversation = await store.get_conversation(conversation_id)
         messages = await store.messages(conversation_id)
@@ -123,7 +160,18 @@ class ChatController(QtCore.QObject):
             for m in messages
             if m.alternative_count > 1
         }
-        return LoadedConversation(conversation, messages, events, siblings)
+        names = {e.profile_id: self._profile_name(e.profile_id) for e in events}
+        return LoadedConversation(conversation, messages, events, siblings, {}, names)
+
+    def _profile_name(self, profile_id: str) -> str:
+        """The profile's name as the user knows it (its id if it is gone since)."""
+        if profile_id not in self._profile_names:
+            try:
+                name = self.services.context.profile_library().get(profile_id).name
+            except Exception:  # deleted, or broken since: the id still says which it was
+                name = profile_id
+            self._profile_names[profile_id] = name
+        return self._profile_names[profile_id]
 
     def _on_loaded(self, result: object) -> None:
         assert isinstance(result, LoadedConversation)
@@ -135,12 +183,36 @@ class ChatController(QtCore.QObject):
             result.guard_events,
             result.siblings,
             dict(self._decisions),
+            result.profile_names,
         )
         self.current = shown
         self.loaded.emit(shown)
 
+    def set_model(self, model_id: str) -> bool:
+        """Answer the open conversation's next turns with `model_id` (the replies
+        already written keep theirs); False when no saved conversation is open."""
+        store, conversation_id = self.store, self.conversation_id
+        if self.busy or store is None or conversation_id is None:
+            return False
+
+        def done(_result: object) -> None:
+            current = self.current
+            if current is not None and current.conversation.id == conversation_id:
+                changed = dataclasses.replace(current.conversation, model_id=model_id)
+                self.current = dataclasses.replace(current, conversation=changed)
+            self.model_set.emit(model_id)
+
+        call(
+            self.services.engine,
+            store.set_conversation_model(conversation_id, model_id),
+            self,
+            on_result=done,
+            on_error=self._on_error,
+        )
+        return True
+
     def select_alternative(self, message_id: int) -> None:
-        store = self.services.store
+        store = self.store
         if self.busy or store is None:
             return
         call(
@@ -157,16 +229,15 @@ class ChatController(QtCore.QObject):
         text = text.strip()
         if self.busy or not text:
             return False
-        chat = self.services.chat
+        chat, store = self.chat, self.store
         assert chat is not None
+        assert store is not None
         params = self.services.sampling()
         existing = self.conversation_id
 
         async def turn() -> AsyncIterator[object]:
             conversation_id = existing
             if conversation_id is None:
-                store = self.services.store
-                assert store is not None
                 settings = self.services.context.settings
                 model_id, _path = self.services.context.resolve_model(None)
                 conversation = await store.create_conversation(
@@ -184,14 +255,14 @@ class ChatController(QtCore.QObject):
         return True
 
     def regenerate(self, reply_id: int) -> None:
-        chat, conversation_id = self.services.chat, self.conversation_id
+        chat, conversation_id = self.chat, self.conversation_id
         if self.busy or chat is None or conversation_id is None:
             return
         params = self.services.sampling()
         self._start("regenerate", "", lambda: chat.regenerate(conversation_id, reply_id, params))
 
     def edit_and_resend(self, message_id: int, text: str) -> bool:
-        chat, conversation_id = self.services.chat, self.conversation_id
+        chat, conversation_id = self.chat, self.conversation_id
         text = text.strip()
         if self.busy or chat is None or conversation_id is None or not text:
             return False
@@ -207,7 +278,7 @@ class ChatController(QtCore.QObject):
         """Stop the reply, keeping what was written so far."""
         if self._stream is None:
             return
-        chat = self.services.chat
+        chat = self.chat
         if chat is not None and self.services.engine.running:
             # On the engine loop: the model host's cancel is not for other threads.
             self.services.engine.loop.call_soon_threadsafe(chat.cancel)

@@ -110,7 +110,7 @@ class ChatView(QtWidgets.QScrollArea):
                 retracted = message.role is Role.ASSISTANT and decision.blocked
                 widget.set_badge(Badge.from_decision(decision, retracted=retracted))
             elif record is not None:
-                badge = Badge.from_record(record)
+                badge = Badge.from_record(record, loaded.profile_names.get(record.profile_id))
                 if message.role is Role.ASSISTANT and badge.verdict == "blocked":
                     badge = Badge(
                         "withdrawn", badge.profile, badge.rail, badge.category, badge.explanation

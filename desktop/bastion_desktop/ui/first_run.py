@@ -8,8 +8,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion_desktop.app import AppContext
 from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.history.errors import WrongKeyError
 from bastion_desktop.core.history.keys import MIN_PASSPHRASE_LENGTH, PassphrasePrompt
+from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.hub.fit import FitEstimate, FitKind
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.ui.engine import call
@@ -26,11 +29,14 @@ class PassphraseCancelledError(BastionError):
 class PassphraseDialog(QtWidgets.QDialog):
     """Asks for the history passphrase; `confirm` sets a new one (typed twice)."""
 
-    def __init__(self, confirm: bool, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(
+        self, confirm: bool, parent: QtWidgets.QWidget | None = None, problem: str = ""
+    ) -> None:
         super().__init__(parent)
         self.confirm = confirm
         self.setObjectName("passphraseDialog")
         self.setWindowTitle("Bastion — conversation history")
+        self.setMinimumWidth(440)
         layout = QtWidgets.QVBoxLayout(self)
         intro = QtWidgets.QLabel(self)
         intro.setWordWrap(True)
@@ -55,9 +61,13 @@ class PassphraseDialog(QtWidgets.QDialog):
         else:
             self.second.setVisible(False)
         layout.addLayout(form)
-        self.problem = QtWidgets.QLabel(self)
+        # Why it asks again (a passphrase that did not unlock the history), or what is
+        # wrong with the one typed.
+        self.problem = QtWidgets.QLabel(problem, self)
         self.problem.setObjectName("problem")
         self.problem.setWordWrap(True)
+        self.problem.setAccessibleName("Problem")
+        self.problem.setVisible(bool(problem))
         layout.addWidget(self.problem)
         buttons = QtWidgets.QDialogButtonBox(
             QtWidgets.QDialogButtonBox.StandardButton.Ok
@@ -67,32 +77,38 @@ class PassphraseDialog(QtWidgets.QDialog):
         buttons.accepted.connect(self._check)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+        self.ok_button = buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok)
+        self.cancel_button = buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Cancel)
+        self.first.setFocus()
 
     def _check(self) -> None:
         text = self.first.text()
         if self.confirm and len(text) < MIN_PASSPHRASE_LENGTH:
-            self.problem.setText(
-                f"The passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters long."
-            )
-            return
-        if self.confirm and self.second.text() != text:
-            self.problem.setText("The two passphrases differ.")
-            return
-        if not text:
-            self.problem.setText("Enter the passphrase.")
-            return
-        self.accept()
+            self._say(f"The passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters long.")
+        elif self.confirm and self.second.text() != text:
+            self._say("The two passphrases differ.")
+        elif not text:
+            self._say("Enter the passphrase.")
+        else:
+            self.accept()
+
+    def _say(self, problem: str) -> None:
+        self.problem.setText(problem)
+        self.problem.setVisible(True)
+        self.first.setFocus()
+        self.first.selectAll()
 
     @property
     def passphrase(self) -> str:
         return self.first.text()
 
 
-def dialog_prompt(parent: QtWidgets.QWidget | None = None) -> PassphrasePrompt:
-    """A `PassphrasePrompt` that asks in a dialog (on the GUI thread, at startup)."""
+def dialog_prompt(parent: QtWidgets.QWidget | None = None, problem: str = "") -> PassphrasePrompt:
+    """A `PassphrasePrompt` that asks in a dialog (on the GUI thread, at startup);
+    `problem` says why it asks again."""
 
     def ask(confirm: bool) -> str:
-        dialog = PassphraseDialog(confirm, parent)
+        dialog = PassphraseDialog(confirm, parent, problem)
         try:
             if dialog.exec() != QtWidgets.QDialog.DialogCode.Accepted:
                 raise PassphraseCancelledError(
@@ -106,15 +122,25 @@ def dialog_prompt(parent: QtWidgets.QWidget | None = None) -> PassphrasePrompt:
     return ask
 
 
-def startup_prompt(passphrase_file: Path | None) -> PassphrasePrompt:
-    """From `--passphrase-file` (or $BASTION_PASSPHRASE_FILE) when given, else a dialog."""
+def open_history_at_start(
+    context: AppContext, passphrase_file: Path | None
+) -> EncryptedConversationStore:
+    """Open the history as the window starts: with the passphrase file when one is
+    given, else asking in a dialog (twice, to confirm, when the history is created).
+    A passphrase typed wrong is asked for again, saying so; Cancel raises
+    PassphraseCancelledError with the history left as it was."""
     if passphrase_file is not None:
         from bastion_desktop.commands.passphrase import passphrase_prompt
 
         from_file = passphrase_prompt(passphrase_file)
         if from_file is not None:
-            return from_file
-    return dialog_prompt()
+            return context.open_history(from_file)
+    problem = ""
+    while True:
+        try:
+            return context.open_history(dialog_prompt(problem=problem))
+        except WrongKeyError as error:
+            problem = str(error)
 
 
 # -- the starter model notice ------------------------------------------------------------

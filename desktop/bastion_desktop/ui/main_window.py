@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation, is_user_error
 from bastion_desktop.ui.chat_view import ChatView
@@ -18,6 +19,18 @@ from bastion_desktop.ui.services import AppServices
 from bastion_desktop.ui.top_bar import TopBar
 
 log = logging.getLogger(__name__)
+
+PRIVATE_TEXT = (
+    "Private: not saved. This chat is kept in memory only; it is gone when you start "
+    "another chat or close Bastion."
+)
+
+
+def window_sentence(policy_sentence: str) -> str:
+    """The policy's refusal without its advice for the command line (a flag to drop),
+    which means nothing in the window: its first sentence."""
+    first, dot, _rest = policy_sentence.partition(". ")
+    return first + "." if dot else policy_sentence
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -40,8 +53,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.top_bar = TopBar(services, self)
         self.starter_notice = StarterNotice(services, self)
         self.policy_banner = self._policy_banner()
+        self.private_banner = self._private_banner()
         self.chat_view = ChatView(self.controller, self)
         self.composer = Composer(self)
+        self._placeholder = self.composer.text.placeholderText()
 
         right = QtWidgets.QWidget(self)
         right.setObjectName("chatPane")
@@ -49,6 +64,7 @@ class MainWindow(QtWidgets.QMainWindow):
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(0)
         column.addWidget(self.top_bar)
+        column.addWidget(self.private_banner)
         column.addWidget(self.policy_banner)
         column.addWidget(self.starter_notice)
         column.addWidget(self.chat_view, 1)
@@ -88,6 +104,15 @@ class MainWindow(QtWidgets.QMainWindow):
         banner.setVisible(bool(lines))
         return banner
 
+    def _private_banner(self) -> QtWidgets.QLabel:
+        """Says, for as long as a private chat is shown, that nothing of it is saved."""
+        banner = QtWidgets.QLabel(PRIVATE_TEXT, self)
+        banner.setObjectName("privateBanner")
+        banner.setWordWrap(True)
+        banner.setAccessibleName("Private chat")
+        banner.setVisible(False)
+        return banner
+
     def _action(
         self, menu: QtWidgets.QMenu, text: str, slot: Any, shortcut: Any = None
     ) -> QtGui.QAction:
@@ -105,6 +130,12 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu = bar.addMenu("&File")
         self.new_chat_action = self._action(
             file_menu, "&New chat", self.new_chat, QtGui.QKeySequence.StandardKey.New
+        )
+        self.private_chat_action = self._action(
+            file_menu, "New &private chat", self.new_private_chat, "Ctrl+Shift+N"
+        )
+        self.private_chat_action.setToolTip(
+            "A chat kept in memory only: nothing of it is saved in your history."
         )
         file_menu.addSeparator()
         self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
@@ -132,6 +163,7 @@ class MainWindow(QtWidgets.QMainWindow):
         c.conversations_changed.connect(self.sidebar.refresh)
         c.busy_changed.connect(self._busy)
         c.loaded.connect(self._loaded)
+        c.model_set.connect(self._conversation_model_set)
         self.composer.send_requested.connect(self.send)
         self.composer.edit_requested.connect(c.edit_and_resend)
         self.composer.stop_requested.connect(c.stop)
@@ -197,6 +229,22 @@ class MainWindow(QtWidgets.QMainWindow):
         self.sidebar.select(None)
         self.composer.text.setFocus()
 
+    def new_private_chat(self) -> bool:
+        """A chat kept in memory only, if the administrator's policy allows it."""
+        if self.controller.busy:
+            return False
+        if not self.services.context.policy.ephemeral_allowed:
+            try:
+                self.services.context.policy.require_ephemeral()
+            except BastionError as refused:
+                self.show_error(window_sentence(str(refused)))
+            return False
+        self.composer.cancel_edit()
+        self.controller.new_chat(private=True)
+        self.sidebar.select(None)
+        self.composer.text.setFocus()
+        return True
+
     def send(self, text: str) -> bool:
         """What the composer's Enter does (also for tests and automation)."""
         if not self.profile_ready:
@@ -206,33 +254,54 @@ class MainWindow(QtWidgets.QMainWindow):
     def _busy(self, busy: bool) -> None:
         self.composer.set_busy(busy)
         self.new_chat_action.setEnabled(not busy)
+        self.private_chat_action.setEnabled(not busy)
         self.sidebar.view.setEnabled(not busy)
         self.top_bar.setEnabled(not busy)
 
     def _loaded(self, loaded: LoadedConversation | None) -> None:
+        private = self.controller.private
+        self.private_banner.setVisible(private)
+        self.composer.text.setPlaceholderText(
+            "Private message, not saved  (Enter sends, Shift+Enter adds a line)"
+            if private
+            else self._placeholder
+        )
         if loaded is None:
+            self.setWindowTitle("Private chat — Bastion" if private else "Bastion")
+            self.top_bar.show_conversation_model(None)
             self.chat_view.model_name = self._model_name(
                 self.services.context.settings.default_model or STARTER_ID
             )
             return
+        model_id = loaded.conversation.model_id
+        self.top_bar.show_conversation_model(model_id)
+        self.starter_notice.update_for(model_id)
         self.sidebar.select(loaded.conversation.id)
-        self.chat_view.model_name = self._model_name(loaded.conversation.model_id)
-        for widget in self.chat_view.messages:
+        self.chat_view.model_name = self._model_name(model_id)
+        for widget, message in zip(self.chat_view.messages, loaded.messages, strict=False):
             if widget.role.value == "assistant":
-                widget.author_label.setText(self.chat_view.model_name)
-        self.setWindowTitle(f"{loaded.conversation.title} — Bastion")
+                # Each reply names the model that wrote it: the conversation's model
+                # may have changed since.
+                widget.author_label.setText(self._model_name(message.model_id or model_id))
+        private_mark = "Private: " if private else ""
+        self.setWindowTitle(f"{private_mark}{loaded.conversation.title} — Bastion")
 
     def _model_name(self, model_id: str) -> str:
         model = self.services.context.registry.get(model_id)
         return model.name if model is not None else model_id
 
     def _model_changed(self, model_id: str) -> None:
+        """The picked model answers from now on: in the open conversation (its earlier
+        replies keep the model that wrote them) and in new chats."""
         self.starter_notice.update_for(model_id)
         self.chat_view.model_name = self._model_name(model_id)
-        if self.controller.conversation_id is not None:
-            self.chat_view.show_notice(
-                "New chats use this model; this conversation keeps the model it started with."
-            )
+        self.controller.set_model(model_id)
+
+    def _conversation_model_set(self, model_id: str) -> None:
+        self.chat_view.show_notice(
+            f"{self._model_name(model_id)} answers from now on in this conversation; "
+            "earlier replies keep the model that wrote them."
+        )
 
     def _deleted(self, conversation_id: str) -> None:
         if conversation_id == self.controller.conversation_id:

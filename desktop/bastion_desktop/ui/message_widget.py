@@ -10,6 +10,7 @@ from bastion_desktop.core.inference.types import GenerationStats, Role
 from bastion_desktop.core.store import GuardEventRecord, MessageState
 from bastion_desktop.ui.markdown import MarkdownView
 from bastion_desktop.ui.qt import QtCore, QtWidgets, Signal
+from bastion_guardrails import explain
 from bastion_guardrails.decisions import GuardDecision
 
 # Streamed text is re-rendered at most this often: Markdown layout per token would
@@ -32,8 +33,8 @@ class Badge:
         return {
             "passed": "✓ Passed",
             "masked": "◐ Masked",
-            "blocked": "⛔ Blocked",
-            "withdrawn": "⛔ Withdrawn",
+            "blocked": "⊘ Blocked",
+            "withdrawn": "⊘ Withdrawn",
             "unchecked": "○ Not checked",
         }[self.verdict]
 
@@ -60,14 +61,18 @@ class Badge:
         )
 
     @classmethod
-    def from_record(cls, record: GuardEventRecord) -> Badge:
+    def from_record(cls, record: GuardEventRecord, profile_name: str | None = None) -> Badge:
+        """A badge for a decision read back from the history, which keeps no
+        explanation: the sentence is rebuilt from the rail and category it does keep."""
         verdict = {"allowed": "passed"}.get(record.verdict, record.verdict)
-        where = "your message" if record.stage == "input" else "the reply"
-        what = {"passed": "let through", "masked": "masked part of", "blocked": "blocked"}
-        explanation = f"The {record.profile_id} profile {what.get(verdict, verdict)} {where}"
-        if record.rail:
-            explanation += f" ({record.rail})"
-        return cls(verdict, record.profile_id, record.rail, record.category, explanation + ".")
+        explanation = explain.recorded(
+            record.verdict,
+            record.stage,
+            profile_name or record.profile_id,
+            record.rail,
+            record.category,
+        )
+        return cls(verdict, record.profile_id, record.rail, record.category, explanation)
 
 
 def stats_line(stats: GenerationStats | DoneEvent) -> str:
@@ -200,6 +205,8 @@ class MessageWidget(QtWidgets.QFrame):
             self._render()
 
     def _render(self) -> None:
+        # A blocked or withdrawn message has no text: no empty box above its note.
+        self.body.setVisible(bool(self._text))
         if self.role is Role.USER:
             self.body.set_plain(self._text)
         else:

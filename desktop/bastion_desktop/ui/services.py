@@ -13,6 +13,7 @@ from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.settings import Settings, save_settings
+from bastion_desktop.core.store import InMemoryConversationStore
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.qt import QtCore, Signal
 
@@ -54,6 +55,15 @@ class AppServices(QtCore.QObject):
         services = cls(context=context, engine=engine, store=store, chat=None)
         services.chat = ChatService(store, slot, services._resolve_model)
         return services
+
+    def private_chat(self) -> ChatService:
+        """A chat service over a fresh in-memory store, for a private chat: it shares
+        the model slot with `chat` (one model loaded), and nothing it says reaches
+        the history. Its guard is set from `chat` at each turn (ChatController)."""
+        assert self.chat is not None
+        private = ChatService(InMemoryConversationStore(), self.chat.models, self._resolve_model)
+        private.guard = self.chat.guard
+        return private
 
     def _resolve_model(self, reference: str) -> Any:
         # Through the context, so the policy's AllowedModels holds in the window too.

@@ -15,7 +15,7 @@ from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.ui.chat_controller import is_user_error
 from bastion_desktop.ui.engine import call
 from bastion_desktop.ui.managed import MANAGED_TEXT, mark_managed
-from bastion_desktop.ui.qt import QtWidgets, Signal
+from bastion_desktop.ui.qt import QtCore, QtWidgets, Signal
 from bastion_desktop.ui.services import AppServices
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,8 @@ class TopBar(QtWidgets.QFrame):
         self._choices: list[ProfileChoice] = []
         self._fits: dict[str, FitEstimate] = {}
         self._filling = False
+        # The open conversation's model, shown instead of the default for new chats.
+        self.conversation_model: str | None = None
         rows = QtWidgets.QVBoxLayout(self)
         rows.setContentsMargins(12, 6, 12, 6)
         rows.setSpacing(4)
@@ -167,11 +169,14 @@ class TopBar(QtWidgets.QFrame):
     def fill_models(self) -> None:
         context = self.services.context
         models = [m for m in context.registry.list() if m.role == "chat"]
-        chosen = context.settings.default_model or STARTER_ID
+        chosen = self.conversation_model or context.settings.default_model or STARTER_ID
         self._filling = True
         self.model_box.clear()
         for model in models:
             self.model_box.addItem(model.name, model.id)
+        if models and self.model_box.findData(chosen) < 0 and self.conversation_model:
+            # Removed since the conversation began: say so rather than show another.
+            self.model_box.addItem(f"{chosen} (not installed)", chosen)
         index = self.model_box.findData(chosen)
         self.model_box.setCurrentIndex(max(index, 0))
         self._filling = False
@@ -182,6 +187,23 @@ class TopBar(QtWidgets.QFrame):
                 return model_fits(self.services, models)
 
             call(self.services.engine, fits(), self, self._got_fits, lambda _e: None)
+
+    def show_conversation_model(self, model_id: str | None) -> None:
+        """Show the model of the conversation opened (None: a new chat, which gets the
+        default model), without choosing it again."""
+        if model_id == self.conversation_model:
+            return
+        self.conversation_model = model_id
+        wanted = model_id or self.services.context.settings.default_model or STARTER_ID
+        index = self.model_box.findData(wanted)
+        missing = self.model_box.findText("(not installed)", QtCore.Qt.MatchFlag.MatchEndsWith)
+        if index < 0 or missing >= 0:
+            self.fill_models()  # an entry to add or to drop: list them again
+            return
+        self._filling = True  # only showing, not choosing: no save, no refit
+        self.model_box.setCurrentIndex(index)
+        self._filling = False
+        self._show_fit()
 
     def _got_fits(self, fits: object) -> None:
         assert isinstance(fits, dict)
@@ -247,6 +269,8 @@ class TopBar(QtWidgets.QFrame):
         self._show_fit()
         if not model_id:
             return
+        if self.conversation_model is not None:
+            self.conversation_model = model_id  # before the save refills the list
         self._save(default_model=None if model_id == STARTER_ID else model_id)
         self.model_changed.emit(model_id)
 

@@ -384,6 +384,9 @@ class EncryptedConversationStore:
     async def rename_conversation(self, conversation_id: str, title: str) -> None:
         self._set(conversation_id, "UPDATE conversations SET title = ?", title)
 
+    async def set_conversation_model(self, conversation_id: str, model_id: str) -> None:
+        self._set(conversation_id, "UPDATE conversations SET model_id = ?", model_id)
+
     async def set_pinned(self, conversation_id: str, pinned: bool) -> None:
         self._set(conversation_id, "UPDATE conversations SET pinned = ?", int(pinned))
 

@@ -1,0 +1,308 @@
+"""Starting the desktop app: the passphrase dialog (this machine has no keychain unless
+the `secret_service` fixture starts one, so the history key comes from a passphrase),
+the crash handler, and `run_app` itself from start to close. The real dialogs are driven
+as a user would, typing into their fields: a timer finds each one once its modal loop
+runs, since `exec()` does not return until it is answered."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pytestqt.qtbot import QtBot
+
+from bastion_desktop.app import AppContext
+from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.history.keys import MIN_PASSPHRASE_LENGTH, keychain_backend
+from bastion_desktop.ui.app import (
+    EXIT_OK,
+    EXIT_USER_ERROR,
+    apply_theme,
+    install_crash_handler,
+    run_app,
+)
+from bastion_desktop.ui.first_run import (
+    PassphraseCancelledError,
+    PassphraseDialog,
+    open_history_at_start,
+)
+from bastion_desktop.ui.main_window import MainWindow
+from bastion_desktop.ui.qt import QtCore, QtWidgets
+from tests.ui.desktop_fixtures import screenshot, write_settings
+
+# The offscreen platform cannot size a dialog from its hints; it says so at WARNING.
+pytestmark = pytest.mark.qt_log_ignore("does not support propagateSizeHints")
+
+GOOD = "correct horse battery"
+CANCEL = None
+
+
+@dataclass
+class Seen:
+    confirm: bool  # the dialog asked for the passphrase twice
+    problem_on_open: str  # what it said before anything was typed
+    problem_after: str  # what it said after OK, if it stayed open
+
+
+@dataclass
+class Typist:
+    """Answers each passphrase dialog as it opens: types one (first, repeat) pair and
+    clicks OK, or clicks Cancel (None), and notes what the dialog said."""
+
+    qtbot: QtBot
+    answers: list[tuple[str, str] | None]
+    seen: list[Seen] = field(default_factory=list)
+    _timer: QtCore.QTimer = field(default_factory=QtCore.QTimer)
+
+    def __post_init__(self) -> None:
+        self._timer.setInterval(20)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def _tick(self) -> None:
+        dialog = QtWidgets.QApplication.activeModalWidget()
+        if not isinstance(dialog, PassphraseDialog) or not dialog.isVisible() or not self.answers:
+            return
+        answer = self.answers.pop(0)
+        seen = Seen(dialog.confirm, dialog.problem.text(), "")
+        self.seen.append(seen)
+        if answer is CANCEL:
+            self.qtbot.mouseClick(dialog.cancel_button, QtCore.Qt.MouseButton.LeftButton)
+            return
+        first, repeat = answer
+        for line, text in ((dialog.first, first), (dialog.second, repeat)):
+            line.clear()
+            if line.isVisibleTo(dialog):
+                self.qtbot.keyClicks(line, text)
+        screenshot(dialog, f"passphrase-{len(self.seen)}")
+        self.qtbot.mouseClick(dialog.ok_button, QtCore.Qt.MouseButton.LeftButton)
+        if dialog.isVisible():
+            seen.problem_after = dialog.problem.text()
+
+
+def answering(qtbot: QtBot, *answers: tuple[str, str] | None) -> Typist:
+    app = QtWidgets.QApplication.instance()
+    assert isinstance(app, QtWidgets.QApplication)
+    apply_theme(app, "light")  # run_app themes the app before it asks
+    return Typist(qtbot, list(answers))
+
+
+def fingerprint(path: Path) -> tuple[str, int]:
+    return hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns
+
+
+def test_there_is_no_keychain_here() -> None:
+    """What the dialog tests below rely on: without `secret_service`, no keychain."""
+    assert keychain_backend() is None
+
+
+def test_the_first_start_asks_twice_and_creates_the_history(qtbot: QtBot) -> None:
+    context = AppContext.start()
+    assert not context.history_file.exists()
+    typist = answering(
+        qtbot,
+        ("short", "short"),
+        (GOOD, GOOD + " typo"),
+        (GOOD, GOOD),
+    )
+    try:
+        store = open_history_at_start(context, None)
+    finally:
+        typist.stop()
+    try:
+        assert [s.confirm for s in typist.seen] == [True, True, True], "one dialog, asking twice"
+        assert typist.seen[0].problem_after == (
+            f"The passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters long."
+        )
+        assert typist.seen[1].problem_after == "The two passphrases differ."
+        assert typist.seen[2].problem_after == ""
+    finally:
+        store.close()
+    assert context.history_file.exists()
+
+
+def test_a_wrong_passphrase_says_so_and_asks_again(qtbot: QtBot) -> None:
+    context = AppContext.start()
+    first = answering(qtbot, (GOOD, GOOD))
+    try:
+        with open_history_at_start(context, None) as store:
+            kept = asyncio.run(
+                store.create_conversation(
+                    title="Kept", model_id="starter", profile_id="standard", system_prompt=""
+                )
+            )
+    finally:
+        first.stop()
+
+    again = answering(qtbot, ("not the passphrase", ""), (GOOD, ""))
+    try:
+        store = open_history_at_start(context, None)
+    finally:
+        again.stop()
+    with store:
+        assert asyncio.run(store.get_conversation(kept.id)).title == "Kept"
+    assert [s.confirm for s in again.seen] == [False, False], "asked once each time"
+    assert again.seen[0].problem_on_open == ""
+    assert again.seen[1].problem_on_open == (
+        "That passphrase does not unlock your conversation history. Try again; the "
+        "history was left as it was."
+    )
+
+
+def test_cancel_leaves_and_touches_nothing(qtbot: QtBot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # run_app installs its own
+    context = AppContext.start()
+    # On the first start: nothing is created.
+    typist = answering(qtbot, CANCEL)
+    try:
+        with pytest.raises(PassphraseCancelledError, match="nothing was changed"):
+            open_history_at_start(context, None)
+    finally:
+        typist.stop()
+    assert not context.history_file.exists()
+    assert not context.history_keys(None).exists()
+
+    typist = answering(qtbot, (GOOD, GOOD))
+    try:
+        open_history_at_start(context, None).close()
+    finally:
+        typist.stop()
+    before = fingerprint(context.history_file)
+    # On a later start, from `bastion` itself: it leaves with the sentence, no dialog.
+    typist = answering(qtbot, CANCEL)
+    try:
+        assert run_app(argparse.Namespace(passphrase_file=None)) == EXIT_USER_ERROR
+    finally:
+        typist.stop()
+    assert len(typist.seen) == 1
+    assert fingerprint(context.history_file) == before
+
+
+# -- the crash handler ------------------------------------------------------------------
+
+
+def _button(slot: Callable[[], None]) -> QtWidgets.QPushButton:
+    button = QtWidgets.QPushButton("Do it")
+    button.clicked.connect(slot)
+    return button
+
+
+@pytest.mark.qt_no_exception_capture
+@pytest.mark.log_warnings("the crash handler logs the bug it caught, as it must")
+def test_a_bug_in_a_slot_is_logged_with_its_traceback_and_shown_in_a_dialog(
+    qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    context = AppContext.start()  # logging to the log file, as the app does
+    handler = install_crash_handler(context.paths.log_file)
+    assert sys.excepthook is handler
+
+    def broken() -> None:
+        raise ZeroDivisionError("a bug in Bastion")
+
+    button = _button(broken)
+    qtbot.addWidget(button)
+    shown: list[tuple[str, str]] = []
+
+    def answer() -> None:
+        if handler.dialogs:
+            box = handler.dialogs[-1]
+            shown.append((box.windowTitle(), box.text()))
+            screenshot(box, "crash-dialog")
+            box.accept()
+
+    timer = QtCore.QTimer()
+    timer.timeout.connect(answer)
+    timer.start(20)
+    try:
+        qtbot.mouseClick(button, QtCore.Qt.MouseButton.LeftButton)
+    finally:
+        timer.stop()
+    assert len(shown) == 1
+    title, text = shown[0]
+    assert title == "Bastion — internal error"
+    assert str(context.paths.log_file) in text
+    assert "Your conversations are saved" in text
+    logged = context.paths.log_file.read_text("utf-8")
+    assert "uncaught exception" in logged
+    assert "Traceback (most recent call last)" in logged
+    assert "ZeroDivisionError: a bug in Bastion" in logged
+    assert "in broken" in logged, "the traceback names the function that failed"
+
+
+@pytest.mark.qt_no_exception_capture
+def test_a_user_error_in_a_slot_shows_its_sentence_in_the_window(
+    qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    context = AppContext.start()
+    handler = install_crash_handler(context.paths.log_file)
+    notices: list[str] = []
+    handler.notice = notices.append  # what run_app sets to the window's show_error
+    sentence = "The model file is missing. Import it again from the Models window."
+
+    def refused() -> None:
+        raise BastionError(sentence)
+
+    button = _button(refused)
+    qtbot.addWidget(button)
+    qtbot.mouseClick(button, QtCore.Qt.MouseButton.LeftButton)
+    assert notices == [sentence]
+    assert handler.dialogs == []
+    assert "Traceback" not in context.paths.log_file.read_text("utf-8")
+
+
+# -- run_app from start to close ----------------------------------------------------------
+
+
+@pytest.mark.model
+def test_run_app_starts_reaches_ready_and_closes_cleanly(
+    qtbot: QtBot, home_with_starter: Path, passphrase_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # run_app installs its own
+    write_settings(home_with_starter, guard_profile="standard")
+    before = set(threading.enumerate())
+    seen: dict[str, object] = {}
+
+    def close_when_ready() -> None:
+        windows = [w for w in QtWidgets.QApplication.topLevelWidgets() if isinstance(w, MainWindow)]
+        if not windows or "closed" in seen:
+            return
+        window = windows[0]
+        if window.profile_ready and window.isVisible():
+            seen["closed"] = True
+            seen["title"] = window.windowTitle()
+            seen["threads"] = set(threading.enumerate()) - before
+            screenshot(window, "run-app-ready")
+            window.close()
+
+    timer = QtCore.QTimer()
+    timer.timeout.connect(close_when_ready)
+    timer.start(50)
+    safety = QtCore.QTimer()  # never wait forever: a window that never gets ready fails
+    safety.setSingleShot(True)
+    safety.timeout.connect(lambda: QtWidgets.QApplication.exit(99))
+    safety.start(120_000)
+    try:
+        code = run_app(argparse.Namespace(passphrase_file=str(passphrase_file)))
+    finally:
+        timer.stop()
+        safety.stop()
+    assert code == EXIT_OK
+    assert seen.get("closed"), "the window reached ready and was closed"
+    assert seen["title"] == "Bastion"
+    started = seen["threads"]
+    assert isinstance(started, set)
+    assert "bastion-engine" in {t.name for t in started}, "the engine ran while it was open"
+    assert not [t for t in started if t.name == "bastion-engine" and t.is_alive()]
+    assert AppContext.start().history_file.exists()
