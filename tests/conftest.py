@@ -4,6 +4,7 @@ real files in temporary folders, real child processes."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -28,6 +29,29 @@ def bastion_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "bastion-home"
     monkeypatch.setenv(HOME_VARIABLE, str(home))
     return home
+
+
+# Loggers whose warnings mean something went wrong (STYLE.md: a log warning fails the
+# test unless the test expected it, with `@pytest.mark.log_warnings("why")`).
+_OWN_LOGGERS = ("bastion_desktop", "bastion_guardrails")
+
+
+@pytest.fixture(autouse=True)
+def _log_warnings_fail(
+    request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> Iterator[None]:
+    yield
+    if request.node.get_closest_marker("log_warnings") is not None:
+        return
+    warned = [
+        record
+        for phase in ("setup", "call")
+        for record in caplog.get_records(phase)
+        if record.levelno >= logging.WARNING and record.name.startswith(_OWN_LOGGERS)
+    ]
+    if warned:
+        listed = "; ".join(f"{r.name}: {r.getMessage()}" for r in warned[:3])
+        pytest.fail(f"unexpected log warning ({listed}); mark the test log_warnings if meant")
 
 
 @pytest.fixture(autouse=True)

@@ -161,6 +161,7 @@ def test_show_on_an_unmanaged_machine_lists_defaults(bastion_home: Path) -> None
     }
 
 
+@pytest.mark.log_warnings("a policy that fails closed is logged as a warning")
 def test_show_lists_values_sources_levels_and_errors(
     managed: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -186,6 +187,7 @@ def test_show_lists_values_sources_levels_and_errors(
     assert "Problems:\n  - " in text
 
 
+@pytest.mark.log_warnings("a policy that fails closed is logged as a warning")
 def test_show_when_failing_closed_has_the_banner(
     managed: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -252,6 +254,7 @@ async def test_an_admin_profile_by_path_runs_as_locked(
     assert context.guard_status().profile_id == "acme"
 
 
+@pytest.mark.log_warnings("a policy that fails closed is logged as a warning")
 async def test_a_failed_policy_runs_strict_even_when_off_is_asked_for(
     managed: Path, bastion_home: Path
 ) -> None:

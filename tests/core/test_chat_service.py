@@ -104,6 +104,7 @@ async def test_cancel_keeps_the_partial_reply_as_stopped(service: ChatService) -
     assert reply.content == "".join(e.text for e in events if isinstance(e, TokenEvent))
 
 
+@pytest.mark.log_warnings("the failure the test provokes is logged as a warning")
 async def test_a_crashed_model_keeps_the_partial_reply_and_recovers(service: ChatService) -> None:
     conversation = await new_conversation(service)
     events: list[ChatEvent] = []
@@ -143,6 +144,7 @@ async def test_long_history_is_trimmed_and_the_user_is_told(service: ChatService
     assert events.index(trimmed[0]) < first_token, "the notice comes before the reply"
 
 
+@pytest.mark.log_warnings("the failure the test provokes is logged as a warning")
 async def test_a_message_too_large_is_an_error_event_not_a_crash(service: ChatService) -> None:
     conversation = await new_conversation(service)
     events = await run(service, conversation, "lighthouse " * 600)

@@ -101,6 +101,7 @@ def test_a_missing_keychain_entry_is_reported(tmp_path: Path) -> None:
         keys.candidates()
 
 
+@pytest.mark.log_warnings("an unusable keyring backend is logged as a warning")
 def test_a_plaintext_keyring_is_not_a_keychain(tmp_path: Path) -> None:
     class PlaintextKeyring(MemoryKeyring):
         pass

@@ -134,6 +134,7 @@ async def test_the_chat_model_keeps_generating_while_a_check_runs(starter_path: 
         await asyncio.gather(chat_host.close(), guard_host.close())
 
 
+@pytest.mark.log_warnings("the failure the test provokes is logged as a warning")
 async def test_guard_models_from_the_registry(starter_path: Path, tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "models.json")
     ensure_starter_model(starter_path.parent, registry)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+import pytest
+
 from bastion_guardrails.decisions import Stage, Verdict
 from bastion_guardrails.engine import GuardEngine
 from bastion_guardrails.models import ModelSet, SafetyMessage, SafetyVerdict
@@ -82,6 +84,7 @@ async def test_the_profile_decides_which_categories_block() -> None:
     assert strict.category == "sexual content"
 
 
+@pytest.mark.log_warnings("a failing or unreadable safety model is logged as a warning")
 async def test_a_verdict_nobody_can_read_and_a_failing_model_both_block() -> None:
     unreadable = SafetyVerdict(unsafe=True)
     model = ScriptedSafetyModel([(Stage.INPUT, "garbled", unreadable)])

@@ -47,6 +47,7 @@ def managed_desktop(
     opened.close()
 
 
+@pytest.mark.log_warnings("the failure the test provokes is logged as a warning")
 def test_a_broken_policy_fails_closed_with_a_banner_and_locks(
     managed_desktop: Desktop, qtbot: QtBot
 ) -> None:

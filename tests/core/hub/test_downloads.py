@@ -136,6 +136,7 @@ def test_the_plan_shows_size_license_and_gating_first(hub: HubEmulator, tiny_rep
     assert not any(p.startswith("/cdn/") for _, p, _ in hub.requests), "nothing downloaded yet"
 
 
+@pytest.mark.log_warnings("retries and failed downloads are logged as warnings")
 async def test_a_dropped_connection_resumes_with_only_the_remainder(
     hub: HubEmulator, tiny_repo: Path, session: Session
 ) -> None:
@@ -163,6 +164,7 @@ async def test_corrupted_bytes_fail_the_checksum_and_nothing_is_registered(
     assert not failed.resumable
 
 
+@pytest.mark.log_warnings("retries and failed downloads are logged as warnings")
 async def test_a_stalled_server_is_detected_retried_and_reported(
     hub: HubEmulator, tiny_repo: Path, session: Session
 ) -> None:
@@ -179,6 +181,7 @@ async def test_a_stalled_server_is_detected_retried_and_reported(
     assert hub.ranges_for(REPO, FILE) == [None, f"bytes={third}-"]
 
 
+@pytest.mark.log_warnings("retries and failed downloads are logged as warnings")
 async def test_a_server_that_keeps_stalling_gives_up_with_a_sentence(
     hub: HubEmulator, tiny_repo: Path, session: Session
 ) -> None:
@@ -190,6 +193,7 @@ async def test_a_server_that_keeps_stalling_gives_up_with_a_sentence(
     assert session.registry.list() == []
 
 
+@pytest.mark.log_warnings("retries and failed downloads are logged as warnings")
 async def test_a_trickling_server_is_dropped_retried_and_given_up_on(
     hub: HubEmulator, tiny_repo: Path, session: Session, fast: TransferSettings
 ) -> None:
@@ -207,6 +211,7 @@ async def test_a_trickling_server_is_dropped_retried_and_given_up_on(
     assert session.registry.list() == []
 
 
+@pytest.mark.log_warnings("retries and failed downloads are logged as warnings")
 async def test_the_server_ignoring_range_restarts_cleanly(
     hub: HubEmulator, tiny_repo: Path, session: Session
 ) -> None:
@@ -260,6 +265,7 @@ async def test_a_gated_repository_downloads_with_a_granted_token(
     assert model.path.is_file()
 
 
+@pytest.mark.log_warnings("retries and failed downloads are logged as warnings")
 async def test_the_server_gone_is_a_sentence(
     hub: HubEmulator, tiny_repo: Path, session: Session
 ) -> None:
@@ -284,6 +290,7 @@ async def test_not_enough_disk_space_is_said_before_downloading(
     assert session.registry.list() == []
 
 
+@pytest.mark.log_warnings("retries and failed downloads are logged as warnings")
 async def test_a_disk_that_fills_up_mid_download_keeps_the_part_for_later(
     hub: HubEmulator, session: Session, small_disk: Path, tmp_path: Path
 ) -> None:

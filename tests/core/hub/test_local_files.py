@@ -90,6 +90,7 @@ def test_a_copy_that_does_not_fit_leaves_nothing(
     assert registry.list() == []
 
 
+@pytest.mark.log_warnings("a refused removal is logged as a warning")
 def test_remove_never_deletes_outside_the_models_folder(
     tiny_gguf: Path, registry: ModelRegistry, models_dir: Path
 ) -> None:

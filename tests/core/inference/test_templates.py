@@ -96,6 +96,7 @@ def _hostile_templates(marker: Path) -> list[str]:
     ]
 
 
+@pytest.mark.log_warnings("a template that falls back is logged as a warning")
 def test_hostile_templates_run_nothing_and_fall_back(tmp_path: Path) -> None:
     marker = tmp_path / "escaped"
     for hostile in _hostile_templates(marker):

@@ -69,6 +69,7 @@ CASES: dict[str, Callable[[WritePolicy, Path], None]] = {
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_bad_mandatory_source_lands_on_strict_never_off(
     case: Callable[[WritePolicy, Path], None],
     policy_root: Path,
@@ -96,6 +97,7 @@ def test_a_bad_mandatory_source_lands_on_strict_never_off(
     assert policy.entry("GuardrailProfile").level is Level.FAIL_CLOSED
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_valid_policies_from_other_sources_still_apply_when_failing_closed() -> None:
     policy = _merge(
         PolicySource("good.json", Level.MACHINE_MANDATORY, {"AllowConversationExport": False}),
@@ -105,6 +107,7 @@ def test_valid_policies_from_other_sources_still_apply_when_failing_closed() -> 
     assert policy.export_allowed is False
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_reader_that_crashes_fails_closed_rather_than_leaving_the_app_unmanaged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -59,6 +59,7 @@ def test_managed_wins_over_recommended(policy_root: Path, write_policy: WritePol
     assert not policy.is_locked("OfflineMode")
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_file_owned_by_another_user_does_not_count(
     policy_root: Path, write_policy: WritePolicy
 ) -> None:
@@ -72,6 +73,7 @@ def test_a_file_owned_by_another_user_does_not_count(
 
 
 @pytest.mark.parametrize("mode", [0o646, 0o664])
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_file_writable_by_group_or_others_does_not_count(
     policy_root: Path, write_policy: WritePolicy, mode: int
 ) -> None:
@@ -83,6 +85,7 @@ def test_a_file_writable_by_group_or_others_does_not_count(
     assert policy.failed_closed
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_folder_writable_by_others_makes_its_files_not_count(
     policy_root: Path, write_policy: WritePolicy
 ) -> None:
@@ -97,6 +100,7 @@ def test_a_folder_writable_by_others_makes_its_files_not_count(
     assert policy.failed_closed
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_folder_further_up_owned_by_a_user_makes_files_not_count(
     policy_root: Path, write_policy: WritePolicy
 ) -> None:
@@ -110,6 +114,7 @@ def test_a_folder_further_up_owned_by_a_user_makes_files_not_count(
     assert policy.failed_closed
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_bad_recommended_file_is_reported_without_failing_closed(
     policy_root: Path, write_policy: WritePolicy
 ) -> None:
@@ -124,6 +129,7 @@ def test_a_bad_recommended_file_is_reported_without_failing_closed(
     )
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_symlinked_file_is_judged_by_its_target(
     policy_root: Path, write_policy: WritePolicy, tmp_path: Path
 ) -> None:
@@ -146,6 +152,7 @@ def test_a_symlinked_file_is_judged_by_its_target(
         ('{"OfflineMode": "yes"}', "OfflineMode must be true or false"),
     ],
 )
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_bad_managed_file_fails_closed(
     policy_root: Path, write_policy: WritePolicy, text: str, expected: str
 ) -> None:
@@ -156,6 +163,7 @@ def test_a_bad_managed_file_fails_closed(
     assert policy.value("GuardrailProfile") == "strict"
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_an_unreadable_managed_file_fails_closed(policy_root: Path) -> None:
     (policy_root / "managed" / "a.json").mkdir(mode=0o755)  # a folder cannot be read as text
     (policy_root / "managed" / "a.json").chmod(0o755)

@@ -41,6 +41,7 @@ def test_forced_values_are_mandatory_and_the_rest_recommended() -> None:
     assert policy.locked_settings() == frozenset({"retention_days"})
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_value_the_user_wrote_cannot_grant_what_only_a_mandate_can() -> None:
     # `defaults write` by the user: not forced, so not a lock and, for a mandatory-only
     # policy, not applied at all.
@@ -50,6 +51,7 @@ def test_a_value_the_user_wrote_cannot_grant_what_only_a_mandate_can() -> None:
     assert not policy.failed_closed
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_forced_value_of_the_wrong_type_fails_closed() -> None:
     policy = _read({"AllowConversationExport": ("no", True)})
     assert policy.failed_closed
@@ -57,6 +59,7 @@ def test_a_forced_value_of_the_wrong_type_fails_closed() -> None:
     assert "AllowConversationExport must be true or false" in policy.errors[0]
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_value_that_cannot_be_read_fails_closed() -> None:
     policy = _read({"OfflineMode": (OSError("not a property list"), True)})
     assert policy.failed_closed
@@ -64,6 +67,7 @@ def test_a_value_that_cannot_be_read_fails_closed() -> None:
 
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="on macOS it reads the real domain")
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_without_corefoundation_the_reader_fails_closed() -> None:
     policy = merge_sources(MacPolicyReader().read())
     assert policy.failed_closed

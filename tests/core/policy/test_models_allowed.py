@@ -3,6 +3,8 @@ GGUF file's sha256; downloads and offline mode."""
 
 from __future__ import annotations
 
+import pytest
+
 from bastion_desktop.core.policy import EffectivePolicy
 from bastion_desktop.core.policy.merge import merge_sources
 from bastion_desktop.core.policy.sources import Level, PolicySource
@@ -35,6 +37,7 @@ def test_by_file_hash() -> None:
     assert not policy.model_allowed("any/repo", "0" * 64)
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_malformed_entry_is_named() -> None:
     policy = _policy(AllowedModels=["bartowski"])
     assert policy.errors == (

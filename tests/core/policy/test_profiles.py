@@ -72,6 +72,7 @@ def test_a_path_profile_with_a_matching_pin_is_locked_with_the_admin_origin(
     assert policy.apply_to_settings(Settings())[0].guard_profile == "acme"
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_path_profile_whose_hash_differs_fails_closed(admin_profile: Path) -> None:
     pin = _hash_of(admin_profile)
     (admin_profile / "config.yml").write_text(
@@ -87,12 +88,14 @@ def test_a_path_profile_whose_hash_differs_fails_closed(admin_profile: Path) -> 
     assert (choice.profile_id, choice.profile) == ("strict", None)
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_path_profile_needs_a_pin(admin_profile: Path) -> None:
     policy = merge_sources([_mandatory(GuardrailProfile=str(admin_profile))])
     assert policy.failed_closed
     assert "must be pinned by its hash" in policy.errors[0]
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_an_admin_profile_may_not_carry_code(admin_profile: Path) -> None:
     (admin_profile / "actions.py").write_text("import os\n", encoding="utf-8")
     pin = _hash_of_any(admin_profile)
@@ -110,6 +113,7 @@ def _hash_of_any(folder: Path) -> str:
     return read_folder(folder, ProfileOrigin.ADMIN).content_hash
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_an_embedded_profile_is_locked_and_its_pin_checked() -> None:
     embedded = {"files": _admin_profile_files("embedded-acme")}
     policy = merge_sources([_mandatory(GuardrailProfile=embedded)])
@@ -122,6 +126,7 @@ def test_an_embedded_profile_is_locked_and_its_pin_checked() -> None:
     assert wrong.locked_profile == "strict"
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_an_admin_profile_may_not_take_a_builtin_id() -> None:
     embedded = {"files": _admin_profile_files("standard")}
     policy = merge_sources([_mandatory(GuardrailProfile=embedded)])
@@ -129,6 +134,7 @@ def test_an_admin_profile_may_not_take_a_builtin_id() -> None:
     assert "has the id of a built-in profile ('standard')" in policy.errors[0]
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_builtin_can_be_pinned_too() -> None:
     strict_hash = dict(builtin_hashes())["strict"]
     good = merge_sources(

@@ -75,6 +75,7 @@ def test_an_admx_list_subkey_gives_its_entries_in_number_order() -> None:
     assert policy.is_locked("AllowedModels")
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_dword_boolean_must_be_zero_or_one() -> None:
     policy = _read({(HKLM, POLICY_KEY): [("OfflineMode", 2, REG_DWORD)]})
     assert (
@@ -121,6 +122,7 @@ def test_recommended_subkey_is_weaker_than_either_mandatory_hive() -> None:
     assert policy.locked_profile is None
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_a_mandatory_only_policy_under_recommended_is_ignored_not_fatal() -> None:
     policy = _read({(HKLM, RECOMMENDED): [("AllowModelDownloads", 0, REG_DWORD)]})
     assert policy.downloads_allowed is True
@@ -128,6 +130,7 @@ def test_a_mandatory_only_policy_under_recommended_is_ignored_not_fatal() -> Non
     assert not policy.failed_closed
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_embedded_profile_is_a_json_string() -> None:
     embedded = {"files": {"profile.yml": "id: x", "config.yml": "rails: {}"}}
     policy = _read({(HKLM, RECOMMENDED): [("GuardrailProfile", json.dumps(embedded), REG_SZ)]})
@@ -136,6 +139,7 @@ def test_embedded_profile_is_a_json_string() -> None:
     assert not policy.failed_closed
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_bad_registry_data_in_a_mandatory_key_fails_closed() -> None:
     policy = _read(
         {
@@ -151,6 +155,7 @@ def test_bad_registry_data_in_a_mandatory_key_fails_closed() -> None:
     assert any("AllowEphemeralChats has a registry type (type 3)" in e for e in policy.errors)
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_an_unreadable_mandatory_key_fails_closed_but_hkcu_still_applies() -> None:
     policy = _read(
         {
@@ -163,6 +168,7 @@ def test_an_unreadable_mandatory_key_fails_closed_but_hkcu_still_applies() -> No
     assert policy.ephemeral_allowed is False
 
 
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_unknown_value_names_are_reported_without_failing_closed() -> None:
     policy = _read({(HKLM, POLICY_KEY): [("OfflineMod", 1, REG_DWORD)]})
     assert policy.errors == (
@@ -174,6 +180,7 @@ def test_unknown_value_names_are_reported_without_failing_closed() -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="on Windows it reads the real registry")
+@pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
 def test_the_real_backend_refuses_to_run_off_windows() -> None:
     policy = merge_sources(WindowsPolicyReader().read())
     assert policy.failed_closed
