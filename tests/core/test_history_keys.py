@@ -42,6 +42,12 @@ class MemoryKeyring(KeyringBackend):
             raise PasswordDeleteError(username)
 
 
+# keyring registers every backend class it sees and, on its first use, picks the
+# highest-priority one as the process's keychain: left registered, this test double
+# would become "the keychain" of every test that runs later.
+KeyringBackend._classes.discard(MemoryKeyring)  # type: ignore[attr-defined]
+
+
 def prompt_with(*answers: str):  # type: ignore[no-untyped-def]
     queue = list(answers)
 
@@ -106,6 +112,7 @@ def test_a_plaintext_keyring_is_not_a_keychain(tmp_path: Path) -> None:
     class PlaintextKeyring(MemoryKeyring):
         pass
 
+    KeyringBackend._classes.discard(PlaintextKeyring)  # type: ignore[attr-defined]
     import keyring
 
     previous = keyring.get_keyring()
