@@ -306,3 +306,16 @@ def test_run_app_starts_reaches_ready_and_closes_cleanly(
     assert "bastion-engine" in {t.name for t in started}, "the engine ran while it was open"
     assert not [t for t in started if t.name == "bastion-engine" and t.is_alive()]
     assert AppContext.start().history_file.exists()
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="X11/Wayland only")
+def test_without_a_display_the_window_says_where_to_chat_instead(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for variable in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(variable, raising=False)
+    assert run_app(None) == EXIT_USER_ERROR
+    assert capsys.readouterr().err == (
+        "bastion: there is no display to open the window on (no DISPLAY or "
+        "WAYLAND_DISPLAY). `bastion chat` is the same chat in the terminal.\n"
+    )

@@ -225,6 +225,15 @@ def _fatal(text: str) -> int:
     return EXIT_USER_ERROR
 
 
+def _no_display() -> bool:
+    """On Linux and the BSDs, a window needs an X or Wayland display; without one Qt
+    aborts the process with a message about platform plugins. (QT_QPA_PLATFORM, as
+    `offscreen`, says the caller knows better.)"""
+    if sys.platform in ("win32", "darwin") or os.environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def run_app(args: argparse.Namespace | None = None) -> int:
     """`bastion` with no subcommand: the desktop window, until it is closed."""
     from bastion_desktop.app import AppContext
@@ -233,6 +242,13 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     from bastion_desktop.ui.main_window import MainWindow
     from bastion_desktop.ui.services import AppServices
 
+    if _no_display():
+        print(
+            "bastion: there is no display to open the window on (no DISPLAY or "
+            "WAYLAND_DISPLAY). `bastion chat` is the same chat in the terminal.",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
     app = make_application()
     try:
         context = AppContext.start()
