@@ -196,3 +196,16 @@ async def test_a_gpu_note_from_the_host_reaches_the_user_once(service: ChatServi
     assert [(n.kind, n.message) for n in notices] == [("gpu", note)]
     second = await run(service, conversation, "Again", max_tokens=2)
     assert not [e for e in second if isinstance(e, NoticeEvent)], "said once per load"
+
+
+async def test_an_untitled_conversation_is_named_after_its_first_message(
+    service: ChatService,
+) -> None:
+    conversation = await service.store.create_conversation(
+        title="", model_id="starter", profile_id="off", system_prompt="Be brief."
+    )
+    await run(service, conversation.id, "  Tell me\nabout   narwhals  ", max_tokens=2)
+    named = await service.store.get_conversation(conversation.id)
+    assert named.title == "Tell me about narwhals"
+    await run(service, conversation.id, "And belugas?", max_tokens=2)
+    assert (await service.store.get_conversation(conversation.id)).title == named.title

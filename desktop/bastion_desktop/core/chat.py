@@ -159,7 +159,7 @@ class ChatService:
             profile_id=self.guard.profile_id,
         )
         await self.store.record_guard_event(conversation_id, user.id, decision)
-        if not history and not (await self.store.get_conversation(conversation_id)).title:
+        if not (await self.store.get_conversation(conversation_id)).title:
             # An untitled conversation is named after its first message, as checked:
             # the title must not keep what the input rails masked or blocked.
             title = BLOCKED_TITLE if decision.blocked else title_from(text)
