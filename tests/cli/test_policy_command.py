@@ -82,7 +82,8 @@ def test_check_names_each_key_and_its_problem(bastion_home: Path, tmp_path: Path
     result = _run(bastion_home, "policy", "check", str(path))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"{path}: OflineMode is not a Bastion policy (did you mean OfflineMode?); it was ignored.",
+        f"{path}: OflineMode is not a Bastion policy (did you mean OfflineMode?); it was not "
+        "applied.",
         f"{path}: ConversationRetentionDays must be from 1 to 36500, not 0; it was not applied.",
         f"{path}: AllowedModels must be a list of text entries; it was not applied.",
     ]
@@ -165,8 +166,8 @@ def test_show_on_an_unmanaged_machine_lists_defaults(bastion_home: Path) -> None
 def test_show_lists_values_sources_levels_and_errors(
     managed: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    first = _write(managed, "10-base.json", {"ConversationRetentionDays": 30, "Typo": 1})
-    _write(managed.parent / "recommended", "a.json", {"OfflineMode": True})
+    first = _write(managed, "10-base.json", {"ConversationRetentionDays": 30})
+    recommended = _write(managed.parent / "recommended", "a.json", {"OfflineMode": True, "Typo": 1})
     assert main(["policy", "show", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     by_name = {p["name"]: p for p in report["policies"]}
@@ -179,8 +180,8 @@ def test_show_lists_values_sources_levels_and_errors(
     }
     assert by_name["OfflineMode"]["level"] == "machine recommended"
     assert by_name["OfflineMode"]["locked"] is False
-    assert report["errors"] == [f"{first}: Typo is not a Bastion policy; it was ignored."]
-    assert report["failed_closed"] is False
+    assert report["errors"] == [f"{recommended}: Typo is not a Bastion policy; it was ignored."]
+    assert report["failed_closed"] is False, "an unknown name fails closed only when mandatory"
     assert main(["policy", "show"]) == 0
     text = capsys.readouterr().out
     assert f"ConversationRetentionDays   30  [machine mandatory]  from {first}" in text

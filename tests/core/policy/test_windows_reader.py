@@ -169,14 +169,21 @@ def test_an_unreadable_mandatory_key_fails_closed_but_hkcu_still_applies() -> No
 
 
 @pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")
-def test_unknown_value_names_are_reported_without_failing_closed() -> None:
+def test_an_unknown_value_name_fails_closed_when_mandatory_and_is_ignored_when_not() -> None:
+    # An admin who typed OfflineMod meant to enforce something: Bastion cannot tell what.
     policy = _read({(HKLM, POLICY_KEY): [("OfflineMod", 1, REG_DWORD)]})
     assert policy.errors == (
         "HKLM\\SOFTWARE\\Policies\\Bastion: OfflineMod is not a Bastion policy (did you mean "
-        "OfflineMode?); it was ignored.",
+        "OfflineMode?); it was not applied.",
     )
-    assert not policy.failed_closed
-    assert policy.offline_mode is False
+    assert policy.failed_closed
+    assert policy.locked_profile == "strict"
+    recommended = _read({(HKLM, RECOMMENDED): [("OfflineMod", 1, REG_DWORD)]})
+    assert recommended.errors == (
+        "HKLM\\SOFTWARE\\Policies\\Bastion\\Recommended: OfflineMod is not a Bastion policy "
+        "(did you mean OfflineMode?); it was ignored.",
+    )
+    assert not recommended.failed_closed
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="on Windows it reads the real registry")

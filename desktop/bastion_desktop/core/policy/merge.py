@@ -59,8 +59,11 @@ def _checked(source: PolicySource, name: str, raw: Any) -> tuple[Any, PolicyProb
     if policy is None:
         close = difflib.get_close_matches(name, BY_NAME, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
-        sentence = f"{source.location}: {name} is not a Bastion policy{hint}; it was ignored."
-        return None, PolicyProblem(sentence, fails_closed=False)
+        # A name Bastion does not know in a mandatory source is a mandate it cannot
+        # honour (a typo for OfflineMode means the admin wanted it): fail closed.
+        what = "it was not applied" if level.mandatory else "it was ignored"
+        sentence = f"{source.location}: {name} is not a Bastion policy{hint}; {what}."
+        return None, PolicyProblem(sentence, fails_closed=level.mandatory)
     if level.recommended and not policy.recommendable:
         sentence = (
             f"{source.location}: {name} can only be set as mandatory, not as a "
