@@ -255,6 +255,37 @@ async def test_an_admin_profile_by_path_runs_as_locked(
     assert context.guard_status().profile_id == "acme"
 
 
+async def test_no_environment_variable_or_imported_profile_escapes_a_locked_profile(
+    managed: Path, bastion_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(managed, "a.json", {"GuardrailProfile": "workplace"})
+    # Variables a user might try: Bastion's own names, and the ones NeMo Guardrails and
+    # llama-cpp-python read. None of them is a way to choose or replace a profile.
+    for name, value in {
+        "BASTION_PROFILE": "off",
+        "BASTION_GUARD_PROFILE": "off",
+        "BASTION_POLICY_DIR": str(tmp_path),
+        "NEMOGUARDRAILS_CONFIG_PATH": str(tmp_path),
+        "NEMO_GUARDRAILS_CONFIG": str(tmp_path),
+        "LLAMA_ARG_MODEL": str(tmp_path / "other.gguf"),
+        "LLAMA_CPP_LIB": str(tmp_path / "libllama.so"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    # An imported profile named like a way out is just another profile the lock overrules.
+    folder = tmp_path / "off-really"
+    folder.mkdir()
+    for name, data in builtin_bundle("off").files.items():
+        (folder / name).write_bytes(data.replace(b'id: "off"', b'id: "off-really"'))
+    context = AppContext.start()
+    from bastion_guardrails.library import import_profile
+
+    import_profile(folder, context.profiles_dir)
+    for asked in (None, "off", "off-really", "strict"):
+        runtime = await context.open_guard(asked)
+        assert runtime.profile_id == "workplace", asked
+    assert context.guard_status("off-really").profile_id == "workplace"
+
+
 @pytest.mark.log_warnings("a policy that fails closed is logged as a warning")
 async def test_a_failed_policy_runs_strict_even_when_off_is_asked_for(
     managed: Path, bastion_home: Path
