@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 # After Stop, the model host is asked to stop between tokens; if the turn has not ended
 # by then (a model still loading, a guard check running), its task is cancelled.
 STOP_GRACE_MS = 3000
-TITLE_LENGTH = 60
 
 
 @dataclass(frozen=True)
@@ -59,13 +58,6 @@ def is_user_error(error: object) -> bool:
     if isinstance(error, BastionError):
         return True
     return isinstance(error, Exception) and type(error).__module__.startswith("bastion_guardrails")
-
-
-def conversation_title(text: str) -> str:
-    line = " ".join(text.split())
-    if len(line) <= TITLE_LENGTH:
-        return line or "New conversation"
-    return line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
 class ChatController(QtCore.QObject):
@@ -240,8 +232,10 @@ class ChatController(QtCore.QObject):
             if conversation_id is None:
                 settings = self.services.context.settings
                 model_id, _path = self.services.context.resolve_model(None)
+                # Untitled: ChatService names it after the first message once the
+                # guardrails have checked it, so a blocked secret never becomes a title.
                 conversation = await store.create_conversation(
-                    title=conversation_title(text),
+                    title="",
                     model_id=model_id,
                     profile_id=chat.guard.profile_id,
                     system_prompt=settings.system_prompt,

@@ -27,6 +27,10 @@ IdRole = QtCore.Qt.ItemDataRole.UserRole + 1
 PinnedRole = QtCore.Qt.ItemDataRole.UserRole + 2
 MessageIdRole = QtCore.Qt.ItemDataRole.UserRole + 3
 
+# Shown for a conversation whose first message is still being checked (ChatService
+# titles it after that message, once the guardrails have seen it).
+UNTITLED = "New conversation"
+
 
 @dataclass(frozen=True)
 class ConversationRow:
@@ -38,12 +42,14 @@ class ConversationRow:
 
 
 def rows_from_conversations(conversations: list[Conversation]) -> list[ConversationRow]:
-    return [ConversationRow(c.id, c.title, c.pinned) for c in conversations]
+    return [ConversationRow(c.id, c.title or UNTITLED, c.pinned) for c in conversations]
 
 
 def rows_from_hits(hits: list[SearchHit]) -> list[ConversationRow]:
     return [
-        ConversationRow(h.conversation_id, h.conversation_title, False, h.snippet, h.message_id)
+        ConversationRow(
+            h.conversation_id, h.conversation_title or UNTITLED, False, h.snippet, h.message_id
+        )
         for h in hits
     ]
 

@@ -268,6 +268,7 @@ def open_models_window(
         )
         return None
     window: QtWidgets.QWidget = ModelsWindow(services, parent)
+    window.setWindowFlag(QtCore.Qt.WindowType.Window, True)  # its own window, not a child
     window.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
     window.show()
     return window

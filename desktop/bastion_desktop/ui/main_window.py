@@ -324,6 +324,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.show_error(f"The {key} window is not available in this build.")
             return None
         window: QtWidgets.QWidget = window_class(self.services, self)
+        # A window of its own (owned by this one, closed with it), not a child drawn
+        # over the chat.
+        window.setWindowFlag(QtCore.Qt.WindowType.Window, True)
         self.secondary[key] = window
         window.destroyed.connect(lambda _o=None, k=key: self.secondary.pop(k, None))
         window.show()
@@ -335,6 +338,8 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         window = open_models_window(self.services, self)
         if window is not None:
+            # A model downloaded or imported there is offered in the picker at once.
+            window.installed_changed.connect(self.top_bar.fill_models)  # type: ignore[attr-defined]
             self.secondary["models"] = window
             window.destroyed.connect(lambda _o=None: self.secondary.pop("models", None))
 
