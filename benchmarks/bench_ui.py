@@ -1,0 +1,560 @@
+"""Does the desktop window stay responsive? Issue 6's three targets, on the real window.
+
+    .venv/bin/python benchmarks/bench_ui.py [--max-tokens N] [--rounds N] [--starts N]
+                                            [--pairs N] [--switches N] [--scroll-steps N]
+
+(a) The longest stall of the GUI thread while a reply streams through the real window
+    (the starter model, the real engine thread, the encrypted history), seen by a 5 ms
+    heartbeat QTimer: the largest gap between ticks beyond the interval. Baseline: the
+    same heartbeat over an idle period of the same length, right after. Target: 16 ms.
+(b) Cold start to the first painted main window (`bastion`, through `cli.main`) against
+    a bare QApplication with an empty QMainWindow, each a fresh process, alternating:
+    median ratio, target at most 2.5x. Also which heavy modules were imported by then.
+(c) Two conversations of 2,000 messages each in the encrypted history: opening one
+    (until its view is built and painted) and scrolling it a page at a time (until
+    painted). Target: under one frame (16 ms) per step.
+
+The script sets QT_QPA_PLATFORM=offscreen unless it is set, and writes
+benchmarks/results/ui.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from bench_common import median, met, positive, prepare_home
+
+RESULTS_FILE = Path(__file__).resolve().parent / "results" / "ui.json"
+FRAME_MS = 16.0
+TARGET_START_RATIO = 2.5
+HEARTBEAT_MS = 5
+HEAVY_MODULES = ("llama_cpp", "nemoguardrails", "huggingface_hub")
+PROMPT = "Write a long, detailed story about a lighthouse keeper and a storm, in many chapters."
+TURN_TIMEOUT_S = 600.0
+
+# -- (b) the child processes: each prints its clock at the end of its first paint --------
+
+_FIRST_PAINT = (
+    f"HEAVY = {HEAVY_MODULES!r}\n"
+    + """
+import json, os, sys, time
+from PySide6 import QtCore, QtWidgets
+
+class FirstPaint(QtCore.QObject):
+    seen = False
+
+    def eventFilter(self, watched, event):
+        if (
+            not self.seen
+            and event.type() == QtCore.QEvent.Type.Paint
+            and isinstance(watched, QtWidgets.QWidget)
+            and isinstance(watched.window(), QtWidgets.QMainWindow)
+        ):
+            self.seen = True
+            QtCore.QTimer.singleShot(0, self.done)  # after the whole paint pass
+        return False
+
+    def done(self):
+        heavy = [m for m in HEAVY if m in sys.modules]
+        print(json.dumps({"painted": time.monotonic(), "heavy": heavy}), flush=True)
+        os._exit(0)
+
+first_paint = FirstPaint()
+"""
+)
+
+BARE_CHILD = (
+    _FIRST_PAINT
+    + """
+app = QtWidgets.QApplication(sys.argv)
+app.installEventFilter(first_paint)
+window = QtWidgets.QMainWindow()
+window.resize(1180, 780)
+window.show()
+app.exec()
+"""
+)
+
+# The app's own entry point; the QApplication is made first (as run_app would make it)
+# only so that the filter can be installed on it.
+APP_CHILD = (
+    _FIRST_PAINT
+    + """
+from bastion_desktop.ui.app import make_application
+app = make_application()
+app.installEventFilter(first_paint)
+from bastion_desktop.cli import main
+sys.exit(main([]))
+"""
+)
+
+
+@dataclass(frozen=True)
+class Start:
+    seconds: float
+    heavy: list[str]
+
+
+def cold_start(code: str, env: dict[str, str]) -> Start:
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"a start failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    found = json.loads(lines[-1])
+    return Start(found["painted"] - began, found["heavy"])
+
+
+def measure_starts(rounds: int, env: dict[str, str]) -> dict[str, list[Start]]:
+    cold_start(BARE_CHILD, env)  # the disk cache, for both
+    cold_start(APP_CHILD, env)
+    starts: dict[str, list[Start]] = {"bare": [], "app": []}
+    for index in range(rounds):
+        order = [("bare", BARE_CHILD), ("app", APP_CHILD)]
+        for name, code in order if index % 2 == 0 else reversed(order):
+            starts[name].append(cold_start(code, env))
+        print(
+            f"  round {index + 1}/{rounds}: bare {starts['bare'][-1].seconds * 1000:6.0f} ms"
+            f" | app {starts['app'][-1].seconds * 1000:6.0f} ms",
+            flush=True,
+        )
+    return starts
+
+
+# -- the window, in this process ----------------------------------------------------------
+
+
+def wait_for(signal: Any, start: Callable[[], object], timeout_s: float) -> bool:
+    """Run `start` and the event loop until `signal` fires; False on a timeout."""
+    from bastion_desktop.ui.qt import QtCore
+
+    loop = QtCore.QEventLoop()
+    fired: list[bool] = []
+
+    def quit_fired(*_args: object) -> None:
+        fired.append(True)
+        loop.quit()
+
+    signal.connect(quit_fired)
+    timer = QtCore.QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(loop.quit)
+    timer.start(int(timeout_s * 1000))
+    try:
+        start()
+        if not fired:
+            loop.exec()
+    finally:
+        timer.stop()
+        signal.disconnect(quit_fired)
+    return bool(fired)
+
+
+def settle() -> None:
+    """What the event loop does before the user sees the change: layouts, deferred
+    deletions and the paint."""
+    from bastion_desktop.ui.qt import QtCore, QtWidgets
+
+    QtWidgets.QApplication.processEvents()
+    QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+    QtWidgets.QApplication.processEvents()
+
+
+class Heartbeat:
+    """A timer that should tick every HEARTBEAT_MS: a longer gap is a stalled GUI thread."""
+
+    def __init__(self) -> None:
+        from bastion_desktop.ui.qt import QtCore
+
+        self.ticks: list[float] = []
+        self.timer = QtCore.QTimer()
+        self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(HEARTBEAT_MS)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def start(self) -> None:
+        self.ticks = [time.perf_counter()]
+        self.timer.start()
+
+    def stop(self) -> Beat:
+        self.timer.stop()
+        self.ticks.append(time.perf_counter())
+        gaps = [(b - a) * 1000 - HEARTBEAT_MS for a, b in itertools.pairwise(self.ticks)]
+        gaps.sort()
+        return Beat(
+            seconds=self.ticks[-1] - self.ticks[0],
+            longest_ms=max(gaps, default=0.0),
+            p99_ms=gaps[int(len(gaps) * 0.99)] if gaps else 0.0,
+            over_frame=sum(1 for g in gaps if g > FRAME_MS),
+            ticks=len(self.ticks) - 2,
+        )
+
+
+@dataclass(frozen=True)
+class Beat:
+    seconds: float
+    longest_ms: float
+    p99_ms: float
+    over_frame: int
+    ticks: int
+
+
+def idle_for(seconds: float) -> Beat:
+    from bastion_desktop.ui.qt import QtCore
+
+    heart = Heartbeat()
+    loop = QtCore.QEventLoop()
+    heart.start()
+    QtCore.QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+    return heart.stop()
+
+
+@dataclass
+class Streaming:
+    turns: list[Beat] = field(default_factory=list)
+    idles: list[Beat] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+
+
+def measure_streaming(window: Any, rounds: int) -> Streaming:
+    from bastion_desktop.core.events import DoneEvent
+
+    done: list[DoneEvent] = []
+    window.controller.chat_event.connect(
+        lambda e: done.append(e) if isinstance(e, DoneEvent) else None
+    )
+    result = Streaming()
+    for index in range(rounds + 1):  # the first loads and warms the model, untimed
+        window.new_chat()
+        settle()
+        heart = Heartbeat()
+        heart.start()
+        if not wait_for(
+            window.controller.turn_finished, lambda: window.send(PROMPT), TURN_TIMEOUT_S
+        ):
+            raise RuntimeError("the reply did not finish in time")
+        turn = heart.stop()
+        tokens = done[-1].tokens if done else 0
+        if index == 0:
+            print(f"  warm-up turn: {tokens} tokens in {turn.seconds:.1f} s", flush=True)
+            continue
+        idle = idle_for(turn.seconds)
+        result.turns.append(turn)
+        result.idles.append(idle)
+        result.tokens.append(tokens)
+        print(
+            f"  round {index}/{rounds}: {tokens} tokens in {turn.seconds:.1f} s, longest stall"
+            f" {turn.longest_ms:.1f} ms (p99 {turn.p99_ms:.1f}) | idle {idle.seconds:.1f} s,"
+            f" longest {idle.longest_ms:.1f} ms (p99 {idle.p99_ms:.1f})",
+            flush=True,
+        )
+    return result
+
+
+# -- (c) long conversations -----------------------------------------------------------------
+
+_WORDS = (
+    "the",
+    "a",
+    "model",
+    "answer",
+    "question",
+    "reply",
+    "history",
+    "window",
+    "message",
+    "local",
+    "private",
+    "data",
+    "file",
+    "token",
+    "context",
+    "guard",
+    "profile",
+    "settings",
+    "network",
+    "offline",
+    "stream",
+    "scroll",
+    "list",
+    "search",
+    "encrypted",
+    "key",
+    "passphrase",
+    "night",
+    "harbour",
+    "lighthouse",
+    "storm",
+    "keeper",
+    "ship",
+    "light",
+    "because",
+    "when",
+    "which",
+    "while",
+    "after",
+    "before",
+    "often",
+    "never",
+    "always",
+    "quickly",
+    "slowly",
+)
+
+
+def _sentence(rng: random.Random, words: int) -> str:
+    text = " ".join(rng.choice(_WORDS) for _ in range(words))
+    return text[0].upper() + text[1:] + "."
+
+
+def _reply(rng: random.Random, index: int) -> str:
+    paragraphs = [
+        " ".join(_sentence(rng, rng.randint(8, 20)) for _ in range(rng.randint(2, 5)))
+        for _ in range(rng.randint(1, 3))
+    ]
+    if index % 10 == 0:
+        paragraphs.append("```python\ndef keeper(light):\n    return light.on()\n```")
+    if index % 7 == 0:
+        paragraphs.append("- **first** point\n- second point with `code`")
+    return "\n\n".join(paragraphs)
+
+
+async def fill_history(store: Any, pairs: int) -> list[str]:
+    from bastion_desktop.core.inference.types import Role
+    from bastion_desktop.core.starter import STARTER_ID
+    from bastion_desktop.core.store import MessageState
+
+    rng = random.Random(6)
+    ids = []
+    for name in ("first", "second"):
+        conversation = await store.create_conversation(
+            title=f"Long conversation ({name})",
+            model_id=STARTER_ID,
+            profile_id="standard",
+            system_prompt="",
+        )
+        for index in range(pairs):
+            question = _sentence(rng, rng.randint(8, 40))
+            await store.add_message(conversation.id, Role.USER, question, MessageState.COMPLETE)
+            await store.add_message(
+                conversation.id,
+                Role.ASSISTANT,
+                _reply(rng, index),
+                MessageState.COMPLETE,
+                model_id=STARTER_ID,
+            )
+        ids.append(conversation.id)
+    return ids
+
+
+@dataclass
+class Browsing:
+    switches: list[float] = field(default_factory=list)
+    scrolls: list[float] = field(default_factory=list)
+    messages_shown: list[int] = field(default_factory=list)
+    pages: list[int] = field(default_factory=list)
+
+
+def measure_browsing(window: Any, ids: list[str], switches: int, steps: int) -> Browsing:
+    result = Browsing()
+    bar = window.chat_view.verticalScrollBar()
+    for index in range(switches):
+        target = ids[index % 2]
+        began = time.perf_counter()
+        if not wait_for(
+            window.controller.loaded,
+            lambda t=target: window.sidebar.open_requested.emit(t),  # type: ignore[misc]
+            TURN_TIMEOUT_S,
+        ):
+            raise RuntimeError("the conversation did not load in time")
+        settle()
+        switch_ms = (time.perf_counter() - began) * 1000
+        result.switches.append(switch_ms)
+        result.messages_shown.append(len(window.chat_view.messages))
+        bar.setValue(0)
+        settle()
+        pages = 0
+        for _ in range(steps):
+            if bar.value() >= bar.maximum():
+                break
+            began = time.perf_counter()
+            bar.setValue(min(bar.value() + bar.pageStep(), bar.maximum()))
+            settle()
+            result.scrolls.append((time.perf_counter() - began) * 1000)
+            pages += 1
+        result.pages.append(pages)
+        recent = result.scrolls[-pages:] if pages else [0.0]
+        print(
+            f"  switch {index + 1}/{switches}: {result.messages_shown[-1]} messages shown in"
+            f" {switch_ms:.0f} ms; {pages} pages scrolled, median {median(recent):.2f} ms,"
+            f" max {max(recent):.2f} ms (scroll range {bar.maximum()} px)",
+            flush=True,
+        )
+    return result
+
+
+# -- running it all --------------------------------------------------------------------------
+
+
+def open_window(passphrase_file: Path) -> tuple[Any, Any]:
+    from bastion_desktop.app import AppContext
+    from bastion_desktop.commands.passphrase import passphrase_prompt
+    from bastion_desktop.ui.app import apply_theme, make_application
+    from bastion_desktop.ui.engine import Engine
+    from bastion_desktop.ui.main_window import MainWindow
+    from bastion_desktop.ui.services import AppServices
+
+    app = make_application()
+    context = AppContext.start()
+    store = context.open_history(passphrase_prompt(passphrase_file))
+    engine = Engine()
+    engine.start()
+    services = AppServices.assemble(context, engine, store)
+    apply_theme(app, context.settings.theme)
+    window = MainWindow(services)
+    window.show()
+    if not wait_for(window.ready, window.start, 300):
+        raise RuntimeError("the guardrail profile did not open")
+    settle()
+    return window, services
+
+
+def summary(starts: dict[str, list[Start]], streaming: Streaming, browsing: Browsing) -> str:
+    bare = median([s.seconds for s in starts["bare"]]) * 1000
+    app = median([s.seconds for s in starts["app"]]) * 1000
+    ratio = app / bare
+    paired = median(
+        [a.seconds / b.seconds for a, b in zip(starts["app"], starts["bare"], strict=True)]
+    )
+    heavy = sorted({m for s in starts["app"] for m in s.heavy})
+    stall = max(t.longest_ms for t in streaming.turns)
+    idle = max(i.longest_ms for i in streaming.idles)
+    stall_med = median([t.longest_ms for t in streaming.turns])
+    idle_med = median([i.longest_ms for i in streaming.idles])
+    switch_med, switch_max = median(browsing.switches), max(browsing.switches)
+    scroll_med, scroll_max = median(browsing.scrolls), max(browsing.scrolls, default=0.0)
+    lines = [
+        f"(a) GUI thread while a reply streams ({HEARTBEAT_MS} ms heartbeat,"
+        f" {len(streaming.turns)} rounds, tokens {streaming.tokens}):",
+        f"  longest stall streaming {stall:.1f} ms (median over rounds {stall_med:.1f})"
+        f" | idle {idle:.1f} ms (median {idle_med:.1f}) | difference {stall - idle:+.1f} ms",
+        f"  gaps over {FRAME_MS:.0f} ms while streaming: "
+        f"{[t.over_frame for t in streaming.turns]}, idle: "
+        f"{[i.over_frame for i in streaming.idles]}",
+        f"  target longest stall <= {FRAME_MS:.0f} ms: {met(stall <= FRAME_MS)}",
+        f"(b) cold start to the first painted window ({len(starts['app'])} rounds):",
+        f"  bare QMainWindow {bare:.0f} ms | Bastion {app:.0f} ms | ratio {ratio:.2f}x"
+        f" (median of paired ratios {paired:.2f}x)   target <= {TARGET_START_RATIO}x:"
+        f" {met(ratio <= TARGET_START_RATIO)}",
+        f"  heavy modules imported at the first paint: {', '.join(heavy) or 'none'}"
+        f" (checked: {', '.join(HEAVY_MODULES)})",
+        f"(c) two conversations of {max(browsing.messages_shown, default=0)} messages:",
+        f"  switching: median {switch_med:.0f} ms, max {switch_max:.0f} ms"
+        f" ({len(browsing.switches)} switches)   target < {FRAME_MS:.0f} ms:"
+        f" {met(switch_max < FRAME_MS)}",
+        f"  scrolling a page: median {scroll_med:.2f} ms, max {scroll_max:.2f} ms"
+        f" ({len(browsing.scrolls)} steps)   target < {FRAME_MS:.0f} ms:"
+        f" {met(scroll_max < FRAME_MS)}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--max-tokens", type=positive, default=1000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rounds", type=positive, default=3, help="streamed replies")
+    parser.add_argument("--starts", type=positive, default=7, help="cold starts of each")
+    parser.add_argument("--pairs", type=positive, default=1000, help="questions+replies")
+    parser.add_argument("--switches", type=positive, default=6)
+    parser.add_argument("--scroll-steps", type=positive, default=100, help="pages per pass")
+    args = parser.parse_args(argv)
+
+    from bastion_desktop.core.privacy import apply_private_environment
+
+    apply_private_environment()
+    with tempfile.TemporaryDirectory(prefix="bastion-bench-ui-") as folder:
+        home = Path(folder)
+        os.environ["BASTION_HOME"] = str(home)
+        prepare_home(home)
+        settings = {
+            "sampling": {"max_tokens": args.max_tokens, "seed": args.seed, "temperature": 0.7}
+        }
+        (home / "config" / "settings.json").write_text(json.dumps(settings), encoding="utf-8")
+        passphrase_file = home / "passphrase.txt"
+        passphrase_file.write_text("benchmark passphrase\n", encoding="utf-8")
+        env = dict(os.environ, BASTION_PASSPHRASE_FILE=str(passphrase_file))
+
+        print("(b) cold starts, alternating bare QMainWindow / Bastion:", flush=True)
+        starts = measure_starts(args.starts, env)
+
+        from bastion_desktop.app import AppContext
+        from bastion_desktop.commands.passphrase import passphrase_prompt
+
+        print(f"(c) writing 2 x {args.pairs * 2} messages to the history...", flush=True)
+        context = AppContext.start()
+        store = context.open_history(passphrase_prompt(passphrase_file))
+        try:
+            ids = asyncio.run(fill_history(store, args.pairs))
+        finally:
+            store.close()
+        window, services = open_window(passphrase_file)
+        try:
+            print("(c) switching between them and scrolling:", flush=True)
+            browsing = measure_browsing(window, ids, args.switches, args.scroll_steps)
+            print("(a) streaming replies, each followed by as long an idle period:", flush=True)
+            streaming = measure_streaming(window, args.rounds)
+        finally:
+            window.close()
+            services.shut_down()
+
+    print("\n" + summary(starts, streaming, browsing))
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(
+        json.dumps(
+            {
+                "max_tokens": args.max_tokens,
+                "seed": args.seed,
+                "starts": {k: [vars(s) for s in v] for k, v in starts.items()},
+                "streaming": {
+                    "tokens": streaming.tokens,
+                    "turns": [vars(b) for b in streaming.turns],
+                    "idles": [vars(b) for b in streaming.idles],
+                },
+                "browsing": vars(browsing),
+                "platform": os.environ.get("QT_QPA_PLATFORM"),
+                "cpus": os.cpu_count(),
+                "load": os.getloadavg(),
+            },
+            indent=2,
+        )
+    )
+    print(f"results: {RESULTS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
