@@ -14,7 +14,7 @@ from bastion_desktop.core.events import (
     TokenEvent,
 )
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import MessageState, StoredMessage
+from bastion_desktop.core.store import GuardEventRecord, MessageState, StoredMessage
 from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation
 from bastion_desktop.ui.message_widget import Badge, MessageWidget, stats_line
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
@@ -38,6 +38,10 @@ def confirm_link(parent: QtWidgets.QWidget, url: QtCore.QUrl) -> bool:
     return box.exec() == QtWidgets.QMessageBox.StandardButton.Open
 
 
+# How many messages of a conversation are built when it opens (and per "earlier" step).
+SHOWN_AT_ONCE = 40
+
+
 class ChatView(QtWidgets.QScrollArea):
     edit_requested = Signal(int, str)  # message id, its text (the composer takes it)
 
@@ -59,10 +63,19 @@ class ChatView(QtWidgets.QScrollArea):
         self.placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setWordWrap(True)
         self.placeholder.setText("Start a conversation: type a message below.")
+        self.earlier = QtWidgets.QPushButton(container)
+        self.earlier.setObjectName("earlierMessages")
+        self.earlier.setAccessibleName("Show earlier messages")
+        self.earlier.setVisible(False)
+        self.earlier.clicked.connect(self.show_earlier)
+        self._layout.addWidget(self.earlier, 0, QtCore.Qt.AlignmentFlag.AlignHCenter)
         self._layout.addWidget(self.placeholder)
         self._layout.addStretch(1)
         self.setWidget(container)
         self.messages: list[MessageWidget] = []
+        self._loaded: LoadedConversation | None = None
+        self._records: dict[int, GuardEventRecord] = {}
+        self._first_shown = 0  # index in the loaded messages of the first one shown
         self.notice = QtWidgets.QLabel(container)
         self.notice.setObjectName("notice")
         self.notice.setWordWrap(True)
@@ -95,42 +108,85 @@ class ChatView(QtWidgets.QScrollArea):
         self.show_notice("")
 
     def show_conversation(self, loaded: LoadedConversation | None) -> None:
+        """Show a conversation: its latest `SHOWN_AT_ONCE` messages, and a button for
+        the earlier ones (each message is a widget: building 2,000 of them at once froze
+        the window for seconds)."""
         self.clear()
         self.placeholder.setVisible(loaded is None or not loaded.messages)
+        self._loaded = loaded
+        self._first_shown = 0
         if loaded is None:
+            self._update_earlier()
             return
-        records = {r.message_id: r for r in loaded.guard_events if r.message_id is not None}
-        for message in loaded.messages:
-            widget = self._add(message.role, message.id)
-            widget.set_text(message.content)
-            widget.set_state(message.state)
-            decision = loaded.decisions.get(message.id)
-            record = records.get(message.id)
-            if decision is not None:
-                retracted = message.role is Role.ASSISTANT and decision.blocked
-                widget.set_badge(Badge.from_decision(decision, retracted=retracted))
-            elif record is not None:
-                badge = Badge.from_record(record, loaded.profile_names.get(record.profile_id))
-                if message.role is Role.ASSISTANT and badge.verdict == "blocked":
-                    badge = Badge(
-                        "withdrawn", badge.profile, badge.rail, badge.category, badge.explanation
-                    )
-                widget.set_badge(badge)
-            else:
-                widget.set_badge(self._default_badge(message))
-            if message.stats is not None:
-                widget.set_stats(stats_line(message.stats))
-            ids = loaded.siblings.get(message.id, [])
-            if ids:
-                index = ids.index(message.id)
-                widget.set_alternatives(
-                    index + 1,
-                    len(ids),
-                    ids[index - 1] if index > 0 else None,
-                    ids[index + 1] if index + 1 < len(ids) else None,
-                )
-            widget.set_actions_enabled(True)
+        self._records = {r.message_id: r for r in loaded.guard_events if r.message_id is not None}
+        self._first_shown = max(0, len(loaded.messages) - SHOWN_AT_ONCE)
+        for message in loaded.messages[self._first_shown :]:
+            self._render(message, self._add(message.role, message.id))
+        self._update_earlier()
         self._follow = True
+
+    def show_earlier(self) -> None:
+        """Put the previous `SHOWN_AT_ONCE` messages above the ones shown, keeping the
+        view on what the user was reading."""
+        loaded = self._loaded
+        if loaded is None or self._first_shown == 0:
+            return
+        start = max(0, self._first_shown - SHOWN_AT_ONCE)
+        bar = self.verticalScrollBar()
+        from_bottom = bar.maximum() - bar.value()
+        self._follow = False
+        at = self._layout.indexOf(self.messages[0]) if self.messages else 1
+        added = []
+        for offset, message in enumerate(loaded.messages[start : self._first_shown]):
+            widget = self._add(message.role, message.id, index=at + offset)
+            self._render(message, widget)
+            added.append(widget)
+        if added:
+            del self.messages[-len(added) :]  # _add appended them: they belong in front
+            self.messages[:0] = added
+        self._first_shown = start
+        self._update_earlier()
+        # The range grows once the layout has run: then keep the same distance from the
+        # bottom, so the message being read stays where it was.
+        QtCore.QTimer.singleShot(0, self, lambda: bar.setValue(bar.maximum() - from_bottom))
+
+    def _update_earlier(self) -> None:
+        count = self._first_shown
+        self.earlier.setVisible(count > 0)
+        plural = "s" if count != 1 else ""
+        self.earlier.setText(f"Show earlier messages ({count:,} more message{plural})")
+
+    def _render(self, message: StoredMessage, widget: MessageWidget) -> None:
+        loaded = self._loaded
+        assert loaded is not None
+        widget.set_text(message.content)
+        widget.set_state(message.state)
+        decision = loaded.decisions.get(message.id)
+        record = self._records.get(message.id)
+        if decision is not None:
+            retracted = message.role is Role.ASSISTANT and decision.blocked
+            widget.set_badge(Badge.from_decision(decision, retracted=retracted))
+        elif record is not None:
+            badge = Badge.from_record(record, loaded.profile_names.get(record.profile_id))
+            if message.role is Role.ASSISTANT and badge.verdict == "blocked":
+                badge = Badge(
+                    "withdrawn", badge.profile, badge.rail, badge.category, badge.explanation
+                )
+            widget.set_badge(badge)
+        else:
+            widget.set_badge(self._default_badge(message))
+        if message.stats is not None:
+            widget.set_stats(stats_line(message.stats))
+        ids = loaded.siblings.get(message.id, [])
+        if ids:
+            index = ids.index(message.id)
+            widget.set_alternatives(
+                index + 1,
+                len(ids),
+                ids[index - 1] if index > 0 else None,
+                ids[index + 1] if index + 1 < len(ids) else None,
+            )
+        widget.set_actions_enabled(True)
 
     def _default_badge(self, message: StoredMessage) -> Badge | None:
         profile = message.profile_id
@@ -142,15 +198,15 @@ class ChatView(QtWidgets.QScrollArea):
             return Badge("blocked", profile)
         return Badge("passed", profile, explanation=f"The {profile} profile let it through.")
 
-    def _add(self, role: Role, message_id: int | None) -> MessageWidget:
+    def _add(self, role: Role, message_id: int | None, index: int | None = None) -> MessageWidget:
         author = "You" if role is Role.USER else self.model_name
         widget = MessageWidget(role, author, message_id, self.widget())
         widget.regenerate_requested.connect(self.controller.regenerate)
         widget.alternative_requested.connect(self.controller.select_alternative)
         widget.edit_requested.connect(lambda mid, w=widget: self.edit_requested.emit(mid, w.text))
         widget.link_requested.connect(self.open_link)
-        # Before the notice and the trailing stretch.
-        self._layout.insertWidget(self._layout.count() - 2, widget)
+        # Before the notice and the trailing stretch (or where asked: earlier messages).
+        self._layout.insertWidget(self._layout.count() - 2 if index is None else index, widget)
         widget.show()  # now, not at the layout's next queued show
         self.messages.append(widget)
         self.placeholder.setVisible(False)
