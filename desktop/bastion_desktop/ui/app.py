@@ -276,7 +276,10 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     window = MainWindow(services)
     crashes.notice = window.show_error
     window.show()
-    window.start()
+    # Fill the window (profiles, models, their fit, the guardrail engine: imports of NeMo
+    # and llama.cpp on the engine thread) once it has painted, not before: those imports
+    # hold the interpreter and would keep the first paint waiting.
+    QtCore.QTimer.singleShot(0, window.start)
     engine.submit(context.sweep_history(store))
     try:
         return app.exec()
