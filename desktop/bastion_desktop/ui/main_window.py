@@ -277,12 +277,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self.top_bar.show_conversation_model(model_id)
         self.starter_notice.update_for(model_id)
         self.sidebar.select(loaded.conversation.id)
-        self.chat_view.model_name = self._model_name(model_id)
-        for widget, message in zip(self.chat_view.messages, loaded.messages, strict=False):
+        # One read of the registry (a file) for every reply shown, not one per reply.
+        names = {m.id: m.name for m in self.services.context.registry.list()}
+        self.chat_view.model_name = names.get(model_id, model_id)
+        shown = loaded.messages[len(loaded.messages) - len(self.chat_view.messages) :]
+        for widget, message in zip(self.chat_view.messages, shown, strict=False):
             if widget.role.value == "assistant":
                 # Each reply names the model that wrote it: the conversation's model
                 # may have changed since.
-                widget.author_label.setText(self._model_name(message.model_id or model_id))
+                writer = message.model_id or model_id
+                widget.author_label.setText(names.get(writer, writer))
         private_mark = "Private: " if private else ""
         self.setWindowTitle(f"{private_mark}{loaded.conversation.title} — Bastion")
 
