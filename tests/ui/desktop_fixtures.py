@@ -64,7 +64,7 @@ class Desktop:
         composer.text.setPlainText(text)
         controller = self.window.controller
         with (
-            self.qtbot.waitSignal(controller.loaded, timeout=TURN_TIMEOUT_MS),
+            self.qtbot.waitSignal(self.window.chat_view.shown, timeout=TURN_TIMEOUT_MS),
             self.qtbot.waitSignal(controller.turn_finished, timeout=TURN_TIMEOUT_MS),
         ):
             self.qtbot.keyClick(composer.text, QtCore.Qt.Key.Key_Return)
@@ -72,7 +72,7 @@ class Desktop:
     def wait_turn(self, start: Callable[[], object]) -> None:
         controller = self.window.controller
         with (
-            self.qtbot.waitSignal(controller.loaded, timeout=TURN_TIMEOUT_MS),
+            self.qtbot.waitSignal(self.window.chat_view.shown, timeout=TURN_TIMEOUT_MS),
             self.qtbot.waitSignal(controller.turn_finished, timeout=TURN_TIMEOUT_MS),
         ):
             start()

@@ -38,7 +38,7 @@ def test_a_blocked_messages_badge_explains_itself_after_a_restart(
         sidebar = again.window.sidebar
         with qtbot.waitSignal(sidebar.refreshed, timeout=10_000):
             sidebar.refresh()
-        with qtbot.waitSignal(again.window.controller.loaded, timeout=10_000):
+        with qtbot.waitSignal(again.window.chat_view.shown, timeout=10_000):
             sidebar.view.clicked.emit(sidebar.model.index(0, 0))
         (question,) = again.window.chat_view.messages
         assert question.state is MessageState.BLOCKED

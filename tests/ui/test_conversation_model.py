@@ -79,7 +79,7 @@ def test_picking_a_model_changes_the_open_conversations_model(
         desktop.services.context.settings.model_copy(update={"default_model": None})
     )
     assert top.model_box.currentData() == STARTER_ID
-    with qtbot.waitSignal(desktop.window.controller.loaded, timeout=10_000):
+    with qtbot.waitSignal(desktop.window.chat_view.shown, timeout=10_000):
         desktop.window.controller.open(conversation_id)  # type: ignore[arg-type]
     assert top.model_box.currentData() == SECOND
     assert desktop.services.context.settings.default_model is None, "showing is not choosing"
@@ -96,7 +96,7 @@ def test_a_conversation_whose_model_was_removed_says_so_in_the_picker(
         )
     )
     top = desktop.window.top_bar
-    with qtbot.waitSignal(desktop.window.controller.loaded, timeout=10_000):
+    with qtbot.waitSignal(desktop.window.chat_view.shown, timeout=10_000):
         desktop.window.controller.open(conversation.id)
     assert top.model_box.currentData() == "removed-model"
     assert top.model_box.currentText() == "removed-model (not installed)"

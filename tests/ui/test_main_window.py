@@ -61,7 +61,7 @@ def test_a_turn_streams_shows_stats_and_survives_a_restart(
     try:
         assert refreshed_sidebar(again) == ["Tell me about lighthouses"]
         sidebar = again.window.sidebar
-        with qtbot.waitSignal(again.window.controller.loaded, timeout=10_000):
+        with qtbot.waitSignal(again.window.chat_view.shown, timeout=10_000):
             sidebar.view.clicked.emit(sidebar.model.index(0, 0))
         assert shown(again) == before
         assert "tokens/s" in again.window.chat_view.messages[1].stats_label.text()
@@ -85,7 +85,7 @@ def test_escape_stops_a_reply_and_keeps_what_was_written(
     composer = desktop.window.composer
     composer.text.setPlainText("Write a long story about the sea")
     with (
-        qtbot.waitSignal(controller.loaded, timeout=TURN_TIMEOUT_MS),
+        qtbot.waitSignal(desktop.window.chat_view.shown, timeout=TURN_TIMEOUT_MS),
         qtbot.waitSignal(controller.turn_finished, timeout=TURN_TIMEOUT_MS),
     ):
         qtbot.keyClick(composer.text, QtCore.Qt.Key.Key_Return)
@@ -118,7 +118,7 @@ def test_regenerate_and_edit_keep_the_alternatives(desktop: Desktop, qtbot: QtBo
     reply = desktop.window.chat_view.messages[-1]
     assert reply.alternative_label.text() == "2 / 2"
     assert reply.alternative_label.isVisible()
-    with qtbot.waitSignal(desktop.window.controller.loaded, timeout=10_000):
+    with qtbot.waitSignal(desktop.window.chat_view.shown, timeout=10_000):
         qtbot.mouseClick(reply.previous_button, QtCore.Qt.MouseButton.LeftButton)
     reply = desktop.window.chat_view.messages[-1]
     assert reply.alternative_label.text() == "1 / 2"
@@ -135,7 +135,7 @@ def test_regenerate_and_edit_keep_the_alternatives(desktop: Desktop, qtbot: QtBo
     assert question.text == "Name a fruit"
     assert question.alternative_label.text() == "2 / 2"
     assert len(desktop.window.chat_view.messages) == 2
-    with qtbot.waitSignal(desktop.window.controller.loaded, timeout=10_000):
+    with qtbot.waitSignal(desktop.window.chat_view.shown, timeout=10_000):
         qtbot.mouseClick(question.previous_button, QtCore.Qt.MouseButton.LeftButton)
     assert desktop.window.chat_view.messages[0].text == "Name a colour"
     assert desktop.window.chat_view.messages[-1].text == first_reply
@@ -145,7 +145,7 @@ def test_search_finds_a_message_and_delete_removes_the_conversation(
     desktop: Desktop, qtbot: QtBot
 ) -> None:
     desktop.send("Where do penguins live")
-    with qtbot.waitSignal(desktop.window.controller.loaded, timeout=10_000):
+    with qtbot.waitSignal(desktop.window.chat_view.shown, timeout=10_000):
         qtbot.keyClick(desktop.window, "n", QtCore.Qt.KeyboardModifier.ControlModifier)
     assert desktop.window.controller.conversation_id is None
     assert desktop.window.chat_view.messages == []

@@ -35,7 +35,7 @@ def saved_titles(desktop: Desktop) -> list[str]:
 def test_a_private_chat_is_marked_and_never_saved(desktop: Desktop, qtbot: QtBot) -> None:
     window = desktop.window
     assert window.private_banner.isHidden()
-    with qtbot.waitSignal(window.controller.loaded, timeout=10_000):
+    with qtbot.waitSignal(window.chat_view.shown, timeout=10_000):
         qtbot.keyClick(window, "n", CTRL_SHIFT)
     assert window.controller.private
     assert not window.private_banner.isHidden()
@@ -54,7 +54,7 @@ def test_a_private_chat_is_marked_and_never_saved(desktop: Desktop, qtbot: QtBot
     screenshot(window, "private-chat")
 
     # A new ordinary chat ends the private one; it is saved as usual.
-    with qtbot.waitSignal(window.controller.loaded, timeout=10_000):
+    with qtbot.waitSignal(window.chat_view.shown, timeout=10_000):
         qtbot.keyClick(window, "n", QtCore.Qt.KeyboardModifier.ControlModifier)
     assert not window.controller.private
     assert window.private_banner.isHidden()

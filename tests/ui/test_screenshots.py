@@ -48,7 +48,7 @@ def test_the_main_states_look_as_they_should(desktop: Desktop, qtbot: QtBot) -> 
     screenshot(window, "02-chatting")
 
     # A message the standard profile blocks, in a new chat.
-    with qtbot.waitSignal(window.controller.loaded, timeout=10_000):
+    with qtbot.waitSignal(window.chat_view.shown, timeout=10_000):
         qtbot.keyClick(window, "n", QtCore.Qt.KeyboardModifier.ControlModifier)
     desktop.send(INJECTION)
     [question] = window.chat_view.messages

@@ -4,6 +4,9 @@ the user's actions back to it; it never talks to the core itself."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from bastion_desktop.core.events import (
     BlockedEvent,
     ContextTrimmedEvent,
@@ -40,10 +43,18 @@ def confirm_link(parent: QtWidgets.QWidget, url: QtCore.QUrl) -> bool:
 
 # How many messages of a conversation are built when it opens (and per "earlier" step).
 SHOWN_AT_ONCE = 40
+# Messages are built newest first, a few per step of the event loop and for at most this
+# long per step, so the window keeps painting (and the newest messages show first) while
+# a conversation opens. A frame is 16 ms; layout and painting need the rest.
+BUILD_STEP_MS = 3.0
+# Message widgets of a closed conversation are kept (per role) to show the next one:
+# refilling a widget costs a fraction of building one.
+SPARES_KEPT = SHOWN_AT_ONCE
 
 
 class ChatView(QtWidgets.QScrollArea):
     edit_requested = Signal(int, str)  # message id, its text (the composer takes it)
+    shown = Signal()  # every message asked for (a conversation opened, earlier ones) is built
 
     def __init__(self, controller: ChatController, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -53,6 +64,46 @@ class ChatView(QtWidgets.QScrollArea):
         self.setWidgetResizable(True)
         self.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
         self.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._build_container()
+        self.messages: list[MessageWidget] = []
+        self._loaded: LoadedConversation | None = None
+        self._records: dict[int, GuardEventRecord] = {}
+        self._first_shown = 0  # index in the loaded messages of the first one shown
+        self._to_build: list[StoredMessage] = []  # built from the end, above the shown ones
+        self._build_timer = QtCore.QTimer(self)
+        self._build_timer.setSingleShot(True)
+        self._build_timer.setInterval(0)
+        self._build_timer.timeout.connect(self._build_step)
+        self._spares: dict[Role, list[MessageWidget]] = {Role.USER: [], Role.ASSISTANT: []}
+        self._spares_wanted = 0
+        self._spare_timer = QtCore.QTimer(self)
+        self._spare_timer.setSingleShot(True)
+        self._spare_timer.setInterval(0)
+        self._spare_timer.timeout.connect(self._prepare_step)
+        self._streaming: MessageWidget | None = None
+        self._follow = True  # at the bottom: stay there as the reply grows
+        self._from_bottom = 0  # otherwise: how far above the bottom the view is
+        self._in_turn = False
+        self.model_name = "Assistant"
+        # The models' names by id, read once per opened conversation: each reply names
+        # the model that wrote it. The main window sets it (it knows the registry).
+        self.model_names: Callable[[], dict[str, str]] = dict
+        self._names: dict[str, str] = {}
+        # Confirmation is a seam for tests: they answer it without a modal loop.
+        self.confirm_link = confirm_link
+        self.opened_links: list[QtCore.QUrl] = []
+        self.verticalScrollBar().rangeChanged.connect(self._keep_in_place)
+        self.verticalScrollBar().valueChanged.connect(self._track_position)
+
+        controller.loaded.connect(self.show_conversation)
+        controller.turn_started.connect(self._on_turn_started)
+        controller.chat_event.connect(self._on_event)
+        controller.turn_finished.connect(self._on_turn_finished)
+        controller.error.connect(self.show_notice)
+
+    def _build_container(self) -> QtWidgets.QWidget:
+        """The scrolled widget: the "earlier messages" button, the placeholder, the
+        messages, the notice, and a stretch that keeps a short conversation at the top."""
         container = QtWidgets.QWidget(self)
         container.setObjectName("chatContainer")
         self._layout = QtWidgets.QVBoxLayout(container)
@@ -71,84 +122,79 @@ class ChatView(QtWidgets.QScrollArea):
         self._layout.addWidget(self.earlier, 0, QtCore.Qt.AlignmentFlag.AlignHCenter)
         self._layout.addWidget(self.placeholder)
         self._layout.addStretch(1)
-        self.setWidget(container)
-        self.messages: list[MessageWidget] = []
-        self._loaded: LoadedConversation | None = None
-        self._records: dict[int, GuardEventRecord] = {}
-        self._first_shown = 0  # index in the loaded messages of the first one shown
         self.notice = QtWidgets.QLabel(container)
         self.notice.setObjectName("notice")
         self.notice.setWordWrap(True)
         self.notice.setVisible(False)
         self.notice.setAccessibleName("Notice")
         self._layout.insertWidget(self._layout.count() - 1, self.notice)
-        self._streaming: MessageWidget | None = None
-        self._follow = True
-        self.model_name = "Assistant"
-        # Confirmation is a seam for tests: they answer it without a modal loop.
-        self.confirm_link = confirm_link
-        self.opened_links: list[QtCore.QUrl] = []
-        self.verticalScrollBar().rangeChanged.connect(self._keep_at_bottom)
-        self.verticalScrollBar().valueChanged.connect(self._track_follow)
-
-        controller.loaded.connect(self.show_conversation)
-        controller.turn_started.connect(self._on_turn_started)
-        controller.chat_event.connect(self._on_event)
-        controller.turn_finished.connect(self._on_turn_finished)
-        controller.error.connect(self.show_notice)
+        self.setWidget(container)
+        return container
 
     # -- whole conversations -----------------------------------------------------------
 
+    @property
+    def building(self) -> bool:
+        """Whether messages asked for are still being built (`shown` follows)."""
+        return bool(self._to_build)
+
     def clear(self) -> None:
+        self._to_build = []
+        self._build_timer.stop()
         for widget in self.messages:
-            self._layout.removeWidget(widget)
-            widget.deleteLater()
+            self._retire(widget)
         self.messages = []
         self._streaming = None
         self.show_notice("")
 
     def show_conversation(self, loaded: LoadedConversation | None) -> None:
-        """Show a conversation: its latest `SHOWN_AT_ONCE` messages, and a button for
-        the earlier ones (each message is a widget: building 2,000 of them at once froze
-        the window for seconds)."""
+        """Show a conversation: its latest `SHOWN_AT_ONCE` messages, newest first, a
+        step at a time (see `BUILD_STEP_MS`), then a button for the earlier ones. Each
+        message is a widget: building 2,000 of them at once froze the window for a
+        minute, and even 40 in one go held it for a third of a second."""
         self.clear()
         self.placeholder.setVisible(loaded is None or not loaded.messages)
         self._loaded = loaded
         self._first_shown = 0
+        self._follow, self._from_bottom = True, 0
+        self.earlier.setVisible(False)
         if loaded is None:
-            self._update_earlier()
+            self.shown.emit()
             return
         self._records = {r.message_id: r for r in loaded.guard_events if r.message_id is not None}
+        self._names = self.model_names()
+        model_id = loaded.conversation.model_id
+        self.model_name = self._names.get(model_id, model_id)
         self._first_shown = max(0, len(loaded.messages) - SHOWN_AT_ONCE)
-        for message in loaded.messages[self._first_shown :]:
-            self._render(message, self._add(message.role, message.id))
-        self._update_earlier()
-        self._follow = True
+        self._to_build = list(loaded.messages[self._first_shown :])
+        self._build_step()
 
     def show_earlier(self) -> None:
         """Put the previous `SHOWN_AT_ONCE` messages above the ones shown, keeping the
         view on what the user was reading."""
         loaded = self._loaded
-        if loaded is None or self._first_shown == 0:
+        if loaded is None or self._first_shown == 0 or self._to_build:
             return
         start = max(0, self._first_shown - SHOWN_AT_ONCE)
-        bar = self.verticalScrollBar()
-        from_bottom = bar.maximum() - bar.value()
         self._follow = False
-        at = self._layout.indexOf(self.messages[0]) if self.messages else 1
-        added = []
-        for offset, message in enumerate(loaded.messages[start : self._first_shown]):
-            widget = self._add(message.role, message.id, index=at + offset)
-            self._render(message, widget)
-            added.append(widget)
-        if added:
-            del self.messages[-len(added) :]  # _add appended them: they belong in front
-            self.messages[:0] = added
+        self.earlier.setVisible(False)
+        self._to_build = list(loaded.messages[start : self._first_shown])
         self._first_shown = start
+        self._build_step()
+
+    def _build_step(self) -> None:
+        """Build the next messages up from the bottom, for one step's worth of time."""
+        began = time.perf_counter()
+        while self._to_build:
+            message = self._to_build.pop()
+            self._render(message, self._add(message.role, message.id, top=True))
+            if (time.perf_counter() - began) * 1000.0 >= BUILD_STEP_MS:
+                break
+        if self._to_build:
+            self._build_timer.start()
+            return
         self._update_earlier()
-        # The range grows once the layout has run: then keep the same distance from the
-        # bottom, so the message being read stays where it was.
-        QtCore.QTimer.singleShot(0, self, lambda: bar.setValue(bar.maximum() - from_bottom))
+        self.shown.emit()
 
     def _update_earlier(self) -> None:
         count = self._first_shown
@@ -159,6 +205,11 @@ class ChatView(QtWidgets.QScrollArea):
     def _render(self, message: StoredMessage, widget: MessageWidget) -> None:
         loaded = self._loaded
         assert loaded is not None
+        if message.role is Role.ASSISTANT:
+            # Each reply names the model that wrote it: the conversation's model may
+            # have changed since.
+            writer = message.model_id or loaded.conversation.model_id
+            widget.author_label.setText(self._names.get(writer, writer))
         widget.set_text(message.content)
         widget.set_state(message.state)
         decision = loaded.decisions.get(message.id)
@@ -198,23 +249,72 @@ class ChatView(QtWidgets.QScrollArea):
             return Badge("blocked", profile)
         return Badge("passed", profile, explanation=f"The {profile} profile let it through.")
 
-    def _add(self, role: Role, message_id: int | None, index: int | None = None) -> MessageWidget:
+    def _add(self, role: Role, message_id: int | None, *, top: bool = False) -> MessageWidget:
+        """A message widget, a spare one refilled if there is one, at the bottom (before
+        the notice and the trailing stretch) or above the messages shown."""
         author = "You" if role is Role.USER else self.model_name
+        spares = self._spares[role]
+        if spares:
+            widget = spares.pop()
+            widget.reuse(message_id, author)
+        else:
+            widget = self._new_widget(role, message_id, author)
+        if top:
+            at = self._layout.indexOf(self.messages[0]) if self.messages else None
+            self.messages.insert(0, widget)
+        else:  # a message of the turn starting: no actions until it is saved
+            at = None
+            self.messages.append(widget)
+            widget.set_actions_enabled(False)
+        self._layout.insertWidget(self._layout.count() - 2 if at is None else at, widget)
+        widget.show()  # now, not at the layout's next queued show
+        self.placeholder.setVisible(False)
+        return widget
+
+    def prepare_spares(self, count: int) -> None:
+        """Build `count` spare message widgets of each role while the window is idle,
+        one per step of the event loop, so the first conversation opened refills
+        widgets rather than building them (about 10 ms each, the first one more)."""
+        self._spares_wanted = min(count, SPARES_KEPT)
+        self._spare_timer.start()
+
+    def _prepare_step(self) -> None:
+        if self._to_build:  # a conversation is being shown: that comes first
+            self._spare_timer.start(50)
+            return
+        user, assistant = self._spares[Role.USER], self._spares[Role.ASSISTANT]
+        role = Role.USER if len(user) <= len(assistant) else Role.ASSISTANT
+        if len(self._spares[role]) >= self._spares_wanted:
+            return
+        widget = self._new_widget(role, None, self.model_name)
+        widget.set_text("")  # its text view is built on the first text: build it now
+        widget.ensurePolished()  # the style sheet is applied at the first show otherwise
+        self._spares[role].append(widget)
+        self._spare_timer.start(0)
+
+    def _new_widget(self, role: Role, message_id: int | None, author: str) -> MessageWidget:
         widget = MessageWidget(role, author, message_id, self.widget())
+        widget.setVisible(False)
         widget.regenerate_requested.connect(self.controller.regenerate)
         widget.alternative_requested.connect(self.controller.select_alternative)
         widget.edit_requested.connect(lambda mid, w=widget: self.edit_requested.emit(mid, w.text))
         widget.link_requested.connect(self.open_link)
-        # Before the notice and the trailing stretch (or where asked: earlier messages).
-        self._layout.insertWidget(self._layout.count() - 2 if index is None else index, widget)
-        widget.show()  # now, not at the layout's next queued show
-        self.messages.append(widget)
-        self.placeholder.setVisible(False)
         return widget
+
+    def _retire(self, widget: MessageWidget) -> None:
+        """Take a message out of the view, keeping its widget for the next one."""
+        self._layout.removeWidget(widget)
+        spares = self._spares[widget.role]
+        if len(spares) < SPARES_KEPT:
+            widget.hide()
+            spares.append(widget)
+        else:
+            widget.deleteLater()
 
     # -- a turn ------------------------------------------------------------------------
 
     def _on_turn_started(self, kind: str, text: str) -> None:
+        self._in_turn = True
         self.show_notice("")
         for widget in self.messages:
             widget.set_actions_enabled(False)
@@ -230,9 +330,7 @@ class ChatView(QtWidgets.QScrollArea):
 
     def _drop_last(self, role: Role) -> None:
         if self.messages and self.messages[-1].role is role:
-            widget = self.messages.pop()
-            self._layout.removeWidget(widget)
-            widget.deleteLater()
+            self._retire(self.messages.pop())
 
     def _drop_from_last_question(self) -> None:
         self._drop_last(Role.ASSISTANT)
@@ -291,6 +389,7 @@ class ChatView(QtWidgets.QScrollArea):
         self.show_notice(event.decision.explanation)
 
     def _on_turn_finished(self) -> None:
+        self._in_turn = False
         if self._streaming is not None:
             self._streaming.flush()
 
@@ -314,10 +413,17 @@ class ChatView(QtWidgets.QScrollArea):
             self.opened_links.append(url)
             QtGui.QDesktopServices.openUrl(url)
 
-    def _track_follow(self, value: int) -> None:
+    def _track_position(self, value: int) -> None:
         bar = self.verticalScrollBar()
         self._follow = value >= bar.maximum() - 24
+        self._from_bottom = bar.maximum() - value
 
-    def _keep_at_bottom(self, _low: int, high: int) -> None:
+    def _keep_in_place(self, _low: int, high: int) -> None:
+        """The content's height changed: at the bottom, stay there; otherwise keep what
+        is being read where it is. Outside a turn the change is above (earlier messages
+        built, a conversation filling in), so that is the distance from the bottom; in a
+        turn it is the reply growing below, so the view does not move."""
         if self._follow:
             self.verticalScrollBar().setValue(high)
+        elif not self._in_turn:
+            self.verticalScrollBar().setValue(high - self._from_bottom)

@@ -8,8 +8,9 @@ from typing import Any
 
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.starter import STARTER_ID
+from bastion_desktop.ui import markdown
 from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation, is_user_error
-from bastion_desktop.ui.chat_view import ChatView
+from bastion_desktop.ui.chat_view import SHOWN_AT_ONCE, ChatView
 from bastion_desktop.ui.composer import Composer
 from bastion_desktop.ui.conversations import ConversationSidebar
 from bastion_desktop.ui.engine import call
@@ -41,6 +42,7 @@ class MainWindow(QtWidgets.QMainWindow):
         super().__init__(parent)
         self.services = services
         self.profile_ready = False
+        self._warmed_up = False
         self.secondary: dict[str, QtWidgets.QWidget] = {}
         self.setObjectName("mainWindow")
         self.setWindowTitle("Bastion")
@@ -55,6 +57,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.policy_banner = self._policy_banner()
         self.private_banner = self._private_banner()
         self.chat_view = ChatView(self.controller, self)
+        self.chat_view.model_names = self._model_names
         self.composer = Composer(self)
         self._placeholder = self.composer.text.placeholderText()
 
@@ -195,6 +198,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.composer.text.setFocus()
 
     def _profile_open(self) -> None:
+        if not self._warmed_up:  # once, when the engine thread has opened the profile
+            self._warmed_up = True
+            call(self.services.engine, markdown.warm_up(), self)
+            self.chat_view.prepare_spares(SHOWN_AT_ONCE // 2)
         self.profile_ready = True
         self.composer.send_button.setEnabled(True)
         self.ready.emit()
@@ -277,18 +284,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.top_bar.show_conversation_model(model_id)
         self.starter_notice.update_for(model_id)
         self.sidebar.select(loaded.conversation.id)
-        # One read of the registry (a file) for every reply shown, not one per reply.
-        names = {m.id: m.name for m in self.services.context.registry.list()}
-        self.chat_view.model_name = names.get(model_id, model_id)
-        shown = loaded.messages[len(loaded.messages) - len(self.chat_view.messages) :]
-        for widget, message in zip(self.chat_view.messages, shown, strict=False):
-            if widget.role.value == "assistant":
-                # Each reply names the model that wrote it: the conversation's model
-                # may have changed since.
-                writer = message.model_id or model_id
-                widget.author_label.setText(names.get(writer, writer))
         private_mark = "Private: " if private else ""
         self.setWindowTitle(f"{private_mark}{loaded.conversation.title} — Bastion")
+
+    def _model_names(self) -> dict[str, str]:
+        # One read of the registry (a file) per opened conversation, not one per reply.
+        return {model.id: model.name for model in self.services.context.registry.list()}
 
     def _model_name(self, model_id: str) -> str:
         model = self.services.context.registry.get(model_id)

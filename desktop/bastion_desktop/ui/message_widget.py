@@ -182,6 +182,23 @@ class MessageWidget(QtWidgets.QFrame):
         layout.addWidget(button)
         return button
 
+    def reuse(self, message_id: int | None, author: str) -> None:
+        """Make this widget blank for another message of the same role (the chat view
+        keeps the widgets of a closed conversation: refilling one costs a fraction of
+        building one)."""
+        self.message_id = message_id
+        self.author_label.setText(author)
+        self._render_timer.stop()
+        self._text = ""
+        self.set_badge(None)
+        self.state = MessageState.STREAMING
+        self.set_note("")
+        self.set_stats("")
+        self._siblings = (None, None)
+        self._set_alternatives(1, 1)
+        # Its actions stay as they were: the view enables or disables them next, and
+        # every needless toggle restyles a button.
+
     # -- content ---------------------------------------------------------------------
 
     @property
@@ -237,12 +254,14 @@ class MessageWidget(QtWidgets.QFrame):
         if badge is None:
             return
         self.badge_button.setText(badge.label)
-        self.badge_button.setProperty("verdict", badge.verdict)
         self.badge_button.setToolTip(badge.details)
         self.badge_button.setAccessibleName(f"Guardrails: {badge.verdict}")
         self.badge_button.setAccessibleDescription(badge.details)
-        self.badge_button.style().unpolish(self.badge_button)
-        self.badge_button.style().polish(self.badge_button)
+        if self.badge_button.property("verdict") != badge.verdict:
+            # The style sheet colours the badge by verdict: restyle it when that changes.
+            self.badge_button.setProperty("verdict", badge.verdict)
+            self.badge_button.style().unpolish(self.badge_button)
+            self.badge_button.style().polish(self.badge_button)
 
     def show_badge_details(self) -> None:
         if self.badge is None:
