@@ -144,10 +144,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     apply_private_environment()
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    # The bare command opens the desktop window (`bastion chat` is the terminal). It
+    # takes no options, so the parser, which imports every command's module, is not
+    # built: the window paints sooner.
+    args = build_parser().parse_args(given) if given else None
     try:
-        if args.command is None:
-            # The bare command opens the desktop window; `bastion chat` is the terminal.
+        if args is None or args.command is None:
             from bastion_desktop.ui.app import run_app
 
             return run_app(args)

@@ -319,3 +319,119 @@ def test_without_a_display_the_window_says_where_to_chat_instead(
         "bastion: there is no display to open the window on (no DISPLAY or "
         "WAYLAND_DISPLAY). `bastion chat` is the same chat in the terminal.\n"
     )
+
+
+# -- the first paint comes before the application starts ---------------------------------
+
+# Run in a fresh interpreter: what `bastion` has imported, and what the window shows,
+# when it first paints; then whether its contents arrive. Exits 0 once they have.
+FIRST_PAINT_PROBE = """
+import json, os, sys
+from PySide6 import QtCore, QtWidgets
+
+WATCHED = ("pydantic", "asyncio", "bastion_desktop.app", "bastion_desktop.core.history.store",
+           "bastion_guardrails.engine", "nemoguardrails", "llama_cpp", "huggingface_hub")
+seen = {}
+
+class Probe(QtCore.QObject):
+    def eventFilter(self, watched, event):
+        if (event.type() == QtCore.QEvent.Type.Paint and isinstance(watched, QtWidgets.QWidget)
+                and isinstance(watched.window(), QtWidgets.QMainWindow)):
+            window = watched.window()
+            if "first" not in seen:
+                seen["first"] = {
+                    "imported": [m for m in WATCHED if m in sys.modules],
+                    "title": window.windowTitle(),
+                    "menus": [a.text() for a in window.menuBar().actions()],
+                }
+            if watched.objectName() == "composer" and "filled" not in seen:
+                seen["filled"] = True
+                QtCore.QTimer.singleShot(0, done)
+        return False
+
+def done():
+    print(json.dumps(seen), flush=True)
+    os._exit(0)
+
+from bastion_desktop.ui.app import make_application
+app = make_application()
+probe = Probe()
+app.installEventFilter(probe)
+QtCore.QTimer.singleShot(120_000, lambda: os._exit(3))
+from bastion_desktop.cli import main
+sys.exit(main([]))
+"""
+
+
+def test_the_window_paints_before_the_application_starts_then_fills(
+    home_with_starter: Path, passphrase_file: Path
+) -> None:
+    import json
+    import os
+    import subprocess
+
+    env = dict(
+        os.environ,
+        BASTION_HOME=str(home_with_starter),
+        BASTION_PASSPHRASE_FILE=str(passphrase_file),
+        QT_QPA_PLATFORM="offscreen",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_PAINT_PROBE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    first = seen["first"]
+    # Nothing heavy before the first paint: not the settings' validation (pydantic), the
+    # history, the guardrails, llama.cpp or the Hub client.
+    assert first["imported"] == []
+    assert first["title"] == "Bastion"
+    assert first["menus"] == ["&File", "&Edit", "&Tools", "&Help"]
+    assert seen["filled"], "the conversations and the composer arrived after it"
+
+
+def test_a_window_built_in_two_steps_is_inert_until_attached(qtbot: QtBot) -> None:
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.show()
+    placeholder = window.centralWidget().findChild(QtWidgets.QLabel, "placeholder")
+    assert placeholder is not None
+    assert placeholder.text() == "Opening Bastion…"
+    actions = {action.text(): action.isEnabled() for action in window.actions()}
+    assert actions["&Quit"]
+    assert actions["&About Bastion"]
+    assert not actions["&New chat"], "nothing to act on before the contents exist"
+    assert not actions["S&top reply"]
+    window.close()  # closing before the contents exist is fine
+
+
+@pytest.mark.log_warnings("the unreadable settings file is logged")
+def test_a_broken_settings_file_is_a_sentence_after_the_window_paints(
+    qtbot: QtBot, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # run_app installs its own
+    context = AppContext.start()
+    context.paths.settings_file.write_text("{ not json", encoding="utf-8")
+    answered: list[str] = []
+
+    def answer() -> None:
+        box = QtWidgets.QApplication.activeModalWidget()
+        if isinstance(box, QtWidgets.QMessageBox) and box.objectName() == "startupError":
+            answered.append(box.text())
+            box.accept()
+
+    timer = QtCore.QTimer()
+    timer.timeout.connect(answer)
+    timer.start(20)
+    try:
+        assert run_app(None) == EXIT_USER_ERROR
+    finally:
+        timer.stop()
+    assert len(answered) == 1
+    assert "settings" in answered[0].lower()
+    assert capsys.readouterr().err == f"bastion: {answered[0]}\n"

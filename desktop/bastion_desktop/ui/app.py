@@ -4,13 +4,16 @@ history key, the engine thread, the main window — and an orderly shutdown."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets
@@ -81,6 +84,14 @@ def _style_sheet(c: dict[str, str]) -> str:
     #composer {{ border-top: 1px solid {c["border"]}; }}
     #editBanner {{ color: {c["accent"]}; }}
     #passphraseDialog #problem {{ color: {c["blocked"]}; }}
+    QScrollBar:vertical {{ background: transparent; width: 10px; margin: 0; }}
+    QScrollBar:horizontal {{ background: transparent; height: 10px; margin: 0; }}
+    QScrollBar::handle {{ background: {c["border"]}; border-radius: 4px; margin: 2px; }}
+    QScrollBar::handle:hover {{ background: {c["muted"]}; }}
+    QScrollBar::handle:vertical {{ min-height: 24px; }}
+    QScrollBar::handle:horizontal {{ min-width: 24px; }}
+    QScrollBar::add-line, QScrollBar::sub-line {{ width: 0; height: 0; }}
+    QScrollBar::add-page, QScrollBar::sub-page {{ background: transparent; }}
     """
 
 
@@ -234,13 +245,58 @@ def _no_display() -> bool:
     return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def first_theme(settings_file: Path) -> str:
+    """The theme the settings file names, read on its own: the window paints before the
+    settings are loaded and checked (a broken file gives the system's theme here, and
+    its sentence once they are)."""
+    try:
+        theme = json.loads(settings_file.read_text(encoding="utf-8")).get("theme")
+    except (OSError, ValueError, AttributeError):
+        return "system"
+    return theme if theme in ("light", "dark") else "system"
+
+
+def after_first_paint(
+    window: QtWidgets.QWidget, callback: Callable[[], object], fallback_ms: int = 2000
+) -> None:
+    """Run `callback` once `window` (any widget in it) has painted for the first time,
+    after that whole paint pass, or after `fallback_ms` if it never paints (a minimized
+    window). A zero timer set at `show()` can fire before the paint."""
+    app = QtWidgets.QApplication.instance()
+    assert app is not None
+    done: list[bool] = []
+
+    def run() -> None:
+        if not done:
+            done.append(True)
+            app.removeEventFilter(watcher)
+            callback()
+
+    class Watcher(QtCore.QObject):
+        def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
+            if (
+                event.type() == QtCore.QEvent.Type.Paint
+                and isinstance(watched, QtWidgets.QWidget)
+                and watched.window() is window
+            ):
+                QtCore.QTimer.singleShot(0, window, run)
+            return False
+
+    watcher = Watcher(window)
+    app.installEventFilter(watcher)
+    QtCore.QTimer.singleShot(fallback_ms, window, run)
+
+
 def run_app(args: argparse.Namespace | None = None) -> int:
-    """`bastion` with no subcommand: the desktop window, until it is closed."""
-    from bastion_desktop.app import AppContext
-    from bastion_desktop.ui.engine import Engine
-    from bastion_desktop.ui.first_run import PassphraseCancelledError, open_history_at_start
+    """`bastion` with no subcommand: the desktop window, until it is closed.
+
+    The window paints first, built from light modules only, then the application
+    starts behind it (`Startup`): settings, policy, the history (asking for its
+    passphrase over the window), the engine thread and the window's contents. Imported
+    before the paint, those held it back by a second."""
+    from bastion_desktop.core.paths import AppPaths
+    from bastion_desktop.core.privacy import apply_private_environment
     from bastion_desktop.ui.main_window import MainWindow
-    from bastion_desktop.ui.services import AppServices
 
     if _no_display():
         print(
@@ -249,42 +305,78 @@ def run_app(args: argparse.Namespace | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
+    apply_private_environment()
     app = make_application()
-    try:
-        context = AppContext.start()
-    except BastionError as error:
-        return _fatal(str(error))
-    crashes = install_crash_handler(context.paths.log_file)
-    dark = apply_theme(app, context.settings.theme)
-    log.info("desktop window starting (%s theme)", "dark" if dark else "light")
-    try:
-        store = open_history_at_start(context, _passphrase_file(args))
-    except PassphraseCancelledError as error:
-        print(f"bastion: {error}", file=sys.stderr)  # the user chose to leave: no dialog
-        return EXIT_USER_ERROR
-    except BastionError as error:
-        return _fatal(str(error))
-    engine = Engine()
-    engine.start()
-    services = AppServices.assemble(context, engine, store)
-    services.settings_changed.connect(lambda s: apply_theme(app, s.theme))
-
-    def follow_system(_scheme: object) -> None:
-        apply_theme(app, services.context.settings.theme)
-
-    app.styleHints().colorSchemeChanged.connect(follow_system)
-    window = MainWindow(services)
-    crashes.notice = window.show_error
+    paths = AppPaths.discover()
+    crashes = install_crash_handler(paths.log_file)
+    theme = first_theme(paths.settings_file)
+    apply_theme(app, theme)
+    window = MainWindow()
     window.show()
-    # Fill the window (profiles, models, their fit, the guardrail engine: imports of NeMo
-    # and llama.cpp on the engine thread) once it has painted, not before: those imports
-    # hold the interpreter and would keep the first paint waiting.
-    QtCore.QTimer.singleShot(0, window.start)
-    engine.submit(context.sweep_history(store))
+    startup = Startup(app, window, _passphrase_file(args), crashes, theme)
+    after_first_paint(window, startup.run)
     try:
         return app.exec()
     finally:
         crashes.notice = None  # the window is going: dialogs again
-        app.styleHints().colorSchemeChanged.disconnect(follow_system)
         window.deleteLater()
-        services.shut_down()
+        startup.shut_down()
+
+
+@dataclass
+class Startup:
+    """The application, started behind the painted window."""
+
+    app: QtWidgets.QApplication
+    window: Any  # MainWindow: its module is imported by run_app
+    passphrase_file: Path | None
+    crashes: CrashHandler
+    theme: str  # the one applied before the paint
+    services: Any = None  # AppServices, once started
+
+    def run(self) -> None:
+        """Start and fill the window; on a problem the user must hear about before
+        anything else (a broken policy, a cancelled passphrase), leave with its
+        sentence."""
+        from bastion_desktop.app import AppContext
+        from bastion_desktop.ui.engine import Engine
+        from bastion_desktop.ui.first_run import PassphraseCancelledError, open_history_at_start
+        from bastion_desktop.ui.services import AppServices
+
+        app = self.app
+        try:
+            context = AppContext.start()
+        except BastionError as error:
+            app.exit(_fatal(str(error)))
+            return
+        if context.settings.theme != self.theme:  # restyling every widget is not free
+            apply_theme(app, context.settings.theme)
+        log.info("desktop window starting (%s theme)", context.settings.theme)
+        try:
+            store = open_history_at_start(context, self.passphrase_file)
+        except PassphraseCancelledError as error:
+            print(f"bastion: {error}", file=sys.stderr)  # the user chose to leave: no dialog
+            app.exit(EXIT_USER_ERROR)
+            return
+        except BastionError as error:
+            app.exit(_fatal(str(error)))
+            return
+        engine = Engine()
+        engine.start()
+        services = self.services = AppServices.assemble(context, engine, store)
+        services.settings_changed.connect(lambda s: apply_theme(app, s.theme))
+        app.styleHints().colorSchemeChanged.connect(self._follow_system)
+        self.window.attach(services)
+        self.crashes.notice = self.window.show_error
+        # Filled (profiles, models and their fit, the guardrail engine: NeMo's and
+        # llama.cpp's imports on the engine thread) once the contents have painted.
+        after_first_paint(self.window, self.window.start)
+        engine.submit(context.sweep_history(store))
+
+    def _follow_system(self, _scheme: object) -> None:
+        apply_theme(self.app, self.services.context.settings.theme)
+
+    def shut_down(self) -> None:
+        if self.services is not None:
+            self.app.styleHints().colorSchemeChanged.disconnect(self._follow_system)
+            self.services.shut_down()

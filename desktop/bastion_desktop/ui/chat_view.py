@@ -74,8 +74,8 @@ class ChatView(QtWidgets.QScrollArea):
         self._build_timer.setSingleShot(True)
         self._build_timer.setInterval(0)
         self._build_timer.timeout.connect(self._build_step)
-        self._spares: dict[Role, list[MessageWidget]] = {Role.USER: [], Role.ASSISTANT: []}
-        self._spares_wanted = 0
+        self._spares: dict[Role, list[MessageWidget]] = {role: [] for role in Role}
+        self._spares_wanted: dict[Role, int] = {}
         self._spare_timer = QtCore.QTimer(self)
         self._spare_timer.setSingleShot(True)
         self._spare_timer.setInterval(0)
@@ -275,17 +275,20 @@ class ChatView(QtWidgets.QScrollArea):
         """Build `count` spare message widgets of each role while the window is idle,
         one per step of the event loop, so the first conversation opened refills
         widgets rather than building them (about 10 ms each, the first one more)."""
-        self._spares_wanted = min(count, SPARES_KEPT)
-        self._spare_timer.start()
+        self._spares_wanted = {
+            role: min(count, SPARES_KEPT) for role in (Role.USER, Role.ASSISTANT)
+        }
+        self._spare_timer.start(0)
 
     def _prepare_step(self) -> None:
         if self._to_build:  # a conversation is being shown: that comes first
             self._spare_timer.start(50)
             return
-        user, assistant = self._spares[Role.USER], self._spares[Role.ASSISTANT]
-        role = Role.USER if len(user) <= len(assistant) else Role.ASSISTANT
-        if len(self._spares[role]) >= self._spares_wanted:
+        wanted = self._spares_wanted
+        role = max(wanted, key=lambda r: wanted[r])
+        if wanted[role] <= 0:
             return
+        wanted[role] -= 1
         widget = self._new_widget(role, None, self.model_name)
         widget.set_text("")  # its text view is built on the first text: build it now
         widget.ensurePolished()  # the style sheet is applied at the first show otherwise

@@ -1,23 +1,27 @@
 """The main window: history on the left; the model and guardrail pickers, the
-conversation and the composer on the right; menus and shortcuts for the rest."""
+conversation and the composer on the right; menus and shortcuts for the rest.
+
+It is built in two steps, so that it paints before anything heavy is imported: the
+window itself with its menus (`MainWindow()`, from light modules only), then its
+contents once the application has started (`attach(services)`: the history, the chat
+service and the widgets over them). `MainWindow(services)` does both at once."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion_desktop.core.errors import BastionError
-from bastion_desktop.core.starter import STARTER_ID
-from bastion_desktop.ui import markdown
-from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation, is_user_error
-from bastion_desktop.ui.chat_view import SHOWN_AT_ONCE, ChatView
-from bastion_desktop.ui.composer import Composer
-from bastion_desktop.ui.conversations import ConversationSidebar
-from bastion_desktop.ui.engine import call
-from bastion_desktop.ui.first_run import StarterNotice, open_models_window
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
-from bastion_desktop.ui.services import AppServices
-from bastion_desktop.ui.top_bar import TopBar
+
+if TYPE_CHECKING:
+    from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation
+    from bastion_desktop.ui.chat_view import ChatView
+    from bastion_desktop.ui.composer import Composer
+    from bastion_desktop.ui.conversations import ConversationSidebar
+    from bastion_desktop.ui.first_run import StarterNotice
+    from bastion_desktop.ui.services import AppServices
+    from bastion_desktop.ui.top_bar import TopBar
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +42,19 @@ class MainWindow(QtWidgets.QMainWindow):
     ready = Signal()  # the guardrail profile is open: messages can be sent
     profile_failed = Signal(str)
 
-    def __init__(self, services: AppServices, parent: QtWidgets.QWidget | None = None) -> None:
+    services: AppServices
+    controller: ChatController
+    sidebar: ConversationSidebar
+    top_bar: TopBar
+    starter_notice: StarterNotice
+    chat_view: ChatView
+    composer: Composer
+
+    def __init__(
+        self, services: AppServices | None = None, parent: QtWidgets.QWidget | None = None
+    ) -> None:
         super().__init__(parent)
-        self.services = services
+        self.attached = False
         self.profile_ready = False
         self._warmed_up = False
         self.secondary: dict[str, QtWidgets.QWidget] = {}
@@ -49,7 +63,38 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setAccessibleName("Bastion")
         self.resize(1180, 780)
         self.setMinimumSize(720, 480)
+        self._actions: list[QtGui.QAction] = []
+        self._build_menus()
+        self.setCentralWidget(self._opening())
+        if services is not None:
+            self.attach(services)
 
+    def _opening(self) -> QtWidgets.QWidget:
+        """What the window shows from its first paint until `attach`: its two panes,
+        empty, and a line saying what is happening."""
+        splitter = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal, self)
+        splitter.setObjectName("opening")
+        side = QtWidgets.QWidget(splitter)
+        side.setObjectName("sidebar")
+        label = QtWidgets.QLabel("Opening Bastion…", splitter)
+        label.setObjectName("placeholder")
+        label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        splitter.addWidget(side)
+        splitter.addWidget(label)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([260, 920])
+        return splitter
+
+    def attach(self, services: AppServices) -> None:
+        """Build the window's contents over the started application."""
+        from bastion_desktop.ui.chat_controller import ChatController
+        from bastion_desktop.ui.chat_view import ChatView
+        from bastion_desktop.ui.composer import Composer
+        from bastion_desktop.ui.conversations import ConversationSidebar
+        from bastion_desktop.ui.first_run import StarterNotice
+        from bastion_desktop.ui.top_bar import TopBar
+
+        self.services = services
         self.controller = ChatController(services, self)
         self.sidebar = ConversationSidebar(services, self)
         self.top_bar = TopBar(services, self)
@@ -78,8 +123,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([260, 920])
         self.splitter.setChildrenCollapsible(False)
-        self.setCentralWidget(self.splitter)
-        self._build_menus()
+        self.setCentralWidget(self.splitter)  # the opening panes go
         self._wire()
         # Focus order: search, list, pickers, conversation, message box.
         QtWidgets.QWidget.setTabOrder(self.sidebar.new_button, self.sidebar.search)
@@ -89,6 +133,9 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QWidget.setTabOrder(self.top_bar.profile_box, self.composer.text)
         QtWidgets.QWidget.setTabOrder(self.composer.text, self.composer.send_button)
         self.composer.send_button.setEnabled(False)
+        self.attached = True
+        for action in self._actions:
+            action.setEnabled(True)
 
     # -- building ------------------------------------------------------------------------
 
@@ -124,8 +171,10 @@ class MainWindow(QtWidgets.QMainWindow):
             action.setShortcut(QtGui.QKeySequence(shortcut))
             action.setShortcutContext(QtCore.Qt.ShortcutContext.WindowShortcut)
         action.triggered.connect(slot)
+        action.setEnabled(False)  # until the window has its contents (`attach`)
         menu.addAction(action)
         self.addAction(action)  # shortcuts work with the menu bar hidden too
+        self._actions.append(action)
         return action
 
     def _build_menus(self) -> None:
@@ -141,12 +190,14 @@ class MainWindow(QtWidgets.QMainWindow):
             "A chat kept in memory only: nothing of it is saved in your history."
         )
         file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+        self._action(
+            file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit
+        ).setEnabled(True)
         edit_menu = bar.addMenu("&Edit")
         self.find_action = self._action(
-            edit_menu, "&Search conversations", self.sidebar.focus_search, "Ctrl+F"
+            edit_menu, "&Search conversations", self._focus_search, "Ctrl+F"
         )
-        self.stop_action = self._action(edit_menu, "S&top reply", self.controller.stop, "Esc")
+        self.stop_action = self._action(edit_menu, "S&top reply", self._stop, "Esc")
         edit_menu.addSeparator()
         self.settings_action = self._action(edit_menu, "S&ettings…", self.open_settings, "Ctrl+,")
         tools = bar.addMenu("&Tools")
@@ -155,7 +206,14 @@ class MainWindow(QtWidgets.QMainWindow):
             tools, "Guardrail &profiles…", self.open_profiles, "Ctrl+P"
         )
         help_menu = bar.addMenu("&Help")
-        self._action(help_menu, "&About Bastion", self._about)
+        self._action(help_menu, "&About Bastion", self._about).setEnabled(True)
+
+    # The menus exist before the contents do: their slots look the contents up.
+    def _focus_search(self) -> None:
+        self.sidebar.focus_search()
+
+    def _stop(self) -> None:
+        self.controller.stop()
 
     def _wire(self) -> None:
         c = self.controller
@@ -183,6 +241,8 @@ class MainWindow(QtWidgets.QMainWindow):
         """Fill the lists and open the guardrail profile (off the GUI thread); `ready`
         follows. Until then nothing can be sent: a profile that cannot run must never
         leave the chat silently unchecked."""
+        from bastion_desktop.ui.engine import call
+
         self.sidebar.refresh()
         self.top_bar.refresh()
         self.starter_notice.update_for(self.services.context.settings.default_model)
@@ -198,6 +258,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.composer.text.setFocus()
 
     def _profile_open(self) -> None:
+        from bastion_desktop.ui import markdown
+        from bastion_desktop.ui.chat_view import SHOWN_AT_ONCE
+        from bastion_desktop.ui.engine import call
+
         if not self._warmed_up:  # once, when the engine thread has opened the profile
             self._warmed_up = True
             call(self.services.engine, markdown.warm_up(), self)
@@ -207,6 +271,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.ready.emit()
 
     def _profile_error(self, error: object) -> None:
+        from bastion_desktop.ui.chat_controller import is_user_error
+
         sentence = (
             str(error)
             if is_user_error(error)
@@ -266,6 +332,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.top_bar.setEnabled(not busy)
 
     def _loaded(self, loaded: LoadedConversation | None) -> None:
+        from bastion_desktop.core.starter import STARTER_ID
+
         private = self.controller.private
         self.private_banner.setVisible(private)
         self.composer.text.setPlaceholderText(
@@ -338,6 +406,8 @@ class MainWindow(QtWidgets.QMainWindow):
         return window
 
     def open_models(self) -> None:
+        from bastion_desktop.ui.first_run import open_models_window
+
         if "models" in self.secondary:
             self._open_secondary("models", "models_window", "ModelsWindow")
             return
@@ -365,7 +435,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         # A reply still streaming is stopped; what it wrote is saved by the service.
-        self.controller.stop()
+        if self.attached:
+            self.controller.stop()
         for window in list(self.secondary.values()):
             window.close()
         super().closeEvent(event)

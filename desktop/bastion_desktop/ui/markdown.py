@@ -88,6 +88,8 @@ def highlighted_html(code: str, language: str, dark: bool) -> str | None:
     return f"<pre style='margin:0'>{body}</pre>"
 
 
+# Parts of each kind a view keeps hidden for its next text.
+SPARE_PARTS = 4
 # Looked up ahead of time (see `warm_up`): the languages replies use most.
 COMMON_LANGUAGES = ("python", "bash", "javascript", "json")
 
@@ -232,6 +234,10 @@ class MarkdownView(QtWidgets.QWidget):
         self._layout.setContentsMargins(0, 0, 0, 0)
         self._layout.setSpacing(6)
         self._parts: list[tuple[str, QtWidgets.QWidget]] = []
+        # Parts no longer shown, kept by kind for the next text: a message widget is
+        # refilled with another message (see ChatView), whose prose and code blocks fall
+        # elsewhere, and building a text view costs more than refilling one.
+        self._spare_parts: dict[str, list[QtWidgets.QWidget]] = {"text": [], "code": []}
         self._markdown = ""
         self._plain = False
 
@@ -282,7 +288,10 @@ class MarkdownView(QtWidgets.QWidget):
             return self._parts[index][1]
         self._trim(index)
         widget: QtWidgets.QWidget
-        if kind == "code":
+        if self._spare_parts[kind]:
+            widget = self._spare_parts[kind].pop()
+            widget.show()
+        elif kind == "code":
             widget = CodeBlockView(self)
             widget.view.link_requested.connect(self.link_requested.emit)
         else:
@@ -295,6 +304,10 @@ class MarkdownView(QtWidgets.QWidget):
 
     def _trim(self, keep: int) -> None:
         while len(self._parts) > keep:
-            _kind, widget = self._parts.pop()
+            kind, widget = self._parts.pop()
             self._layout.removeWidget(widget)
-            widget.deleteLater()
+            if len(self._spare_parts[kind]) < SPARE_PARTS:
+                widget.hide()
+                self._spare_parts[kind].append(widget)
+            else:
+                widget.deleteLater()
