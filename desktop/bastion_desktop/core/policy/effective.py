@@ -293,6 +293,14 @@ class EffectivePolicy:
 
     # -- settings ---------------------------------------------------------------------------
 
+    def _builtins(self) -> tuple[tuple[str, str | None], ...]:
+        """The built-in profiles for `choose_profile`. Hashes matter only to an
+        allow-list, which may name them: without one the built-ins are not loaded to
+        hash them (50 ms at every start)."""
+        if self.value("AllowedGuardrailProfiles") is not None:
+            return builtin_hashes()
+        return tuple((profile_id, None) for profile_id in BUILTIN_IDS)
+
     def apply_to_settings(self, settings: Settings) -> tuple[Settings, list[str]]:
         """The settings with locked values forced on and recommendations filling in what
         the user has not set, and the notices to show the user."""
@@ -316,7 +324,7 @@ class EffectivePolicy:
             # User profiles' hashes are known only to the library: choose_profile decides
             # for them when a chat opens. Built-ins are decided here.
             if current in BUILTIN_IDS or not self.user_profiles_allowed:
-                choice = self.choose_profile(current, [*builtin_hashes(), (current, None)])
+                choice = self.choose_profile(current, [*self._builtins(), (current, None)])
                 if choice.profile_id != current:
                     updates["guard_profile"] = choice.profile_id
                     if choice.notice:
