@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from bastion_desktop.core.errors import ModelHostCrashedError
 from bastion_desktop.core.inference.hardware import physical_cores, usable_cpus
 from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.host_process import HOST_NICENESS
 from bastion_desktop.core.inference.types import (
     ChatMessage,
     GenerationFinished,
@@ -57,6 +59,18 @@ async def test_loads_the_starter_and_reports_its_facts(starter_path: Path) -> No
     assert facts.threads == physical_cores()
     # This build is CPU-only; on a GPU build "auto" would offload every layer.
     assert facts.gpu_layers == (facts.layers + 1 if facts.gpu_offload_supported else 0)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX niceness")
+async def test_the_host_runs_below_the_apps_priority(starter_path: Path) -> None:
+    host = ModelHost(starter_path, LoadOptions(context_length=512, gpu_layers="none"))
+    try:
+        await host.load()
+        assert host.pid is not None
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, host.pid) == min(ours + HOST_NICENESS, 19)
+    finally:
+        await host.close()
 
 
 async def test_streams_and_the_same_seed_gives_the_same_text(starter_path: Path) -> None:

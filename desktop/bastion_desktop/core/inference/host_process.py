@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import codecs
 import collections
+import logging
+import os
 import random
 import signal
+import sys
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -38,6 +41,8 @@ from bastion_desktop.core.inference.types import (
     SamplingParams,
 )
 from bastion_desktop.core.privacy import apply_private_environment
+
+log = logging.getLogger(__name__)
 
 # llama.cpp's file_type numbers (enum llama_ftype) for the quantizations people meet.
 _FILE_TYPES = {
@@ -395,11 +400,34 @@ class _StopFilter:
         return rest
 
 
+# How much lower the model host runs than the app (POSIX nice increment).
+HOST_NICENESS = 5
+
+
+def yield_to_the_app() -> None:
+    """Run this process below the app's priority. Decoding uses every core it is given;
+    at equal priority the window's thread waits its turn behind the model's threads,
+    and the window stutters while a reply streams. Lower, the model loses nothing when
+    the machine is otherwise idle and gives way only for the moments the app works."""
+    try:
+        if sys.platform == "win32":
+            import ctypes
+
+            below_normal = 0x00004000
+            kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+            kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), below_normal)
+        else:
+            os.nice(HOST_NICENESS)
+    except (OSError, AttributeError):  # a sandbox that refuses: run as it is
+        log.info("the model host keeps the app's priority")
+
+
 def run_host(conn: Connection, model_path: str, options: LoadOptions) -> None:
     """Entry point of the model host process."""
     # Interrupts are the app's to handle (see host._terminal_interrupts_blocked).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     apply_private_environment()
+    yield_to_the_app()
     try:
         model = LoadedModel(Path(model_path), options, conn)
     except BastionError as error:
