@@ -31,6 +31,7 @@ def test_a_blocked_messages_badge_explains_itself_after_a_restart(
     assert live is not None
     assert live.explanation.startswith(HEAD)
     assert live.explanation.endswith(TAIL)
+    assert live.profile == "Standard", "the badge names the profile, not its id"
     desktop.close()
 
     again = open_desktop(qtbot, passphrase_file)
@@ -54,6 +55,7 @@ def test_a_blocked_messages_badge_explains_itself_after_a_restart(
         details = question.findChild(QtCore.QObject, "badgeDetails")
         assert details is not None
         assert badge.explanation in details.informativeText()
+        assert "Guardrail profile: Standard\n" in details.informativeText()
         screenshot(details, "badge-after-restart")
         screenshot(again.window, "window-after-restart")
         details.close()

@@ -191,7 +191,10 @@ def test_a_blocked_message_shows_its_badge_and_reason(desktop: Desktop, qtbot: Q
     assert "injection" in question.badge.rail
     assert question.badge.explanation
     assert question.badge.explanation in question.badge_button.toolTip()
+    # The reason is written under the message itself, not only in the badge.
+    assert question.note_label.text() == question.badge.explanation
     assert "not sent" in question.note_label.text()
+    assert not question.copy_button.isVisibleTo(question), "nothing to copy"
     qtbot.mouseClick(question.badge_button, QtCore.Qt.MouseButton.LeftButton)
     details = question.findChild(QtCore.QObject, "badgeDetails")
     assert details is not None
@@ -245,7 +248,8 @@ def test_a_withdrawn_reply_shows_its_badge_and_reason(
         assert reply.badge.verdict == "withdrawn"
         assert reply.badge.rail == "bastion block terms on output"
         assert reply.badge.explanation in reply.badge_button.toolTip()
-        assert "withdrew" in reply.note_label.text()
+        assert reply.note_label.text() == reply.badge.explanation
+        assert "withdrawn" in reply.note_label.text()
         assert word not in desktop.window.chat_view.notice.text().lower()
     finally:
         desktop.close()
@@ -257,7 +261,10 @@ def test_the_profile_picker_shows_the_active_profile_and_what_is_not_in_force(
     top = desktop.window.top_bar
     qtbot.waitUntil(lambda: top.profile_box.count() >= 4, timeout=10_000)
     assert top.profile_box.currentData() == "standard"
-    assert "standard" in top.profile_box.currentText().lower()
+    # Each profile by name, with its strictness where that says more than the name.
+    labels = [top.profile_box.itemText(i) for i in range(top.profile_box.count())]
+    assert "Standard" in labels, labels
+    assert not [label for label in labels if label.lower().count("standard") > 1], labels
     # No safety model is installed here: Standard says which checks are not in force.
     assert top.status_label.isVisible()
     assert "Not in force" in top.status_label.text()

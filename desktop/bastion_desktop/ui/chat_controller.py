@@ -152,7 +152,8 @@ class ChatController(QtCore.QObject):
             for m in messages
             if m.alternative_count > 1
         }
-        names = {e.profile_id: self._profile_name(e.profile_id) for e in events}
+        checked_by = {e.profile_id for e in events} | {m.profile_id for m in messages}
+        names = {p: self._profile_name(p) for p in checked_by if p is not None}
         return LoadedConversation(conversation, messages, events, siblings, {}, names)
 
     def _profile_name(self, profile_id: str) -> str:

@@ -21,6 +21,7 @@ from bastion_desktop.core.store import GuardEventRecord, MessageState, StoredMes
 from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation
 from bastion_desktop.ui.message_widget import Badge, MessageWidget, stats_line
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
+from bastion_guardrails.decisions import GuardDecision
 
 OFF_PROFILE = "off"
 
@@ -88,6 +89,8 @@ class ChatView(QtWidgets.QScrollArea):
         # The models' names by id, read once per opened conversation: each reply names
         # the model that wrote it. The main window sets it (it knows the registry).
         self.model_names: Callable[[], dict[str, str]] = dict
+        # A guardrail profile's name by id, for the badges (the top bar knows them).
+        self.profile_names: Callable[[str], str] = str
         self._names: dict[str, str] = {}
         # Confirmation is a seam for tests: they answer it without a modal loop.
         self.confirm_link = confirm_link
@@ -216,9 +219,9 @@ class ChatView(QtWidgets.QScrollArea):
         record = self._records.get(message.id)
         if decision is not None:
             retracted = message.role is Role.ASSISTANT and decision.blocked
-            widget.set_badge(Badge.from_decision(decision, retracted=retracted))
+            widget.set_badge(self._badge(decision, retracted=retracted))
         elif record is not None:
-            badge = Badge.from_record(record, loaded.profile_names.get(record.profile_id))
+            badge = Badge.from_record(record, self._profile_name(record.profile_id))
             if message.role is Role.ASSISTANT and badge.verdict == "blocked":
                 badge = Badge(
                     "withdrawn", badge.profile, badge.rail, badge.category, badge.explanation
@@ -239,11 +242,20 @@ class ChatView(QtWidgets.QScrollArea):
             )
         widget.set_actions_enabled(True)
 
+    def _profile_name(self, profile_id: str) -> str:
+        loaded = self._loaded
+        known = loaded.profile_names.get(profile_id) if loaded is not None else None
+        return known or self.profile_names(profile_id)
+
+    def _badge(self, decision: GuardDecision, *, retracted: bool = False) -> Badge:
+        name = self._profile_name(decision.profile_id)
+        return Badge.from_decision(decision, retracted=retracted, profile_name=name)
+
     def _default_badge(self, message: StoredMessage) -> Badge | None:
-        profile = message.profile_id
-        if profile is None or message.state is MessageState.STREAMING:
+        if message.profile_id is None or message.state is MessageState.STREAMING:
             return None
-        if profile == OFF_PROFILE:
+        profile = self._profile_name(message.profile_id)
+        if message.profile_id == OFF_PROFILE:
             return Badge("unchecked", profile, explanation="Guardrails were off.")
         if message.state is MessageState.BLOCKED:
             return Badge("blocked", profile)
@@ -370,11 +382,11 @@ class ChatView(QtWidgets.QScrollArea):
         if event.decision.stage.value == "output":
             # Something in the reply was masked as it streamed: the text shown is
             # already the masked text; the badge says what and why.
-            self._reply_widget().set_badge(Badge.from_decision(event.decision))
+            self._reply_widget().set_badge(self._badge(event.decision))
             return
         question = self._last(Role.USER)
         if question is not None:
-            question.set_badge(Badge.from_decision(event.decision))
+            question.set_badge(self._badge(event.decision))
             if event.decision.verdict.value == "masked" and event.decision.rewritten:
                 question.set_text(event.decision.rewritten)
 
@@ -382,13 +394,13 @@ class ChatView(QtWidgets.QScrollArea):
         if event.decision.stage.value == "input":
             question = self._last(Role.USER)
             if question is not None:
-                question.set_badge(Badge.from_decision(event.decision))
+                question.set_badge(self._badge(event.decision))
                 question.set_state(MessageState.BLOCKED)
         else:
             reply = self._reply_widget()
             reply.set_text("")
             reply.set_state(MessageState.BLOCKED)
-            reply.set_badge(Badge.from_decision(event.decision, retracted=True))
+            reply.set_badge(self._badge(event.decision, retracted=True))
         self.show_notice(event.decision.explanation)
 
     def _on_turn_finished(self) -> None:

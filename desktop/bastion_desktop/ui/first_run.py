@@ -239,11 +239,14 @@ class StarterNotice(QtWidgets.QFrame):
     def _suggested(self, suggestion: object) -> None:
         if not isinstance(suggestion, Suggestion):
             return
+        from bastion_desktop.core.hub.filenames import format_size
+
         self.suggestion = suggestion
-        gib = suggestion.size / 2**30
+        # In the units the models window shows the same download in.
+        size = format_size(suggestion.size)
         self.text.setText(
             "You are chatting with the starter model, a tiny test model: its answers are "
-            f"poor. Suggested for this machine: {suggestion.name} ({gib:.1f} GiB). "
+            f"poor. Suggested for this machine: {suggestion.name} ({size} download). "
             f"{suggestion.fit.summary.rstrip('.')}."
         )
         self.get_button.setText(f"Get {suggestion.name}…")

@@ -103,6 +103,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.private_banner = self._private_banner()
         self.chat_view = ChatView(self.controller, self)
         self.chat_view.model_names = self._model_names
+        self.chat_view.profile_names = self.top_bar.profile_name
         self.composer = Composer(self)
         self._placeholder = self.composer.text.placeholderText()
 

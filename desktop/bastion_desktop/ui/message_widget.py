@@ -23,7 +23,7 @@ class Badge:
     """What the guardrails did to one message, in words for the badge and its details."""
 
     verdict: str  # "passed", "masked", "blocked", "withdrawn", "unchecked"
-    profile: str
+    profile: str  # its name, as the user knows it (the id if it is not known)
     rail: str | None = None
     category: str | None = None
     explanation: str = ""
@@ -50,29 +50,27 @@ class Badge:
         return "\n".join(lines)
 
     @classmethod
-    def from_decision(cls, decision: GuardDecision, *, retracted: bool = False) -> Badge:
+    def from_decision(
+        cls, decision: GuardDecision, *, retracted: bool = False, profile_name: str | None = None
+    ) -> Badge:
         verdict = decision.verdict.value
         if verdict == "allowed":
             verdict = "passed"
         elif verdict == "blocked" and retracted:
             verdict = "withdrawn"
-        return cls(
-            verdict, decision.profile_id, decision.rail, decision.category, decision.explanation
-        )
+        profile = profile_name or decision.profile_id
+        return cls(verdict, profile, decision.rail, decision.category, decision.explanation)
 
     @classmethod
     def from_record(cls, record: GuardEventRecord, profile_name: str | None = None) -> Badge:
         """A badge for a decision read back from the history, which keeps no
         explanation: the sentence is rebuilt from the rail and category it does keep."""
         verdict = {"allowed": "passed"}.get(record.verdict, record.verdict)
+        profile = profile_name or record.profile_id
         explanation = explain.recorded(
-            record.verdict,
-            record.stage,
-            profile_name or record.profile_id,
-            record.rail,
-            record.category,
+            record.verdict, record.stage, profile, record.rail, record.category
         )
-        return cls(verdict, record.profile_id, record.rail, record.category, explanation)
+        return cls(verdict, profile, record.rail, record.category, explanation)
 
 
 def stats_line(stats: GenerationStats | DoneEvent) -> str:
@@ -222,8 +220,10 @@ class MessageWidget(QtWidgets.QFrame):
             self._render()
 
     def _render(self) -> None:
-        # A blocked or withdrawn message has no text: no empty box above its note.
+        # A blocked or withdrawn message has no text: no empty box above its note, and
+        # nothing to copy.
         self.body.setVisible(bool(self._text))
+        self.copy_button.setVisible(bool(self._text))
         if self.role is Role.USER:
             self.body.set_plain(self._text)
         else:
@@ -231,9 +231,15 @@ class MessageWidget(QtWidgets.QFrame):
 
     def set_state(self, state: MessageState) -> None:
         self.state = state
-        note = _STATE_NOTES.get(state, "")
-        if state is MessageState.BLOCKED:
-            note = (
+        self._update_note()
+
+    def _update_note(self) -> None:
+        """The line under the text: why a message was blocked or withdrawn (the badge's
+        explanation, when there is one), or how a reply ended."""
+        note = _STATE_NOTES.get(self.state, "")
+        if self.state is MessageState.BLOCKED:
+            explanation = self.badge.explanation if self.badge is not None else ""
+            note = explanation or (
                 "This message was not sent: the guardrails blocked it."
                 if self.role is Role.USER
                 else "The guardrails withdrew this reply."
@@ -251,6 +257,7 @@ class MessageWidget(QtWidgets.QFrame):
     def set_badge(self, badge: Badge | None) -> None:
         self.badge = badge
         self.badge_button.setVisible(badge is not None)
+        self._update_note()
         if badge is None:
             return
         self.badge_button.setText(badge.label)

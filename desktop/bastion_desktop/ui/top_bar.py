@@ -229,7 +229,9 @@ class TopBar(QtWidgets.QFrame):
         self._filling = True
         self.profile_box.clear()
         for choice in choices:
-            label = f"{choice.name} · {choice.strictness}"
+            label = choice.name
+            if choice.strictness.lower() != choice.name.lower():  # not "Standard · standard"
+                label += f" · {choice.strictness}"
             if not choice.usable:
                 label += " (unavailable)"
             self.profile_box.addItem(label, choice.id)
@@ -252,6 +254,10 @@ class TopBar(QtWidgets.QFrame):
         managed = f"{MANAGED_TEXT}. " if locked_profile(self.services) else ""
         self.profile_box.setToolTip(managed + choice.sentence)
         self.profile_box.setAccessibleDescription(choice.sentence)
+
+    def profile_name(self, profile_id: str) -> str:
+        """A profile's name as the picker shows it (its id for one not listed)."""
+        return next((c.name for c in self._choices if c.id == profile_id), profile_id)
 
     def current_profile(self) -> ProfileChoice | None:
         wanted = self.profile_box.currentData()
