@@ -265,8 +265,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
         if not self._warmed_up:  # once, when the engine thread has opened the profile
             self._warmed_up = True
-            call(self.services.engine, markdown.warm_up(), self)
-            self.chat_view.prepare_spares(SHOWN_AT_ONCE // 2)
+            # Then spare message widgets, once the warm-up's imports no longer hold the
+            # interpreter (each step of building them would wait for it).
+            call(
+                self.services.engine,
+                markdown.warm_up(),
+                self,
+                on_result=lambda _r: self.chat_view.prepare_spares(SHOWN_AT_ONCE // 2),
+            )
         self.profile_ready = True
         self.composer.send_button.setEnabled(True)
         self.ready.emit()
