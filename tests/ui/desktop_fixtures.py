@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,11 @@ def screenshot(widget: QtWidgets.QWidget, name: str) -> None:
     folder = os.environ.get("BASTION_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        QtWidgets.QApplication.processEvents()  # the layout requests still queued
+        # The layout requests still queued: a word-wrapped label takes its height over
+        # a few passes, as the user sees it a frame or two later.
+        for _ in range(3):
+            QtWidgets.QApplication.processEvents()
+            time.sleep(0.02)
         widget.grab().save(str(Path(folder) / f"{name}.png"))
 
 
