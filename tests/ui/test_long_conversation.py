@@ -10,6 +10,7 @@ from pytestqt.qtbot import QtBot
 from bastion_desktop.core.inference.types import Role
 from bastion_desktop.core.store import MessageState
 from bastion_desktop.ui.chat_view import SHOWN_AT_ONCE, ChatView
+from bastion_desktop.ui.message_widget import MessageWidget
 from bastion_desktop.ui.qt import QtCore
 from tests.ui.desktop_fixtures import Desktop
 
@@ -162,3 +163,48 @@ def test_switching_conversations_reuses_widgets_and_carries_nothing_over(
         assert message.stats_label.text() == ""
         assert not message.alternative_label.isVisibleTo(message)
         assert message.edit_button.isVisibleTo(message) is (message.role is Role.USER)
+
+
+def test_opening_another_conversation_while_one_fills_in_shows_only_the_other(
+    desktop: Desktop, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bastion_desktop.ui import chat_view
+
+    monkeypatch.setattr(chat_view, "BUILD_STEP_MS", 0.0)  # one message per step
+    first = desktop.services.engine.run(
+        _conversation(desktop, 12, checked=True, word="first"), timeout=60
+    )
+    second = desktop.services.engine.run(
+        _conversation(desktop, 8, checked=False, word="second"), timeout=60
+    )
+    view = desktop.window.chat_view
+    controller = desktop.window.controller
+    building_when_switched: list[bool] = []
+
+    def switch(loaded: object) -> None:
+        # Right after the first conversation's first step: the user clicks the other.
+        if not building_when_switched:
+            building_when_switched.append(view.building)
+            controller.open(second)
+
+    controller.loaded.connect(switch)
+    controller.open(first)
+    # The first may finish its steps before the second arrives from the engine thread.
+    qtbot.waitUntil(
+        lambda: (
+            view._loaded is not None
+            and view._loaded.conversation.id == second
+            and not view.building
+        ),
+        timeout=30_000,
+    )
+    controller.loaded.disconnect(switch)
+    assert building_when_switched == [True], "the first was still filling in"
+    assert [m.text for m in view.messages] == [f"second {n}" for n in range(8)]
+    assert all(m.badge is None and not m.stats_label.text() for m in view.messages)
+    shown_widgets = {id(m) for m in view.messages}
+    layout = view.widget().layout()
+    in_layout = {id(layout.itemAt(i).widget()) for i in range(layout.count())}
+    assert shown_widgets <= in_layout
+    visible = [w for w in view.widget().findChildren(MessageWidget) if w.isVisibleTo(view)]
+    assert len(visible) == 8, "nothing of the first conversation is left on screen"
