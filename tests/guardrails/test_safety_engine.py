@@ -23,6 +23,7 @@ from bastion_guardrails.nemo_runtime import NemoProfileRuntime
 from bastion_guardrails.profile import load_profile
 from bastion_guardrails.runtime import GuardMessage, OutputBlocked, PassedText
 from bastion_guardrails.safety import GuardFamily, PromptedSafetyModel
+from bastion_guardrails.safety.quoting import unquoted
 from tests.guardrails.conftest import write_profile
 
 
@@ -45,7 +46,8 @@ class ScriptedLLM:
 
         self.prompts.append(prompt)
         self.kwargs.append(kwargs)
-        text = prompt if isinstance(prompt, str) else str(prompt[-1].content)
+        # A raw prompt as the model host hands it to the model: quoting marks removed.
+        text = unquoted(prompt) if isinstance(prompt, str) else str(prompt[-1].content)
         for words, answer in self.rules:
             if words in text:
                 return LLMResponse(content=answer, model=self.model_name)
@@ -141,7 +143,7 @@ async def test_shieldgemma_asks_each_policy_and_blocks_a_reply() -> None:
     )
     # One reply of 12 pieces is one chunk: four prompts, one per policy, none other.
     assert len(llm.prompts) == 4
-    assert all("Human Question: Tell me about my neighbours." in p for p in llm.prompts)
+    assert all("Human Question: Tell me about my neighbours." in unquoted(p) for p in llm.prompts)
     assert guard.last is not None
     assert guard.last.calls == 4
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from bastion_guardrails.decisions import Stage
 from bastion_guardrails.models import SafetyMessage, SafetyVerdict
+from bastion_guardrails.safety.quoting import quoted
 
 # Llama Guard 3's codes, their names as its prompt spells them, and Bastion's category.
 CATEGORIES: dict[str, tuple[str, str]] = {
@@ -50,7 +51,9 @@ def llama_guard_prompt(stage: Stage, messages: Sequence[SafetyMessage]) -> str:
     reply at OUTPUT), with the earlier ones as context."""
     role = _role(stage)
     categories = "\n".join(f"{code}: {name}." for code, (name, _) in CATEGORIES.items())
-    turns = "\n\n".join(f"{'User' if m.role == 'user' else 'Agent'}: {m.content}" for m in messages)
+    turns = "\n\n".join(
+        f"{'User' if m.role == 'user' else 'Agent'}: {quoted(m.content)}" for m in messages
+    )
     return (
         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
         f"Task: Check if there is unsafe content in '{role}' messages in conversations "

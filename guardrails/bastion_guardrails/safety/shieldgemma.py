@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from bastion_guardrails.decisions import Stage
 from bastion_guardrails.models import SafetyMessage, SafetyVerdict
+from bastion_guardrails.safety.quoting import quoted
 
 MAX_ANSWER_TOKENS = 3
 
@@ -71,7 +72,7 @@ def _last(messages: Sequence[SafetyMessage], role: str) -> str:
 def shieldgemma_prompt(stage: Stage, messages: Sequence[SafetyMessage], policy: Policy) -> str:
     """The prompt asking whether the last message breaks `policy` (the model card's
     prompt-only form at INPUT, its prompt-response form at OUTPUT)."""
-    question = _last(messages, "user")
+    question = quoted(_last(messages, "user"))
     if stage is Stage.INPUT:
         return (
             "You are a policy expert trying to help determine whether a user prompt is in "
@@ -84,7 +85,7 @@ def shieldgemma_prompt(stage: Stage, messages: Sequence[SafetyMessage], policy: 
             "with 'Yes' or 'No'. And then walk through step by step to be sure we answer "
             "correctly.\n\n"
         )
-    reply = _last(messages, "assistant")
+    reply = quoted(_last(messages, "assistant"))
     return (
         "You are a policy expert trying to help determine whether an AI response to prompt "
         "is in violation of the defined safety policies.\n\n"

@@ -23,6 +23,7 @@ import random
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,8 @@ _FILE_TYPES = {
     28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0",
     37: "TQ2_0", 38: "MXFP4",
 }  # fmt: skip
+
+ZERO_WIDTH_SPACE = "\u200b"
 
 # Tokens kept free for the reply when deciding whether the history fits.
 MIN_REPLY_RESERVE = 16
@@ -200,11 +203,45 @@ class LoadedModel:
         )
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "true") != "false"
         self._bos_text = bos
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL  # turn markers, BOS, EOS
+
+        def is_control(token: int) -> bool:
+            return bool(llama_cpp.llama_vocab_get_attr(vocab, token) & control)
+
+        self._is_control = is_control
 
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
         return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    def defuse(self, text: str) -> str:
+        """`text` with every spelling of one of the model's control tokens broken by a
+        zero-width space ("<end_of_turn>", "<|im_start|>" ...). Prompts are tokenized
+        with special tokens parsed, which the template's own markers need; a marker
+        typed or pasted in a message would otherwise end the user's turn and speak as
+        the model. Only what the model reads changes, never what is stored or shown."""
+        if not text:
+            return text
+        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        for token in {t for t in tokens if self._is_control(t)}:
+            spelled = self._token_text(token)
+            if len(spelled) > 1:
+                text = text.replace(spelled, spelled[0] + ZERO_WIDTH_SPACE + spelled[1:])
+        return text
+
+    def raw_prompt(self, prompt: str) -> str:
+        """A guard prompt with the conversation it quotes defused and its marks removed
+        (see `bastion_guardrails.safety.quoting`)."""
+        from bastion_guardrails.safety.quoting import split_quoted
+
+        return "".join(
+            self.defuse(text) if inside else text for text, inside in split_quoted(prompt)
+        )
+
+    def _defused(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+        return [replace(m, content=self.defuse(m.content)) for m in messages]
 
     def _tokenize(self, prompt: RenderedPrompt) -> list[int]:
         add_bos = self._add_bos and not prompt.starts_with_bos
@@ -218,6 +255,7 @@ class LoadedModel:
         n_ctx = self.facts.context_length
         reserve = max(MIN_REPLY_RESERVE, min(params.max_tokens, n_ctx // 4))
         budget = n_ctx - reserve
+        messages = self._defused(messages)
         system = [m for m in messages if m.role is Role.SYSTEM]
         turns = [m for m in messages if m.role is not Role.SYSTEM]
         dropped = 0
@@ -332,6 +370,7 @@ class LoadedModel:
         """A raw prompt (its own special tokens, no chat template) decoded greedily, for
         guard models: the answer is sent whole. Returns False when a shutdown arrived."""
         prompt, max_tokens, stops = payload
+        prompt = self.raw_prompt(prompt)
         add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
         llm = self.llm
         tokens = list(llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
