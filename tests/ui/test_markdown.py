@@ -13,7 +13,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.ui.markdown import MarkdownView, split_blocks
+from bastion_desktop.ui.markdown import SECTION_CHARS, MarkdownView, split_blocks, split_sections
 from bastion_desktop.ui.message_widget import MessageWidget
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets
 
@@ -131,3 +131,55 @@ def test_split_blocks_separates_prose_and_code() -> None:
         ("text", "b", "", True),
         ("code", "raw", "", False),
     ]
+
+
+# -- long replies while they stream ------------------------------------------------------
+
+
+def _story(paragraphs: int) -> str:
+    return "\n\n".join(
+        f"Paragraph {n}: " + " ".join(f"the keeper climbed stair {k}." for k in range(20))
+        for n in range(paragraphs)
+    )
+
+
+def test_long_prose_streams_in_sections_that_never_change_once_cut() -> None:
+    story = _story(12)
+    sections = split_sections(story)
+    assert len(sections) > 1
+    assert all(len(section) >= SECTION_CHARS for section in sections[:-1])
+    assert "\n\n".join(sections) == story, "nothing lost, nothing repeated"
+    # As the reply grows a character at a time, a section once cut stays as it is.
+    for end in range(0, len(story), 37):
+        cut = split_sections(story[:end])[:-1]
+        assert cut == sections[: len(cut)]
+    assert split_sections("A short reply.\n\nTwo paragraphs.") == [
+        "A short reply.\n\nTwo paragraphs."
+    ]
+
+
+@pytest.mark.parametrize(
+    "continuation",
+    ["- an item", "2. the second step", "    indented code", "> a quote", "| a | table |"],
+)
+def test_no_section_starts_with_what_continues_the_text_before_it(continuation: str) -> None:
+    long_paragraph = "word " * (SECTION_CHARS // 5 + 10)
+    text = f"{long_paragraph}\n\n{continuation}\nmore\n\nAfter it.\n"
+    sections = split_sections(text)
+    assert not [s for s in sections[1:] if s.startswith(continuation)]
+
+
+def test_a_streamed_reply_renders_in_sections_and_whole_once_complete(qtbot: QtBot) -> None:
+    widget = MessageWidget(Role.ASSISTANT, "Model")
+    qtbot.addWidget(widget)
+    story = _story(12)
+    for start in range(0, len(story), 40):
+        widget.append(story[start : start + 40])
+    widget._render_streamed()  # the render tick, without waiting 50 ms for it
+    views = widget.body.text_views()
+    assert len(views) == len(split_sections(story)) > 1
+    assert [v.property("markdownSource") for v in views] == split_sections(story)
+    widget.flush()
+    (whole,) = widget.body.text_views()
+    assert whole.property("markdownSource") == story
+    assert "stair 19." in whole.toPlainText()

@@ -67,6 +67,43 @@ def split_blocks(markdown: str) -> list[Block]:
     return blocks
 
 
+# While a reply streams, its prose is shown in sections of about this many characters,
+# so each render re-lays out the last section only: re-rendering a whole 8,000-character
+# reply took about 11 ms, every 50 ms. The finished reply is shown whole again (one view,
+# so a selection can span it).
+SECTION_CHARS = 1200
+# A line that continues what came before it across a blank line: an indented line, a
+# list item, a quote, a table row. No section starts with one.
+_CONTINUES = re.compile(r"^(?:[ \t]|[-*+](?:[ \t]|$)|\d{1,9}[.)](?:[ \t]|$)|>|\|)")
+
+
+def split_sections(prose: str) -> list[str]:
+    """`prose` cut at paragraph breaks into sections of at least SECTION_CHARS. A cut
+    depends only on the text before it and on the whole first line after it, so a
+    section, once cut, stays the same as the text grows."""
+    sections: list[str] = []
+    start = search = 0
+    while True:
+        brk = prose.find("\n\n", search)
+        if brk < 0:
+            break
+        after = brk + 2
+        while after < len(prose) and prose[after] == "\n":
+            after += 1
+        search = after
+        if brk - start < SECTION_CHARS:
+            continue
+        line_end = prose.find("\n", after)
+        if line_end < 0:
+            break  # the next paragraph's first line is not whole yet
+        if _CONTINUES.match(prose[after:line_end]):
+            continue
+        sections.append(prose[start:brk])
+        start = after
+    sections.append(prose[start:])
+    return sections
+
+
 def is_dark(palette: QtGui.QPalette) -> bool:
     return palette.color(QtGui.QPalette.ColorRole.Window).lightness() < 128
 
@@ -239,6 +276,7 @@ class MarkdownView(QtWidgets.QWidget):
         # elsewhere, and building a text view costs more than refilling one.
         self._spare_parts: dict[str, list[QtWidgets.QWidget]] = {"text": [], "code": []}
         self._markdown = ""
+        self._streaming = False
         self._plain = False
 
     @property
@@ -266,11 +304,19 @@ class MarkdownView(QtWidgets.QWidget):
         view.setPlainText(text)
         self._trim(1)
 
-    def set_markdown(self, text: str) -> None:
-        if text == self._markdown and self._parts:
+    def set_markdown(self, text: str, *, streaming: bool = False) -> None:
+        """Show `text`; `streaming` while it grows: long prose then shows in sections
+        (see SECTION_CHARS), re-rendering only the one that changed."""
+        if text == self._markdown and self._parts and streaming == self._streaming:
             return
-        self._markdown = text
+        self._markdown, self._streaming = text, streaming
         blocks = split_blocks(text) or [Block("text", "")]
+        if streaming:
+            blocks = [
+                Block("text", section) if block.kind == "text" else block
+                for block in blocks
+                for section in (split_sections(block.text) if block.kind == "text" else [""])
+            ]
         for index, block in enumerate(blocks):
             widget = self._part(index, block.kind)
             if isinstance(widget, CodeBlockView):

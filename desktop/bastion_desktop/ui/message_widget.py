@@ -111,6 +111,7 @@ class MessageWidget(QtWidgets.QFrame):
         self.state = MessageState.STREAMING
         self._text = ""
         self._pending = False
+        self._streamed = False  # shown as it streamed, not yet whole
         self._siblings: tuple[int | None, int | None] = (None, None)
         self.setObjectName("userMessage" if role is Role.USER else "assistantMessage")
         self.setAccessibleName("Your message" if role is Role.USER else "Reply")
@@ -138,7 +139,7 @@ class MessageWidget(QtWidgets.QFrame):
         self._render_timer = QtCore.QTimer(self)
         self._render_timer.setSingleShot(True)
         self._render_timer.setInterval(RENDER_INTERVAL_MS)
-        self._render_timer.timeout.connect(self._render)
+        self._render_timer.timeout.connect(self._render_streamed)
         self.set_actions_enabled(False)
 
     def _build_header(self, role: Role, author: str) -> QtWidgets.QHBoxLayout:
@@ -188,6 +189,7 @@ class MessageWidget(QtWidgets.QFrame):
         self.author_label.setText(author)
         self._render_timer.stop()
         self._text = ""
+        self._streamed = False
         self.set_badge(None)
         self.state = MessageState.STREAMING
         self.set_note("")
@@ -206,20 +208,27 @@ class MessageWidget(QtWidgets.QFrame):
     def set_text(self, text: str) -> None:
         self._text = text
         self._render_timer.stop()
+        self._streamed = False
         self._render()
 
     def append(self, piece: str) -> None:
         """Streamed text: shown at the next render tick, not per token."""
         self._text += piece
+        self._streamed = True
         if not self._render_timer.isActive():
             self._render_timer.start()
 
     def flush(self) -> None:
-        if self._render_timer.isActive():
-            self._render_timer.stop()
+        """The reply is complete (or stopped): show it whole, at once."""
+        self._render_timer.stop()
+        if self._streamed:
+            self._streamed = False
             self._render()
 
-    def _render(self) -> None:
+    def _render_streamed(self) -> None:
+        self._render(streaming=True)
+
+    def _render(self, *, streaming: bool = False) -> None:
         # A blocked or withdrawn message has no text: no empty box above its note, and
         # nothing to copy.
         self.body.setVisible(bool(self._text))
@@ -227,7 +236,7 @@ class MessageWidget(QtWidgets.QFrame):
         if self.role is Role.USER:
             self.body.set_plain(self._text)
         else:
-            self.body.set_markdown(self._text)
+            self.body.set_markdown(self._text, streaming=streaming)
 
     def set_state(self, state: MessageState) -> None:
         self.state = state
