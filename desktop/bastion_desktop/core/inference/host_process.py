@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import hashlib
 import logging
 import os
 import random
@@ -56,6 +57,8 @@ _FILE_TYPES = {
 }  # fmt: skip
 
 ZERO_WIDTH_SPACE = "\u200b"
+# Digests of messages known to hold no control token, kept before the set starts over.
+CLEAN_KEPT = 4096
 
 # Tokens kept free for the reply when deciding whether the history fits.
 MIN_REPLY_RESERVE = 16
@@ -210,6 +213,7 @@ class LoadedModel:
             return bool(llama_cpp.llama_vocab_get_attr(vocab, token) & control)
 
         self._is_control = is_control
+        self._clean: set[bytes] = set()  # digests of texts with no control token
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -224,8 +228,18 @@ class LoadedModel:
         the model. Only what the model reads changes, never what is stored or shown."""
         if not text:
             return text
+        # A conversation's messages come back at every turn: those known to hold no
+        # control token are not tokenized again (by digest: their text is not kept).
+        digest = hashlib.sha256(text.encode("utf-8")).digest()
+        if digest in self._clean:
+            return text
         tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        for token in {t for t in tokens if self._is_control(t)}:
+        controls = {t for t in tokens if self._is_control(t)}
+        if not controls:
+            if len(self._clean) >= CLEAN_KEPT:
+                self._clean.clear()
+            self._clean.add(digest)
+        for token in controls:
             spelled = self._token_text(token)
             if len(spelled) > 1:
                 text = text.replace(spelled, spelled[0] + ZERO_WIDTH_SPACE + spelled[1:])
