@@ -7,8 +7,6 @@ test_conversations.py.)"""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,31 +20,17 @@ from bastion_desktop.ui.profiles_window import ProfilesWindow
 from bastion_desktop.ui.settings_dialog import SettingsDialog
 from tests.guardrails.conftest import write_profile
 from tests.ui.desktop_fixtures import write_settings
-from tests.ui.test_models_window import FAST, hub, model_file, search_and_list
+from tests.ui.test_models_window import hub, model_file, search_and_list, window
 from tests.ui.window_services import context, engine, make_services, services
 
-__all__ = ["context", "engine", "hub", "model_file", "services"]  # fixtures used by name
+__all__ = ["context", "engine", "hub", "model_file", "services", "window"]  # fixtures used by name
 
 PRESETS = {"Translator": "Translate into French.", "Terse": "Answer in one line."}
 
 
-@pytest.fixture
-def models_window(qtbot: QtBot, services: Any) -> Iterator[ModelsWindow]:
-    shown = ModelsWindow(services, transfer_settings=FAST)
-    qtbot.addWidget(shown)
-    qtbot.waitUntil(lambda: shown.hardware is not None, timeout=60_000)
-    yield shown
-    shown.shut_down()
-    for _ in range(100):
-        if not [t for t in threading.enumerate() if t.name.startswith("download-")]:
-            break
-        qtbot.wait(20)
-
-
 def test_the_models_windows_tables(
-    qtbot: QtBot, qtmodeltester: Any, models_window: ModelsWindow, hub: Any, model_file: Path
+    qtbot: QtBot, qtmodeltester: Any, window: ModelsWindow, hub: Any, model_file: Path
 ) -> None:
-    window = models_window
     assert window.catalog_table.rowCount() >= 10
     qtmodeltester.check(window.catalog_table.model())
 

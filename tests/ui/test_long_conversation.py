@@ -86,6 +86,14 @@ def settle(qtbot: QtBot, view: ChatView) -> None:
     qtbot.waitUntil(steady)
 
 
+@pytest.fixture
+def one_message_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view builds one message per step of the event loop, whatever the machine."""
+    from bastion_desktop.ui import chat_view
+
+    monkeypatch.setattr(chat_view, "BUILD_STEP_MS", 0.0)
+
+
 async def _conversation(desktop: Desktop, count: int, *, checked: bool, word: str) -> str:
     """`count` messages; with `checked`, each has a profile (a badge) and each reply
     its stats, as a chat turn leaves them."""
@@ -110,12 +118,10 @@ async def _conversation(desktop: Desktop, count: int, *, checked: bool, word: st
     return conversation.id
 
 
+@pytest.mark.usefixtures("one_message_per_step")
 def test_a_conversation_fills_in_newest_first_while_the_window_keeps_running(
-    desktop: Desktop, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+    desktop: Desktop, qtbot: QtBot
 ) -> None:
-    from bastion_desktop.ui import chat_view
-
-    monkeypatch.setattr(chat_view, "BUILD_STEP_MS", 0.0)  # one message per step
     conversation_id = desktop.services.engine.run(
         _conversation(desktop, 12, checked=False, word="line"), timeout=60
     )
@@ -165,12 +171,10 @@ def test_switching_conversations_reuses_widgets_and_carries_nothing_over(
         assert message.edit_button.isVisibleTo(message) is (message.role is Role.USER)
 
 
+@pytest.mark.usefixtures("one_message_per_step")
 def test_opening_another_conversation_while_one_fills_in_shows_only_the_other(
-    desktop: Desktop, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+    desktop: Desktop, qtbot: QtBot
 ) -> None:
-    from bastion_desktop.ui import chat_view
-
-    monkeypatch.setattr(chat_view, "BUILD_STEP_MS", 0.0)  # one message per step
     first = desktop.services.engine.run(
         _conversation(desktop, 12, checked=True, word="first"), timeout=60
     )
