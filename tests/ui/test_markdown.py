@@ -183,3 +183,31 @@ def test_a_streamed_reply_renders_in_sections_and_whole_once_complete(qtbot: QtB
     (whole,) = widget.body.text_views()
     assert whole.property("markdownSource") == story
     assert "stair 19." in whole.toPlainText()
+
+
+@pytest.mark.qt_log_ignore("does not support propagateSizeHints")
+def test_a_text_view_is_as_tall_as_its_text_at_every_width(qtbot: QtBot) -> None:
+    """The view sizes itself to its document (it never scrolls): after new text, and
+    after the width changes, every line is inside it and nothing below is left empty."""
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    view.resize(600, 100)
+    view.show()
+    paragraph = " ".join(["a word that wraps"] * 40)
+    view.set_markdown(paragraph, streaming=True)
+    (text,) = view.text_views()
+
+    def fits() -> bool:
+        needed = int(text.document().size().height())
+        return needed <= text.height() <= needed + 8
+
+    heights = []
+    for width in (600, 300, 900):
+        view.resize(width, 100)
+        qtbot.waitUntil(lambda width=width: text.width() == width and fits())
+        assert text.document().textWidth() == text.viewport().width()
+        heights.append(text.height())
+    assert heights[1] > heights[0] > heights[2], "narrower means taller"
+    view.set_markdown(paragraph + "\n\n" + paragraph, streaming=True)
+    qtbot.waitUntil(fits)
+    assert text.height() > heights[2]

@@ -184,7 +184,11 @@ class SafeTextBrowser(QtWidgets.QTextBrowser):
 
     def _fit_height(self) -> None:
         document = self.document()
-        document.setTextWidth(self.viewport().width())
+        width = self.viewport().width()
+        # Setting a width lays the whole document out again, even the same width: about
+        # a millisecond per section while a reply streams, several times per render.
+        if document.textWidth() != width:
+            document.setTextWidth(width)
         height = int(document.size().height()) + 2 * self.frameWidth() + 2
         if height != self.height():
             self.setFixedHeight(height)
