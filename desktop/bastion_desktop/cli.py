@@ -11,7 +11,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bastion_desktop import __version__
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.privacy import apply_private_environment
 
@@ -63,6 +62,10 @@ def _history_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Only here: the version is read from the installed metadata (about 40 ms), which
+    # `bastion` with no arguments, the window, never needs before its first paint.
+    from bastion_desktop import __version__
+
     parser = argparse.ArgumentParser(
         prog="bastion",
         description="Private chat with local models, with guardrails built in.",

@@ -329,8 +329,9 @@ FIRST_PAINT_PROBE = """
 import json, os, sys
 from PySide6 import QtCore, QtWidgets
 
-WATCHED = ("pydantic", "asyncio", "bastion_desktop.app", "bastion_desktop.core.history.store",
-           "bastion_guardrails.engine", "nemoguardrails", "llama_cpp", "huggingface_hub")
+WATCHED = ("pydantic", "asyncio", "importlib.metadata", "bastion_desktop.app",
+           "bastion_desktop.core.history.store", "bastion_guardrails.engine", "nemoguardrails",
+           "llama_cpp", "huggingface_hub")
 seen = {}
 
 class Probe(QtCore.QObject):
@@ -388,7 +389,8 @@ def test_the_window_paints_before_the_application_starts_then_fills(
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     first = seen["first"]
     # Nothing heavy before the first paint: not the settings' validation (pydantic), the
-    # history, the guardrails, llama.cpp or the Hub client.
+    # installed metadata (the version), the history, the guardrails, llama.cpp or the Hub
+    # client.
     assert first["imported"] == []
     assert first["title"] == "Bastion"
     assert first["menus"] == ["&File", "&Edit", "&Tools", "&Help"]
