@@ -12,7 +12,7 @@ import hashlib
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -35,6 +35,7 @@ from bastion_desktop.ui.first_run import (
 )
 from bastion_desktop.ui.main_window import MainWindow
 from bastion_desktop.ui.qt import QtCore, QtWidgets
+from bastion_desktop.ui.window_state import read_window_state, write_window_state
 from tests.ui.desktop_fixtures import screenshot, write_settings
 
 # The offscreen platform cannot size a dialog from its hints; it says so at WARNING.
@@ -271,6 +272,12 @@ def test_run_app_starts_reaches_ready_and_closes_cleanly(
 ) -> None:
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # run_app installs its own
     write_settings(home_with_starter, guard_profile="standard")
+    # Left last time at 760x540 with a wider list (the offscreen screen is 800x600).
+    last = MainWindow()
+    last.resize(760, 540)
+    state_file = home_with_starter / "config" / "window.json"
+    write_window_state(state_file, replace(last.state(), sidebar=300))
+    last.deleteLater()
     before = set(threading.enumerate())
     seen: dict[str, object] = {}
 
@@ -282,6 +289,8 @@ def test_run_app_starts_reaches_ready_and_closes_cleanly(
         if window.profile_ready and window.isVisible():
             seen["closed"] = True
             seen["title"] = window.windowTitle()
+            seen["size"] = (window.width(), window.height())
+            window.splitter.setSizes([280, window.width() - 280])  # the user drags it
             seen["threads"] = set(threading.enumerate()) - before
             screenshot(window, "run-app-ready")
             window.close()
@@ -301,6 +310,10 @@ def test_run_app_starts_reaches_ready_and_closes_cleanly(
     assert code == EXIT_OK
     assert seen.get("closed"), "the window reached ready and was closed"
     assert seen["title"] == "Bastion"
+    assert seen["size"] == (760, 540), "the window opened as it was left"
+    saved = read_window_state(state_file)
+    assert saved is not None
+    assert saved.sidebar == 280, "and was saved as it closed"
     started = seen["threads"]
     assert isinstance(started, set)
     assert "bastion-engine" in {t.name for t in started}, "the engine ran while it was open"

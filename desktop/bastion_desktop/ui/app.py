@@ -297,6 +297,11 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     from bastion_desktop.core.paths import AppPaths
     from bastion_desktop.core.privacy import apply_private_environment
     from bastion_desktop.ui.main_window import MainWindow
+    from bastion_desktop.ui.window_state import (
+        WINDOW_STATE_FILE,
+        read_window_state,
+        write_window_state,
+    )
 
     if _no_display():
         print(
@@ -312,6 +317,8 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     theme = first_theme(paths.settings_file)
     apply_theme(app, theme)
     window = MainWindow()
+    state_file = paths.config / WINDOW_STATE_FILE
+    window.restore(read_window_state(state_file))
     window.show()
     startup = Startup(app, window, _passphrase_file(args), crashes, theme)
     after_first_paint(window, startup.run)
@@ -319,6 +326,7 @@ def run_app(args: argparse.Namespace | None = None) -> int:
         return app.exec()
     finally:
         crashes.notice = None  # the window is going: dialogs again
+        write_window_state(state_file, window.state())
         window.deleteLater()
         startup.shut_down()
 

@@ -22,8 +22,13 @@ if TYPE_CHECKING:
     from bastion_desktop.ui.first_run import StarterNotice
     from bastion_desktop.ui.services import AppServices
     from bastion_desktop.ui.top_bar import TopBar
+    from bastion_desktop.ui.window_state import WindowState
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = (1180, 780)
+SIDEBAR_WIDTH = 260  # the conversation list, until the user drags the splitter
+MIN_SIDEBAR_WIDTH = 160
 
 PRIVATE_TEXT = (
     "Private: not saved. This chat is kept in memory only; it is gone when you start "
@@ -61,8 +66,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.setObjectName("mainWindow")
         self.setWindowTitle("Bastion")
         self.setAccessibleName("Bastion")
-        self.resize(1180, 780)
+        self.resize(*DEFAULT_SIZE)
         self.setMinimumSize(720, 480)
+        self._sidebar_width = SIDEBAR_WIDTH
         self._actions: list[QtGui.QAction] = []
         self._build_menus()
         self.setCentralWidget(self._opening())
@@ -82,8 +88,34 @@ class MainWindow(QtWidgets.QMainWindow):
         splitter.addWidget(side)
         splitter.addWidget(label)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([260, 920])
+        self._size_panes(splitter)
         return splitter
+
+    def _size_panes(self, splitter: QtWidgets.QSplitter) -> None:
+        # The chat pane takes whatever the window gains or loses; the list keeps its width.
+        sidebar = max(MIN_SIDEBAR_WIDTH, min(self._sidebar_width, self.width() // 2))
+        splitter.setSizes([sidebar, max(1, self.width() - sidebar)])
+
+    def restore(self, state: WindowState | None) -> None:
+        """Size and place the window as it was when it last closed (before `show`)."""
+        if state is None:
+            return
+        if not self.restoreGeometry(QtCore.QByteArray(state.geometry)):
+            log.info("the window's saved size and place did not apply; the default is used")
+            return
+        self._sidebar_width = state.sidebar
+        central = self.centralWidget()
+        if isinstance(central, QtWidgets.QSplitter):
+            self._size_panes(central)
+
+    def state(self) -> WindowState:
+        """What `restore` takes back next time."""
+        from bastion_desktop.ui.window_state import WindowState
+
+        central = self.centralWidget()
+        if isinstance(central, QtWidgets.QSplitter) and central.sizes()[0] > 0:
+            self._sidebar_width = central.sizes()[0]
+        return WindowState(bytes(self.saveGeometry().data()), self._sidebar_width)
 
     def attach(self, services: AppServices) -> None:
         """Build the window's contents over the started application."""
@@ -122,8 +154,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([260, 920])
         self.splitter.setChildrenCollapsible(False)
+        self._size_panes(self.splitter)
         self.setCentralWidget(self.splitter)  # the opening panes go
         self._wire()
         # Focus order: search, list, pickers, conversation, message box.
