@@ -31,6 +31,8 @@ def test_json_prints_one_event_per_line_ending_with_done(bastion: RunBastion) ->
     done = events[-1]
     assert done["type"] == "done"
     assert done["tokens"] == 12
+    assert done["prompt_tokens"] > 0
+    assert done["context_length"] == 4096, "the default context window"
     assert done["tokens_per_second"] > 0
     assert done["ttft_ms"] > 0
     assert result.stderr == ""

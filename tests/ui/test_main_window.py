@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
+from bastion_desktop.core.events import DoneEvent
 from bastion_desktop.core.inference.types import Role
 from bastion_desktop.core.store import MessageState
+from bastion_desktop.ui.composer import Composer
 from bastion_desktop.ui.message_widget import MessageWidget
 from bastion_desktop.ui.qt import QtCore
 from tests.ui.desktop_fixtures import (
@@ -67,6 +69,53 @@ def test_a_turn_streams_shows_stats_and_survives_a_restart(
         assert "tokens/s" in again.window.chat_view.messages[1].stats_label.text()
     finally:
         again.close()
+
+
+def test_the_composer_says_how_much_of_the_context_the_conversation_fills(
+    desktop: Desktop, qtbot: QtBot
+) -> None:
+    window = desktop.window
+    line = window.composer.context_use
+    assert not line.isVisible(), "nothing is known before the first reply"
+    done: list[DoneEvent] = []
+    window.controller.chat_event.connect(
+        lambda e: done.append(e) if isinstance(e, DoneEvent) else None
+    )
+    desktop.send("Tell me about lighthouses")
+    used = done[-1].prompt_tokens + done[-1].tokens
+    assert done[-1].context_length == 4096
+    expected = f"Context: {used:,} of 4,096 tokens ({used / 4096:.0%})"
+    assert line.isVisible()
+    assert line.text() == expected
+    desktop.send("And about harbours?")
+    grown = done[-1].prompt_tokens + done[-1].tokens
+    assert grown > used, "the second turn reads the first again"
+    assert line.text().startswith(f"Context: {grown:,} of 4,096")
+
+    with qtbot.waitSignal(window.controller.loaded):
+        window.new_chat()
+    assert not line.isVisible(), "a new chat has filled nothing"
+    sidebar = window.sidebar
+    with qtbot.waitSignal(window.chat_view.shown, timeout=10_000):
+        sidebar.view.clicked.emit(sidebar.model.index(0, 0))
+    assert line.isVisible()
+    assert line.text().startswith(f"Context: {grown:,} of 4,096"), "read from the history"
+
+
+# The offscreen platform cannot size a window from its hints; it says so at WARNING.
+@pytest.mark.qt_log_ignore("does not support propagateSizeHints")
+def test_the_context_line_warns_when_the_context_is_nearly_full(qtbot: QtBot) -> None:
+    composer = Composer()
+    qtbot.addWidget(composer)
+    composer.show()
+    composer.show_context(1000, 4096)
+    assert composer.context_use.text() == "Context: 1,000 of 4,096 tokens (24%)"
+    assert composer.context_use.property("nearlyFull") is False
+    composer.show_context(3500, 4096)
+    assert "Older messages will soon be left out" in composer.context_use.text()
+    assert composer.context_use.property("nearlyFull") is True
+    composer.show_context(0, 4096)
+    assert not composer.context_use.isVisible()
 
 
 def test_escape_stops_a_reply_and_keeps_what_was_written(

@@ -258,6 +258,7 @@ class ChatService:
             ttft_ms=stats.ttft_ms,
             total_ms=stats.total_ms,
             guard_ms=guard_ms + reply.guard_ms,
+            context_length=host.facts.context_length if host.facts else 0,
         )
 
     async def _stream_reply(

@@ -49,6 +49,9 @@ class DoneEvent:
     ttft_ms: float
     total_ms: float
     guard_ms: float
+    # The model's context window: prompt_tokens + tokens of it are now in use, and the
+    # next turn reads all of that again (older messages are left out once it is full).
+    context_length: int
 
 
 @dataclass(frozen=True)

@@ -65,8 +65,10 @@ def _style_sheet(c: dict[str, str]) -> str:
     #assistantMessage {{ background: {c["assistant"]}; border: 1px solid {c["border"]};
         border-radius: 10px; }}
     #author {{ font-weight: 600; }}
-    #stats, #messageNote, #placeholder, #profileStatus, #fitBadge, #codeLanguage
+    #stats, #messageNote, #placeholder, #profileStatus, #fitBadge, #codeLanguage, #contextUse
         {{ color: {c["muted"]}; }}
+    #contextUse {{ font-size: 11px; }}
+    #contextUse[nearlyFull="true"] {{ color: {c["masked"]}; }}
     #messageNote {{ font-style: italic; }}
     #codeBlock {{ background: {c["code"]}; border: 1px solid {c["border"]};
         border-radius: 6px; }}

@@ -7,6 +7,8 @@ from __future__ import annotations
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 
 _MAX_LINES = 8
+# From this share of the context window on, the composer warns that it is filling up.
+NEARLY_FULL = 0.8
 
 
 class _MessageEdit(QtWidgets.QPlainTextEdit):
@@ -63,6 +65,12 @@ class Composer(QtWidgets.QFrame):
         self.send_button.clicked.connect(self._button)
         row.addWidget(self.send_button, 0, QtCore.Qt.AlignmentFlag.AlignBottom)
         layout.addLayout(row)
+        self.context_use = QtWidgets.QLabel(self)
+        self.context_use.setObjectName("contextUse")
+        self.context_use.setAccessibleName("Context used")
+        self.context_use.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight)
+        self.context_use.setVisible(False)
+        layout.addWidget(self.context_use)
         self._fit()
 
     @property
@@ -76,6 +84,27 @@ class Composer(QtWidgets.QFrame):
         self.send_button.setAccessibleName("Stop reply" if busy else "Send")
         self.send_button.setToolTip("Stop the reply (Esc)" if busy else "Send (Enter)")
         self.text.setReadOnly(busy)
+
+    def show_context(self, used: int, window: int) -> None:
+        """How much of the model's context window the conversation filled at its last
+        reply (`used` of `window` tokens); nothing when that is not known."""
+        if used <= 0 or window <= 0:
+            self.context_use.setVisible(False)
+            return
+        share = min(1.0, used / window)
+        text = f"Context: {used:,} of {window:,} tokens ({share:.0%})"
+        if share >= NEARLY_FULL:
+            text += ". Older messages will soon be left out of what the model reads"
+        self.context_use.setText(text)
+        self.context_use.setProperty("nearlyFull", share >= NEARLY_FULL)
+        self.context_use.style().unpolish(self.context_use)
+        self.context_use.style().polish(self.context_use)
+        self.context_use.setToolTip(
+            "What the model reads at each turn: this conversation's messages, up to the "
+            "model's context window. When it is full the oldest messages are left out of "
+            "what the model reads; they stay in the history."
+        )
+        self.context_use.setVisible(True)
 
     def begin_edit(self, message_id: int, text: str) -> None:
         self.editing = message_id

@@ -257,6 +257,7 @@ class MainWindow(QtWidgets.QMainWindow):
         c.conversations_changed.connect(self.sidebar.refresh)
         c.busy_changed.connect(self._busy)
         c.loaded.connect(self._loaded)
+        c.chat_event.connect(self._chat_event)
         c.model_set.connect(self._conversation_model_set)
         self.composer.send_requested.connect(self.send)
         self.composer.edit_requested.connect(c.edit_and_resend)
@@ -380,6 +381,7 @@ class MainWindow(QtWidgets.QMainWindow):
             if private
             else self._placeholder
         )
+        self._show_context(loaded)
         if loaded is None:
             self.setWindowTitle("Private chat — Bastion" if private else "Bastion")
             self.top_bar.show_conversation_model(None)
@@ -393,6 +395,23 @@ class MainWindow(QtWidgets.QMainWindow):
         self.sidebar.select(loaded.conversation.id)
         private_mark = "Private: " if private else ""
         self.setWindowTitle(f"{private_mark}{loaded.conversation.title} — Bastion")
+
+    def _show_context(self, loaded: LoadedConversation | None) -> None:
+        """The context the conversation filled at its last reply, against the window the
+        next turn will have (the setting every model loads with)."""
+        for message in reversed(loaded.messages if loaded is not None else []):
+            if message.stats is not None:
+                used = message.stats.prompt_tokens + message.stats.generated_tokens
+                window = self.services.context.load_options().context_length
+                self.composer.show_context(used, window)
+                return
+        self.composer.show_context(0, 0)
+
+    def _chat_event(self, event: object) -> None:
+        from bastion_desktop.core.events import DoneEvent
+
+        if isinstance(event, DoneEvent):
+            self.composer.show_context(event.prompt_tokens + event.tokens, event.context_length)
 
     def _model_names(self) -> dict[str, str]:
         # One read of the registry (a file) per opened conversation, not one per reply.
