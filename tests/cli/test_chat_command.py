@@ -12,7 +12,9 @@ from .conftest import RunBastion
 pytestmark = pytest.mark.model
 
 
-def test_json_prints_one_event_per_line_ending_with_done(bastion: RunBastion) -> None:
+def test_json_prints_one_event_per_line_ending_with_done(
+    bastion: RunBastion, starter_path: Path
+) -> None:
     result = bastion("chat", "--json", "--seed", "4", "--max-tokens", "12", "Hello there")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -27,7 +29,8 @@ def test_json_prints_one_event_per_line_ending_with_done(bastion: RunBastion) ->
     assert events[1]["type"] == "guard"
     assert events[1]["decision"]["verdict"] == "allowed"
     assert events[1]["decision"]["profile"] == "standard"
-    assert {e["type"] for e in events[2:-1]} == {"token"}
+    assert events[2] == {"type": "loading", "model": starter_path.name}, "the model loads first"
+    assert {e["type"] for e in events[3:-1]} == {"token"}
     done = events[-1]
     assert done["type"] == "done"
     assert done["tokens"] == 12

@@ -18,6 +18,7 @@ from bastion_desktop.core.events import (
     DoneEvent,
     ErrorEvent,
     GuardEvent,
+    LoadingEvent,
     NoticeEvent,
     TokenEvent,
 )
@@ -128,6 +129,43 @@ async def test_a_crashed_model_keeps_the_partial_reply_and_recovers(service: Cha
 
     after = await run(service, conversation, "Are you back?")
     assert isinstance(after[-1], DoneEvent)
+
+
+async def test_a_reply_that_must_load_its_model_says_so_first(
+    service: ChatService, starter_path: Path
+) -> None:
+    conversation = await new_conversation(service)
+    first = await run(service, conversation, "Hello")
+    loading = [e for e in first if isinstance(e, LoadingEvent)]
+    assert loading == [LoadingEvent(starter_path.name)]
+    first_token = next(i for i, e in enumerate(first) if isinstance(e, TokenEvent))
+    assert isinstance(first[0], GuardEvent), "the message is checked before any load"
+    assert first.index(loading[0]) < first_token
+    done = first[-1]
+    assert isinstance(done, DoneEvent)
+    assert done.context_length == 512, "the window the model was loaded with"
+    again = await run(service, conversation, "Hello again")
+    assert not [e for e in again if isinstance(e, LoadingEvent)], "already loaded"
+
+
+@pytest.mark.log_warnings("the failure the test provokes is logged as a warning")
+async def test_a_model_that_cannot_load_ends_its_loading_with_a_sentence(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x00" * 64)
+    slot = ChatModelSlot(LoadOptions(context_length=512))
+    service = ChatService(InMemoryConversationStore(), slot, lambda _ref: broken)
+    try:
+        conversation = await new_conversation(service)
+        events = await run(service, conversation, "Hello")
+    finally:
+        await slot.close()
+    assert [type(e) for e in events] == [GuardEvent, LoadingEvent, ErrorEvent]
+    error = events[-1]
+    assert isinstance(error, ErrorEvent)
+    assert "broken.gguf" in error.message
+    assert not error.partial_reply_kept
 
 
 async def test_long_history_is_trimmed_and_the_user_is_told(service: ChatService) -> None:

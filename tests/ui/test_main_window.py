@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.core.events import DoneEvent
+from bastion_desktop.core.events import DoneEvent, ErrorEvent, LoadingEvent, TokenEvent
 from bastion_desktop.core.inference.types import Role
+from bastion_desktop.core.starter import STARTER_NAME
 from bastion_desktop.core.store import MessageState
 from bastion_desktop.ui.composer import Composer
 from bastion_desktop.ui.message_widget import MessageWidget
@@ -69,6 +70,65 @@ def test_a_turn_streams_shows_stats_and_survives_a_restart(
         assert "tokens/s" in again.window.chat_view.messages[1].stats_label.text()
     finally:
         again.close()
+
+
+def test_the_first_reply_says_its_model_is_loading_until_its_first_words(
+    desktop: Desktop,
+) -> None:
+    view = desktop.window.chat_view
+    seen: dict[str, object] = {}
+
+    def look(event: object) -> None:
+        # After the chat view's own slot (connected first) has handled the event.
+        reply = view.messages[-1]
+        if isinstance(event, LoadingEvent):
+            seen["loading"] = (reply.role, reply.note_label.text(), reply.note_label.isVisible())
+            seen["author"] = reply.author_label.text()
+        elif isinstance(event, TokenEvent) and "first word" not in seen:
+            seen["first word"] = reply.note_label.isVisible()
+
+    desktop.window.controller.chat_event.connect(look)
+    desktop.send("Tell me about lighthouses")
+    # The starter's name, although it is registered only once it has loaded.
+    name = STARTER_NAME
+    assert seen["loading"] == (Role.ASSISTANT, f"Loading {name}…", True)
+    assert seen["author"] == name
+    assert seen["first word"] is False, "the note goes with the first word"
+    seen.clear()
+    desktop.send("And about harbours?")
+    assert "loading" not in seen, "the model stays loaded"
+    assert not view.messages[-1].note_label.isVisible()
+
+
+@pytest.mark.log_warnings("the failure the test provokes is logged as a warning")
+def test_a_model_that_cannot_load_leaves_its_sentence_and_no_empty_reply(
+    qtbot: QtBot, desktop_home: Path, passphrase_file: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x00" * 64)
+    write_settings(desktop_home, default_model=str(broken))
+    desktop = open_desktop(qtbot, passphrase_file)
+    try:
+        window = desktop.window
+        view = window.chat_view
+        at_error: list[list[Role]] = []
+        window.controller.chat_event.connect(  # runs after the chat view's own slot
+            lambda e: (
+                at_error.append([m.role for m in view.messages])
+                if isinstance(e, ErrorEvent)
+                else None
+            )
+        )
+        for private in (False, True):  # a private chat is read back from memory
+            if private:
+                assert window.new_private_chat()
+            desktop.send("Hello")
+            assert at_error[-1] == [Role.USER], "the reply that was loading goes at once"
+            assert [m.role for m in view.messages] == [Role.USER], "and after the reload"
+            assert "broken.gguf" in view.notice.text()
+            assert view.notice.isVisible()
+    finally:
+        desktop.close()
 
 
 def test_the_composer_says_how_much_of_the_context_the_conversation_fills(

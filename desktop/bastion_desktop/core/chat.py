@@ -33,6 +33,7 @@ from bastion_desktop.core.events import (
     DoneEvent,
     ErrorEvent,
     GuardEvent,
+    LoadingEvent,
     NoticeEvent,
     TokenEvent,
 )
@@ -213,7 +214,10 @@ class ChatService:
         guard_history = [GuardMessage(m.role.value, m.content) for m in messages]
         reply = _Reply(conversation_id, conversation.model_id)
         try:
-            host = await self.models.host_for(self.resolve_model(conversation.model_id))
+            path = self.resolve_model(conversation.model_id)
+            if not self.models.holds(path):
+                yield LoadingEvent(path.name)
+            host = await self.models.host_for(path)
             note = host.facts.gpu_note if host.facts else ""
             if note and self._gpu_noted is not host:
                 self._gpu_noted = host  # once per loaded model

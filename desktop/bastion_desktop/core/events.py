@@ -79,8 +79,18 @@ class NoticeEvent:
     message: str
 
 
+@dataclass(frozen=True)
+class LoadingEvent:
+    """The model is being loaded for this reply (the first of a session, or another
+    model): seconds for a large one, during which nothing else would show."""
+
+    type: ClassVar[str] = "loading"
+    model: str  # the model file's name
+
+
 ChatEvent = (
     GuardEvent
+    | LoadingEvent
     | TokenEvent
     | ContextTrimmedEvent
     | DoneEvent

@@ -21,6 +21,10 @@ class ChatModelSlot:
     def host(self) -> ModelHost | None:
         return self._host
 
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is loaded: a reply from it needs no load first."""
+        return self._host is not None and self._host.path == path
+
     async def host_for(self, path: Path) -> ModelHost:
         if self._host is not None and self._host.path == path:
             return self._host

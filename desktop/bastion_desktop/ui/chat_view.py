@@ -13,6 +13,7 @@ from bastion_desktop.core.events import (
     DoneEvent,
     ErrorEvent,
     GuardEvent,
+    LoadingEvent,
     NoticeEvent,
     TokenEvent,
 )
@@ -82,6 +83,8 @@ class ChatView(QtWidgets.QScrollArea):
         self._spare_timer.setInterval(0)
         self._spare_timer.timeout.connect(self._prepare_step)
         self._streaming: MessageWidget | None = None
+        self._loading = False  # the reply's model is loading: its note says so
+        self._notice_for: str | None = None  # the conversation whose turn just ended
         self._follow = True  # at the bottom: stay there as the reply grows
         self._from_bottom = 0  # otherwise: how far above the bottom the view is
         self._in_turn = False
@@ -148,7 +151,6 @@ class ChatView(QtWidgets.QScrollArea):
             self._retire(widget)
         self.messages = []
         self._streaming = None
-        self.show_notice("")
 
     def show_conversation(self, loaded: LoadedConversation | None) -> None:
         """Show a conversation: its latest `SHOWN_AT_ONCE` messages, newest first, a
@@ -156,6 +158,11 @@ class ChatView(QtWidgets.QScrollArea):
         message is a widget: building 2,000 of them at once froze the window for a
         minute, and even 40 in one go held it for a third of a second."""
         self.clear()
+        # The conversation read back after its turn keeps what the turn said (an error,
+        # older messages left out); another one starts without it.
+        kept, self._notice_for = self._notice_for, None
+        if loaded is None or loaded.conversation.id != kept:
+            self.show_notice("")
         self.placeholder.setVisible(loaded is None or not loaded.messages)
         self._loaded = loaded
         self._first_shown = 0
@@ -341,6 +348,7 @@ class ChatView(QtWidgets.QScrollArea):
             question = self._add(Role.USER, None)
             question.set_text(text)
         self._streaming = None
+        self._loading = False
         self._follow = True
 
     def _drop_last(self, role: Role) -> None:
@@ -357,8 +365,14 @@ class ChatView(QtWidgets.QScrollArea):
         return self._streaming
 
     def _on_event(self, event: object) -> None:
+        if self._loading and not isinstance(event, LoadingEvent):
+            self._loading_ended(answered=not isinstance(event, ErrorEvent))
         if isinstance(event, GuardEvent):
             self._on_guard(event)
+        elif isinstance(event, LoadingEvent):
+            # Seconds for a large model: the reply says so until its first words.
+            self._reply_widget().set_note(f"Loading {self.model_name}…")
+            self._loading = True
         elif isinstance(event, TokenEvent):
             self._reply_widget().append(event.text)
         elif isinstance(event, BlockedEvent):
@@ -403,8 +417,23 @@ class ChatView(QtWidgets.QScrollArea):
             reply.set_badge(self._badge(event.decision, retracted=True))
         self.show_notice(event.decision.explanation)
 
+    def _loading_ended(self, *, answered: bool) -> None:
+        """The model has loaded, or never will (an error, a stop while it loaded): its
+        note goes, and so does a reply that never got a word."""
+        self._loading = False
+        reply = self._streaming
+        if reply is None:
+            return
+        reply.set_note("")
+        if not answered and not reply.text and self.messages and self.messages[-1] is reply:
+            self._retire(self.messages.pop())
+            self._streaming = None
+
     def _on_turn_finished(self) -> None:
         self._in_turn = False
+        self._notice_for = self.controller.conversation_id
+        if self._loading:
+            self._loading_ended(answered=False)
         if self._streaming is not None:
             self._streaming.flush()
 

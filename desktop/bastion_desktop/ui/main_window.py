@@ -414,12 +414,21 @@ class MainWindow(QtWidgets.QMainWindow):
             self.composer.show_context(event.prompt_tokens + event.tokens, event.context_length)
 
     def _model_names(self) -> dict[str, str]:
+        from bastion_desktop.core.starter import STARTER_ID, STARTER_NAME
+
         # One read of the registry (a file) per opened conversation, not one per reply.
-        return {model.id: model.name for model in self.services.context.registry.list()}
+        names = {model.id: model.name for model in self.services.context.registry.list()}
+        names.setdefault(STARTER_ID, STARTER_NAME)
+        return names
 
     def _model_name(self, model_id: str) -> str:
+        from bastion_desktop.core.starter import STARTER_ID, STARTER_NAME
+
         model = self.services.context.registry.get(model_id)
-        return model.name if model is not None else model_id
+        if model is not None:
+            return model.name
+        # The starter is registered when it first loads: its name is known before.
+        return STARTER_NAME if model_id == STARTER_ID else model_id
 
     def _model_changed(self, model_id: str) -> None:
         """The picked model answers from now on: in the open conversation (its earlier
