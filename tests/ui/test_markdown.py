@@ -211,3 +211,24 @@ def test_a_text_view_is_as_tall_as_its_text_at_every_width(qtbot: QtBot) -> None
     view.set_markdown(paragraph + "\n\n" + paragraph, streaming=True)
     qtbot.waitUntil(fits)
     assert text.height() > heights[2]
+
+
+def test_a_streaming_code_block_shows_exactly_what_has_arrived(qtbot: QtBot) -> None:
+    """While a code block streams only its new end is added to the view; at every step
+    the view holds exactly the code so far, markup characters as they are."""
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    code = "".join(f"def f{n}(x):\n    return x < {n} and '<b>' != \"&amp;\"\n" for n in range(40))
+    text = "Here it is:\n\n```python\n" + code + "```\n\nDone."
+    start = text.index("```python")
+    for end in range(start + 10, text.index("```\n\nDone") + 1, 13):
+        view.set_markdown(text[:end], streaming=True)
+        (expected,) = [b.text for b in split_blocks(text[:end]) if b.kind == "code"]
+        (block,) = view.code_blocks()
+        assert block.view.toPlainText() == expected
+    view.set_markdown(text)
+    (block,) = view.code_blocks()
+    assert block.view.toPlainText() == code.rstrip("\n")
+    assert block.view.toHtml().count("color:") > 10, "highlighted once complete"
+    view.set_markdown("```\nsomething else\n", streaming=True)  # the view refilled
+    assert view.code_blocks()[0].view.toPlainText() == "something else"

@@ -11,7 +11,6 @@ small, pygments highlighting.
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -233,17 +232,23 @@ class CodeBlockView(QtWidgets.QFrame):
     def set_code(self, code: str, language: str, closed: bool) -> None:
         self.code, self.language = code, language
         self.language_label.setText(language or "code")
-        if self._shown == (code, language, closed):
+        shown, self._shown = self._shown, (code, language, closed)
+        if shown == self._shown:
             return
-        self._shown = (code, language, closed)
         rendered = None
         # While the block streams it stays plain: highlighting every 50 ms is wasted work.
         if closed and language and len(code) <= HIGHLIGHT_LIMIT:
             rendered = highlighted_html(code, language.lower(), is_dark(self.palette()))
-        if rendered is None:
-            self.view.setHtml(f"<pre style='margin:0'>{html.escape(code)}</pre>")
-        else:
+        if rendered is not None:
             self.view.setHtml(rendered)
+        elif shown is not None and shown[2] is False and code.startswith(shown[0]):
+            # Streaming: only the new end goes in. Setting the whole block again took
+            # about 1.1 ms per 1,000 characters at every render (18 ms at 16,000).
+            cursor = QtGui.QTextCursor(self.view.document())
+            cursor.movePosition(QtGui.QTextCursor.MoveOperation.End)
+            cursor.insertText(code[len(shown[0]) :])
+        else:
+            self.view.setPlainText(code)
         self._fit_height()
 
     def _fit_height(self) -> None:
