@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_ui.py [--max-tokens N] [--rounds N] [--starts N]
                                             [--pairs N] [--switches N] [--scroll-steps N]
+                                            [--code-chars N]
 
 (a) The longest stall of the GUI thread while a reply streams through the real window
     (the starter model, the real engine thread, the encrypted history), seen by a 5 ms
@@ -17,6 +18,11 @@
     heartbeat as (a), from the click until its messages are built and painted), when
     its newest messages are shown and when all of them are; then scrolling it a page at
     a time (until painted). Target: under one frame (16 ms) per step, for both.
+
+(d) A long code block streamed into the window, from synthetic tokens at 100 a second
+    (the starter model does not write code): the longest stall of the GUI thread, against
+    an idle period as long. A code block only grows at its end while it streams; this
+    checks its cost does not grow with it. Target: 16 ms, as (a).
 
 The script sets QT_QPA_PLATFORM=offscreen unless it is set, and writes
 benchmarks/results/ui.json.
@@ -301,6 +307,57 @@ def measure_streaming(window: Any, rounds: int) -> Streaming:
     return result
 
 
+# -- (d) a long code block ------------------------------------------------------------------
+
+CODE_LINE = "    total += compute(alpha, beta, gamma)  # keep a running sum of the values\n"
+CODE_TOKEN_CHARS = 4  # about what a code token holds
+CODE_TOKEN_MS = 10  # 100 tokens a second: a fast GPU
+
+
+@dataclass(frozen=True)
+class CodeStream:
+    chars: int
+    turn: Beat
+    idle: Beat
+
+
+def measure_code_stream(window: Any, chars: int) -> CodeStream:
+    """Feed a reply holding one long code block to the real window's chat view, through
+    the controller's signals as the engine thread's tokens arrive."""
+    from bastion_desktop.core.events import TokenEvent
+    from bastion_desktop.ui.qt import QtCore
+
+    code = (CODE_LINE * (chars // len(CODE_LINE) + 1))[:chars]
+    text = f"Here is the code:\n\n```python\n{code}\n```\n"
+    pieces = iter(text[i : i + CODE_TOKEN_CHARS] for i in range(0, len(text), CODE_TOKEN_CHARS))
+    controller = window.controller
+    window.new_chat()
+    settle()
+    loop = QtCore.QEventLoop()
+    feed = QtCore.QTimer()
+    feed.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+    feed.setInterval(CODE_TOKEN_MS)
+
+    def next_token() -> None:
+        piece = next(pieces, None)
+        if piece is None:
+            feed.stop()
+            controller.turn_finished.emit()
+            loop.quit()
+        else:
+            controller.chat_event.emit(TokenEvent(piece))
+
+    feed.timeout.connect(next_token)
+    controller.turn_started.emit("send", "Write the code.")
+    heart = Heartbeat()
+    heart.start()
+    feed.start()
+    loop.exec()
+    settle()
+    turn = heart.stop()
+    return CodeStream(len(text), turn, idle_for(turn.seconds))
+
+
 # -- (c) long conversations -----------------------------------------------------------------
 
 _WORDS = (
@@ -491,7 +548,9 @@ def open_window(passphrase_file: Path) -> tuple[Any, Any]:
     return window, services
 
 
-def summary(starts: dict[str, list[Start]], streaming: Streaming, browsing: Browsing) -> str:
+def summary(
+    starts: dict[str, list[Start]], streaming: Streaming, browsing: Browsing, code: CodeStream
+) -> str:
     bare = median([s.seconds for s in starts["bare"]]) * 1000
     app = median([s.seconds for s in starts["app"]]) * 1000
     ratio = app / bare
@@ -537,11 +596,51 @@ def summary(starts: dict[str, list[Start]], streaming: Streaming, browsing: Brow
         f"  scrolling a page: median {scroll_med:.2f} ms, max {scroll_max:.2f} ms"
         f" ({len(browsing.scrolls)} steps)   target < {FRAME_MS:.0f} ms:"
         f" {met(scroll_max < FRAME_MS)}",
+        f"(d) a {code.chars:,}-character code block streamed ({1000 // CODE_TOKEN_MS} tokens/s,"
+        f" {code.turn.seconds:.1f} s):",
+        f"  longest stall {code.turn.longest_ms:.1f} ms (p99 {code.turn.p99_ms:.1f})"
+        f" | idle {code.idle.longest_ms:.1f} ms (p99 {code.idle.p99_ms:.1f}) | frames over"
+        f" {FRAME_MS:.0f} ms: {code.turn.over_frame}, idle {code.idle.over_frame}"
+        f"   target longest stall <= {FRAME_MS:.0f} ms: {met(code.turn.longest_ms <= FRAME_MS)}",
     ]
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def write_results(
+    args: argparse.Namespace,
+    starts: dict[str, list[Start]],
+    streaming: Streaming,
+    browsing: Browsing,
+    code: CodeStream,
+) -> None:
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(
+        json.dumps(
+            {
+                "max_tokens": args.max_tokens,
+                "seed": args.seed,
+                "starts": {k: [vars(s) for s in v] for k, v in starts.items()},
+                "streaming": {
+                    "tokens": streaming.tokens,
+                    "turns": [vars(b) for b in streaming.turns],
+                    "idles": [vars(b) for b in streaming.idles],
+                },
+                "browsing": vars(browsing),
+                "code_stream": {
+                    "chars": code.chars,
+                    "turn": vars(code.turn),
+                    "idle": vars(code.idle),
+                },
+                "platform": os.environ.get("QT_QPA_PLATFORM"),
+                "cpus": os.cpu_count(),
+                "load": os.getloadavg(),
+            },
+            indent=2,
+        )
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--max-tokens", type=positive, default=1000)
     parser.add_argument("--seed", type=int, default=11)
@@ -550,7 +649,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pairs", type=positive, default=1000, help="questions+replies")
     parser.add_argument("--switches", type=positive, default=6)
     parser.add_argument("--scroll-steps", type=positive, default=100, help="pages per pass")
-    args = parser.parse_args(argv)
+    parser.add_argument("--code-chars", type=positive, default=12_000, help="(d) code length")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
 
     from bastion_desktop.core.privacy import apply_private_environment
 
@@ -597,31 +701,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             browsing.opening_ms = opening.longest_ms
             print("(a) streaming replies, each followed by as long an idle period:", flush=True)
             streaming = measure_streaming(window, args.rounds)
+            print("(d) streaming a long code block (synthetic tokens)...", flush=True)
+            code = measure_code_stream(window, args.code_chars)
         finally:
             window.close()
             services.shut_down()
 
-    print("\n" + summary(starts, streaming, browsing))
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(
-        json.dumps(
-            {
-                "max_tokens": args.max_tokens,
-                "seed": args.seed,
-                "starts": {k: [vars(s) for s in v] for k, v in starts.items()},
-                "streaming": {
-                    "tokens": streaming.tokens,
-                    "turns": [vars(b) for b in streaming.turns],
-                    "idles": [vars(b) for b in streaming.idles],
-                },
-                "browsing": vars(browsing),
-                "platform": os.environ.get("QT_QPA_PLATFORM"),
-                "cpus": os.cpu_count(),
-                "load": os.getloadavg(),
-            },
-            indent=2,
-        )
-    )
+    print("\n" + summary(starts, streaming, browsing, code))
+    write_results(args, starts, streaming, browsing, code)
     print(f"results: {RESULTS_FILE}")
     return 0
 

@@ -226,9 +226,30 @@ def test_a_streaming_code_block_shows_exactly_what_has_arrived(qtbot: QtBot) -> 
         (expected,) = [b.text for b in split_blocks(text[:end]) if b.kind == "code"]
         (block,) = view.code_blocks()
         assert block.view.toPlainText() == expected
-    view.set_markdown(text)
     (block,) = view.code_blocks()
+    with qtbot.waitSignal(block.highlighted, timeout=10_000):  # off the GUI thread
+        view.set_markdown(text)
+        assert block.view.toPlainText() == code.rstrip("\n"), "plain until highlighted"
     assert block.view.toPlainText() == code.rstrip("\n")
     assert block.view.toHtml().count("color:") > 10, "highlighted once complete"
     view.set_markdown("```\nsomething else\n", streaming=True)  # the view refilled
     assert view.code_blocks()[0].view.toPlainText() == "something else"
+
+
+def test_a_highlighted_block_arriving_late_never_replaces_newer_code(qtbot: QtBot) -> None:
+    """The highlighter answers on its own time: a view refilled with other code in the
+    meantime keeps the other code."""
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    first = "".join(f"value_{n} = compute({n})\n" for n in range(300))
+    view.set_markdown(f"```python\n{first}```\n")  # asks for the highlighting
+    (block,) = view.code_blocks()
+    view.set_markdown("```python\nsecond = 2\n", streaming=True)  # before it arrives
+    answered = []
+    block._ready.connect(lambda *_args: answered.append(True))
+    qtbot.waitUntil(lambda: bool(answered), timeout=10_000)
+    qtbot.wait(50)
+    assert block.view.toPlainText() == "second = 2"
+    # Shown again later (a conversation opened anew): highlighted at once, from memory.
+    view.set_markdown(f"```python\n{first}```\n")
+    assert block.view.toHtml().count("color:") > 10

@@ -11,15 +11,25 @@ small, pygments highlighting.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import logging
 import re
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 
+log = logging.getLogger(__name__)
+
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})\s*([^\s`]*)")
-# Highlighting costs about a millisecond per KiB: past this, plain text stays fast.
+# Highlighting costs about 4 ms per KiB (pygments), on a thread of its own; past this a
+# block stays plain.
 HIGHLIGHT_LIMIT = 20_000
 _MARKDOWN = (
     QtGui.QTextDocument.MarkdownFeature.MarkdownDialectGitHub
@@ -107,10 +117,21 @@ def is_dark(palette: QtGui.QPalette) -> bool:
     return palette.color(QtGui.QPalette.ColorRole.Window).lightness() < 128
 
 
-@lru_cache(maxsize=256)
+# The highlighter lets the GUI thread take the interpreter after this many tokens (about
+# a millisecond of pygments' work): otherwise each of the window's calls into Qt waited
+# up to the 5 ms switch interval to get it back, and a 10 ms render took 40.
+TOKENS_PER_TURN = 50
+
+
+def _taking_turns(tokens: Iterator[Any]) -> Iterator[Any]:
+    for count, token in enumerate(tokens, 1):
+        if count % TOKENS_PER_TURN == 0:
+            time.sleep(0)  # releases the GIL: a waiting thread runs
+        yield token
+
+
 def highlighted_html(code: str, language: str, dark: bool) -> str | None:
     """Inline-styled HTML for `code`, or None when pygments does not know the language."""
-    from pygments import highlight  # type: ignore[import-untyped]
     from pygments.formatters import HtmlFormatter  # type: ignore[import-untyped]
     from pygments.lexers import get_lexer_by_name  # type: ignore[import-untyped]
     from pygments.util import ClassNotFound  # type: ignore[import-untyped]
@@ -120,8 +141,35 @@ def highlighted_html(code: str, language: str, dark: bool) -> str | None:
     except ClassNotFound:
         return None
     formatter = HtmlFormatter(nowrap=True, noclasses=True, style="monokai" if dark else "default")
-    body = highlight(code, lexer, formatter).rstrip("\n")
+    out = io.StringIO()
+    formatter.format(_taking_turns(lexer.get_tokens(code)), out)
+    body = out.getvalue().rstrip("\n")
     return f"<pre style='margin:0'>{body}</pre>"
+
+
+# Highlighted code by (code, language, dark), kept for the views that show it again (a
+# conversation opened anew). Read and written on the GUI thread only.
+HighlightKey = tuple[str, str, bool]
+_HIGHLIGHTED: OrderedDict[HighlightKey, str | None] = OrderedDict()
+_HIGHLIGHTED_KEPT = 256
+
+
+def _remember(key: HighlightKey, rendered: str | None) -> None:
+    _HIGHLIGHTED[key] = rendered
+    _HIGHLIGHTED.move_to_end(key)
+    while len(_HIGHLIGHTED) > _HIGHLIGHTED_KEPT:
+        _HIGHLIGHTED.popitem(last=False)
+
+
+@functools.cache
+def _highlighter() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="bastion-highlight")
+
+
+def _highlight_later(key: HighlightKey) -> Future[str | None]:
+    """Highlight on a thread of its own: pygments took 60 ms of the GUI thread for a
+    12,000-character block, a visible freeze as a long code reply finished."""
+    return _highlighter().submit(highlighted_html, *key)
 
 
 # Parts of each kind a view keeps hidden for its next text.
@@ -196,9 +244,13 @@ class SafeTextBrowser(QtWidgets.QTextBrowser):
 class CodeBlockView(QtWidgets.QFrame):
     """A fenced code block: its language, a Copy button, monospace text."""
 
+    highlighted = Signal()  # the complete block now shows highlighted
+    _ready = Signal(object, object)  # (HighlightKey, html or None), from the highlighter
+
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("codeBlock")
+        self._ready.connect(self._show_highlighted)
         self.code = ""
         self.language = ""
         self._shown: tuple[str, str, bool] | None = None
@@ -237,8 +289,14 @@ class CodeBlockView(QtWidgets.QFrame):
             return
         rendered = None
         # While the block streams it stays plain: highlighting every 50 ms is wasted work.
+        # Complete, it is highlighted once, off the GUI thread, and shown plain until then.
         if closed and language and len(code) <= HIGHLIGHT_LIMIT:
-            rendered = highlighted_html(code, language.lower(), is_dark(self.palette()))
+            key = (code, language.lower(), is_dark(self.palette()))
+            if key in _HIGHLIGHTED:
+                rendered = _HIGHLIGHTED[key]
+                _HIGHLIGHTED.move_to_end(key)
+            else:
+                self._ask_highlighted(key)
         if rendered is not None:
             self.view.setHtml(rendered)
         elif shown is not None and shown[2] is False and code.startswith(shown[0]):
@@ -250,6 +308,29 @@ class CodeBlockView(QtWidgets.QFrame):
         else:
             self.view.setPlainText(code)
         self._fit_height()
+
+    def _ask_highlighted(self, key: HighlightKey) -> None:
+        ready = self._ready
+
+        def deliver(future: Future[str | None]) -> None:  # on the highlighter's thread
+            try:
+                rendered = future.result()
+            except Exception:  # a lexer's bug: the block stays plain
+                log.exception("highlighting a %s code block failed", key[1])
+                rendered = None
+            with contextlib.suppress(RuntimeError):  # the view was closed meanwhile
+                ready.emit(key, rendered)
+
+        _highlight_later(key).add_done_callback(deliver)
+
+    def _show_highlighted(self, key: HighlightKey, rendered: str | None) -> None:
+        _remember(key, rendered)
+        code, language, closed = self._shown or ("", "", False)
+        still = closed and (code, language.lower(), is_dark(self.palette())) == key
+        if rendered is not None and still:
+            self.view.setHtml(rendered)
+            self._fit_height()
+            self.highlighted.emit()
 
     def _fit_height(self) -> None:
         bar = self.view.horizontalScrollBar()
