@@ -250,6 +250,10 @@ def test_a_highlighted_block_arriving_late_never_replaces_newer_code(qtbot: QtBo
     qtbot.waitUntil(lambda: bool(answered), timeout=10_000)
     qtbot.wait(50)
     assert block.view.toPlainText() == "second = 2"
-    # Shown again later (a conversation opened anew): highlighted at once, from memory.
-    view.set_markdown(f"```python\n{first}```\n")
+    # Shown again later (a conversation opened anew): highlighted from memory, in steps.
+    answered.clear()
+    with qtbot.waitSignal(block.highlighted, timeout=10_000):
+        view.set_markdown(f"```python\n{first}```\n")
     assert block.view.toHtml().count("color:") > 10
+    assert block.view.toPlainText() == first.rstrip("\n")
+    assert answered == [], "the highlighter was not asked again"

@@ -309,6 +309,10 @@ class ChatView(QtWidgets.QScrollArea):
             return
         wanted[role] -= 1
         widget = self._new_widget(role, None, self.model_name)
+        if role is Role.ASSISTANT and not self._spares[role]:
+            # The first code block's view loads the monospace font: 60 ms of the GUI
+            # thread once, here rather than as a reply shows its first code.
+            widget.set_text("```\n \n```")
         widget.set_text("")  # its text view is built on the first text: build it now
         widget.ensurePolished()  # the style sheet is applied at the first show otherwise
         self._spares[role].append(widget)
