@@ -292,7 +292,7 @@ class CodeBlockView(QtWidgets.QFrame):
     """A fenced code block: its language, a Copy button, monospace text."""
 
     highlighted = Signal()  # the complete block now shows highlighted
-    _ready = Signal(object, object)  # (HighlightKey, html or None), from the highlighter
+    _ready = Signal(object, object)  # (HighlightKey, its runs or None), from the highlighter
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -365,7 +365,8 @@ class CodeBlockView(QtWidgets.QFrame):
     def highlighting(self) -> bool:
         """Whether highlighting is under way (`highlighted` follows, unless the code
         changes or the language is unknown)."""
-        return self._showing(self._asked or ("", "", False)) or self._applying is not None
+        asked = self._asked is not None and self._showing(self._asked)
+        return asked or self._applying is not None
 
     def _ask_highlighted(self, key: HighlightKey) -> None:
         self._asked = key
