@@ -94,7 +94,14 @@ def one_message_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(chat_view, "BUILD_STEP_MS", 0.0)
 
 
-async def _conversation(desktop: Desktop, count: int, *, checked: bool, word: str) -> str:
+def _conversation(desktop: Desktop, count: int, *, checked: bool, word: str) -> str:
+    """A saved conversation of `count` messages (see `_write_conversation`)."""
+    return desktop.services.engine.run(
+        _write_conversation(desktop, count, checked=checked, word=word), timeout=60
+    )
+
+
+async def _write_conversation(desktop: Desktop, count: int, *, checked: bool, word: str) -> str:
     """`count` messages; with `checked`, each has a profile (a badge) and each reply
     its stats, as a chat turn leaves them."""
     from bastion_desktop.core.inference.types import GenerationStats
@@ -122,9 +129,7 @@ async def _conversation(desktop: Desktop, count: int, *, checked: bool, word: st
 def test_a_conversation_fills_in_newest_first_while_the_window_keeps_running(
     desktop: Desktop, qtbot: QtBot
 ) -> None:
-    conversation_id = desktop.services.engine.run(
-        _conversation(desktop, 12, checked=False, word="line"), timeout=60
-    )
+    conversation_id = _conversation(desktop, 12, checked=False, word="line")
     view = desktop.window.chat_view
     at_loaded: list[tuple[list[str], bool]] = []
     # Connected after the view's own slot: this sees what that slot left built.
@@ -145,12 +150,8 @@ def test_a_conversation_fills_in_newest_first_while_the_window_keeps_running(
 def test_switching_conversations_reuses_widgets_and_carries_nothing_over(
     desktop: Desktop, qtbot: QtBot
 ) -> None:
-    checked = desktop.services.engine.run(
-        _conversation(desktop, 6, checked=True, word="checked"), timeout=60
-    )
-    plain = desktop.services.engine.run(
-        _conversation(desktop, 6, checked=False, word="plain"), timeout=60
-    )
+    checked = _conversation(desktop, 6, checked=True, word="checked")
+    plain = _conversation(desktop, 6, checked=False, word="plain")
     view = desktop.window.chat_view
     with qtbot.waitSignal(view.shown, timeout=30_000):
         desktop.window.controller.open(checked)
@@ -175,12 +176,8 @@ def test_switching_conversations_reuses_widgets_and_carries_nothing_over(
 def test_opening_another_conversation_while_one_fills_in_shows_only_the_other(
     desktop: Desktop, qtbot: QtBot
 ) -> None:
-    first = desktop.services.engine.run(
-        _conversation(desktop, 12, checked=True, word="first"), timeout=60
-    )
-    second = desktop.services.engine.run(
-        _conversation(desktop, 8, checked=False, word="second"), timeout=60
-    )
+    first = _conversation(desktop, 12, checked=True, word="first")
+    second = _conversation(desktop, 8, checked=False, word="second")
     view = desktop.window.chat_view
     controller = desktop.window.controller
     building_when_switched: list[bool] = []
