@@ -57,6 +57,7 @@ SPARES_KEPT = SHOWN_AT_ONCE
 class ChatView(QtWidgets.QScrollArea):
     edit_requested = Signal(int, str)  # message id, its text (the composer takes it)
     shown = Signal()  # every message asked for (a conversation opened, earlier ones) is built
+    context_used = Signal(int, int)  # a reply finished: tokens now in use, of the window
 
     def __init__(self, controller: ChatController, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -385,6 +386,7 @@ class ChatView(QtWidgets.QScrollArea):
             reply = self._reply_widget()
             reply.flush()
             reply.set_stats(stats_line(event))
+            self.context_used.emit(event.prompt_tokens + event.tokens, event.context_length)
             if event.finish_reason == "cancelled":
                 reply.set_state(MessageState.STOPPED)
         elif isinstance(event, ContextTrimmedEvent):

@@ -257,12 +257,12 @@ class MainWindow(QtWidgets.QMainWindow):
         c.conversations_changed.connect(self.sidebar.refresh)
         c.busy_changed.connect(self._busy)
         c.loaded.connect(self._loaded)
-        c.chat_event.connect(self._chat_event)
         c.model_set.connect(self._conversation_model_set)
         self.composer.send_requested.connect(self.send)
         self.composer.edit_requested.connect(c.edit_and_resend)
         self.composer.stop_requested.connect(c.stop)
         self.chat_view.edit_requested.connect(self.composer.begin_edit)
+        self.chat_view.context_used.connect(self.composer.show_context)
         self.top_bar.error.connect(self.show_error)
         self.top_bar.model_changed.connect(self._model_changed)
         self.top_bar.profile_changed.connect(self._profile_changed)
@@ -406,12 +406,6 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.composer.show_context(used, window)
                 return
         self.composer.show_context(0, 0)
-
-    def _chat_event(self, event: object) -> None:
-        from bastion_desktop.core.events import DoneEvent
-
-        if isinstance(event, DoneEvent):
-            self.composer.show_context(event.prompt_tokens + event.tokens, event.context_length)
 
     def _model_names(self) -> dict[str, str]:
         from bastion_desktop.core.starter import STARTER_ID, STARTER_NAME
