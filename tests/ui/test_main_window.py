@@ -303,6 +303,7 @@ def test_a_blocked_message_shows_its_badge_and_reason(desktop: Desktop, qtbot: Q
     # The reason is written under the message itself, not only in the badge.
     assert question.note_label.text() == question.badge.explanation
     assert "not sent" in question.note_label.text()
+    assert desktop.window.chat_view.notice.isHidden(), "said once, under the message"
     assert not question.copy_button.isVisibleTo(question), "nothing to copy"
     qtbot.mouseClick(question.badge_button, QtCore.Qt.MouseButton.LeftButton)
     details = question.findChild(QtCore.QObject, "badgeDetails")
@@ -360,6 +361,7 @@ def test_a_withdrawn_reply_shows_its_badge_and_reason(
         assert reply.note_label.text() == reply.badge.explanation
         assert "withdrawn" in reply.note_label.text()
         assert word not in desktop.window.chat_view.notice.text().lower()
+        assert desktop.window.chat_view.notice.isHidden(), "said once, under the reply"
     finally:
         desktop.close()
 

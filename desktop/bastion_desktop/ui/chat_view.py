@@ -411,17 +411,19 @@ class ChatView(QtWidgets.QScrollArea):
                 question.set_text(event.decision.rewritten)
 
     def _on_blocked(self, event: BlockedEvent) -> None:
+        # The blocked message says why under itself; the notice only when there is none.
         if event.decision.stage.value == "input":
             question = self._last(Role.USER)
             if question is not None:
                 question.set_badge(self._badge(event.decision))
                 question.set_state(MessageState.BLOCKED)
+            else:
+                self.show_notice(event.decision.explanation)
         else:
             reply = self._reply_widget()
             reply.set_text("")
             reply.set_state(MessageState.BLOCKED)
             reply.set_badge(self._badge(event.decision, retracted=True))
-        self.show_notice(event.decision.explanation)
 
     def _loading_ended(self, *, answered: bool) -> None:
         """The model has loaded, or never will (an error, a stop while it loaded): its
