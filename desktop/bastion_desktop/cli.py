@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="check this installation and the starter model")
     doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.add_argument(
+        "--self-test",
+        action="store_true",
+        help="prove this installation works end to end (model, encrypted history, "
+        "guardrails, policy) in a temporary home; exits 1 on the first failure",
+    )
     return parser
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
-from bastion_desktop.core.errors import ModelNotFoundError
+from bastion_desktop.core.errors import ModelNotFoundError, StarterModelError
 from bastion_desktop.core.registry import ModelRegistry, RegisteredModel, RegistryError
 from bastion_desktop.core.starter import (
     STARTER_ID,
@@ -78,3 +79,40 @@ def test_a_damaged_registry_is_reported_not_overwritten(tmp_path: Path) -> None:
     with pytest.raises(RegistryError):
         ensure_starter_model(tmp_path / "models", registry)
     assert file.read_text() == '{"version": 1, "models": [{"id": 3}]}'
+
+
+@pytest.fixture
+def installed_starter(tmp_path: Path, starter_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An installed (frozen) Bastion's starter: the assembled file among the app's
+    resources, read-only. The freeze puts it there; this test copies it."""
+    bundled = tmp_path / "opt" / "bastion" / starter_path.name
+    bundled.parent.mkdir(parents=True)
+    shutil.copyfile(starter_path, bundled)
+    bundled.chmod(0o444)
+    monkeypatch.setattr(
+        "bastion_desktop.core.starter.bundled_starter_file",
+        lambda name: bundled if name == bundled.name else None,
+    )
+    return bundled
+
+
+def test_an_installed_starter_is_used_in_place_and_never_copied(
+    tmp_path: Path, installed_starter: Path
+) -> None:
+    registry = ModelRegistry(tmp_path / "data" / "models.json")
+    model = ensure_starter_model(tmp_path / "models", registry)
+    assert model.path == installed_starter
+    assert not model.owns_file, "removing the starter must never delete the installation's file"
+    assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
+    assert ensure_starter_model(tmp_path / "models", registry) == model
+
+
+def test_a_damaged_installed_starter_says_reinstall(
+    tmp_path: Path, installed_starter: Path
+) -> None:
+    installed_starter.chmod(0o644)
+    with installed_starter.open("r+b") as handle:
+        handle.seek(1 << 20)
+        handle.write(b"\0" * 4096)
+    with pytest.raises(StarterModelError, match="Reinstall Bastion"):
+        ensure_starter_model(tmp_path / "models", ModelRegistry(tmp_path / "models.json"))

