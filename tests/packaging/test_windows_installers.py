@@ -72,9 +72,9 @@ def _need_wixl() -> None:
     _need(("wixl", "wixl"), ("wixl-heat", "wixl"), ("msiinfo", "msitools"))
 
 
-def _run(*args: str | Path) -> str:
+def _run(*args: str | Path, cwd: Path | None = None) -> str:
     result = subprocess.run(
-        [str(arg) for arg in args], capture_output=True, encoding="utf-8", check=False
+        [str(arg) for arg in args], capture_output=True, encoding="utf-8", check=False, cwd=cwd
     )
     assert result.returncode == 0, f"{args[0]} failed: {result.stderr[-2000:]}"
     return result.stdout
@@ -82,7 +82,9 @@ def _run(*args: str | Path) -> str:
 
 def _table(msi: Path, table: str) -> list[dict[str, str]]:
     """One table as rows of column -> value (msiinfo's IDT export: names, types, key, rows)."""
-    lines = _run("msiinfo", "export", msi, table).splitlines()
+    # Exporting a table of binary streams (Icon) writes them into a folder named after
+    # the table in the working folder: keep that beside the MSI, not in the checkout.
+    lines = _run("msiinfo", "export", msi, table, cwd=msi.parent).splitlines()
     columns = lines[0].split("\t")
     return [dict(zip(columns, line.split("\t"), strict=True)) for line in lines[3:]]
 
