@@ -116,6 +116,10 @@ def digest(*parts: str | bytes) -> str:
 
 def runtime_cmake_args() -> str:
     args = ["-DGGML_NATIVE=OFF"]
+    if IS_WINDOWS:
+        # OpenMP would need vcomp140.dll, which only the Visual C++ redistributable puts
+        # on a user's machine; ggml's own thread pool needs nothing.
+        args.append("-DGGML_OPENMP=OFF")
     if IS_MACOS:
         # Homebrew's libomp would be linked in and need a newer macOS than the app's.
         args.append("-DGGML_OPENMP=OFF")
