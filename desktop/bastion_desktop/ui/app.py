@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -304,6 +305,13 @@ def after_first_paint(
     QtCore.QTimer.singleShot(fallback_ms, window, run)
 
 
+TRACE_STARTUP_VARIABLE = "BASTION_TRACE_STARTUP"
+
+
+def _trace_first_paint() -> None:
+    print(json.dumps({"first_paint_monotonic": time.monotonic()}), file=sys.stderr, flush=True)
+
+
 def run_app(args: argparse.Namespace | None = None) -> int:
     """`bastion` with no subcommand: the desktop window, until it is closed.
 
@@ -339,6 +347,10 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     window.show()
     startup = Startup(app, window, _passphrase_file(args), crashes, theme)
     after_first_paint(window, startup.run)
+    if os.environ.get(TRACE_STARTUP_VARIABLE):
+        # When the first paint ends, on the system-wide monotonic clock, so a benchmark
+        # can compare an installed build's start with a checkout's (bench_install.py).
+        after_first_paint(window, _trace_first_paint)
     try:
         return app.exec()
     finally:
