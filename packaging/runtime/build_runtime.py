@@ -24,9 +24,20 @@ patched sources, no hand-picked files from a temporary build tree, no rewritten 
 (`GGML_BACKEND_DIR` would do the same but also compile that relative path into
 `ggml_backend_load_all()`'s search list, which would then look in a folder relative to
 the working directory.) The modules get `$ORIGIN` (`@loader_path`) as their run path so
-that they find libggml-base beside them even when loaded without libllama. The wheel is
-then checked: the variants must be in it, and on x86-64 Linux no library outside the
-AVX-and-later variants may hold an AVX instruction.
+that they find libggml-base beside them even when loaded without libllama.
+
+One variant is then taken out of the wheel: `sapphirerapids`, the only one using AMX.
+GCC (12, Debian 12's; checked) drops the stores that fill the AMX tile configuration in
+`ggml_tile_config_init` (ggml-cpu/amx/mmq.cpp), as it does not know that `ldtilecfg`
+reads them: the module loads a configuration with every tile empty, and the first tile
+instruction of a generation raises SIGILL, on any CPU with AMX, which is also the one
+CPU ggml would choose it for (seen on this project's build machines: every reply of the
+starter died). Upstream fix under review: https://github.com/ggml-org/llama.cpp/pull/26954.
+Without it, a Sapphire Rapids (or later Xeon) runs the `zen4` variant: AVX-512 with VNNI
+and BF16, everything but AMX. No consumer CPU has AMX.
+
+The wheel is then checked: the variants must be in it, the AMX one must not, and on
+x86-64 Linux no library outside the AVX-and-later variants may hold an AVX instruction.
 
 Like build.py's portable wheel, the result is cached outside the tree by version, flags
 and platform (pip's own cache keys a built wheel by its source, not by CMAKE_ARGS), in a
@@ -61,6 +72,8 @@ IS_X86_64 = platform.machine().lower() in {"x86_64", "amd64"}
 # and skips some under MSVC); the first two are the ones with no AVX at all.
 REQUIRED_X86_VARIANTS = ("x64", "sse42", "sandybridge", "haswell", "skylakex", "alderlake")
 NO_AVX_VARIANTS = ("x64", "sse42")
+# Variants built but not shipped, and why (see the module's docstring).
+DROPPED_VARIANTS = {"sapphirerapids": "GCC miscompiles its AMX tile configuration"}
 
 
 class BuildError(Exception):
@@ -108,7 +121,15 @@ def wheel_cache() -> Path:
 
 def cache_folder(version: str, args: list[str]) -> Path:
     target = os.environ.get("MACOSX_DEPLOYMENT_TARGET", "") if IS_MACOS else ""
-    inputs = (version, " ".join(args), target, sys.platform, platform.machine(), sys.version[:4])
+    inputs = (
+        version,
+        " ".join(args),
+        " ".join(sorted(DROPPED_VARIANTS)),
+        target,
+        sys.platform,
+        platform.machine(),
+        sys.version[:4],
+    )
     hasher = hashlib.sha256()
     for part in inputs:
         hasher.update(part.encode() + b"\0")
@@ -151,6 +172,7 @@ def build_wheel() -> Path:
         raise BuildError(f"pip wheel failed with exit status {result.returncode}")
     log(f"built in {time.monotonic() - started:.0f} s")
     wheel = sorted(partial.glob("llama_cpp_python-*.whl"))[0]
+    drop_variants(wheel)
     check_wheel(wheel)
     partial.replace(folder)
     return folder / wheel.name
@@ -160,6 +182,32 @@ def variant_of(name: str) -> str | None:
     """`libggml-cpu-haswell.so` / `ggml-cpu-haswell.dll` -> `haswell`."""
     match = re.fullmatch(r"(?:lib)?ggml-cpu-([\w.]+)\.(?:so|dll|dylib)", name)
     return match.group(1) if match else None
+
+
+def drop_variants(wheel: Path) -> None:
+    """Rewrite the wheel without the DROPPED_VARIANTS modules, and its RECORD without
+    their lines (every other file and its hash stays as the build wrote it)."""
+    dropped = {f"llama_cpp/lib/{cpu_variant_file_name(v)}" for v in DROPPED_VARIANTS}
+    rewritten = wheel.with_suffix(".rewriting")
+    with zipfile.ZipFile(wheel) as source, zipfile.ZipFile(rewritten, "w") as target:
+        found = dropped & set(source.namelist())
+        for member in source.infolist():
+            if member.filename in found:
+                continue
+            data = source.read(member)
+            if member.filename.endswith(".dist-info/RECORD"):
+                lines = data.decode("utf-8").splitlines(keepends=True)
+                data = "".join(line for line in lines if line.split(",", 1)[0] not in found).encode(
+                    "utf-8"
+                )
+            target.writestr(member, data)
+    rewritten.replace(wheel)
+    for name in sorted(found):
+        log(f"dropped {name}: {DROPPED_VARIANTS[variant_of(PurePosixPath(name).name) or '']}")
+
+
+def cpu_variant_file_name(variant: str) -> str:
+    return f"ggml-cpu-{variant}.dll" if IS_WINDOWS else f"libggml-cpu-{variant}.so"
 
 
 def library_names(wheel: Path) -> list[str]:
@@ -227,6 +275,9 @@ def check_wheel(wheel: Path) -> dict[str, tuple[int, int]]:
         missing = [v for v in REQUIRED_X86_VARIANTS if v not in variants]
         if missing:
             raise BuildError(f"{wheel.name} lacks the CPU variants {', '.join(missing)}")
+    shipped = sorted(set(variants) & set(DROPPED_VARIANTS))
+    if shipped:
+        raise BuildError(f"{wheel.name} holds the variants {', '.join(shipped)}, known broken")
     if not (IS_X86_64 and sys.platform.startswith("linux")):
         return {}
     counts = avx_counts(wheel, [name for name in names if ".so" in name])
@@ -246,9 +297,14 @@ def cached_wheel() -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", type=Path, metavar="WHEEL", help="only check this wheel")
+    parser.add_argument(
+        "--drop", type=Path, metavar="WHEEL", help="only take the broken variants out of WHEEL"
+    )
     args = parser.parse_args(argv)
     try:
-        if args.check:
+        if args.drop:
+            drop_variants(args.drop)
+        elif args.check:
             check_wheel(args.check)
         else:
             print(build_wheel())
