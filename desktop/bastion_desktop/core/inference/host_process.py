@@ -6,7 +6,8 @@ is told to stop or its parent goes away. A llama.cpp crash ends this process onl
 
 Messages in:  ("generate", id, messages, params) | ("cancel", id) | ("shutdown",)
               ("complete", id, prompt, max_tokens, stops): a raw prompt, greedy, whole
-Messages out: ("attempt", n_gpu_layers) ... then ("loaded", facts) | ("load_failed", sentence)
+Messages out: ("attempt", n_gpu_layers) ... then ("loaded", facts, RuntimeInfo)
+              | ("load_failed", sentence)
               ("trimmed", id, PromptTrimmed) | ("text", id, str)
               ("done", id, prompt_tokens, generated_tokens, finish_reason)
               ("completed", id, text, prompt_tokens, generated_tokens, finish_reason)
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion_desktop.core.errors import BastionError, ContextOverflowError, ModelLoadError
+from bastion_desktop.core.inference.backends import describe, load_backends
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
 from bastion_desktop.core.inference.hardware import physical_cores
 from bastion_desktop.core.inference.templates import ChatTemplate, RenderedPrompt, choose_template
@@ -136,6 +138,10 @@ class LoadedModel:
 
         self._log = _LlamaLogTail()
         check_gguf_header(path)
+        # Before anything asks llama.cpp about devices: a distribution build has no
+        # backend until its modules are loaded (see backends.py).
+        self.runtime = load_backends()
+        log.info("llama.cpp runtime: %s", describe(self.runtime))
         supported = bool(llama_cpp.llama_supports_gpu_offload())
         threads = options.threads or physical_cores()
         first = requested_gpu_layers(options, supported, path)
@@ -493,7 +499,7 @@ def run_host(conn: Connection, model_path: str, options: LoadOptions) -> None:
     except Exception as error:
         conn.send(("load_failed", f"Could not load {Path(model_path).name}: {error}"))
         return
-    conn.send(("loaded", model.facts))
+    conn.send(("loaded", model.facts, model.runtime))
     while True:
         try:
             message = conn.recv()
