@@ -149,7 +149,8 @@ def build_wheel() -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     env = {**os.environ, "CMAKE_ARGS": " ".join(args), "FORCE_CMAKE": "1"}
-    # SOURCE_DATE_EPOCH would make ggml drop AVX2 from its "reproducible" default flags.
+    # ggml reads SOURCE_DATE_EPOCH to choose its default instruction sets; the variants
+    # set theirs explicitly, but the same build must not depend on the caller's shell.
     env.pop("SOURCE_DATE_EPOCH", None)
     command = [
         sys.executable,
