@@ -108,7 +108,11 @@ def cmake_args() -> list[str]:
         args += ["-DCMAKE_INSTALL_RPATH=@loader_path", "-DGGML_OPENMP=OFF"]
         if platform.machine() == "arm64":
             args += ["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON"]
-    elif not IS_WINDOWS:
+    elif IS_WINDOWS:
+        # As build.py: OpenMP would need vcomp140.dll, which only the Visual C++
+        # redistributable puts on a user's machine; ggml's own thread pool needs nothing.
+        args.append("-DGGML_OPENMP=OFF")
+    else:
         # scikit-build-core splits CMAKE_ARGS with shlex: no shell sees this `$`.
         args.append("-DCMAKE_INSTALL_RPATH=$ORIGIN")
     return args
