@@ -5,15 +5,17 @@
     python packaging/build.py --runtime-wheel   # only print the runtime wheel's path
 
 The runtime wheel is also what `./dev` installs into the development environment: the
-tests run the llama.cpp that users get. (A `-march=native` build also crashed with
-SIGSEGV on this project's AMX-capable build machines, in every model test.)
+tests run the llama.cpp that users get. (A `-march=native` build crashed in every model
+test on this project's AMX-capable build machines: GCC 12 miscompiles ggml's AMX code;
+see packaging/runtime/build_runtime.py.)
 
 Steps, each reusing what an earlier run left when its inputs are unchanged:
 
-1. the llama.cpp runtime: llama-cpp-python (the version pyproject pins) built as a
-   portable wheel (`GGML_NATIVE=OFF`: no instruction the oldest supported CPU lacks;
-   Metal on Apple silicon), cached outside the tree by its build flags, and checked for
-   AVX-512 instructions on x86-64;
+1. the llama.cpp runtime: llama-cpp-python (the version pyproject pins) built with every
+   CPU variant as a loadable module on Linux and Windows (packaging/runtime, which also
+   checks that the baseline libraries hold no AVX instruction), as one portable build
+   (`GGML_NATIVE=OFF`, Metal on Apple silicon) on macOS; cached outside the tree by its
+   build flags;
 2. a clean build environment (build/package-venv) holding the project's own wheel, that
    runtime wheel and PyInstaller: nothing of the developer's .venv is frozen;
 3. the freeze (packaging/pyinstaller/bastion.spec), with the starter model assembled and
@@ -31,7 +33,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import json
 import os
 import platform
 import re
@@ -142,11 +143,22 @@ def wheel_cache() -> Path:
 
 
 def build_runtime_wheel() -> Path:
-    """The portable llama-cpp-python wheel, built once per version, flags and platform.
+    """The llama-cpp-python wheel the installers ship, built once per version, flags and
+    platform.
 
-    pip's own wheel cache cannot be trusted with this: it keys a built wheel by the
+    On Linux and Windows that is the distribution runtime (packaging/runtime): every CPU
+    variant as a loadable module, the best one chosen on the user's machine. macOS keeps
+    the single portable build until the module build has been tried there.
+
+    pip's own wheel cache cannot be trusted with either: it keys a built wheel by the
     source, not by CMAKE_ARGS, and would hand back a `-march=native` build.
     """
+    if not IS_MACOS:
+        runtime = load_module("packaging/runtime/build_runtime.py")
+        try:
+            return Path(runtime.build_wheel())
+        except runtime.BuildError as error:
+            raise BuildError(str(error)) from error
     version = pinned("llama-cpp-python")
     cmake_args = runtime_cmake_args()
     target = macos_deployment_target()
@@ -186,25 +198,6 @@ def build_runtime_wheel() -> Path:
     log(f"runtime: built in {time.monotonic() - started:.0f} s")
     partial.replace(folder)
     return sorted(folder.glob("llama_cpp_python-*.whl"))[0]
-
-
-def check_no_avx512(libraries: list[Path]) -> None:
-    """A shipped library with AVX-512 instructions dies on most consumer CPUs."""
-    if platform.machine().lower() not in {"x86_64", "amd64"} or IS_WINDOWS:
-        return
-    if shutil.which("objdump") is None:
-        raise BuildError("objdump (binutils) is needed to check the runtime's instructions")
-    for library in libraries:
-        listing = subprocess.run(
-            ["objdump", "-d", "--no-show-raw-insn", str(library)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        count = listing.count("%zmm")
-        if count:
-            raise BuildError(f"{library.name} contains {count} AVX-512 instructions")
-    log(f"runtime: no AVX-512 instruction in {len(libraries)} llama.cpp libraries")
 
 
 # -- 2. the build environment -----------------------------------------------------------
@@ -373,21 +366,6 @@ def main(argv: list[str] | None = None) -> int:
         DIST.mkdir(exist_ok=True)
         runtime = build_runtime_wheel()
         python = prepare_environment(build_project_wheel(), runtime)
-        libraries = json.loads(
-            subprocess.run(
-                [
-                    str(python),
-                    "-c",
-                    "import json, pathlib, llama_cpp; "
-                    "lib = pathlib.Path(llama_cpp.__file__).parent / 'lib'; "
-                    "print(json.dumps([str(p) for p in lib.iterdir() if '.so' in p.name]))",
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
-        )
-        check_no_avx512([Path(p) for p in libraries])
         app = freeze(python, assemble_starter(python))
         if sys.platform.startswith("linux"):
             load_module("packaging/linux/linux_packages.py").clean_runpaths(app)

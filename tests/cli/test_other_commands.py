@@ -32,11 +32,17 @@ def test_doctor_reports_the_build_and_a_working_starter(bastion: RunBastion) -> 
     assert report["llama_cpp"]["cpu_features"]
     assert report["starter_model"]["ok"] is True
     assert report["starter_model"]["generated_tokens"] > 0
+    # The runtime the installers ship: ggml chose one of its CPU modules for this CPU.
+    runtime = report["starter_model"]["runtime"]
+    assert runtime["cpu_variant"], runtime
+    assert "CPU" in runtime["backends"]
+    assert runtime["devices"][0]["memory_total"] > 0
     # No keychain on this machine: the history will use a passphrase, and says so.
     assert "passphrase" in report["history"]["key"]
     assert report["history"]["exists"] is False
     human = bastion("doctor")
     assert "Starter model   loads and answers" in human.stdout
+    assert f"CPU variant          {runtime['cpu_variant']}" in human.stdout
 
 
 def test_version(bastion: RunBastion) -> None:

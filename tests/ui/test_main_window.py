@@ -266,7 +266,10 @@ def test_search_finds_a_message_and_delete_removes_the_conversation(
     assert search.hasFocus()
     with qtbot.waitSignal(desktop.window.sidebar.searched, timeout=10_000):
         qtbot.keyClicks(search, "pengu")
-    assert titles(desktop) == ["Where do penguins live"]
+    # One row per matching message: the starter's reply may repeat the word (it does on
+    # some CPU variants), so the penguin conversation may be listed twice; the pancake
+    # one never.
+    assert set(titles(desktop)) == {"Where do penguins live"}
     row = desktop.window.sidebar.model.row(0)
     assert "penguins" in row.snippet.lower()
 

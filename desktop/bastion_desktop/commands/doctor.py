@@ -45,6 +45,11 @@ def _version(package: str) -> str:
 def llama_build() -> dict[str, Any]:
     import llama_cpp
 
+    from bastion_desktop.core.inference.backends import load_backends
+
+    # The shipped build registers its CPU variant (and any GPU) only once loaded.
+    load_backends()
+
     info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
     features = sorted(
         part.split("=")[0].split(":")[-1].strip()
@@ -76,7 +81,25 @@ async def _starter_check(context: AppContext) -> dict[str, Any]:
     except BastionError as error:
         return {"ok": False, "error": str(error)}
     assert stats is not None
+    runtime = facts.runtime
     return {
+        "runtime": None
+        if runtime is None
+        else {
+            "backends": list(runtime.backends),
+            "cpu_variant": runtime.cpu_variant,
+            "cpu_library": runtime.cpu_library,
+            "devices": [
+                {
+                    "name": device.name,
+                    "description": device.description,
+                    "type": device.type.value,
+                    "memory_free": device.memory_free,
+                    "memory_total": device.memory_total,
+                }
+                for device in runtime.devices
+            ],
+        },
         "ok": stats.generated_tokens > 0,
         "path": str(path),
         "architecture": facts.architecture,
@@ -134,6 +157,16 @@ def run_doctor(context: AppContext, args: argparse.Namespace) -> int:
     print(f"  {'GPU offload':<20} {'supported' if build['gpu_offload'] else 'not in this build'}")
     print(f"  {'CPU features':<20} {', '.join(build['cpu_features']) or 'none reported'}")
     starter = report["starter_model"]
+    runtime = starter.get("runtime")
+    if runtime:
+        variant = runtime["cpu_variant"] or f"single build ({runtime['cpu_library']})"
+        print(f"  {'CPU variant':<20} {variant}")
+        for device in runtime["devices"]:
+            print(
+                f"  {device['name']:<20} {device['description']} ({device['type']}, "
+                f"{device['memory_free'] / 2**30:.1f} of {device['memory_total'] / 2**30:.1f} "
+                "GiB free)"
+            )
     if ok:
         print(
             f"Starter model   loads and answers ({starter['generated_tokens']} tokens at "

@@ -92,10 +92,23 @@ async def _starter_step(context: AppContext) -> str:
             f"The starter model ({model.path}) loaded but produced no answer. Reinstall Bastion."
         )
     stats = finished.stats
+    runtime = facts.runtime
+    if _ships_cpu_variants() and (runtime is None or runtime.cpu_variant is None):
+        raise SelfTestFailure(
+            "The installed llama.cpp runtime chose no CPU variant: its modules are missing "
+            "from the installation. Reinstall Bastion."
+        )
+    variant = f", CPU variant {runtime.cpu_variant}" if runtime and runtime.cpu_variant else ""
     return (
         f"{facts.architecture} {facts.quantization} answered {stats.generated_tokens} tokens "
-        f"at {stats.tokens_per_second:.0f} tokens/s on {facts.threads} threads"
+        f"at {stats.tokens_per_second:.0f} tokens/s on {facts.threads} threads{variant}"
     )
+
+
+def _ships_cpu_variants() -> bool:
+    """An installed Linux build carries one llama.cpp CPU module per instruction set
+    (the variant in use is read from the process's mapped files, on Linux only)."""
+    return bool(getattr(sys, "frozen", False)) and sys.platform.startswith("linux")
 
 
 async def _store_step(context: AppContext) -> str:

@@ -52,6 +52,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("model", type=Path)
     parser.add_argument("--skip-load-backends", action="store_true")
+    parser.add_argument("--twice", action="store_true", help="call load_backends() again")
     parser.add_argument("--cpu-variant")
     parser.add_argument("--tokens", type=int, default=4)
     parser.add_argument("--n-ctx", type=int, default=64)
@@ -78,6 +79,9 @@ def main() -> int:
         info = load_backends(cpu_variant=args.cpu_variant)
         result["runtime"] = dataclasses.asdict(info)
     result["after"] = mapped_ggml_files()
+    if args.twice:
+        result["second"] = dataclasses.asdict(load_backends(cpu_variant=args.cpu_variant))
+        result["after_second"] = mapped_ggml_files()
     try:
         llm = llama_cpp.Llama(
             model_path=str(args.model), n_ctx=args.n_ctx, n_threads=2, verbose=False

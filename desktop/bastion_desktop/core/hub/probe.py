@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bastion_desktop.core.errors import ModelLoadError
+
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
@@ -255,6 +257,11 @@ def llama_cpp_facts() -> tuple[bool, tuple[str, ...]]:
     """Whether this llama.cpp build can offload to a GPU, and the CPU features it uses."""
     import llama_cpp
 
+    from bastion_desktop.core.inference.backends import load_backends
+
+    # A build whose backends are modules (the one Bastion ships) reports no CPU feature
+    # and no GPU support until they are loaded.
+    load_backends()
     supported = bool(llama_cpp.llama_supports_gpu_offload())
     info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
     features = tuple(dict.fromkeys(m[1] for m in re.finditer(r"(\w+) = 1\b", info)))
@@ -269,7 +276,7 @@ def probe_hardware(*, ask_llama_cpp_devices: bool = True) -> HardwareProfile:
         notes.append("The amount of RAM is unknown on this system.")
     try:
         supported, features = llama_cpp_facts()
-    except (ImportError, OSError, AttributeError):
+    except (ImportError, OSError, AttributeError, ModelLoadError):
         log.warning("llama.cpp could not be asked about this machine", exc_info=True)
         supported, features = False, ()
         notes.append("llama.cpp is not usable here, so GPU support and CPU features are unknown.")

@@ -200,7 +200,7 @@ class ModelHost:
             process, reply, gpu_layers = await self._start(options)
             if reply[0] == "loaded":
                 self._process = process
-                facts: ModelFacts = reply[1]
+                facts: ModelFacts = dataclasses.replace(reply[1], runtime=reply[2])
                 if crashed_on_gpu:
                     facts = dataclasses.replace(facts, gpu_note=crashed_on_gpu)
                 self.facts = facts

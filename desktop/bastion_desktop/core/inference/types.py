@@ -7,6 +7,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
+from bastion_desktop.core.inference.backends import RuntimeInfo
+
 GpuLayers = Literal["auto", "none"] | int
 
 
@@ -60,6 +62,8 @@ class ModelFacts:
     file_size: int
     threads: int
     gpu_note: str = ""  # set when GPU memory ran short and fewer layers were offloaded
+    # What llama.cpp runs on in the model's host: backends, CPU variant, devices.
+    runtime: RuntimeInfo | None = None
 
 
 FinishReason = Literal["stop", "length", "cancelled"]
