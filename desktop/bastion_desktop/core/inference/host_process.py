@@ -79,7 +79,9 @@ class _LlamaLogTail:
 
         @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
         def callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-            if level in (2, 3):  # GGML_LOG_LEVEL_WARN, GGML_LOG_LEVEL_ERROR
+            # ggml.h: GGML_LOG_LEVEL_INFO = 2, WARN = 3, ERROR = 4 (this kept INFO and
+            # WARN, so an error such as "no backends are loaded" never reached the user).
+            if level in (3, 4):
                 line = text.decode("utf-8", errors="replace").strip()
                 if line:
                     self.lines.append(line)
