@@ -115,17 +115,12 @@ def digest(*parts: str | bytes) -> str:
 # -- 1. the llama.cpp runtime -------------------------------------------------------------
 
 
-def runtime_cmake_args() -> str:
-    args = ["-DGGML_NATIVE=OFF"]
-    if IS_WINDOWS:
-        # OpenMP would need vcomp140.dll, which only the Visual C++ redistributable puts
-        # on a user's machine; ggml's own thread pool needs nothing.
-        args.append("-DGGML_OPENMP=OFF")
-    if IS_MACOS:
-        # Homebrew's libomp would be linked in and need a newer macOS than the app's.
-        args.append("-DGGML_OPENMP=OFF")
-        if platform.machine() == "arm64":
-            args += ["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON"]
+def macos_cmake_args() -> str:
+    """The single portable build macOS still ships (no CPU variants there yet)."""
+    # Homebrew's libomp would be linked in and need a newer macOS than the app's.
+    args = ["-DGGML_NATIVE=OFF", "-DGGML_OPENMP=OFF"]
+    if platform.machine() == "arm64":
+        args += ["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON"]
     return " ".join(args)
 
 
@@ -135,11 +130,6 @@ def macos_deployment_target() -> str:
     if not IS_MACOS:
         return ""
     return str(load_module("packaging/macos/info_plist.py").MINIMUM_MACOS)
-
-
-def wheel_cache() -> Path:
-    configured = os.environ.get("BASTION_WHEEL_CACHE")
-    return Path(configured) if configured else Path.home() / ".cache" / "bastion-build" / "wheels"
 
 
 def build_runtime_wheel() -> Path:
@@ -153,18 +143,18 @@ def build_runtime_wheel() -> Path:
     pip's own wheel cache cannot be trusted with either: it keys a built wheel by the
     source, not by CMAKE_ARGS, and would hand back a `-march=native` build.
     """
+    runtime = load_module("packaging/runtime/build_runtime.py")
     if not IS_MACOS:
-        runtime = load_module("packaging/runtime/build_runtime.py")
         try:
             return Path(runtime.build_wheel())
         except runtime.BuildError as error:
             raise BuildError(str(error)) from error
     version = pinned("llama-cpp-python")
-    cmake_args = runtime_cmake_args()
+    cmake_args = macos_cmake_args()
     target = macos_deployment_target()
     inputs = (version, cmake_args, target, sys.platform, platform.machine(), sys.version[:4])
     key = digest(*inputs)[:16]
-    folder = wheel_cache() / f"llama-cpp-python-{version}-{key}"
+    folder = runtime.wheel_cache() / f"llama-cpp-python-{version}-{key}"
     found = sorted(folder.glob("llama_cpp_python-*.whl"))
     if found:
         log(f"runtime: reusing {found[0]} ({cmake_args})")
@@ -176,7 +166,7 @@ def build_runtime_wheel() -> Path:
     env = {**os.environ, "CMAKE_ARGS": cmake_args, "FORCE_CMAKE": "1"}
     if target:
         env["MACOSX_DEPLOYMENT_TARGET"] = target
-    # SOURCE_DATE_EPOCH would make ggml drop AVX2 as well (its "reproducible" default).
+    # SOURCE_DATE_EPOCH changes ggml's default instruction sets (its "reproducible" mode).
     env.pop("SOURCE_DATE_EPOCH", None)
     started = time.monotonic()
     run(
