@@ -159,33 +159,12 @@ def build_runtime_wheel() -> Path:
     if found:
         log(f"runtime: reusing {found[0]} ({cmake_args})")
         return found[0]
-    log(f"runtime: building llama-cpp-python {version} with {cmake_args} (several minutes)")
     partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    env = {**os.environ, "CMAKE_ARGS": cmake_args, "FORCE_CMAKE": "1"}
-    if target:
-        env["MACOSX_DEPLOYMENT_TARGET"] = target
-    # SOURCE_DATE_EPOCH changes ggml's default instruction sets (its "reproducible" mode).
-    env.pop("SOURCE_DATE_EPOCH", None)
-    started = time.monotonic()
-    run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-cache-dir",
-            "--no-binary",
-            "llama-cpp-python",
-            "--wheel-dir",
-            partial,
-            f"llama-cpp-python=={version}",
-        ],
-        env=env,
-    )
-    log(f"runtime: built in {time.monotonic() - started:.0f} s")
+    env = {**os.environ, "MACOSX_DEPLOYMENT_TARGET": target}
+    try:
+        runtime.pip_wheel(version, cmake_args.split(), partial, env)
+    except runtime.BuildError as error:
+        raise BuildError(str(error)) from error
     partial.replace(folder)
     return sorted(folder.glob("llama_cpp_python-*.whl"))[0]
 

@@ -150,9 +150,21 @@ def build_wheel() -> Path:
         log(f"reusing {found}")
         return found
     partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    env = {**os.environ, "CMAKE_ARGS": " ".join(args), "FORCE_CMAKE": "1"}
+    pip_wheel(version, args, partial)
+    wheel = sorted(partial.glob("llama_cpp_python-*.whl"))[0]
+    drop_variants(wheel)
+    check_wheel(wheel)
+    partial.replace(folder)
+    return folder / wheel.name
+
+
+def pip_wheel(version: str, args: list[str], into: Path, env: dict[str, str] | None = None) -> None:
+    """Build llama-cpp-python `version` from source with CMAKE_ARGS `args` into the
+    (emptied) folder `into`. Shared with build.py's macOS build."""
+    shutil.rmtree(into, ignore_errors=True)
+    into.mkdir(parents=True)
+    env = {**(os.environ if env is None else env), "CMAKE_ARGS": " ".join(args)}
+    env["FORCE_CMAKE"] = "1"
     # ggml reads SOURCE_DATE_EPOCH to choose its default instruction sets; the variants
     # set theirs explicitly, but the same build must not depend on the caller's shell.
     env.pop("SOURCE_DATE_EPOCH", None)
@@ -166,7 +178,7 @@ def build_wheel() -> Path:
         "--no-binary",
         "llama-cpp-python",
         "--wheel-dir",
-        str(partial),
+        str(into),
         f"llama-cpp-python=={version}",
     ]
     log(f"building llama-cpp-python {version} with {' '.join(args)} (many minutes)")
@@ -176,11 +188,6 @@ def build_wheel() -> Path:
     if result.returncode != 0:
         raise BuildError(f"pip wheel failed with exit status {result.returncode}")
     log(f"built in {time.monotonic() - started:.0f} s")
-    wheel = sorted(partial.glob("llama_cpp_python-*.whl"))[0]
-    drop_variants(wheel)
-    check_wheel(wheel)
-    partial.replace(folder)
-    return folder / wheel.name
 
 
 def variant_of(name: str) -> str | None:
