@@ -304,13 +304,7 @@ Description: {SUMMARY}
     out = dist / f"bastion_{version}_amd64.deb"
     started = time.monotonic()
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(source_date_epoch())}
-    # zstd: 12 s here where xz took 150-360 s, for 339 MB instead of 318 (most of it is
-    # the starter model, which neither compresses). Every dpkg that can run this bundle
-    # (glibc 2.35+: Debian 12, Ubuntu 22.04 and later) reads zstd.
-    _run(
-        ["dpkg-deb", "--root-owner-group", "-Zzstd", "-z9", "--build", str(tree), str(out)],
-        env=env,
-    )
+    _run(["dpkg-deb", "--root-owner-group", "-Zxz", "-z6", "--build", str(tree), str(out)], env=env)
     shutil.rmtree(tree)
     log(f"deb: {out.name} in {time.monotonic() - started:.0f} s; depends {', '.join(depends)}")
     return out
