@@ -34,7 +34,7 @@ each build, their ratio and the ratio of the fastest runs are printed beside it.
 The distribution wheel is build_runtime.py's cached one (the script is run to find it,
 and builds it if it is missing: many minutes). The native wheel is built here on first
 use, with pip and the pinned llama-cpp-python sdist, and cached in
-`~/.cache/bastion-build/wheels/llama-cpp-python-native-<key>/` (`BASTION_WHEEL_CACHE`
+`~/.cache/bastion-build/wheels/llama-cpp-python-native-<version>-<key>/` (`BASTION_WHEEL_CACHE`
 moves it); the key covers the version, the CMake arguments, the platform and Python,
 and this CPU's model and flags, since a `-march=native` build is only valid for the CPU
 it was made on. Build parallelism follows CMAKE_BUILD_PARALLEL_LEVEL.
@@ -50,8 +50,8 @@ GGML_AMX_TILE/INT8/BF16 options do nothing (ggml-cpu/CMakeLists.txt adds only
 honours an explicit `-mno-*` whatever its place relative to `-march=native`, and the
 compiler then defines no `__AMX_*__`. Everything else `-march=native` enables stays
 (AVX-512 with VNNI, BF16, VBMI, FP16, AVX-VNNI...). The distribution does the same
-(it does not ship its one AMX variant), so both lack AMX; the child checks that the
-native build's `llama_print_system_info()` reports no AMX.
+(it does not ship its one AMX variant), so both lack AMX; the summary says so if the
+native build's `llama_print_system_info()` reports AMX all the same.
 
 Results are printed and written to benchmarks/results/bench_runtime.json. Missing a
 target is reported, not failed: the exit status is non-zero only when something did not
