@@ -13,7 +13,8 @@ Steps, each reusing what an earlier run left when its inputs are unchanged:
 
 1. the llama.cpp runtime: llama-cpp-python (the version pyproject pins) built with every
    CPU variant as a loadable module on Linux and Windows (packaging/runtime, which also
-   checks that the baseline libraries hold no AVX instruction), as one portable build
+   checks that the baseline libraries hold no AVX instruction), with the Vulkan backend
+   as a module in a folder of its own (packaging/runtime/build_gpu.py), as one portable build
    (`GGML_NATIVE=OFF`, Metal on Apple silicon) on macOS; cached outside the tree by its
    build flags;
 2. a clean build environment (build/package-venv) holding the project's own wheel, that
@@ -145,9 +146,14 @@ def build_runtime_wheel() -> Path:
     """
     runtime = load_module("packaging/runtime/build_runtime.py")
     if not IS_MACOS:
+        gpu = load_module("packaging/runtime/build_gpu.py")
+        # CI and release builds must carry the GPU backends; a developer's machine
+        # without the Vulkan toolchain gets a CPU-only runtime and a log line saying so.
+        required = os.environ.get("BASTION_REQUIRE_GPU_BACKENDS") == "1"
         try:
-            return Path(runtime.build_wheel())
-        except runtime.BuildError as error:
+            wheel = Path(runtime.build_wheel())
+            return Path(gpu.with_gpu_modules(wheel, required=required))
+        except (runtime.BuildError, gpu.build_runtime.BuildError) as error:
             raise BuildError(str(error)) from error
     version = pinned("llama-cpp-python")
     cmake_args = macos_cmake_args()

@@ -239,11 +239,22 @@ def must_run_anywhere(name: str) -> bool:
     return variant is None or variant in NO_AVX_VARIANTS
 
 
-def avx_counts(wheel: Path, names: list[str]) -> dict[str, tuple[int, int]]:
+def avx_count(library: Path) -> tuple[int, int]:
     """`objdump -d` counts of ymm and zmm registers (AVX/AVX2 and AVX-512 instructions)
-    in some of the wheel's llama_cpp/lib libraries (x86-64 ELF only)."""
+    in an x86-64 ELF library."""
     if shutil.which("objdump") is None:
         raise BuildError("objdump (binutils) is needed to check the runtime's instructions")
+    listing = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(library)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return listing.count("%ymm"), listing.count("%zmm")
+
+
+def avx_counts(wheel: Path, names: list[str]) -> dict[str, tuple[int, int]]:
+    """`avx_count` of some of the wheel's llama_cpp/lib libraries (x86-64 ELF only)."""
     counts: dict[str, tuple[int, int]] = {}
     by_content: dict[tuple[int, int], tuple[int, int]] = {}  # (crc, size): counts
     scratch = wheel.parent / "objdump-scratch"
@@ -259,17 +270,8 @@ def avx_counts(wheel: Path, names: list[str]) -> dict[str, tuple[int, int]]:
                     continue
                 library = scratch / name
                 library.write_bytes(archive.read(f"llama_cpp/lib/{name}"))
-                listing = subprocess.run(
-                    ["objdump", "-d", "--no-show-raw-insn", str(library)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout
+                counts[name] = by_content[content] = avx_count(library)
                 library.unlink()
-                counts[name] = by_content[content] = (
-                    listing.count("%ymm"),
-                    listing.count("%zmm"),
-                )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return counts

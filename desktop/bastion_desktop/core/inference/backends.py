@@ -21,11 +21,14 @@ Everything here reads plain data back (`RuntimeInfo`); it crosses the pipe to th
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import ctypes
 import logging
 import os
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -75,8 +78,12 @@ class RuntimeInfo:
     loaded_from: Path | None
     # libllama's own view (`llama_print_system_info`): the CPU features in use.
     system_info: str
+    # GPU modules asked for that did not load, each with llama.cpp's reason.
+    gpu_failures: tuple[str, ...] = ()
 
 
+# A GPU backend module: libggml-vulkan.so, ggml-cuda.dll, libggml-metal.so ...
+_GPU_MODULE = re.compile(r"(?:lib)?ggml-(?!cpu|base)(?P<backend>[a-z]+)\.(?:so|dll|dylib)")
 _CPU_LIBRARY = re.compile(r"(?:lib)?ggml-cpu(?:-(?P<variant>[\w.]+?))?\.(?:so|dll|dylib)(?:\.\d+)*")
 
 
@@ -214,13 +221,62 @@ def _load_cpu_variant(ggml: ctypes.CDLL, lib_dir: Path, variant: str) -> None:
         )
 
 
-def load_backends(lib_dir: Path | None = None, *, cpu_variant: str | None = None) -> RuntimeInfo:
+class LlamaLogTail:
+    """Keeps llama.cpp's (and ggml's) last warnings and errors instead of printing them
+    over the user's terminal, so that a failed load can say why in a sentence."""
+
+    def __init__(self) -> None:
+        import llama_cpp
+
+        self.lines: collections.deque[str] = collections.deque(maxlen=20)
+
+        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+        def callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+            # ggml.h: GGML_LOG_LEVEL_INFO = 2, WARN = 3, ERROR = 4.
+            if level in (3, 4):
+                line = text.decode("utf-8", errors="replace").strip()
+                if line:
+                    self.lines.append(line)
+
+        self._callback = callback  # the C side holds no reference: keep one
+        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+    def last_error(self) -> str | None:
+        return self.lines[-1] if self.lines else None
+
+
+def gpu_module_folders(lib_dir: Path) -> dict[str, Path]:
+    """The GPU backend modules shipped beside libllama, one folder per flavour
+    (`vulkan/libggml-vulkan.so`, `cuda_v12/ggml-cuda.dll`): {flavour: module}."""
+    found = {}
+    with contextlib.suppress(OSError):
+        for folder in sorted(lib_dir.iterdir()):
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if _GPU_MODULE.fullmatch(path.name):
+                    found[folder.name] = path
+                    break
+    return found
+
+
+def load_backends(
+    lib_dir: Path | None = None,
+    *,
+    cpu_variant: str | None = None,
+    gpu_modules: Sequence[Path] = (),
+    log_tail: LlamaLogTail | None = None,
+) -> RuntimeInfo:
     """Make sure llama.cpp has its backends, loading the modules from `lib_dir` (default:
     the folder libllama came from) when none is registered. Call it in the process that
     will create the `Llama`, before it does; it imports llama_cpp.
 
     `cpu_variant` ("x64", "haswell"...) loads that CPU variant instead of the best one
     (a compatibility mode); it has no effect on a build whose CPU backend is built in.
+    `gpu_modules` are GPU backend modules to load beside the CPU (paths, as
+    `gpu_module_folders` finds them); one that fails is named in `gpu_failures` with
+    llama.cpp's reason (read through `log_tail`, the caller's if it keeps one), and the
+    CPU is used without it.
 
     Raises ModelLoadError when no backend can be loaded: the runtime's files are missing,
     or the variant asked for cannot run on this CPU.
@@ -231,18 +287,26 @@ def load_backends(lib_dir: Path | None = None, *, cpu_variant: str | None = None
     ggml = _loaded_libggml(folder)
     _declare(ggml)
     loaded_from = None
+    failures: list[str] = []
     if int(ggml.ggml_backend_reg_count()) == 0:
         loaded_from = folder
         if cpu_variant is not None:
-            # Only the CPU for now; GPU modules will be loaded one by one beside it.
             _load_cpu_variant(ggml, folder, cpu_variant)
         else:
+            # Loads the CPU variants lying in `folder` itself, never the GPU folders.
             ggml.ggml_backend_load_all_from_path(_encode_path(folder))
         if int(ggml.ggml_backend_reg_count()) == 0:
             raise ModelLoadError(
                 f"llama.cpp found no backend it can run in {folder}: this installation of "
                 "Bastion is incomplete. Install it again."
             )
+        tail = log_tail or (LlamaLogTail() if gpu_modules else None)
+        for module in gpu_modules:
+            assert tail is not None
+            tail.lines.clear()
+            if not ggml.ggml_backend_load(_encode_path(module)):
+                reason = tail.last_error() or "it did not load"
+                failures.append(f"{module.parent.name}: {reason}")
     backends = tuple(
         _text(ggml.ggml_backend_reg_name(ggml.ggml_backend_reg_get(index)))
         for index in range(int(ggml.ggml_backend_reg_count()))
@@ -255,6 +319,7 @@ def load_backends(lib_dir: Path | None = None, *, cpu_variant: str | None = None
         cpu_variant=cpu_variant_of(cpu_library),
         loaded_from=loaded_from,
         system_info=_text(llama_cpp.llama_print_system_info()).strip(" |"),
+        gpu_failures=tuple(failures),
     )
     if not info.system_info:
         # Registered on a libggml libllama does not use: a bug in finding the library.

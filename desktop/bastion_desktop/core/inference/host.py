@@ -31,6 +31,14 @@ from bastion_desktop.core.errors import (
 )
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
 from bastion_desktop.core.inference.host_process import run_host
+from bastion_desktop.core.inference.runtime_probe import (
+    BASELINE_CPU_VARIANT,
+    CPU_ONLY,
+    Placement,
+    llama_lib_dir,
+    plan_placement,
+    runtime_report,
+)
 from bastion_desktop.core.inference.templates import ChatTemplateError
 from bastion_desktop.core.inference.types import (
     ChatMessage,
@@ -86,15 +94,36 @@ def _terminal_interrupts_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def placement_for(options: LoadOptions) -> Placement:
+    """Where a model loaded with `options` runs: the device setting applied to the
+    runtime probe's report. Blocks while the probe runs (once per app run); a build
+    that ships no GPU module, or a model kept on the CPU, needs no probe."""
+    from bastion_desktop.core.inference.backends import gpu_module_folders
+
+    if options.gpu_layers == "none":
+        variant = BASELINE_CPU_VARIANT if options.cpu_compatibility else None
+        return Placement(cpu_variant=variant, reason="GPU offload is off")
+    folder = llama_lib_dir()
+    needs_probe = options.device != CPU_ONLY and folder and gpu_module_folders(folder)
+    report = runtime_report() if needs_probe else None
+    return plan_placement(report, options.device, options.cpu_compatibility)
+
+
 class _Process:
     """One running child: the process, its pipe, and the thread reading the pipe."""
 
-    def __init__(self, path: Path, options: LoadOptions, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        path: Path,
+        options: LoadOptions,
+        placement: Placement,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child_conn = context.Pipe(duplex=True)
         self.process: BaseProcess = context.Process(
             target=run_host,
-            args=(child_conn, str(path), options),
+            args=(child_conn, str(path), options, placement),
             name=f"bastion-model-host:{path.name}",
             daemon=True,
         )
@@ -228,7 +257,9 @@ class ModelHost:
         notice, and the GPU layers of its last attempt."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        process = await asyncio.to_thread(_Process, self.path, options, loop)
+        # The runtime probe's children run once per app run, on a thread.
+        placement = await asyncio.to_thread(placement_for, options)
+        process = await asyncio.to_thread(_Process, self.path, options, placement, loop)
         gpu_layers = 0
         while (reply := await process.inbox.get())[0] == "attempt":
             gpu_layers = reply[1]

@@ -17,7 +17,7 @@ Messages out: ("attempt", n_gpu_layers) ... then ("loaded", facts, RuntimeInfo)
 from __future__ import annotations
 
 import codecs
-import collections
+import dataclasses
 import hashlib
 import logging
 import os
@@ -31,9 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from bastion_desktop.core.errors import BastionError, ContextOverflowError, ModelLoadError
-from bastion_desktop.core.inference.backends import describe, load_backends
+from bastion_desktop.core.hub.probe import GpuInfo, HardwareProfile
+from bastion_desktop.core.inference.backends import (
+    DeviceType,
+    LlamaLogTail,
+    RuntimeDevice,
+    RuntimeInfo,
+    describe,
+    load_backends,
+)
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
 from bastion_desktop.core.inference.hardware import physical_cores
+from bastion_desktop.core.inference.runtime_probe import GPU_TYPES, Placement
 from bastion_desktop.core.inference.templates import ChatTemplate, RenderedPrompt, choose_template
 from bastion_desktop.core.inference.types import (
     ChatMessage,
@@ -66,33 +75,6 @@ CLEAN_KEPT = 4096
 MIN_REPLY_RESERVE = 16
 
 
-class _LlamaLogTail:
-    """Keeps llama.cpp's last log lines instead of printing them over the user's
-    terminal, so that a failed load can say why in a sentence."""
-
-    def __init__(self) -> None:
-        import ctypes
-
-        import llama_cpp
-
-        self.lines: collections.deque[str] = collections.deque(maxlen=20)
-
-        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
-        def callback(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-            # ggml.h: GGML_LOG_LEVEL_INFO = 2, WARN = 3, ERROR = 4 (this kept INFO and
-            # WARN, so an error such as "no backends are loaded" never reached the user).
-            if level in (3, 4):
-                line = text.decode("utf-8", errors="replace").strip()
-                if line:
-                    self.lines.append(line)
-
-        self._callback = callback  # the C side holds no reference: keep one
-        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-
-    def last_error(self) -> str | None:
-        return self.lines[-1] if self.lines else None
-
-
 def _int(metadata: dict[str, str], key: str, default: int = 0) -> int:
     try:
         return int(metadata.get(key, default))
@@ -100,19 +82,42 @@ def _int(metadata: dict[str, str], key: str, default: int = 0) -> int:
         return default
 
 
-def requested_gpu_layers(options: LoadOptions, supported: bool, path: Path) -> int:
+def requested_gpu_layers(options: LoadOptions, hardware: HardwareProfile, path: Path) -> int:
     """The n_gpu_layers to try first (-1 means every layer)."""
-    if not supported or options.gpu_layers == "none":
+    if not hardware.gpu_offload_supported or options.gpu_layers == "none":
         return 0
     if options.gpu_layers == "auto":
         from bastion_desktop.core.hub.fit import auto_gpu_layers
 
         try:
-            # What fits this machine's free GPU memory, from the file's own shape.
-            return auto_gpu_layers(path, options.context_length)
+            # What fits the free memory of the devices llama.cpp reports, from the
+            # file's own shape.
+            return auto_gpu_layers(path, options.context_length, hardware)
         except BastionError:
             return -1  # unreadable metadata: the load itself will say what is wrong
     return int(options.gpu_layers)
+
+
+def hardware_from_runtime(
+    runtime: RuntimeInfo, devices: Sequence[RuntimeDevice], supported: bool
+) -> HardwareProfile:
+    """The fit estimate's view of this machine from what the runtime loaded: the GPUs the
+    model may use, with the free memory their backend reports now."""
+    from bastion_desktop.core.hub.probe import system_memory
+
+    current = {device.name: device for device in runtime.devices}
+    gpus = tuple(
+        GpuInfo(
+            name=device.description or device.name,
+            total_bytes=current.get(device.name, device).memory_total or None,
+            free_bytes=current.get(device.name, device).memory_free or None,
+            unified=device.type is DeviceType.IGPU,
+            source="llama.cpp",
+        )
+        for device in devices
+    )
+    ram_total, ram_available = system_memory()
+    return HardwareProfile(ram_total, ram_available, gpus, gpu_offload_supported=supported)
 
 
 def gpu_layers_used(n_gpu_layers: int, layers: int) -> int:
@@ -135,18 +140,26 @@ def _load_attempts(first: int, path: Path) -> list[int]:
 
 
 class LoadedModel:
-    def __init__(self, path: Path, options: LoadOptions, conn: Connection | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        options: LoadOptions,
+        conn: Connection | None = None,
+        placement: Placement | None = None,
+    ) -> None:
         import llama_cpp
 
-        self._log = _LlamaLogTail()
+        self._log = LlamaLogTail()
         check_gguf_header(path)
-        # Before anything asks llama.cpp about devices: a distribution build has no
-        # backend until its modules are loaded (see backends.py).
-        self.runtime = load_backends()
-        log.info("llama.cpp runtime: %s", describe(self.runtime))
-        supported = bool(llama_cpp.llama_supports_gpu_offload())
+        placement, supported = self._load_runtime(placement or Placement())
+        hardware = hardware_from_runtime(self.runtime, placement.devices, supported)
         threads = options.threads or physical_cores()
-        first = requested_gpu_layers(options, supported, path)
+        first = requested_gpu_layers(options, hardware, path)
+        # One named GPU: all offloaded layers on it, none split across the others.
+        one_gpu = placement.main_gpu is not None
+        split_mode = (
+            llama_cpp.LLAMA_SPLIT_MODE_NONE if one_gpu else llama_cpp.LLAMA_SPLIT_MODE_LAYER
+        )
         self.gpu_note = ""
         llm = None
         for n_gpu_layers in _load_attempts(first, path):
@@ -161,6 +174,8 @@ class LoadedModel:
                     n_gpu_layers=n_gpu_layers,
                     n_threads=threads,
                     verbose=False,
+                    split_mode=split_mode,
+                    main_gpu=placement.main_gpu or 0,
                 )
                 break
             except Exception as error:
@@ -181,9 +196,9 @@ class LoadedModel:
             instead = (
                 f"with {n_gpu_layers} layers on the GPU instead" if n_gpu_layers else "on the CPU"
             )
+            tried = "every layer" if first < 0 else f"{first} layers"
             self.gpu_note = (
-                f"The GPU ran out of memory with {'every' if first < 0 else first} layers on it; "
-                f"the model was loaded {instead}."
+                f"The GPU ran out of memory with {tried} on it; the model was loaded {instead}."
             )
         self.llm = llm
         metadata: dict[str, str] = dict(llm.metadata)
@@ -211,6 +226,7 @@ class LoadedModel:
             file_size=path.stat().st_size,
             threads=threads,
             gpu_note=self.gpu_note,
+            placement=placement.sentence(gpu_layers if supported else 0, layers),
         )
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "true") != "false"
         self._bos_text = bos
@@ -222,6 +238,32 @@ class LoadedModel:
 
         self._is_control = is_control
         self._clean: set[bytes] = set()  # digests of texts with no control token
+
+    def _load_runtime(self, placement: Placement) -> tuple[Placement, bool]:
+        """Load llama.cpp's backends as `placement` says, before anything asks llama.cpp
+        about devices: a distribution build has none until its modules are loaded (see
+        backends.py). Returns the placement as it turned out, and whether layers can go
+        to a GPU."""
+        import llama_cpp
+
+        modules = [placement.gpu_module] if placement.gpu_module else []
+        self.runtime = load_backends(
+            cpu_variant=placement.cpu_variant, gpu_modules=modules, log_tail=self._log
+        )
+        log.info("llama.cpp runtime: %s", describe(self.runtime))
+        if self.runtime.gpu_failures:
+            # The probe passed it, this process could not load it: run on the CPU.
+            log.warning("GPU backend not loaded: %s", self.runtime.gpu_failures[0])
+            placement = Placement(
+                cpu_variant=placement.cpu_variant,
+                reason=f"its GPU backend did not load ({self.runtime.gpu_failures[0]})",
+            )
+        supported = bool(llama_cpp.llama_supports_gpu_offload())
+        if supported and not placement.devices and not placement.reason:
+            # A backend built into the library (Metal): the devices it registered.
+            devices = tuple(d for d in self.runtime.devices if d.type in GPU_TYPES)
+            placement = dataclasses.replace(placement, devices=devices)
+        return placement, supported and bool(placement.devices)
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -487,14 +529,16 @@ def yield_to_the_app() -> None:
         log.info("the model host keeps the app's priority")
 
 
-def run_host(conn: Connection, model_path: str, options: LoadOptions) -> None:
+def run_host(
+    conn: Connection, model_path: str, options: LoadOptions, placement: Placement | None = None
+) -> None:
     """Entry point of the model host process."""
     # Interrupts are the app's to handle (see host._terminal_interrupts_blocked).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     apply_private_environment()
     yield_to_the_app()
     try:
-        model = LoadedModel(Path(model_path), options, conn)
+        model = LoadedModel(Path(model_path), options, conn, placement)
     except BastionError as error:
         conn.send(("load_failed", str(error)))
         return

@@ -29,6 +29,10 @@ class LoadOptions:
     context_length: int = 4096
     gpu_layers: GpuLayers = "auto"
     threads: int | None = None
+    # "auto", "cpu", or a GPU's name as llama.cpp describes it (see runtime_probe).
+    device: str = "auto"
+    # Pin the baseline CPU variant instead of the best this CPU runs.
+    cpu_compatibility: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ class ModelFacts:
     gpu_note: str = ""  # set when GPU memory ran short and fewer layers were offloaded
     # What llama.cpp runs on in the model's host: backends, CPU variant, devices.
     runtime: RuntimeInfo | None = None
+    # One sentence: which device runs the model and why ("Runs on the CPU: no GPU was
+    # found.", "Runs on NVIDIA GeForce RTX 4060 (Vulkan).").
+    placement: str = ""
 
 
 FinishReason = Literal["stop", "length", "cancelled"]

@@ -1,0 +1,384 @@
+"""Build llama.cpp's GPU backends as loadable modules and add them to the runtime wheel.
+
+    python packaging/runtime/build_gpu.py vulkan     # build (or reuse); print the module
+    python packaging/runtime/build_gpu.py --add WHEEL  # the runtime wheel with every module
+
+The distribution runtime (build_runtime.py) ships llama.cpp's CPU backend as modules, one
+per instruction-set level. GPU backends come the same way, each in a folder of its own
+beside libllama (`llama_cpp/lib/vulkan/libggml-vulkan.so`, `llama_cpp/lib/cuda_v12/...`),
+the layout Ollama uses: `ggml_backend_load_all_from_path(llama_cpp/lib)` does not look
+into the folders, so no GPU backend is loaded until Bastion's probe
+(`bastion_desktop.core.inference.runtime_probe`) has tried it in a child process and the
+model host loads it by path. A driver that crashes then takes down a probe, not the app.
+
+A module is built from the same llama.cpp source as the wheel (the vendored copy in the
+pinned llama-cpp-python's source archive), with the same `GGML_BACKEND_DL` interface, and
+only its own target: it links the wheel's libggml-base by soname, so it needs none of the
+CPU variants' twenty minutes. It is cached by version, flags and platform, like the wheel.
+
+Vulkan, the one GPU backend for NVIDIA, AMD and Intel on Linux and Windows:
+
+- Linux: ggml-vulkan needs Vulkan headers newer than Debian 12's 1.3.239 (it uses
+  `vk::LayerSettingEXT` unguarded). The Debian 13 packages of the headers and of the
+  SPIR-V headers (pinned below by sha256; both are headers and CMake files only) are
+  unpacked into a private folder of the build cache and named to CMake; nothing of the
+  system is replaced. The shader compiler is the system's `glslc` (Debian 12: 2023.2;
+  it lacks the cooperative-matrix and integer-dot-product extensions, so those shader
+  variants are left out: a GPU build machine with a newer glslc should set GLSLC), and
+  the library linked is the system's `libvulkan.so.1` loader, which users' systems have
+  (the package recommends it; without it the probe skips Vulkan with a sentence).
+- Windows and macOS: the LunarG Vulkan SDK (`VULKAN_SDK`), as llama.cpp's releases do.
+
+CUDA (`cuda_v12`) is built only where a CUDA toolkit is (`--flavour cuda_v12`, with
+`nvcc` on PATH): the release machines and GPU benchmark hosts. Its runtime libraries
+(cudart, cublas, cublasLt) are copied beside the module, so users need only the driver.
+
+Standard library only: it runs before any environment exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import io
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import build_runtime  # a sibling script, not a package
+
+IS_WINDOWS = sys.platform == "win32"
+IS_LINUX = sys.platform.startswith("linux")
+DEBIAN_MIRROR = os.environ.get("BASTION_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# Debian 13's Vulkan and SPIR-V headers (see the module's docstring): path, sha256.
+VULKAN_HEADER_PACKAGES = (
+    (
+        "pool/main/v/vulkan-loader/libvulkan-dev_1.4.309.0-1_amd64.deb",
+        "8d329d465e16168afff58b1bd0dd6db46aac2cc3f56054a481b25a04e90b345a",
+    ),
+    (
+        "pool/main/s/spirv-headers/spirv-headers_1.6.1+1.4.309.0-1_all.deb",
+        "dc18db866d63680351c40ac6b6bece34cb52da64a7799ce1cc4f16f6bff4d064",
+    ),
+)
+# flavour folder -> (ggml's CMake option, the backend's library name)
+FLAVOURS = {
+    "vulkan": ("GGML_VULKAN", "ggml-vulkan"),
+    "cuda_v12": ("GGML_CUDA", "ggml-cuda"),
+}
+# The CUDA runtime libraries a cuda_v12 module needs beside it (sonames' stems).
+CUDA_RUNTIME = ("libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12")
+
+
+class BuildError(build_runtime.BuildError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"[gpu] {message}", file=sys.stderr, flush=True)
+
+
+def module_file_name(flavour: str) -> str:
+    library = FLAVOURS[flavour][1]
+    return f"{library}.dll" if IS_WINDOWS else f"lib{library}.so"
+
+
+# -- the toolchain ----------------------------------------------------------------------
+
+
+def _deb_members(data: bytes) -> dict[str, bytes]:
+    """The members of a .deb (an `ar` archive)."""
+    if not data.startswith(b"!<arch>\n"):
+        raise BuildError("not a Debian package")
+    members, offset = {}, 8
+    while offset + 60 <= len(data):
+        header = data[offset : offset + 60]
+        name = header[:16].decode().strip().rstrip("/")
+        size = int(header[48:58].decode().strip())
+        members[name] = data[offset + 60 : offset + 60 + size]
+        offset += 60 + size + (size % 2)
+    return members
+
+
+def _unpack_deb(data: bytes, into: Path) -> None:
+    members = _deb_members(data)
+    name = next((n for n in members if n.startswith("data.tar")), None)
+    if name is None:
+        raise BuildError("a Debian package without data")
+    with tarfile.open(fileobj=io.BytesIO(members[name])) as archive:
+        archive.extractall(into, filter="tar")
+
+
+def vulkan_headers() -> Path:
+    """A folder (a `usr` prefix) holding the pinned Debian 13 Vulkan and SPIR-V headers."""
+    digest = hashlib.sha256("".join(s for _, s in VULKAN_HEADER_PACKAGES).encode()).hexdigest()
+    prefix = build_runtime.wheel_cache().parent / "vulkan-headers" / digest[:16]
+    if (prefix / "usr" / "include" / "vulkan" / "vulkan.hpp").is_file():
+        return prefix / "usr"
+    partial = prefix.with_name(prefix.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for path, sha256 in VULKAN_HEADER_PACKAGES:
+        url = f"{DEBIAN_MIRROR}/{path}"
+        log(f"fetching {url}")
+        try:
+            # An http(s) URL of this script's own (S310 guards against file: URLs).
+            with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310
+                data = response.read()
+        except OSError as error:
+            raise BuildError(f"could not fetch {url}: {error}") from error
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise BuildError(f"{url} does not have the sha256 this script pins")
+        _unpack_deb(data, partial)
+    shutil.rmtree(prefix, ignore_errors=True)
+    partial.replace(prefix)
+    return prefix / "usr"
+
+
+def vulkan_cmake_args() -> list[str]:
+    """CMake arguments that find Vulkan's headers, loader and shader compiler."""
+    if not IS_LINUX:
+        if not os.environ.get("VULKAN_SDK"):
+            raise BuildError("the Vulkan backend needs the LunarG Vulkan SDK (set VULKAN_SDK)")
+        return []
+    glslc = os.environ.get("GLSLC") or shutil.which("glslc")
+    if not glslc:
+        raise BuildError("the Vulkan backend needs the glslc shader compiler (apt install glslc)")
+    loader = next(
+        (
+            path
+            for path in (
+                Path(f"/usr/lib/{platform.machine()}-linux-gnu/libvulkan.so.1"),
+                Path("/usr/lib64/libvulkan.so.1"),
+                Path("/usr/lib/libvulkan.so.1"),
+            )
+            if path.is_file()
+        ),
+        None,
+    )
+    if loader is None:
+        raise BuildError("the Vulkan backend needs the Vulkan loader (apt install libvulkan1)")
+    headers = vulkan_headers()
+    return [
+        f"-DCMAKE_PREFIX_PATH={headers}",
+        f"-DVulkan_INCLUDE_DIR={headers / 'include'}",
+        f"-DVulkan_LIBRARY={loader}",
+        f"-DVulkan_GLSLC_EXECUTABLE={glslc}",
+    ]
+
+
+def flavour_cmake_args(flavour: str) -> list[str]:
+    option = FLAVOURS[flavour][0]
+    args = [
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DBUILD_SHARED_LIBS=ON",
+        "-DGGML_BACKEND_DL=ON",
+        "-DGGML_NATIVE=OFF",
+        "-DGGML_CPU=OFF",
+        f"-D{option}=ON",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_BUILD_TOOLS=OFF",
+        "-DLLAMA_BUILD_SERVER=OFF",
+        "-DLLAMA_CURL=OFF",
+    ]
+    if IS_LINUX:
+        # The module lies one folder below libggml-base.
+        args += ["-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN/.."]
+    if flavour == "vulkan":
+        args += vulkan_cmake_args()
+    elif flavour == "cuda_v12":
+        # Consumer GPUs from Maxwell to Blackwell, as Ollama's cuda_v12 preset.
+        args.append(
+            "-DCMAKE_CUDA_ARCHITECTURES=50-virtual;61-virtual;70-virtual;75-virtual;"
+            "80-virtual;86-virtual;89-virtual;90-virtual;120-virtual"
+        )
+    return args
+
+
+# -- the build ---------------------------------------------------------------------------
+
+
+def _source(version: str, scratch: Path) -> Path:
+    """The vendored llama.cpp of llama-cpp-python `version`'s source archive."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+    command += ["--dest", str(scratch), f"llama-cpp-python=={version}"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    archives = sorted(scratch.glob("llama_cpp_python-*.tar.gz"))
+    if result.returncode != 0 or not archives:
+        raise BuildError(
+            f"could not download llama-cpp-python {version}'s source: "
+            f"{result.stderr.strip()[-300:]}"
+        )
+    with tarfile.open(archives[0]) as archive:
+        archive.extractall(scratch, filter="data")
+    source = scratch / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
+    if not (source / "ggml" / "CMakeLists.txt").is_file():
+        raise BuildError(f"llama-cpp-python {version}'s source has no vendored llama.cpp")
+    return source
+
+
+def cache_folder(flavour: str, version: str, args: list[str]) -> Path:
+    inputs = (flavour, version, " ".join(args), sys.platform, platform.machine())
+    key = hashlib.sha256("\0".join(inputs).encode()).hexdigest()[:16]
+    return build_runtime.wheel_cache() / f"ggml-{flavour}-{version}-{key}"
+
+
+def build_module(flavour: str) -> Path:
+    """The module of `flavour`, built once per version, flags and platform."""
+    version = build_runtime.pinned_version()
+    args = flavour_cmake_args(flavour)
+    folder = cache_folder(flavour, version, args)
+    module = folder / flavour / module_file_name(flavour)
+    if module.is_file():
+        log(f"reusing {module}")
+        return module
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / flavour).mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix=f"bastion-{flavour}-") as scratch:
+        source = _source(version, Path(scratch))
+        build = Path(scratch) / "build"
+        log(f"building {module.name} of llama.cpp in llama-cpp-python {version}")
+        started = time.monotonic()
+        for command in (
+            ["cmake", "-S", str(source), "-B", str(build), *args],
+            [
+                "cmake",
+                "--build",
+                str(build),
+                "--config",
+                "Release",
+                "--target",
+                FLAVOURS[flavour][1],
+            ],
+        ):
+            log("$ " + " ".join(command))
+            if subprocess.run(command, check=False).returncode != 0:
+                raise BuildError(f"building the {flavour} backend failed")
+        built = next(build.rglob(module.name), None)
+        if built is None:
+            raise BuildError(f"the {flavour} build made no {module.name}")
+        shutil.copy2(built, partial / flavour / module.name)
+        if flavour == "cuda_v12":
+            copy_cuda_runtime(partial / flavour)
+        log(f"built in {time.monotonic() - started:.0f} s")
+    check_module(partial / flavour / module.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.replace(folder)
+    return module
+
+
+def copy_cuda_runtime(into: Path) -> None:
+    """cudart, cublas and cublasLt beside the CUDA module (NVIDIA's EULA, Attachment A,
+    allows redistributing them), so that users need only the driver."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        raise BuildError("the CUDA backend needs nvcc on PATH")
+    toolkit = Path(nvcc).resolve().parent.parent
+    for name in CUDA_RUNTIME:
+        found = next(iter(sorted(toolkit.rglob(name))), None)
+        if found is None:
+            raise BuildError(f"{name} is not in the CUDA toolkit at {toolkit}")
+        shutil.copy2(found, into / name)
+
+
+def check_module(module: Path) -> None:
+    """A GPU module is loaded on any x86-64 CPU: it must hold no AVX instruction."""
+    if not (IS_LINUX and build_runtime.IS_X86_64):
+        return
+    ymm, zmm = build_runtime.avx_count(module)
+    log(f"  {module.name}: {ymm} ymm, {zmm} zmm")
+    if ymm or zmm:
+        raise BuildError(f"{module.name} must run on any x86-64 CPU but holds AVX instructions")
+
+
+# -- into the wheel ----------------------------------------------------------------------
+
+
+def _record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}\n"
+
+
+def add_modules(wheel: Path, folders: list[Path]) -> Path:
+    """A copy of `wheel` with each flavour folder in `folders` under llama_cpp/lib/, its
+    RECORD completed; cached beside the modules by the inputs' names."""
+    key = hashlib.sha256("\0".join([str(wheel), *map(str, folders)]).encode()).hexdigest()
+    target = wheel.parent.with_name(wheel.parent.name + f"-gpu-{key[:12]}") / wheel.name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    added: dict[str, bytes] = {}
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            added[f"llama_cpp/lib/{folder.name}/{path.name}"] = path.read_bytes()
+    with (
+        zipfile.ZipFile(wheel) as source,
+        zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as out,
+    ):
+        for member in source.infolist():
+            data = source.read(member)
+            if member.filename.endswith(".dist-info/RECORD"):
+                record = data.decode("utf-8")
+                data = (record + "".join(_record_line(n, d) for n, d in added.items())).encode()
+                for name, content in added.items():
+                    info = zipfile.ZipInfo(name, date_time=member.date_time)
+                    info.external_attr = 0o755 << 16
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    out.writestr(info, content)
+            out.writestr(member, data)
+    partial.replace(target)
+    for name in added:
+        log(f"added {PurePosixPath(name).relative_to('llama_cpp/lib')}")
+    return target
+
+
+def default_flavours() -> list[str]:
+    """The GPU backends this OS's installers carry (macOS has Metal built in)."""
+    return [] if sys.platform == "darwin" else ["vulkan"]
+
+
+def with_gpu_modules(wheel: Path, *, required: bool) -> Path:
+    """`wheel` with this OS's GPU modules, or `wheel` itself, with the reason logged, when
+    they cannot be built here and `required` is false (a developer's machine)."""
+    folders = []
+    for flavour in default_flavours():
+        try:
+            folders.append(build_module(flavour).parent)
+        except BuildError as error:
+            if required:
+                raise
+            log(f"no {flavour} backend in this build: {error}")
+    return add_modules(wheel, folders) if folders else wheel
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("flavour", nargs="?", choices=sorted(FLAVOURS), default="vulkan")
+    parser.add_argument("--add", type=Path, metavar="WHEEL", help="add the modules to WHEEL")
+    args = parser.parse_args(argv)
+    try:
+        if args.add:
+            print(with_gpu_modules(args.add, required=True))
+        else:
+            print(build_module(args.flavour))
+    except build_runtime.BuildError as error:
+        log(f"error: {error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
