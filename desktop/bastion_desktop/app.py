@@ -94,7 +94,13 @@ class AppContext:
 
     def load_options(self) -> LoadOptions:
         inference = self.settings.inference
-        return LoadOptions(inference.context_length, inference.gpu_layers, inference.threads)
+        return LoadOptions(
+            inference.context_length,
+            inference.gpu_layers,
+            inference.threads,
+            device=inference.device,
+            cpu_compatibility=inference.cpu_compatibility,
+        )
 
     def sampling(self) -> SamplingParams:
         s = self.settings.sampling

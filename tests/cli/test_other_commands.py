@@ -28,8 +28,14 @@ def test_doctor_reports_the_build_and_a_working_starter(bastion: RunBastion) -> 
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["packages"]["llama-cpp-python"] == "0.3.36"
-    assert report["llama_cpp"]["gpu_offload"] in (True, False)
-    assert report["llama_cpp"]["cpu_features"]
+    # What the runtime probe's children found: the CPU variant, the CPU's features, and
+    # each GPU backend shipped with what it found (lavapipe is no GPU to ggml by default).
+    machine = report["runtime"]
+    assert machine["ok"] is True, machine
+    assert machine["cpu_features"]
+    assert machine["placement"].startswith("Runs on")
+    for check in machine["gpu_backends"]:
+        assert check["problem"] or check["devices"], check
     assert report["starter_model"]["ok"] is True
     assert report["starter_model"]["generated_tokens"] > 0
     # The runtime the installers ship: ggml chose one of its CPU modules for this CPU.
@@ -43,6 +49,8 @@ def test_doctor_reports_the_build_and_a_working_starter(bastion: RunBastion) -> 
     human = bastion("doctor")
     assert "Starter model   loads and answers" in human.stdout
     assert f"CPU variant          {runtime['cpu_variant']}" in human.stdout
+    assert machine["cpu_variant"] == runtime["cpu_variant"], "the probe and the host agree"
+    assert f"models               {machine['placement']}" in human.stdout
 
 
 def test_version(bastion: RunBastion) -> None:

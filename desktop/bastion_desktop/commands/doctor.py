@@ -13,7 +13,9 @@ from typing import Any
 
 from bastion_desktop.app import AppContext
 from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.inference.backends import RuntimeDevice
 from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.runtime_probe import plan_placement, runtime_report
 from bastion_desktop.core.inference.types import (
     ChatMessage,
     GenerationFinished,
@@ -42,26 +44,49 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def llama_build() -> dict[str, Any]:
-    import llama_cpp
-
-    from bastion_desktop.core.inference.backends import load_backends
-
-    # The shipped build registers its CPU variant (and any GPU) only once loaded.
-    load_backends()
-
-    info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
-    features = sorted(
-        part.split("=")[0].split(":")[-1].strip()
-        for part in info.replace("|", "\n").splitlines()
-        if part.strip().endswith("= 1")
-    )
+def _device(device: RuntimeDevice) -> dict[str, Any]:
     return {
-        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
-        "max_devices": int(llama_cpp.llama_max_devices()),
-        "mmap": bool(llama_cpp.llama_supports_mmap()),
-        "cpu_features": features,
-        "system_info": info.strip(),
+        "name": device.name,
+        "description": device.description,
+        "type": device.type.value,
+        "backend": device.backend,
+        "memory_free": device.memory_free,
+        "memory_total": device.memory_total,
+    }
+
+
+def runtime_section(context: AppContext) -> dict[str, Any]:
+    """What llama.cpp can run here (the runtime probe's children), and where models run
+    with this machine's device settings."""
+    report = runtime_report()
+    inference = context.settings.inference
+    placement = plan_placement(report, inference.device, inference.cpu_compatibility)
+    cpu = report.cpu
+    return {
+        "ok": report.problem is None,
+        "problem": report.problem,
+        "cpu_variant": report.cpu_variant,
+        "cpu_library": cpu.cpu_library if cpu else None,
+        "cpu_features": list(report.cpu_features),
+        "backends": [
+            *(cpu.backends if cpu else ()),
+            *(c.label for c in report.gpu_backends if c.problem is None),
+        ],
+        "devices": [_device(d) for d in (cpu.devices if cpu else ())]
+        + [_device(d) for c in report.gpu_backends for d in c.devices],
+        "gpu_backends": [
+            {
+                "flavour": check.flavour,
+                "module": str(check.module),
+                "devices": [d.description or d.name for d in check.devices],
+                "problem": check.problem,
+            }
+            for check in report.gpu_backends
+        ],
+        "device_setting": inference.device,
+        "cpu_compatibility": inference.cpu_compatibility,
+        "placement": placement.sentence(),
+        "system_info": cpu.system_info if cpu else "",
     }
 
 
@@ -135,7 +160,7 @@ def run_doctor(context: AppContext, args: argparse.Namespace) -> int:
             # Where the key lives, never the key: safe to paste into a support request.
             "key": context.history_keys(prompt=None).describe(),
         },
-        "llama_cpp": llama_build(),
+        "runtime": runtime_section(context),
         "starter_model": asyncio.run(_starter_check(context)),
     }
     ok = bool(report["starter_model"]["ok"])
@@ -152,21 +177,8 @@ def run_doctor(context: AppContext, args: argparse.Namespace) -> int:
     print("Conversation history")
     print(f"  {'file':<20} {history['file']}{'' if history['exists'] else ' (not created yet)'}")
     print(f"  {'key':<20} {history['key']}")
-    build = report["llama_cpp"]
-    print("llama.cpp")
-    print(f"  {'GPU offload':<20} {'supported' if build['gpu_offload'] else 'not in this build'}")
-    print(f"  {'CPU features':<20} {', '.join(build['cpu_features']) or 'none reported'}")
+    _print_runtime(report["runtime"])
     starter = report["starter_model"]
-    runtime = starter.get("runtime")
-    if runtime:
-        variant = runtime["cpu_variant"] or f"single build ({runtime['cpu_library']})"
-        print(f"  {'CPU variant':<20} {variant}")
-        for device in runtime["devices"]:
-            print(
-                f"  {device['name']:<20} {device['description']} ({device['type']}, "
-                f"{device['memory_free'] / 2**30:.1f} of {device['memory_total'] / 2**30:.1f} "
-                "GiB free)"
-            )
     if ok:
         print(
             f"Starter model   loads and answers ({starter['generated_tokens']} tokens at "
@@ -179,3 +191,23 @@ def run_doctor(context: AppContext, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0 if ok else 1
+
+
+def _print_runtime(runtime: dict[str, Any]) -> None:
+    print("llama.cpp")
+    if not runtime["ok"]:
+        print(f"  {'problem':<20} {runtime['problem']}")
+        return
+    variant = runtime["cpu_variant"] or f"single build ({runtime['cpu_library']})"
+    print(f"  {'CPU variant':<20} {variant}")
+    print(f"  {'CPU features':<20} {', '.join(runtime['cpu_features']) or 'none reported'}")
+    for device in runtime["devices"]:
+        print(
+            f"  {device['name']:<20} {device['description']} ({device['type']}, "
+            f"{device['memory_free'] / 2**30:.1f} of {device['memory_total'] / 2**30:.1f} "
+            "GiB free)"
+        )
+    for check in runtime["gpu_backends"]:
+        found = check["problem"] or "finds " + ", ".join(check["devices"])
+        print(f"  {check['flavour'] + ' backend':<20} {found}")
+    print(f"  {'models':<20} {runtime['placement']}")

@@ -41,6 +41,7 @@ from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import (
     ChatMessage,
     GenerationStats,
+    ModelFacts,
     PromptTrimmed,
     Role,
     SamplingParams,
@@ -218,7 +219,7 @@ class ChatService:
             if not self.models.holds(path):
                 yield LoadingEvent(path.name)
             host = await self.models.host_for(path)
-            note = host.facts.gpu_note if host.facts else ""
+            note = _placement_note(host.facts)
             if note and self._gpu_noted is not host:
                 self._gpu_noted = host  # once per loaded model
                 yield NoticeEvent("gpu", note)
@@ -356,3 +357,12 @@ class ChatService:
         host = self.models.host
         if host is not None:
             host.cancel()
+
+
+def _placement_note(facts: ModelFacts | None) -> str:
+    """Where a newly loaded model runs, when that is worth a line in the chat: on a GPU,
+    partly, or on the CPU for a reason such as a GPU backend that failed its check."""
+    if facts is None:
+        return ""
+    told = facts.placement if facts.placement_worth_telling else ""
+    return " ".join(part for part in (told, facts.gpu_note) if part)

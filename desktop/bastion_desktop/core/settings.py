@@ -33,6 +33,20 @@ class InferenceSettings(_Section):
     threads: int | None = Field(
         None, ge=1, le=512, title="CPU threads", description="Empty means one per physical core."
     )
+    device: str = Field(
+        "auto",
+        min_length=1,
+        max_length=200,
+        title="Compute device",
+        description='"auto" uses the best GPU found, "cpu" only the CPU; a GPU\'s name (as '
+        "bastion doctor lists it) uses that GPU alone.",
+    )
+    cpu_compatibility: bool = Field(
+        False,
+        title="CPU compatibility mode",
+        description="Run llama.cpp's baseline build, which every x86-64 processor runs, "
+        "instead of the fastest one this processor supports.",
+    )
 
 
 class SamplingSettings(_Section):

@@ -61,7 +61,7 @@ ROLE_TEXT = {"chat": "Chat", "safety": "Safety (guardrails)"}
 
 @functools.cache
 def _hardware() -> Any:
-    """Probed once per process: it may import llama.cpp and ask NVML."""
+    """Probed once per process (llama.cpp and the GPU drivers are asked in children)."""
     from bastion_desktop.core.hub.probe import probe_hardware
 
     return probe_hardware()
@@ -320,9 +320,10 @@ class ModelsWindow(QtWidgets.QWidget):
             gpu = "a GPU this llama.cpp build cannot use"
         else:
             gpu = "no GPU"
+        runtime = f" {hardware.runtime}" if hardware.runtime else ""
         return (
-            f"This machine: {ram} of RAM, {gpu}. Fit is for a {self.context_length:,}-token "
-            "context."
+            f"This machine: {ram} of RAM, {gpu}.{runtime} Fit is for a "
+            f"{self.context_length:,}-token context."
         )
 
     def _build_catalog(self) -> None:

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.history.keys import KeySource
+from bastion_desktop.core.inference.runtime_probe import AUTO, device_choices, runtime_report
 from bastion_desktop.core.settings import Settings
 from bastion_desktop.ui.engine import call
 from bastion_desktop.ui.managed import managed_note, mark_managed
@@ -490,6 +491,20 @@ class SettingsDialog(QtWidgets.QDialog):
 
         call(self.services.engine, choices(), self, self._choices_ready, self._choices_failed)
 
+        async def devices() -> list[tuple[str, str]]:
+            import asyncio
+
+            # The runtime probe's child processes, once per app run.
+            return device_choices(await asyncio.to_thread(runtime_report))
+
+        call(self.services.engine, devices(), self, self._devices_ready, self._devices_failed)
+
+    def _devices_ready(self, found: object) -> None:
+        self._set_devices(cast(list[tuple[str, str]], found))
+
+    def _devices_failed(self, error: object) -> None:
+        log.warning("the GPUs could not be listed: %s", error)
+
     def _choices_ready(self, found: object) -> None:
         models, profiles = cast(tuple[list[tuple[str, str]], list[tuple[str, str]]], found)
         settings = self.services.context.settings
@@ -540,6 +555,34 @@ class SettingsDialog(QtWidgets.QDialog):
         )  # fmt: skip
         self.threads = _OptionalNumber("One per physical core (the default)", 1, 512)
         self._add(form, "inference.threads", "CPU threads", self.threads, "Threads for the CPU.")
+        self.device = QtWidgets.QComboBox()
+        self._set_devices(device_choices(None))
+        self._add(
+            form, "inference.device", "Compute device", self.device,
+            "Where models run. A GPU chosen by name runs models on that GPU alone.",
+        )  # fmt: skip
+        self.cpu_compatibility = QtWidgets.QCheckBox("Use the baseline CPU build")
+        self._add(
+            form, "inference.cpu_compatibility", "CPU compatibility mode", self.cpu_compatibility,
+            "Slower: the llama.cpp build every x86-64 processor runs, for machines where the "
+            "fastest build misbehaves.",
+        )  # fmt: skip
+
+    def _set_devices(self, choices: list[tuple[str, str]]) -> None:
+        """Fill the device list, keeping the value chosen (even a GPU not found now)."""
+        chosen = self.device.currentData() if self.device.count() else None
+        self.device.clear()
+        for value, label in choices:
+            self.device.addItem(label, value)
+        if chosen is not None:
+            self._select_device(str(chosen))
+
+    def _select_device(self, value: str) -> None:
+        index = self.device.findData(value)
+        if index < 0:
+            self.device.addItem(f"{value} (not found now)", value)
+            index = self.device.count() - 1
+        self.device.setCurrentIndex(index)
 
     def _double(self, low: float, high: float, step: float) -> QtWidgets.QDoubleSpinBox:
         box = QtWidgets.QDoubleSpinBox()
@@ -609,6 +652,8 @@ class SettingsDialog(QtWidgets.QDialog):
         self.gpu_layers.set_value(settings.inference.gpu_layers)
         self.context_length.setValue(settings.inference.context_length)
         self.threads.set_value(settings.inference.threads)
+        self._select_device(settings.inference.device)
+        self.cpu_compatibility.setChecked(settings.inference.cpu_compatibility)
         s = settings.sampling
         self.temperature.setValue(s.temperature)
         self.top_p.setValue(s.top_p)
@@ -635,6 +680,8 @@ class SettingsDialog(QtWidgets.QDialog):
                 "context_length": self.context_length.value(),
                 "gpu_layers": self.gpu_layers.value(),
                 "threads": self.threads.value(),
+                "device": str(self.device.currentData() or AUTO),
+                "cpu_compatibility": self.cpu_compatibility.isChecked(),
             },
             "sampling": {
                 "temperature": self.temperature.value(),

@@ -1,6 +1,6 @@
 """llama.cpp's backends: the ordinary build untouched, the distribution build made to run.
 
-Each model run is its own process (runtime_probe.py): a process can load backends only
+Each model run is its own process (backend_probe_script.py): a process can load backends only
 once, and the distribution build must not meet the development build's libraries.
 
 The distribution build's tests need its wheel, which takes 15-25 minutes to build:
@@ -26,7 +26,7 @@ import pytest
 from bastion_desktop.core.inference.backends import cpu_variant_of
 
 ROOT = Path(__file__).resolve().parents[3]
-PROBE = Path(__file__).with_name("runtime_probe.py")
+PROBE = Path(__file__).with_name("backend_probe_script.py")
 BUILD_HINT = (
     "no distribution runtime wheel; build it with `CMAKE_BUILD_PARALLEL_LEVEL=2 nice -n 19 "
     ".venv/bin/python packaging/runtime/build_runtime.py`"

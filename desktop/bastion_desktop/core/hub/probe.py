@@ -3,10 +3,11 @@ features, and whether this llama.cpp build can offload to a GPU at all.
 
 Each fact comes from the most direct source the OS offers, without new dependencies:
 /proc/meminfo (and the cgroup limit in a container), sysctl and vm_stat on macOS,
-GlobalMemoryStatusEx on Windows; NVML through ctypes for NVIDIA GPUs (it opens no CUDA
-context, so probing costs no GPU memory); unified memory on Apple silicon; llama.cpp's
-own device list for other GPUs (Vulkan, ROCm, SYCL). What cannot be found is left as
-None and said plainly in `notes`, never guessed.
+GlobalMemoryStatusEx on Windows; the GPUs, their free memory and the CPU features from
+llama.cpp's own device lists, gathered by the runtime probe in child processes (so that
+a GPU driver that crashes takes down a child, never the window), with NVML's view of
+NVIDIA GPUs when no llama.cpp backend can use them. What cannot be found is left as None
+and said plainly in `notes`, never guessed.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bastion_desktop.core.errors import ModelLoadError
+if TYPE_CHECKING:
+    from bastion_desktop.core.inference.runtime_probe import RuntimeReport
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class HardwareProfile:
     gpu_offload_supported: bool = False  # this llama.cpp build has a GPU backend
     cpu_features: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    runtime: str = ""  # what llama.cpp runs here, in a sentence (describe_runtime)
 
     @property
     def gpu_free_bytes(self) -> int | None:
@@ -221,77 +225,64 @@ def apple_gpu(ram_total: int | None) -> GpuInfo | None:
     return GpuInfo(f"{brand} GPU", budget, budget, unified=True, source="apple")
 
 
-def llama_cpp_devices() -> list[GpuInfo]:
-    """GPUs in llama.cpp's own device list (ggml backends). Asking a GPU backend for its
-    free memory may open a device context, so the app process calls this only when NVML
-    and the Apple path had nothing to say; the model host can call it freely."""
-    import llama_cpp._ggml as ggml
+def _runtime_gpus(report: RuntimeReport) -> tuple[list[GpuInfo], bool]:
+    """The GPUs llama.cpp would run models on by default, and whether it can offload."""
+    from bastion_desktop.core.inference.backends import DeviceType
+    from bastion_desktop.core.inference.runtime_probe import AUTO, GPU_TYPES, plan_placement
 
-    lib = ggml.libggml
-    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
-    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
-    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    lib.ggml_backend_dev_description.restype = ctypes.c_char_p
-    lib.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
-    lib.ggml_backend_dev_type.restype = ctypes.c_int
-    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-    size_p = ctypes.POINTER(ctypes.c_size_t)
-    lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, size_p, size_p]
-    gpu_types = {1: False, 2: True}  # GGML_BACKEND_DEVICE_TYPE_GPU, _IGPU (unified)
-    gpus = []
-    for index in range(int(lib.ggml_backend_dev_count())):
-        device = lib.ggml_backend_dev_get(index)
-        kind = int(lib.ggml_backend_dev_type(device))
-        if kind not in gpu_types:
-            continue
-        free, total = ctypes.c_size_t(), ctypes.c_size_t()
-        lib.ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(total))
-        name = (lib.ggml_backend_dev_description(device) or b"GPU").decode(errors="replace")
-        gpus.append(
-            GpuInfo(name, total.value or None, free.value or None, gpu_types[kind], "llama.cpp")
+    devices = plan_placement(report, AUTO, compatibility=False).devices
+    if not devices and report.gpu_offload and report.cpu is not None:
+        # A backend built into the library (Metal): the devices its probe registered.
+        devices = tuple(d for d in report.cpu.devices if d.type in GPU_TYPES)
+    gpus = [
+        GpuInfo(
+            d.description or d.name,
+            d.memory_total or None,
+            d.memory_free or None,
+            unified=d.type is DeviceType.IGPU,
+            source="llama.cpp",
         )
-    return gpus
+        for d in devices
+    ]
+    return gpus, bool(devices) or report.gpu_offload
 
 
-def llama_cpp_facts() -> tuple[bool, tuple[str, ...]]:
-    """Whether this llama.cpp build can offload to a GPU, and the CPU features it uses."""
-    import llama_cpp
+def describe_runtime(report: RuntimeReport) -> str:
+    """What llama.cpp runs here, for a person: "llama.cpp runs its zen4 CPU build;
+    Vulkan found no GPU." """
+    if report.problem:
+        return f"llama.cpp cannot run here: {report.problem}."
+    variant = report.cpu_variant
+    parts = [f"llama.cpp runs its {variant} CPU build" if variant else "llama.cpp runs on the CPU"]
+    for check in report.gpu_backends:
+        if check.problem:
+            parts.append(f"{check.label}: {check.problem}")
+        else:
+            names = ", ".join(d.description or d.name for d in check.devices)
+            parts.append(f"{check.label} finds {names}")
+    return "; ".join(parts) + "."
 
-    from bastion_desktop.core.inference.backends import load_backends
 
-    # A build whose backends are modules (the one Bastion ships) reports no CPU feature
-    # and no GPU support until they are loaded.
-    load_backends()
-    supported = bool(llama_cpp.llama_supports_gpu_offload())
-    info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace")
-    features = tuple(dict.fromkeys(m[1] for m in re.finditer(r"(\w+) = 1\b", info)))
-    return supported, features
+def probe_hardware() -> HardwareProfile:
+    """Probe this machine. The llama.cpp and GPU driver parts run in child processes
+    (runtime_probe), once per app run: about a second the first time."""
+    from bastion_desktop.core.inference.runtime_probe import runtime_report
 
-
-def probe_hardware(*, ask_llama_cpp_devices: bool = True) -> HardwareProfile:
-    """Probe this machine. Takes well under a second (most of it importing llama_cpp)."""
     notes: list[str] = []
     ram_total, ram_available = system_memory()
     if ram_total is None:
         notes.append("The amount of RAM is unknown on this system.")
-    try:
-        supported, features = llama_cpp_facts()
-    except (ImportError, OSError, AttributeError, ModelLoadError):
-        log.warning("llama.cpp could not be asked about this machine", exc_info=True)
-        supported, features = False, ()
+    report = runtime_report()
+    if report.problem:
         notes.append("llama.cpp is not usable here, so GPU support and CPU features are unknown.")
-    gpus: list[GpuInfo] = []
-    nvidia = nvidia_gpus()
-    if nvidia:
-        gpus.extend(nvidia)
-    apple = apple_gpu(ram_total)
-    if apple is not None:
-        gpus.append(apple)
-    if not gpus and supported and ask_llama_cpp_devices:
-        try:
-            gpus.extend(llama_cpp_devices())
-        except (ImportError, OSError, AttributeError):
-            log.warning("llama.cpp's device list is unavailable", exc_info=True)
+    gpus, supported = _runtime_gpus(report)
+    if not gpus:
+        # Nothing llama.cpp can use: still say what the machine has (NVML's view comes
+        # from the probe's child; the Apple figure from sysctl).
+        gpus.extend(report.nvidia or ())
+        apple = apple_gpu(ram_total)
+        if apple is not None:
+            gpus.append(apple)
     if supported and not gpus:
         notes.append("This llama.cpp build can use a GPU, but no GPU or its memory was found.")
     if gpus and not supported:
@@ -305,6 +296,7 @@ def probe_hardware(*, ask_llama_cpp_devices: bool = True) -> HardwareProfile:
         ram_available=ram_available,
         gpus=tuple(gpus),
         gpu_offload_supported=supported,
-        cpu_features=features,
+        cpu_features=report.cpu_features,
         notes=tuple(notes),
+        runtime=describe_runtime(report),
     )

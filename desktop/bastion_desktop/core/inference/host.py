@@ -102,7 +102,7 @@ def placement_for(options: LoadOptions) -> Placement:
 
     if options.gpu_layers == "none":
         variant = BASELINE_CPU_VARIANT if options.cpu_compatibility else None
-        return Placement(cpu_variant=variant, reason="GPU offload is off")
+        return Placement(cpu_variant=variant, reason="GPU offload is off", expected=True)
     folder = llama_lib_dir()
     needs_probe = options.device != CPU_ONLY and folder and gpu_module_folders(folder)
     report = runtime_report() if needs_probe else None

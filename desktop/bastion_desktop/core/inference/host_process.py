@@ -227,6 +227,7 @@ class LoadedModel:
             threads=threads,
             gpu_note=self.gpu_note,
             placement=placement.sentence(gpu_layers if supported else 0, layers),
+            placement_worth_telling=placement.worth_telling,
         )
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "true") != "false"
         self._bos_text = bos

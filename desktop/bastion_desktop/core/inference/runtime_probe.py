@@ -149,7 +149,7 @@ class _Probe:
         self.process.start()
         child_conn.close()
 
-    def answer(self, deadline: float) -> tuple[Any, ...]:
+    def answer(self, deadline: float, timeout: float) -> tuple[Any, ...]:
         """The child's message, or ("failed", why) when it died or hung."""
         try:
             if self.conn.poll(max(0.0, deadline - time.monotonic())):
@@ -162,7 +162,7 @@ class _Probe:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
-            return ("failed", f"it did not answer within {PROBE_TIMEOUT_SECONDS:.0f} s")
+            return ("failed", f"it did not answer within {timeout:.0f} s")
         from bastion_desktop.core.inference.host import describe_exit
 
         return ("failed", describe_exit(self.process.exitcode))
@@ -181,10 +181,10 @@ def probe_runtime(
     cpu_probe = _Probe(None, cpu_variant)
     probes = {flavour: _Probe(path, cpu_variant) for flavour, path in modules.items()}
     deadline = time.monotonic() + timeout
-    base = cpu_probe.answer(deadline)
+    base = cpu_probe.answer(deadline, timeout)
     checks = []
     for flavour, probe in probes.items():
-        answer = probe.answer(deadline)
+        answer = probe.answer(deadline, timeout)
         checks.append(_check(flavour, modules[flavour], answer))
         log.info("GPU backend %s: %s", flavour, checks[-1].problem or checks[-1].devices)
     if base[0] != "ok":
@@ -231,6 +231,12 @@ def runtime_report(*, refresh: bool = False) -> RuntimeReport:
         return _cached["report"]
 
 
+def forget_runtime_report() -> None:
+    """Probe again next time (after a driver or an environment variable changed)."""
+    with _cache_lock:
+        _cached.clear()
+
+
 # -- where a model runs ------------------------------------------------------------------
 
 
@@ -244,6 +250,14 @@ class Placement:
     cpu_variant: str | None = None  # a pinned CPU variant (compatibility mode)
     reason: str = ""  # why the CPU, when it is the CPU: "no GPU was found"
     skipped: tuple[str, ...] = field(default=())  # "Vulkan: it found no GPU", for logs
+    # The CPU as expected (no GPU here, or the user chose it): nothing to tell in a chat.
+    expected: bool = False
+
+    @property
+    def worth_telling(self) -> bool:
+        """Whether a chat should say where its model runs: on a GPU, or on the CPU for a
+        reason the user would want to know (a backend skipped, a GPU not found)."""
+        return bool(self.devices) or not self.expected
 
     def sentence(self, gpu_layers: int | None = None, layers: int | None = None) -> str:
         """One sentence for the user: which device runs their model and why."""
@@ -268,9 +282,9 @@ def plan_placement(report: RuntimeReport | None, device: str, compatibility: boo
     `report` may be None when the device setting needs no probe (CPU only)."""
     variant = BASELINE_CPU_VARIANT if compatibility else None
     if device == CPU_ONLY:
-        return Placement(cpu_variant=variant, reason="CPU only is set in Settings")
+        return Placement(cpu_variant=variant, reason="CPU only is set in Settings", expected=True)
     if report is None:
-        return Placement(cpu_variant=variant)
+        return Placement(cpu_variant=variant, expected=True)
     skipped = tuple(f"{c.label}: {c.problem}" for c in report.gpu_backends if c.problem)
     usable = report.usable_gpus()
     if device == AUTO and usable:
@@ -281,29 +295,31 @@ def plan_placement(report: RuntimeReport | None, device: str, compatibility: boo
             index = check.devices.index(chosen)
             return Placement(check.module, index, (chosen,), variant, skipped=skipped)
     if usable:
-        reason = f"the GPU “{device}” chosen in Settings was not found"
+        reason, expected = f"the GPU “{device}” chosen in Settings was not found", False
     elif report.gpu_offload:
-        reason = ""  # Metal, or another backend built into the library: the host decides
+        # Metal, or another backend built into the library: the host decides.
+        reason, expected = "", True
     else:
-        reason = _no_gpu_reason(report)
-    return Placement(cpu_variant=variant, reason=reason, skipped=skipped)
+        reason, expected = _no_gpu_reason(report)
+    return Placement(cpu_variant=variant, reason=reason, skipped=skipped, expected=expected)
 
 
-def _no_gpu_reason(report: RuntimeReport) -> str:
+def _no_gpu_reason(report: RuntimeReport) -> tuple[str, bool]:
+    """Why no GPU runs models, and whether that is what the user would expect."""
     if not report.gpu_backends:
         if report.nvidia:
-            return "this build of Bastion has no GPU backend"
-        return "no GPU backend in this build"
+            return "this build of Bastion has no GPU backend", False
+        return "no GPU backend in this build", True
     failed = [c for c in report.gpu_backends if c.problem and c.problem != "it found no GPU"]
     if failed:
-        return f"the {failed[0].label} backend was skipped: {failed[0].problem}"
-    return "no GPU was found"
+        return f"the {failed[0].label} backend was skipped: {failed[0].problem}", False
+    return "no GPU was found", True
 
 
-def device_choices(report: RuntimeReport) -> list[tuple[str, str]]:
+def device_choices(report: RuntimeReport | None) -> list[tuple[str, str]]:
     """(setting value, label) for a device chooser: automatic, each GPU, CPU only."""
-    choices = [(AUTO, "Automatic")]
-    for check, device in report.usable_gpus():
+    choices = [(AUTO, "Automatic (the best GPU found)")]
+    for check, device in report.usable_gpus() if report else []:
         label = device.description or device.name
         if all(value != label for value, _ in choices):
             free = device.memory_free / 2**30

@@ -71,6 +71,8 @@ class ModelFacts:
     # One sentence: which device runs the model and why ("Runs on the CPU: no GPU was
     # found.", "Runs on NVIDIA GeForce RTX 4060 (Vulkan).").
     placement: str = ""
+    # Whether a chat should tell it (a GPU in use, or the CPU for a reason worth knowing).
+    placement_worth_telling: bool = False
 
 
 FinishReason = Literal["stop", "length", "cancelled"]

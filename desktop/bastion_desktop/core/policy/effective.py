@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.policy.schema import BY_NAME, POLICIES, SHA256
 from bastion_desktop.core.policy.sources import Level, PolicyProblem
@@ -329,24 +331,56 @@ class EffectivePolicy:
                     updates["guard_profile"] = choice.profile_id
                     if choice.notice:
                         notices.append(choice.notice)
-        retention = self.entry("ConversationRetentionDays")
-        if retention.level.mandatory and settings.retention_days != retention.value:
-            updates["retention_days"] = retention.value
-            if "retention_days" in user_set:
-                notices.append(
-                    f"Your organization keeps conversations for {retention.value} days; "
-                    "this setting is managed."
-                )
-        elif retention.level.recommended and "retention_days" not in user_set:
-            updates["retention_days"] = retention.value
+        updates.update(self._field_updates(settings, _TOP_LEVEL_FIELDS, notices))
+        inference = self._field_updates(settings.inference, _INFERENCE_FIELDS, notices)
+        if inference:
+            updates["inference"] = settings.inference.model_copy(update=inference)
         if not updates:
             return settings, notices
         return settings.model_copy(update=updates), notices
+
+    def _field_updates(
+        self, values: BaseModel, fields: tuple[tuple[str, str, str], ...], notices: list[str]
+    ) -> dict[str, Any]:
+        """Locked or recommended values for plain policy-backed fields of `values` (a
+        settings section): (policy, field, the notice when a user's value is overridden)."""
+        updates: dict[str, Any] = {}
+        user_set = values.model_fields_set
+        for name, field, notice in fields:
+            entry = self.entry(name)
+            if entry.level.mandatory and getattr(values, field) != entry.value:
+                updates[field] = entry.value
+                if field in user_set:
+                    notices.append(notice.format(value=entry.value))
+            elif entry.level.recommended and field not in user_set:
+                updates[field] = entry.value
+        return updates
 
     def _locked_id(self) -> str:
         locked = self._locked_profile
         assert locked is not None
         return locked.profile.id if locked.profile is not None else locked.profile_id
+
+
+_TOP_LEVEL_FIELDS = (
+    (
+        "ConversationRetentionDays",
+        "retention_days",
+        "Your organization keeps conversations for {value} days; this setting is managed.",
+    ),
+)
+_INFERENCE_FIELDS = (
+    (
+        "ComputeDevice",
+        "device",
+        "Your organization sets the compute device to '{value}'; this setting is managed.",
+    ),
+    (
+        "CpuCompatibilityMode",
+        "cpu_compatibility",
+        "Your organization manages the CPU compatibility mode; this setting is managed.",
+    ),
+)
 
 
 def _moved(requested: str, chosen: str) -> str:

@@ -160,6 +160,31 @@ POLICIES: tuple[PolicyDefinition, ...] = (
         example=True,
     ),
     PolicyDefinition(
+        "ComputeDevice",
+        PolicyType.STRING,
+        "Compute device",
+        'Where models run: "auto" (the best GPU found, else the CPU), "cpu" (never a GPU), '
+        "or a GPU's name as `bastion doctor` lists it. As a mandatory policy the user "
+        "cannot change it; as a recommendation it is the default.",
+        None,
+        recommendable=True,
+        settings_field="inference.device",
+        example="auto",
+    ),
+    PolicyDefinition(
+        "CpuCompatibilityMode",
+        PolicyType.BOOLEAN,
+        "CPU compatibility mode",
+        "Run llama.cpp's baseline CPU build, which every x86-64 processor runs, instead of "
+        "the fastest build the processor supports: for machines where the faster build "
+        "misbehaves. As a mandatory policy the user cannot change it; as a recommendation "
+        "it is the default.",
+        None,
+        recommendable=True,
+        settings_field="inference.cpu_compatibility",
+        example=False,
+    ),
+    PolicyDefinition(
         "SafetyModel",
         PolicyType.STRING,
         "Safety model",

@@ -1,0 +1,198 @@
+"""The runtime probe: GPU backends tried in child processes, and where models run.
+
+The placement rules are checked on reports written here (plain data, as the probe's
+children send them). The probe itself runs for real: the distribution runtime's CPU
+variants, and GPU "backends" compiled here with gcc that crash, hang or are no library
+at all, as broken drivers do; each must cost its flavour, never the calling process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from bastion_desktop.core.inference.backends import DeviceType, RuntimeDevice, RuntimeInfo
+from bastion_desktop.core.inference.runtime_probe import (
+    AUTO,
+    CPU_ONLY,
+    GpuBackendCheck,
+    RuntimeReport,
+    device_choices,
+    llama_lib_dir,
+    plan_placement,
+    probe_runtime,
+)
+
+GIB = 2**30
+
+
+def gpu(name: str, description: str, backend: str, free_gib: float = 8) -> RuntimeDevice:
+    memory = int(free_gib * GIB)
+    return RuntimeDevice(name, description, DeviceType.GPU, backend, memory, memory)
+
+
+CPU_INFO = RuntimeInfo(
+    backends=("CPU",),
+    devices=(RuntimeDevice("CPU", "Some CPU", DeviceType.CPU, "CPU", 16 * GIB, 16 * GIB),),
+    cpu_library="libggml-cpu-haswell.so",
+    cpu_variant="haswell",
+    loaded_from=Path("/opt/bastion/lib"),
+    system_info="CPU : SSE3 = 1 | AVX2 = 1 | F16C = 1 | OPENMP = 1 | AVX512 = 0",
+)
+RTX = gpu("Vulkan0", "NVIDIA GeForce RTX 4060", "Vulkan")
+RTX_CUDA = gpu("CUDA0", "NVIDIA GeForce RTX 4060", "CUDA")
+ARC = gpu("Vulkan1", "Intel(R) Arc(tm) A750", "Vulkan")
+VULKAN = GpuBackendCheck("vulkan", Path("/lib/vulkan/libggml-vulkan.so"), (RTX, ARC))
+CUDA = GpuBackendCheck("cuda_v12", Path("/lib/cuda_v12/libggml-cuda.so"), (RTX_CUDA,))
+
+
+def report(*checks: GpuBackendCheck, nvidia: bool = False) -> RuntimeReport:
+    return RuntimeReport(CPU_INFO, False, checks, () if not nvidia else None)
+
+
+def test_cpu_features_are_read_from_llama_cpp_s_system_info() -> None:
+    assert report().cpu_features == ("SSE3", "AVX2", "F16C", "OPENMP")
+    assert report().cpu_variant == "haswell"
+
+
+def test_automatic_uses_the_vendor_backend_before_vulkan_with_all_its_gpus() -> None:
+    placement = plan_placement(report(VULKAN, CUDA), AUTO, compatibility=False)
+    assert placement.gpu_module == CUDA.module
+    assert placement.main_gpu is None, "every GPU of the backend, split by layers"
+    assert placement.sentence() == "Runs on NVIDIA GeForce RTX 4060 (CUDA)."
+    vulkan_only = plan_placement(report(VULKAN), AUTO, compatibility=False)
+    assert vulkan_only.devices == (RTX, ARC)
+    assert vulkan_only.sentence(20, 32) == (
+        "Runs partly on NVIDIA GeForce RTX 4060 and Intel(R) Arc(tm) A750 (Vulkan): 20 of 33 "
+        "layers, the rest on the CPU."
+    )
+    assert vulkan_only.worth_telling
+
+
+def test_a_gpu_chosen_by_name_runs_alone_and_one_not_found_says_so() -> None:
+    placement = plan_placement(report(VULKAN), "Intel(R) Arc(tm) A750", compatibility=False)
+    assert (placement.gpu_module, placement.main_gpu, placement.devices) == (
+        VULKAN.module,
+        1,
+        (ARC,),
+    )
+    missing = plan_placement(report(VULKAN), "Radeon RX 7600", compatibility=False)
+    assert missing.gpu_module is None
+    assert missing.sentence() == (
+        "Runs on the CPU: the GPU “Radeon RX 7600” chosen in Settings was not found."
+    )
+    assert missing.worth_telling
+
+
+def test_cpu_only_and_compatibility_mode() -> None:
+    placement = plan_placement(report(VULKAN), CPU_ONLY, compatibility=True)
+    assert placement.gpu_module is None
+    assert placement.cpu_variant == "x64"
+    assert placement.sentence() == (
+        "Runs on the CPU (x64 instructions: compatibility mode): CPU only is set in Settings."
+    )
+    assert not placement.worth_telling, "the user's own choice needs no line in the chat"
+    assert plan_placement(None, AUTO, compatibility=False).cpu_variant is None
+
+
+def test_a_backend_that_failed_its_check_is_named_and_the_cpu_used() -> None:
+    crashed = GpuBackendCheck(
+        "vulkan", VULKAN.module, problem="its check failed: it was ended by SIGSEGV"
+    )
+    placement = plan_placement(report(crashed), AUTO, compatibility=False)
+    assert placement.gpu_module is None
+    assert placement.sentence() == (
+        "Runs on the CPU: the Vulkan backend was skipped: its check failed: it was ended by "
+        "SIGSEGV."
+    )
+    assert placement.skipped == ("Vulkan: its check failed: it was ended by SIGSEGV",)
+    assert placement.worth_telling
+    nothing = GpuBackendCheck("vulkan", VULKAN.module, problem="it found no GPU")
+    quiet = plan_placement(report(nothing), AUTO, compatibility=False)
+    assert quiet.sentence() == "Runs on the CPU: no GPU was found."
+    assert not quiet.worth_telling, "a machine without a GPU hears nothing in every chat"
+    no_backend = plan_placement(report(nvidia=True), AUTO, compatibility=False)
+    assert no_backend.sentence() == "Runs on the CPU: no GPU backend in this build."
+
+
+def test_device_choices_list_each_gpu_once() -> None:
+    choices = device_choices(report(VULKAN, CUDA))
+    assert [value for value, _ in choices] == [
+        AUTO,
+        "NVIDIA GeForce RTX 4060",
+        "Intel(R) Arc(tm) A750",
+        CPU_ONLY,
+    ]
+    assert choices[1][1] == "NVIDIA GeForce RTX 4060 (CUDA, 8.0 GiB free)"
+    assert device_choices(None) == [
+        (AUTO, "Automatic (the best GPU found)"),
+        (CPU_ONLY, "CPU only"),
+    ]
+
+
+# -- the probe's children, for real ---------------------------------------------------
+
+
+def _distribution_runtime() -> Path:
+    folder = llama_lib_dir()
+    if folder is None or not list(folder.glob("libggml-cpu-*.so")):
+        pytest.skip("the development environment has no distribution runtime (./dev installs it)")
+    return folder
+
+
+def _module(tmp_path: Path, flavour: str, body: str) -> Path:
+    """A shared library named like a GPU backend module, whose constructor runs `body`."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the broken backends")
+    folder = tmp_path / "lib" / flavour
+    folder.mkdir(parents=True)
+    source = tmp_path / f"{flavour}.c"
+    source.write_text(
+        "#include <signal.h>\n#include <unistd.h>\n"
+        f"__attribute__((constructor)) static void start(void) {{ {body} }}\n",
+        encoding="utf-8",
+    )
+    library = folder / f"libggml-{flavour}.so"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True, timeout=60
+    )
+    return library
+
+
+@pytest.mark.model
+def test_the_cpu_probe_reports_the_variant_this_process_never_loads() -> None:
+    _distribution_runtime()
+    found = probe_runtime()
+    assert found.problem is None
+    assert found.cpu_variant, "ggml chose one of its CPU modules in the child"
+    assert "AVX2" in found.cpu_features or "SSE3" in found.cpu_features
+    maps = Path("/proc/self/maps").read_text(encoding="utf-8")
+    assert "libggml-cpu-" not in maps, "the probe ran in children only"
+
+
+@pytest.mark.model
+def test_crashing_hanging_and_broken_backends_are_skipped_with_their_reason(
+    tmp_path: Path,
+) -> None:
+    _distribution_runtime()
+    _module(tmp_path, "crashy", "raise(SIGSEGV);")
+    _module(tmp_path, "hangs", "sleep(600);")
+    broken = tmp_path / "lib" / "broken" / "libggml-broken.so"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"\x7fELF but not really a library")
+    found = probe_runtime(tmp_path / "lib", timeout=10)
+    problems = {check.flavour: check.problem for check in found.gpu_backends}
+    assert problems["crashy"] == "its check failed: it was ended by SIGSEGV"
+    assert problems["hangs"] == "its check failed: it did not answer within 10 s"
+    assert (problems["broken"] or "").startswith("it did not load: "), problems
+    assert "libggml-broken.so" in (problems["broken"] or ""), "llama.cpp's own reason"
+    assert found.problem is None, "the CPU is still there"
+    placement = plan_placement(found, AUTO, compatibility=False)
+    assert placement.gpu_module is None
+    assert placement.sentence().startswith("Runs on the CPU: the ")
+    assert len(placement.skipped) == 3
+    assert os.getpid() > 0  # and this process is still here to say so

@@ -1,0 +1,130 @@
+"""A real GPU code path without a GPU: llama.cpp's Vulkan backend on Mesa's lavapipe.
+
+lavapipe is Mesa's Vulkan driver that runs on the CPU (Debian's mesa-vulkan-drivers). It
+is a conformant Vulkan 1.3 device, so the model host runs the same Vulkan module, shaders
+and memory management it runs on an NVIDIA, AMD or Intel GPU. ggml-vulkan skips devices
+of type CPU unless `GGML_VK_VISIBLE_DEVICES` names them, as llama.cpp's own CI does
+(`.github/workflows/build-vulkan.yml`, ubuntu-llvmpipe); these tests set it. Without it
+(every other test) the probe says Vulkan found no GPU and models run on the CPU.
+
+A device whose memory runs short is lavapipe with ggml's largest buffer capped
+(`GGML_VK_FORCE_MAX_BUFFER_SIZE`): allocations above it fail with Vulkan's own
+ErrorOutOfDeviceMemory, the failure a small GPU gives, and the model host walks down.
+
+Needs the Vulkan module in the runtime (`./dev` builds it where glslc is installed) and
+lavapipe; skipped without them, and failed instead when BASTION_REQUIRE_GPU_BACKENDS=1
+(as in CI), so that a runtime that lost its GPU backend cannot pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bastion_desktop.core.inference.backends import gpu_module_folders
+from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.runtime_probe import (
+    AUTO,
+    CPU_ONLY,
+    device_choices,
+    forget_runtime_report,
+    llama_lib_dir,
+    runtime_report,
+)
+from bastion_desktop.core.inference.types import LoadOptions, ModelFacts
+
+pytestmark = pytest.mark.model
+
+PROMPT = "The capital of France is"
+TOKENS = 8
+# Full offload of the starter needs a 65 MB weight buffer; 50 MB does not hold it.
+SMALL_DEVICE_BUFFER = 50_000_000
+
+
+def _require(condition: bool, why: str) -> None:
+    if condition:
+        return
+    if os.environ.get("BASTION_REQUIRE_GPU_BACKENDS") == "1":
+        pytest.fail(f"{why} (BASTION_REQUIRE_GPU_BACKENDS=1)")
+    pytest.skip(why)
+
+
+@pytest.fixture
+def lavapipe(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """lavapipe visible to ggml-vulkan, in this process's probes and model hosts."""
+    folder = llama_lib_dir()
+    _require(
+        folder is not None and "vulkan" in gpu_module_folders(folder),
+        "the runtime has no Vulkan module (./dev builds it where glslc is installed)",
+    )
+    icds = list(Path("/usr/share/vulkan/icd.d").glob("lvp_icd*.json"))
+    _require(bool(icds), "Mesa's lavapipe is not installed (apt install mesa-vulkan-drivers)")
+    monkeypatch.setenv("GGML_VK_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("VK_ICD_FILENAMES", str(icds[0]))  # lavapipe alone, whatever else
+    forget_runtime_report()
+    yield
+    forget_runtime_report()  # the next test probes without lavapipe again
+
+
+async def _load_and_complete(starter: Path, options: LoadOptions) -> tuple[ModelFacts, str]:
+    host = ModelHost(starter, options)
+    try:
+        facts = await host.load()
+        answer = await host.complete(PROMPT, TOKENS)
+        return facts, answer.text
+    finally:
+        await host.close()
+
+
+def test_the_probe_finds_lavapipe_and_offers_it(lavapipe: None) -> None:
+    report = runtime_report()
+    vulkan = next(c for c in report.gpu_backends if c.flavour == "vulkan")
+    assert vulkan.problem is None, vulkan
+    assert vulkan.devices[0].description.startswith("llvmpipe")
+    assert vulkan.devices[0].memory_free > 0
+    values = [value for value, _ in device_choices(report)]
+    assert values == [AUTO, vulkan.devices[0].description, CPU_ONLY]
+
+
+def test_the_starter_runs_on_vulkan_and_answers_as_on_the_cpu(
+    lavapipe: None, starter_path: Path
+) -> None:
+    on_gpu, gpu_text = asyncio.run(_load_and_complete(starter_path, LoadOptions(512)))
+    assert on_gpu.runtime is not None and "Vulkan" in on_gpu.runtime.backends
+    assert on_gpu.gpu_offload_supported
+    assert on_gpu.gpu_layers == on_gpu.layers + 1, "every layer and the output on Vulkan0"
+    assert on_gpu.placement.startswith("Runs on llvmpipe"), on_gpu.placement
+    assert on_gpu.placement.endswith("(Vulkan).")
+    assert on_gpu.placement_worth_telling
+    on_cpu, cpu_text = asyncio.run(
+        _load_and_complete(starter_path, LoadOptions(512, device=CPU_ONLY))
+    )
+    assert on_cpu.gpu_layers == 0
+    assert on_cpu.placement == "Runs on the CPU: CPU only is set in Settings."
+    # Greedy decoding: the same first tokens (float sums in another order can part the
+    # two a dozen tokens later, on a near tie).
+    assert gpu_text == cpu_text
+    assert gpu_text.strip()
+
+
+def test_a_device_short_of_memory_walks_down_to_a_partial_offload(
+    lavapipe: None, starter_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GGML_VK_FORCE_MAX_BUFFER_SIZE", str(SMALL_DEVICE_BUFFER))
+    name = runtime_report().usable_gpus()[0][1].description
+    # By name: the path that pins one GPU (main_gpu, no split) runs too.
+    facts, text = asyncio.run(_load_and_complete(starter_path, LoadOptions(512, device=name)))
+    assert 0 < facts.gpu_layers < facts.layers + 1, facts
+    assert facts.gpu_note == (
+        "The GPU ran out of memory with every layer on it; the model was loaded with "
+        f"{facts.gpu_layers} layers on the GPU instead."
+    )
+    assert facts.placement == (
+        f"Runs partly on {name} (Vulkan): {facts.gpu_layers} of {facts.layers + 1} layers, "
+        "the rest on the CPU."
+    )
+    assert text.strip()
