@@ -1,6 +1,7 @@
 """Load llama.cpp's backends the model host's way, then let the starter say a few words.
 
-    python backend_probe_script.py MODEL [--skip-load-backends | --cpu-variant V] [--tokens N] [--n-ctx N]
+    python backend_probe_script.py MODEL [--skip-load-backends | --cpu-variant V]
+        [--tokens N] [--n-ctx N]
     python backend_probe_script.py --ggml-only LIB_DIR
 
 Run as its own process by test_backends.py: with the development environment's

@@ -94,7 +94,8 @@ def test_the_starter_runs_on_vulkan_and_answers_as_on_the_cpu(
     lavapipe: None, starter_path: Path
 ) -> None:
     on_gpu, gpu_text = asyncio.run(_load_and_complete(starter_path, LoadOptions(512)))
-    assert on_gpu.runtime is not None and "Vulkan" in on_gpu.runtime.backends
+    assert on_gpu.runtime is not None
+    assert "Vulkan" in on_gpu.runtime.backends
     assert on_gpu.gpu_offload_supported
     assert on_gpu.gpu_layers == on_gpu.layers + 1, "every layer and the output on Vulkan0"
     assert on_gpu.placement.startswith("Runs on llvmpipe"), on_gpu.placement
