@@ -193,6 +193,9 @@ def _write_changelog(path: Path, version: str) -> None:
 class SystemNeeds:
     sonames: tuple[str, ...]  # libraries the bundle needs from the system
     glibc: tuple[int, int]  # the newest GLIBC_x.y symbol version any file requires
+    # Libraries only a GPU backend module needs (the Vulkan loader): recommended, not
+    # required. Without them the runtime probe skips that backend and says why.
+    optional: tuple[str, ...] = ()
 
 
 def elf_files(folder: Path) -> list[Path]:
@@ -208,15 +211,27 @@ def elf_files(folder: Path) -> list[Path]:
 def system_needs(bundle: Path) -> SystemNeeds:
     files = elf_files(bundle)
     carried = {path.name for path in bundle.rglob("*")}
-    needed: set[str] = set()
+    needed: set[str] = set()  # by any file but the GPU modules
+    module_needs: set[str] = set()
     glibc = (2, 17)
     for batch in _batches(files, 80):
         listing = _run(["objdump", "-p", *map(str, batch)])
-        needed.update(re.findall(r"^\s+NEEDED\s+(\S+)$", listing, re.MULTILINE))
+        # objdump heads each file's part with "PATH:     file format elf64-x86-64".
+        for part in re.split(r"^(?=\S.*:\s+file format )", listing, flags=re.MULTILINE):
+            path = Path(part.split(":", 1)[0].strip())
+            names = set(re.findall(r"^\s+NEEDED\s+(\S+)$", part, re.MULTILINE))
+            (module_needs if _is_gpu_module(path) else needed).update(names)
         for major, minor in re.findall(r"\bGLIBC_(\d+)\.(\d+)\b", listing):
             glibc = max(glibc, (int(major), int(minor)))
-    outside = sorted(n for n in needed if n not in carried and not _LOADER.match(n))
-    return SystemNeeds(tuple(outside), glibc)
+    outside = {n for n in needed | module_needs if n not in carried and not _LOADER.match(n)}
+    optional = outside & (module_needs - needed)
+    return SystemNeeds(tuple(sorted(outside - optional)), glibc, tuple(sorted(optional)))
+
+
+def _is_gpu_module(path: Path) -> bool:
+    """A GPU backend module in its flavour's folder: llama_cpp/lib/vulkan/libggml-vulkan.so."""
+    lib = path.parent.parent
+    return lib.name == "lib" and lib.parent.name == "llama_cpp" and path.name.startswith("libggml-")
 
 
 def _batches(items: list[Path], size: int) -> Iterable[list[Path]]:
@@ -273,6 +288,7 @@ def build_deb(staged: Path, version: str, dist: Path) -> Path:
     # libc6 is the one dependency with a version: the newest symbol the bundle uses.
     depends = [f"libc6 (>= {needs.glibc[0]}.{needs.glibc[1]})"]
     depends += [p for p in debian_packages(needs.sonames) if p != "libc6"]
+    recommends = debian_packages(needs.optional)
     tree = staged.with_name(staged.name + "-deb")
     shutil.rmtree(tree, ignore_errors=True)
     shutil.copytree(staged, tree, symlinks=True, copy_function=os.link)
@@ -294,7 +310,7 @@ Architecture: amd64
 Maintainer: Bastion developers <packaging@bastion.invalid>
 Installed-Size: {installed_kb}
 Depends: {", ".join(depends)}
-Recommends: gnome-keyring | kwalletmanager
+Recommends: {", ".join(["gnome-keyring | kwalletmanager", *recommends])}
 Section: utils
 Priority: optional
 Description: {SUMMARY}
@@ -329,6 +345,7 @@ def build_rpm(staged: Path, version: str, dist: Path, workdir: Path) -> Path:
     needs = system_needs(staged / INSTALL_DIR)
     requires = [f"{soname}()(64bit)" for soname in needs.sonames]
     requires.append(f"libc.so.6(GLIBC_{needs.glibc[0]}.{needs.glibc[1]})(64bit)")
+    recommends = [f"{soname}()(64bit)" for soname in needs.optional]
     shutil.rmtree(workdir, ignore_errors=True)
     for folder in ("BUILD", "RPMS", "SPECS", "SOURCES", "SRPMS"):
         (workdir / folder).mkdir(parents=True)
@@ -344,7 +361,12 @@ def build_rpm(staged: Path, version: str, dist: Path, workdir: Path) -> Path:
         .replace("@VERSION@", version)
         .replace("@SUMMARY@", SUMMARY)
         .replace("@DESCRIPTION@", DESCRIPTION)
-        .replace("@REQUIRES@", "\n".join(f"Requires: {r}" for r in requires))
+        .replace(
+            "@REQUIRES@",
+            "\n".join(
+                [*(f"Requires: {r}" for r in requires), *(f"Recommends: {r}" for r in recommends)]
+            ),
+        )
         .replace("@STAGED@", str(staged))
         .replace("@ICONS@", "\n".join(icons))
     )

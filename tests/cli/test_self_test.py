@@ -25,8 +25,17 @@ def test_the_self_test_runs_every_step_in_a_home_of_its_own(
     assert report["ok"] is True
     assert report["frozen"] is False
     steps = {step["name"]: step for step in report["steps"]}
-    assert list(steps) == ["policy", "starter model", "encrypted history", "guardrails"]
+    assert list(steps) == [
+        "policy",
+        "runtime",
+        "starter model",
+        "encrypted history",
+        "guardrails",
+    ]
     assert all(step["ok"] for step in steps.values()), steps
+    # Each GPU backend shipped was tried in a child and said what it found.
+    assert steps["runtime"]["detail"].startswith("llama.cpp runs its "), steps["runtime"]
+    assert "Runs on the CPU" in steps["runtime"]["detail"]
     assert "blocked an injection" in steps["guardrails"]["detail"]
     # It worked in a temporary home: the user's has no history and no copy of the starter.
     assert not (bastion_home / "data" / "history.db").exists()

@@ -107,6 +107,23 @@ def test_every_library_the_bundle_loads_is_on_the_clean_machine(installed: Clean
     assert result.stdout == "", result.stdout
 
 
+def test_the_vulkan_backend_ships_as_a_module_and_uses_the_systems_loader(
+    installed: CleanRoot,
+) -> None:
+    module = installed.file("/opt/bastion/_internal/llama_cpp/lib/vulkan/libggml-vulkan.so")
+    assert module.is_file()
+    bundled = installed.run("find /opt/bastion -name 'libvulkan.so*'")
+    assert bundled.stdout == "", "the loader must be the system's, matching its drivers"
+    control = installed.run("dpkg-query -W -f '${Depends}|${Recommends}' bastion").stdout
+    depends, recommends = control.split("|")
+    assert "libvulkan1" not in depends, "the app runs on the CPU without the loader"
+    assert "libvulkan1" in recommends
+    # apt installs what a package recommends: the probe finds the loader, and no GPU.
+    report = json.loads(installed.run("bastion doctor --self-test --json", offline=True).stdout)
+    runtime = next(step for step in report["steps"] if step["name"] == "runtime")
+    assert "Vulkan: " in runtime["detail"], runtime
+
+
 def test_the_installed_app_passes_its_self_test(installed: CleanRoot) -> None:
     result = installed.run("bastion doctor --self-test --json", offline=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -114,6 +131,7 @@ def test_the_installed_app_passes_its_self_test(installed: CleanRoot) -> None:
     assert report["frozen"] is True
     assert [step["name"] for step in report["steps"] if step["ok"]] == [
         "policy",
+        "runtime",
         "starter model",
         "encrypted history",
         "guardrails",
@@ -196,6 +214,10 @@ def test_the_rpm_holds_the_app_requires_system_libraries_and_runs_no_scripts() -
     # travel inside the bundle.
     for library in ("libxcb.so.1", "libEGL.so.1", "libGL.so.1"):
         assert f"{library}()(64bit)" in requires
+    # Only the Vulkan module needs the Vulkan loader: recommended, not required.
+    assert "libvulkan.so.1()(64bit)" not in requires
+    recommends = _rpm_query(rpm, "--recommends").splitlines()
+    assert "libvulkan.so.1()(64bit)" in recommends
     assert "/opt/bastion/_internal/libxcb-cursor.so.0" in files
     assert any(re.fullmatch(r"libc\.so\.6\(GLIBC_2\.\d+\)\(64bit\)", r) for r in requires)
     # None of the bundle's private libraries leaks into what the package provides.

@@ -2,7 +2,8 @@
 
 Every packaging step runs it on what it built, and an administrator can run it on a
 deployed machine. It works in a temporary home, so it leaves nothing in the user's
-folders and needs no keychain: the starter model answers in a model host, an encrypted
+folders and needs no keychain: llama.cpp's backends are probed (GPU ones reported, not
+required), the starter model answers in a model host, an encrypted
 store is written and read back, the Standard profile's guardrail engine checks a message,
 and the machine's real policy is read. The first failure ends it with a sentence.
 """
@@ -71,6 +72,20 @@ async def _policy_step(context: AppContext) -> str:
     locked = policy.locked_profile
     what = f"{len(managed)} {'policy' if len(managed) == 1 else 'policies'} in force"
     return f"{what}; guardrail profile locked to {locked}" if locked else what
+
+
+async def _runtime_step(context: AppContext) -> str:
+    """llama.cpp's backends, each tried in a child as the app does. A GPU backend that
+    finds no GPU, or fails its check, is reported, not failed: models then run on the
+    CPU, which the next step proves."""
+    from bastion_desktop.core.hub.probe import describe_runtime
+    from bastion_desktop.core.inference.runtime_probe import AUTO, plan_placement, probe_runtime
+
+    report = await asyncio.to_thread(probe_runtime)
+    if report.problem:
+        raise SelfTestFailure(f"llama.cpp cannot run on this machine: {report.problem}.")
+    placement = plan_placement(report, AUTO, compatibility=False)
+    return f"{describe_runtime(report)} {placement.sentence()}"
 
 
 async def _starter_step(context: AppContext) -> str:
@@ -150,6 +165,7 @@ async def _guardrails_step(context: AppContext) -> str:
 
 _STEPS: tuple[tuple[str, Callable[[AppContext], Awaitable[str]]], ...] = (
     ("policy", _policy_step),
+    ("runtime", _runtime_step),
     ("starter model", _starter_step),
     ("encrypted history", _store_step),
     ("guardrails", _guardrails_step),
