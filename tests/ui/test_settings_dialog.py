@@ -171,3 +171,38 @@ def test_moving_the_history_to_a_new_passphrase(
     reopened.close()
     with pytest.raises(Exception, match="passphrase does not unlock"):
         context.open_history(lambda _confirm: "first passphrase")
+
+
+def test_the_compute_device_and_compatibility_mode_are_chosen_and_kept(
+    qtbot: QtBot, services: Any
+) -> None:
+    dialog = open_dialog(qtbot, services)
+    # The list comes from the runtime probe's children (no GPU here: the two choices).
+    values = [dialog.device.itemData(i) for i in range(dialog.device.count())]
+    assert values[0] == "auto"
+    assert values[-1] == "cpu"
+    assert dialog.device.currentData() == "auto"
+    dialog.device.setCurrentIndex(dialog.device.findData("cpu"))
+    dialog.cpu_compatibility.setChecked(True)
+    with qtbot.waitSignal(services.settings_changed, timeout=5000):
+        dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
+    on_disk = load_settings(services.context.paths.settings_file)
+    assert (on_disk.inference.device, on_disk.inference.cpu_compatibility) == ("cpu", True)
+    load = services.context.load_options()
+    assert (load.device, load.cpu_compatibility) == ("cpu", True), "what the model host gets"
+    again = open_dialog(qtbot, services)
+    assert again.device.currentData() == "cpu"
+    assert again.cpu_compatibility.isChecked()
+
+
+def test_a_gpu_chosen_earlier_but_missing_now_is_kept_and_marked(
+    qtbot: QtBot, services: Any
+) -> None:
+    dialog = open_dialog(qtbot, services)
+    settings = services.context.settings
+    gone = settings.model_copy(
+        update={"inference": settings.inference.model_copy(update={"device": "Radeon RX 7600"})}
+    )
+    dialog.load(gone)
+    assert dialog.device.currentText() == "Radeon RX 7600 (not found now)"
+    assert dialog.values()["inference"]["device"] == "Radeon RX 7600"

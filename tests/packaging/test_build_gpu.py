@@ -1,0 +1,111 @@
+"""packaging/runtime/build_gpu.py's own steps: GPU modules added to a runtime wheel that pip
+installs, Debian packages unpacked without dpkg, and the built Vulkan module, where
+`./dev` built one, checked like the wheel's baseline libraries. (The Vulkan build
+itself takes about two minutes and runs in `./dev`; tests/core/inference/test_vulkan.py
+runs what it built on Mesa's lavapipe.)"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from bastion_desktop.core.inference.backends import gpu_module_folders
+from bastion_desktop.core.inference.runtime_probe import llama_lib_dir
+
+from .test_build_runtime import make_wheel, record_line
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def build_gpu() -> ModuleType:
+    path = ROOT / "packaging" / "runtime" / "build_gpu.py"
+    spec = importlib.util.spec_from_file_location("build_gpu", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_modules_join_the_wheel_in_their_own_folder_and_pip_installs_it(
+    build_gpu: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BASTION_WHEEL_CACHE", str(tmp_path / "cache"))
+    wheel = make_wheel(tmp_path, ["libllama.so", "libggml-base.so.0", "libggml-cpu-x64.so"])
+    flavour = tmp_path / "built" / "vulkan"
+    flavour.mkdir(parents=True)
+    module = flavour / "libggml-vulkan.so"
+    module.write_bytes(b"a Vulkan backend" * 100)
+    combined = Path(build_gpu.add_modules(wheel, [flavour]))
+    assert combined != wheel, "the CPU-only wheel stays as it was, for its cache"
+    with zipfile.ZipFile(combined) as archive:
+        record = archive.read("llama_cpp_python-0.3.36.dist-info/RECORD").decode()
+        info = archive.getinfo("llama_cpp/lib/vulkan/libggml-vulkan.so")
+    assert record_line("llama_cpp/lib/vulkan/libggml-vulkan.so", module.read_bytes()) in record
+    assert (info.external_attr >> 16) & stat.S_IXUSR
+    assert build_gpu.add_modules(wheel, [flavour]) == combined, "made once, then reused"
+    # pip checks every file against RECORD's hash while installing.
+    target = tmp_path / "installed"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+         "--target", str(target), str(combined)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    lib = target / "llama_cpp" / "lib"
+    assert gpu_module_folders(lib) == {"vulkan": lib / "vulkan" / "libggml-vulkan.so"}
+    assert (lib / "libggml-cpu-x64.so").is_file()
+
+
+def _deb(files: dict[str, bytes]) -> bytes:
+    """A Debian package (an ar archive of debian-binary, control and data) in memory."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:xz") as archive:
+        for name, content in files.items():
+            entry = tarfile.TarInfo(f"./{name}")
+            entry.size = len(content)
+            archive.addfile(entry, io.BytesIO(content))
+    members = {"debian-binary": b"2.0\n", "control.tar.xz": b"", "data.tar.xz": data.getvalue()}
+    out = bytearray(b"!<arch>\n")
+    for name, content in members.items():
+        out += f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(content):<10}`\n".encode()
+        out += content + (b"\n" if len(content) % 2 else b"")
+    return bytes(out)
+
+
+def test_debian_packages_unpack_without_dpkg(build_gpu: ModuleType, tmp_path: Path) -> None:
+    package = _deb({"usr/include/vulkan/vulkan.hpp": b"// headers\n", "usr/share/x": b"odd"})
+    build_gpu._unpack_deb(package, tmp_path)
+    assert (tmp_path / "usr/include/vulkan/vulkan.hpp").read_bytes() == b"// headers\n"
+    assert (tmp_path / "usr/share/x").read_bytes() == b"odd"
+    with pytest.raises(build_gpu.BuildError, match="not a Debian package"):
+        build_gpu._unpack_deb(b"PK\x03\x04 a zip", tmp_path)
+
+
+def test_the_shipped_vulkan_module_runs_on_any_x86_64_cpu_and_finds_its_libraries(
+    build_gpu: ModuleType,
+) -> None:
+    folder = llama_lib_dir()
+    modules = gpu_module_folders(folder) if folder else {}
+    if "vulkan" not in modules:
+        if os.environ.get("BASTION_REQUIRE_GPU_BACKENDS") == "1":
+            pytest.fail("the runtime has no Vulkan module (BASTION_REQUIRE_GPU_BACKENDS=1)")
+        pytest.skip("the runtime has no Vulkan module (./dev builds it where glslc is)")
+    module = modules["vulkan"]
+    assert build_gpu.build_runtime.avx_count(module) == (0, 0), "no AVX outside the variants"
+    dynamic = subprocess.run(
+        ["objdump", "-p", str(module)], capture_output=True, text=True, check=True
+    ).stdout
+    assert "RUNPATH              $ORIGIN/.." in dynamic, "libggml-base lies one folder up"
+    assert "NEEDED               libvulkan.so.1" in dynamic
