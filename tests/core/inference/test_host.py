@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import multiprocessing.process
 import os
 import signal
 import sys
@@ -218,3 +220,48 @@ def test_a_guard_prompt_keeps_the_quoted_conversation_text(starter_path: Path) -
     tokens = model.llm.tokenize(raw.encode("utf-8"), add_bos=False, special=True)
     controls = [model._token_text(t) for t in tokens if model._is_control(t)]
     assert controls == ["<start_of_turn>", "<end_of_turn>"]
+
+
+def _model_hosts() -> list[multiprocessing.process.BaseProcess]:
+    return [p for p in multiprocessing.active_children() if p.name.startswith("bastion-model")]
+
+
+async def _gone(deadline_seconds: float = 15.0) -> bool:
+    """Whether every model host child has exited and been reaped (polled, not timed:
+    the bound only keeps a broken build from hanging the suite)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_seconds
+    while _model_hosts() and loop.time() < end:
+        await asyncio.sleep(0.05)
+    return not _model_hosts()
+
+
+async def test_stop_while_the_model_loads_leaves_no_model_process(starter_path: Path) -> None:
+    # Stop pressed during a long load: the controller cancels the task that awaits it.
+    assert not _model_hosts()
+    host = ModelHost(starter_path, LoadOptions(context_length=512))
+    loading = asyncio.ensure_future(host.load())
+    while not _model_hosts():  # the child exists and is loading the model
+        assert not loading.done(), "loaded before it could be cancelled"
+        await asyncio.sleep(0.005)
+    loading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loading
+    assert await _gone(), "the child, with the whole model in memory, was left running"
+    # The next message loads one copy, not a second one beside a leaked first.
+    facts = await host.load()
+    assert facts.layers > 0
+    assert len(_model_hosts()) == 1
+    await host.close()
+    assert await _gone()
+
+
+async def test_a_cancel_before_the_child_even_started_reaps_it_too(starter_path: Path) -> None:
+    host = ModelHost(starter_path, LoadOptions(context_length=512))
+    for delay in (0.0, 0.001, 0.01, 0.05):
+        loading = asyncio.ensure_future(host.load())
+        await asyncio.sleep(delay)
+        loading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loading
+        assert await _gone(), f"a child outlived a cancel {delay} s into the start"

@@ -94,6 +94,12 @@ def _terminal_interrupts_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _abandon_started(starting: asyncio.Future[_Process]) -> None:
+    """A process whose start was cancelled midway: abandon it once it exists."""
+    if not starting.cancelled() and starting.exception() is None:
+        starting.result().abandon()
+
+
 def placement_for(options: LoadOptions) -> Placement:
     """Where a model loaded with `options` runs: the device setting applied to the
     runtime probe's report. Blocks while the probe runs (once per app run); a build
@@ -154,6 +160,15 @@ class _Process:
     def send(self, message: tuple[Any, ...]) -> None:
         with contextlib.suppress(OSError):
             self.conn.send(message)
+
+    def abandon(self) -> None:
+        """Kill the child now and reap it on a thread: for a start that was cancelled,
+        whose model (and VRAM) nobody would otherwise free until the app exits."""
+        self.kill()
+        self.conn.close()
+        threading.Thread(
+            target=self.process.join, name=f"model-host-reaper:{self.process.pid}", daemon=True
+        ).start()
 
     async def exit_description(self) -> str:
         await asyncio.to_thread(self.process.join, 2.0)
@@ -259,10 +274,24 @@ class ModelHost:
         started = time.perf_counter()
         # The runtime probe's children run once per app run, on a thread.
         placement = await asyncio.to_thread(placement_for, options)
-        process = await asyncio.to_thread(_Process, self.path, options, placement, loop)
+        starting = asyncio.ensure_future(
+            asyncio.to_thread(_Process, self.path, options, placement, loop)
+        )
+        try:
+            # Shielded: a cancel here must not lose the process the thread is starting.
+            process = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            starting.add_done_callback(_abandon_started)
+            raise
         gpu_layers = 0
-        while (reply := await process.inbox.get())[0] == "attempt":
-            gpu_layers = reply[1]
+        try:
+            while (reply := await process.inbox.get())[0] == "attempt":
+                gpu_layers = reply[1]
+        except BaseException:
+            # Cancelled while the model loads (Stop during a long load): no one owns this
+            # child yet, so it goes now, or it would hold the whole model until exit.
+            process.abandon()
+            raise
         if reply[0] == "loaded":
             log.info(
                 "model host %s loaded %s in %.2fs",
