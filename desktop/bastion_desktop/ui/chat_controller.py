@@ -78,7 +78,12 @@ class ChatController(QtCore.QObject):
         self._stream: Stream | None = None
         self._turn_decisions: list[tuple[Stage, GuardDecision]] = []
         self._done_message: int | None = None
+        # The live decisions (they carry the explanation) of the conversation shown, by
+        # message id. Ids are only unique within one store, and a private chat's memory
+        # store numbers from 1 like the history: they are dropped when another
+        # conversation is shown, which then reads its badges from its own store.
         self._decisions: dict[int, GuardDecision] = {}
+        self._decisions_for: str | None = None
         self._profile_names: dict[str, str] = {}  # read on the engine thread only
         # A private chat's service (memory only), while one is shown.
         self._private: ChatService | None = None
@@ -119,6 +124,7 @@ class ChatController(QtCore.QObject):
             return
         self._private = self.services.private_chat() if private else None
         self.conversation_id, self.current = None, None
+        self._forget_decisions()
         self.loaded.emit(None)
 
     def open(self, conversation_id: str) -> None:
@@ -126,7 +132,11 @@ class ChatController(QtCore.QObject):
             return
         self._private = None  # a saved conversation from the list
         self.conversation_id = conversation_id
+        self._forget_decisions()
         self.reload()
+
+    def _forget_decisions(self) -> None:
+        self._decisions, self._decisions_for = {}, None
 
     def reload(self) -> None:
         conversation_id = self.conversation_id
@@ -170,12 +180,13 @@ class ChatController(QtCore.QObject):
         assert isinstance(result, LoadedConversation)
         if result.conversation.id != self.conversation_id:
             return  # another conversation was opened meanwhile
+        live = self._decisions if self._decisions_for == result.conversation.id else {}
         shown = LoadedConversation(
             result.conversation,
             result.messages,
             result.guard_events,
             result.siblings,
-            dict(self._decisions),
+            dict(live),
             result.profile_names,
         )
         self.current = shown
@@ -331,6 +342,8 @@ class ChatController(QtCore.QObject):
         """Tie the turn's live decisions (they carry the explanation) to the saved
         messages: the input check to the last question, the output's to the last reply."""
         assert isinstance(result, LoadedConversation)
+        if self._decisions_for != result.conversation.id:
+            self._decisions, self._decisions_for = {}, result.conversation.id
         questions = [m for m in result.messages if m.role is Role.USER]
         replies = [m for m in result.messages if m.role is Role.ASSISTANT]
         for stage, decision in self._turn_decisions:
