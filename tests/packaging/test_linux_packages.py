@@ -114,8 +114,8 @@ def test_the_vulkan_backend_ships_as_a_module_and_uses_the_systems_loader(
     assert module.is_file()
     bundled = installed.run("find /opt/bastion -name 'libvulkan.so*'")
     assert bundled.stdout == "", "the loader must be the system's, matching its drivers"
-    control = installed.run("dpkg-query -W -f '${Depends}|${Recommends}' bastion").stdout
-    depends, recommends = control.split("|")
+    control = installed.run("dpkg-query -W -f '${Depends}\\n${Recommends}' bastion").stdout
+    depends, recommends = control.splitlines()
     assert "libvulkan1" not in depends, "the app runs on the CPU without the loader"
     assert "libvulkan1" in recommends
     # apt installs what a package recommends: the probe finds the loader, and no GPU.
