@@ -92,7 +92,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -109,6 +109,7 @@ from bastion_desktop.core.inference.runtime_probe import (
 from bastion_desktop.core.inference.types import (
     ChatMessage,
     GenerationFinished,
+    GenerationStats,
     LoadOptions,
     ModelFacts,
     Role,
@@ -854,6 +855,7 @@ class Round:
     bench_pp_tokens_per_second: float
     reference_tg_tokens_per_second: float | None
     reference_pp_tokens_per_second: float | None
+    load_average: float  # this machine's, after the round
 
 
 def compare(bastion: Sequence[float], bench: Sequence[float]) -> dict[str, Any]:
@@ -868,6 +870,47 @@ def compare(bastion: Sequence[float], bench: Sequence[float]) -> dict[str, Any]:
         "bastion_tokens_per_second": list(bastion),
         "llama_bench_tokens_per_second": list(bench),
     }
+
+
+async def measure_round(
+    host: ModelHost,
+    bench: Callable[[str], BenchRun],
+    *,
+    index: int,
+    config: Config,
+    seed: int,
+    message: str,
+) -> Round:
+    """Bastion (a reply, then a prompt) and llama-bench, in this round's order; then the
+    reference llama-bench run."""
+
+    async def bastion() -> tuple[GenerationStats, GenerationStats]:
+        tg = (await turn(host, GENERATION_MESSAGE, tg_params(config, seed))).stats
+        return tg, (await turn(host, message, pp_params(seed))).stats
+
+    bastion_first = index % 2 == 0
+    if bastion_first:
+        tg, pp = await bastion()
+        ran = await asyncio.to_thread(bench, "off")
+    else:
+        ran = await asyncio.to_thread(bench, "off")
+        tg, pp = await bastion()
+    reference = await asyncio.to_thread(bench, "auto") if config.reference else None
+    pp_s = pp.total_ms / 1000.0
+    return Round(
+        index=index,
+        bastion_first=bastion_first,
+        bastion_tg_tokens_per_second=tg.tokens_per_second,
+        bastion_tg_tokens=tg.generated_tokens,
+        bastion_tg_finish=tg.finish_reason,
+        bastion_pp_tokens_per_second=pp.prompt_tokens / pp_s if pp_s > 0 else 0.0,
+        bastion_pp_s=pp_s,
+        bench_tg_tokens_per_second=ran.tg_tokens_per_second,
+        bench_pp_tokens_per_second=ran.pp_tokens_per_second,
+        reference_tg_tokens_per_second=reference.tg_tokens_per_second if reference else None,
+        reference_pp_tokens_per_second=reference.pp_tokens_per_second if reference else None,
+        load_average=os.getloadavg()[0],
+    )
 
 
 async def measure_model(
@@ -917,35 +960,8 @@ async def measure_model(
         log(f"  llama-bench: {warm.info.get('backends')} on {warm.info.get('gpu_info')}")
         rounds: list[Round] = []
         for index in range(config.rounds):
-            bastion_first = index % 2 == 0
-            results: dict[str, Any] = {}
-            for name in ("bastion", "bench") if bastion_first else ("bench", "bastion"):
-                if name == "bastion":
-                    results["tg"] = (
-                        await turn(host, GENERATION_MESSAGE, tg_params(config, seed))
-                    ).stats
-                    results["pp"] = (await turn(host, message, pp_params(seed))).stats
-                else:
-                    results["bench"] = await asyncio.to_thread(bench, "off")
-            reference = await asyncio.to_thread(bench, "auto") if config.reference else None
-            tg, pp, ran = results["tg"], results["pp"], results["bench"]
-            pp_s = pp.total_ms / 1000.0
-            run = Round(
-                index=index,
-                bastion_first=bastion_first,
-                bastion_tg_tokens_per_second=tg.tokens_per_second,
-                bastion_tg_tokens=tg.generated_tokens,
-                bastion_tg_finish=tg.finish_reason,
-                bastion_pp_tokens_per_second=pp.prompt_tokens / pp_s if pp_s > 0 else 0.0,
-                bastion_pp_s=pp_s,
-                bench_tg_tokens_per_second=ran.tg_tokens_per_second,
-                bench_pp_tokens_per_second=ran.pp_tokens_per_second,
-                reference_tg_tokens_per_second=reference.tg_tokens_per_second
-                if reference
-                else None,
-                reference_pp_tokens_per_second=reference.pp_tokens_per_second
-                if reference
-                else None,
+            run = await measure_round(
+                host, bench, index=index, config=config, seed=seed, message=message
             )
             rounds.append(run)
             log(

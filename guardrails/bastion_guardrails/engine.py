@@ -40,12 +40,10 @@ exactly what NeMo's Colang runtime decides, rail by rail, for every built-in pro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,17 +83,34 @@ def _quiet_nemo_logging() -> None:
         logger.setLevel(logging.ERROR)
 
 
-@contextlib.contextmanager
-def _without_working_directory_actions() -> Iterator[None]:
+def _without_working_directory_actions() -> None:
     """NeMo's ActionDispatcher imports `actions.py` and `actions/` from the current
-    working directory (`load_actions_from_path(Path.cwd())`), so starting Bastion in a
-    folder that has them would run that code. Build from an empty folder instead."""
-    cwd = Path.cwd()
-    if not ((cwd / "actions.py").exists() or (cwd / "actions").is_dir()):
-        yield
+    working directory (`load_actions_from_path(Path.cwd())`, after its own actions and
+    before the config's), so starting Bastion in a folder that has them would run that
+    code. Bastion builds its configs from content, never a folder, so that load never
+    has anything of Bastion's to find: the dispatcher NeMo's runtime creates skips it.
+
+    This replaces the class the runtime module instantiates, once, at import: changing
+    the working directory instead (as before) changed it for the whole process, under
+    the reader, highlighter and download threads, for as long as a build took."""
+    from nemoguardrails.actions.action_dispatcher import ActionDispatcher
+    from nemoguardrails.colang import runtime
+
+    if getattr(runtime.ActionDispatcher, "skips_working_directory", False):
         return
-    with tempfile.TemporaryDirectory(prefix="bastion-nemo-") as empty, contextlib.chdir(empty):
-        yield
+
+    class _Dispatcher(ActionDispatcher):  # type: ignore[misc]
+        skips_working_directory = True
+
+        def load_actions_from_path(self, path: Path) -> None:
+            # Only the working-directory load of __init__: its one call with Path.cwd()
+            # while the dispatcher is being set up.
+            if not getattr(self, "_cwd_skipped", False) and path == Path.cwd():
+                self._cwd_skipped = True
+                return
+            super().load_actions_from_path(path)
+
+    runtime.ActionDispatcher = _Dispatcher
 
 
 def nemo_config(profile: Profile, plan: ProfilePlan, *, every_rail: bool = False) -> dict[str, Any]:
@@ -177,7 +192,8 @@ def build_rails(profile: Profile, plan: ProfilePlan, *, every_rail: bool = False
             config = RailsConfig.from_content(colang_content=colang, config=config_data)
         return LLMRails(config)
 
-    with _BUILD_LOCK, _without_working_directory_actions():
+    with _BUILD_LOCK:
+        _without_working_directory_actions()
         try:
             rails = _in_a_thread_of_its_own(build)
         except Exception as error:

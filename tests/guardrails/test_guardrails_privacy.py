@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
@@ -148,6 +149,23 @@ def test_nemo_never_runs_actions_from_the_working_directory(
     (tmp_path / "actions").mkdir()
     (tmp_path / "actions" / "more.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
     monkeypatch.chdir(tmp_path)
-    GuardEngine().runtime("strict")
+    # The working directory belongs to the whole process (reader, highlighter and
+    # download threads among others): it must not change while rails are built.
+    seen: set[str] = set()
+    building = threading.Event()
+
+    def watch() -> None:
+        while building.is_set():
+            seen.add(str(Path.cwd()))
+
+    building.set()
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        GuardEngine().runtime("strict")
+    finally:
+        building.clear()
+        watcher.join()
     assert not ran.exists()
+    assert seen == {str(tmp_path)}
     assert Path.cwd() == tmp_path
