@@ -4,6 +4,7 @@ data folder."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -69,11 +70,46 @@ class RegistryError(BastionError):
     """The registry file is damaged."""
 
 
+_LOCKS: dict[Path, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(file: Path) -> threading.RLock:
+    """One lock per registry file, shared by every ModelRegistry of this process."""
+    key = file.absolute()
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.RLock())
+
+
 class ModelRegistry:
+    """The installed models, in one JSON file. Safe to use from any thread: changes are
+    read-modify-writes under one lock per file, and reads are served from the last
+    parse for as long as the file is unchanged (another process's write is seen: it
+    replaces the file)."""
+
     def __init__(self, file: Path) -> None:
         self.file = file
+        self._lock = _lock_for(file)
+        self._cached: tuple[tuple[int, int, int], _RegistryFile] | None = None
 
     def _read(self) -> _RegistryFile:
+        """The file's content (a copy the caller may change)."""
+        with self._lock:
+            try:
+                stat = self.file.stat()
+            except FileNotFoundError:
+                return _RegistryFile()
+            except OSError:
+                stat = None
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size) if stat else None
+            if key is not None and self._cached is not None and self._cached[0] == key:
+                return self._cached[1].model_copy(deep=True)
+            content = self._parse()
+            if key is not None:
+                self._cached = (key, content.model_copy(deep=True))
+            return content
+
+    def _parse(self) -> _RegistryFile:
         try:
             raw = json.loads(self.file.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -103,22 +139,25 @@ class ModelRegistry:
         return next((m for m in self._read().models if m.id == model_id), None)
 
     def add(self, model: RegisteredModel) -> None:
-        content = self._read()
-        content.models = [m for m in content.models if m.id != model.id] + [model]
-        self._write(content)
+        with self._lock:
+            content = self._read()
+            content.models = [m for m in content.models if m.id != model.id] + [model]
+            self._write(content)
 
     def remove(self, model_id: str) -> RegisteredModel:
-        content = self._read()
-        found = next((m for m in content.models if m.id == model_id), None)
-        if found is None:
-            raise ModelNotFoundError(f"No installed model has the id {model_id!r}.")
-        content.models = [m for m in content.models if m.id != model_id]
-        self._write(content)
-        return found
+        with self._lock:
+            content = self._read()
+            found = next((m for m in content.models if m.id == model_id), None)
+            if found is None:
+                raise ModelNotFoundError(f"No installed model has the id {model_id!r}.")
+            content.models = [m for m in content.models if m.id != model_id]
+            self._write(content)
+            return found
 
     def _write(self, content: _RegistryFile) -> None:
         content.version = REGISTRY_VERSION
         write_atomically(self.file, (content.model_dump_json(indent=2) + "\n").encode())
+        self._cached = None  # the next read parses what was written
 
     def resolve(self, reference: str) -> tuple[str, Path]:
         """A registered id, or a path to a GGUF file; returns (id, path)."""
