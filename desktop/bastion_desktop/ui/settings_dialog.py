@@ -539,6 +539,12 @@ class SettingsDialog(QtWidgets.QDialog):
 
     def _build_model(self) -> None:
         form = self._page("Model")
+        self.device = QtWidgets.QComboBox()
+        self._set_devices(device_choices(None))
+        self._add(
+            form, "inference.device", "Compute device", self.device,
+            "Where models run. A GPU chosen by name runs models on that GPU alone.",
+        )  # fmt: skip
         self.gpu_layers = GpuOffloadChooser()
         self._add(
             form, "inference.gpu_layers", "GPU offload", self.gpu_layers,
@@ -555,12 +561,6 @@ class SettingsDialog(QtWidgets.QDialog):
         )  # fmt: skip
         self.threads = _OptionalNumber("One per physical core (the default)", 1, 512)
         self._add(form, "inference.threads", "CPU threads", self.threads, "Threads for the CPU.")
-        self.device = QtWidgets.QComboBox()
-        self._set_devices(device_choices(None))
-        self._add(
-            form, "inference.device", "Compute device", self.device,
-            "Where models run. A GPU chosen by name runs models on that GPU alone.",
-        )  # fmt: skip
         self.cpu_compatibility = QtWidgets.QCheckBox("Use the baseline CPU build")
         self._add(
             form, "inference.cpu_compatibility", "CPU compatibility mode", self.cpu_compatibility,
