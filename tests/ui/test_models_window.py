@@ -17,6 +17,7 @@ from bastion_desktop.core.hub.transfer import TransferSettings
 from bastion_desktop.ui.models_window import FIT_TEXT, ModelsWindow
 from tests.core.hub.gguf_files import write_tiny_gguf
 from tests.core.hub.hub_emulator import Fault, HubEmulator
+from tests.ui.desktop_fixtures import screenshot
 from tests.ui.window_services import context, engine, services
 
 __all__ = ["context", "engine", "services"]  # fixtures used by name
@@ -91,6 +92,9 @@ def test_the_catalog_shows_a_fit_badge_for_every_model(qtbot: QtBot, window: Mod
     roles = {table.item(row, 1).text() for row in range(table.rowCount())}
     assert roles == {"Chat", "Safety (guardrails)"}
     assert "RAM" in window.machine.text()
+    # What llama.cpp runs here, from the runtime probe's children.
+    assert "llama.cpp runs its " in window.machine.text()
+    screenshot(window, "models-window-catalog")
 
 
 def test_search_files_download_installed_and_remove(
