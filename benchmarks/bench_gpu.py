@@ -831,12 +831,12 @@ async def pick_seed(host: ModelHost, config: Config) -> tuple[int, bool]:
 
 async def calibrate_pp(host: ModelHost, config: Config, seed: int) -> tuple[str, int]:
     """A message whose prompt is about config.pp_tokens tokens, and its exact count."""
-    # At most a token a character: the guess must not overflow the context.
-    most = config.n_ctx - 128
-    chars = min(int(config.pp_tokens * CHARS_PER_TOKEN_GUESS), most)
+    # The first guess stays in the context even at a token a character; the next ones
+    # follow the characters a token measured.
+    chars = min(int(config.pp_tokens * CHARS_PER_TOKEN_GUESS), config.n_ctx - 128)
     for _ in range(2):
         stats = (await turn(host, pp_message(chars), pp_params(seed))).stats
-        chars = min(round(chars * config.pp_tokens / max(stats.prompt_tokens, 1)), most)
+        chars = round(chars * config.pp_tokens / max(stats.prompt_tokens, 1))
     message = pp_message(chars)
     stats = (await turn(host, message, pp_params(seed))).stats
     return message, stats.prompt_tokens

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,24 @@ log = logging.getLogger(__name__)
 HISTORY_FILE = "history.db"
 HISTORY_KEY_RECORD = "history-key.json"
 PROFILES_FOLDER = "profiles"
+
+
+_HASHES: dict[tuple[Path, int, int, int], str] = {}
+_HASHES_LOCK = threading.Lock()
+
+
+def _file_sha256(path: Path) -> str:
+    """A model file's sha256, computed once while the file is unchanged: AllowedModels
+    checks the file of every turn, and hashing gigabytes each time stalled every turn."""
+    stat = path.stat()
+    key = (path.resolve(), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _HASHES_LOCK:
+        known = _HASHES.get(key)
+    if known is None:
+        known = sha256_of(path)
+        with _HASHES_LOCK:
+            _HASHES[key] = known
+    return known
 
 
 @dataclass(frozen=True)
@@ -89,7 +108,7 @@ class AppContext:
             if model is not None:
                 self.policy.require_model(model.name, model.repo, model.sha256)
             else:
-                self.policy.require_model(path.name, None, sha256_of(path))
+                self.policy.require_model(path.name, None, _file_sha256(path))
         return model_id, path
 
     def load_options(self) -> LoadOptions:

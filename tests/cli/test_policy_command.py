@@ -368,6 +368,35 @@ def test_a_model_outside_allowed_models_does_not_run(managed: Path, tmp_path: Pa
     assert AppContext.start().resolve_model(str(model))[1] == model.resolve()
 
 
+def test_allowed_models_hashes_a_model_file_once_while_it_is_unchanged(
+    managed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every turn resolves its model: hashing a multi-gigabyte file each time stalled turns.
+    import bastion_desktop.app as app_module
+
+    model = tmp_path / "local.gguf"
+    model.write_bytes(b"GGUF not really a model")
+    hashed: list[Path] = []
+
+    def counting(path: Path) -> str:
+        hashed.append(path)
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    monkeypatch.setattr(app_module, "sha256_of", counting)
+    _write(managed, "a.json", {"AllowedModels": [counting(model)]})
+    hashed.clear()
+    context = AppContext.start()
+    for _turn in range(3):
+        context.resolve_model(str(model))
+    assert len(hashed) == 1, hashed
+    model.write_bytes(b"GGUF another file now")  # changed: hashed again, and refused
+    from bastion_desktop.core.policy import PolicyRefusedError
+
+    with pytest.raises(PolicyRefusedError):
+        context.resolve_model(str(model))
+    assert len(hashed) == 2
+
+
 @pytest.mark.model
 def test_chat_with_profile_off_runs_the_locked_profile_and_says_so(
     managed: Path, home_with_starter: Path, capsys: pytest.CaptureFixture[str]

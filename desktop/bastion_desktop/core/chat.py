@@ -215,7 +215,8 @@ class ChatService:
         guard_history = [GuardMessage(m.role.value, m.content) for m in messages]
         reply = _Reply(conversation_id, conversation.model_id)
         try:
-            path = self.resolve_model(conversation.model_id)
+            # Off the loop: it may write the starter or hash a model file (AllowedModels).
+            path = await asyncio.to_thread(self.resolve_model, conversation.model_id)
             if not self.models.holds(path):
                 yield LoadingEvent(path.name)
             host = await self.models.host_for(path)
