@@ -13,6 +13,16 @@ from bastion_desktop.core.paths import HOME_VARIABLE, AppPaths
 from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.starter import ensure_starter_model
 
+# Prose a prompt-processing measurement reads, repeated and cut to the tokens it needs.
+PP_TEXT = (
+    "The keeper climbed the spiral stairs of the lighthouse every evening at dusk, "
+    "counting the one hundred and twelve steps as his father had done before him. "
+    "From the lantern room he could see the whole bay: the fishing boats returning "
+    "with their catch, the gulls circling the harbour wall, the dark line of the reef "
+    "where the water turned white in every storm. He kept a logbook of the weather, "
+    "the ships that passed, the hours the lamp burned and the oil it used. "
+)
+
 
 def positive(value: str) -> int:
     """An argparse type: a whole number of 1 or more."""

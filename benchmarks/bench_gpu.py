@@ -117,7 +117,7 @@ from bastion_desktop.core.inference.types import (
 )
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.starter import sha256_of
-from bench_common import median, met, positive, prepare_home
+from bench_common import PP_TEXT, median, met, positive, prepare_home
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "gpu.json"
@@ -126,15 +126,7 @@ BUILD_SCRIPTS = ROOT / "packaging" / "runtime"
 TARGET_TG_RATIO = 0.95  # Bastion's generated tokens/s over llama-bench's, at least
 
 GENERATION_MESSAGE = "Write a long story about a lighthouse keeper who finds an old map."
-# The prompt-processing message: this prose, repeated and cut to about --pp-tokens.
-PP_TEXT = (
-    "The keeper climbed the spiral stairs of the lighthouse every evening at dusk, "
-    "counting the one hundred and twelve steps as his father had done before him. "
-    "From the lantern room he could see the whole bay: the fishing boats returning "
-    "with their catch, the gulls circling the harbour wall, the dark line of the reef "
-    "where the water turned white in every storm. He kept a logbook of the weather, "
-    "the ships that passed, the hours the lamp burned and the oil it used. "
-)
+# The prompt-processing message: PP_TEXT repeated and cut to about --pp-tokens, then
 PP_QUESTION = "\n\nWhat did the keeper write in his logbook?"
 CHARS_PER_TOKEN_GUESS = 4.0  # a first guess, corrected from the prompt tokens reported
 # Seeds tried, from --seed on, for one whose reply runs the full --max-tokens.

@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bastion_desktop.core.privacy import apply_private_environment
-from bench_common import median, met, positive, prepare_home
+from bench_common import PP_TEXT, median, met, positive, prepare_home
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "bench_runtime.json"
@@ -103,15 +103,7 @@ GENERATION_PROMPT = (
     "map.<end_of_turn>\n<start_of_turn>model\n"
 )
 GEMMA_STOP = "<end_of_turn>"
-# Prompt processing reads this text, repeated and cut to --pp-tokens tokens.
-PP_TEXT = (
-    "The keeper climbed the spiral stairs of the lighthouse every evening at dusk, "
-    "counting the one hundred and twelve steps as his father had done before him. "
-    "From the lantern room he could see the whole bay: the fishing boats returning "
-    "with their catch, the gulls circling the harbour wall, the dark line of the reef "
-    "where the water turned white in every storm. He kept a logbook of the weather, "
-    "the ships that passed, the hours the lamp burned and the oil it used. "
-)
+# Prompt processing reads PP_TEXT, repeated and cut to --pp-tokens tokens.
 PP_EVALS_PER_ROUND = 3
 # A run is undisturbed when the child's CPU time reached this share of wall time x
 # threads (0.97-1.00 on a quiet machine here; a neighbour taking a core shows as 0.5-0.9).
