@@ -54,19 +54,19 @@ from bastion_guardrails.library import ProfileLibrary
 from bastion_guardrails.models import ModelSet
 from bastion_guardrails.nemo_runtime import NemoProfileRuntime
 from bastion_guardrails.plan import Lane, ProfilePlan, plan_profile
-from bastion_guardrails.problems import ProfileError, ProfileProblem
+from bastion_guardrails.problems import GuardrailsError, ProfileError, ProfileProblem
 from bastion_guardrails.profile import Profile
 from bastion_guardrails.registry import make_actions
 from bastion_guardrails.runtime import GuardProfileRuntime, OffProfile
 
 log = logging.getLogger(__name__)
 
-# Building LLMRails touches process-wide state (the working directory, below).
+# Building LLMRails touches process-wide state (NeMo's dispatcher class, below).
 _BUILD_LOCK = threading.Lock()
 T = TypeVar("T")
 
 
-class ProfileUnavailableError(Exception):
+class ProfileUnavailableError(GuardrailsError):
     """The profile cannot run with the models installed (it requires one that is not)."""
 
     def __init__(self, status: ProfileStatus) -> None:

@@ -22,7 +22,13 @@ class ProfileProblem:
         return f"{where}: {self.message}"
 
 
-class ProfileError(Exception):
+class GuardrailsError(Exception):
+    """A problem a person can act on (a missing, broken or unusable profile); its text is
+    a sentence for them. The guardrail layer's only user-facing errors derive from it:
+    anything else escaping this layer is a bug, and the app treats it as one."""
+
+
+class ProfileError(GuardrailsError):
     """A profile that cannot be used as it is; `problems` says exactly why."""
 
     def __init__(self, source: str, problems: Sequence[ProfileProblem]) -> None:
@@ -32,7 +38,7 @@ class ProfileError(Exception):
         super().__init__(f"The profile {source} is not valid:\n{listed}")
 
 
-class ProfileNotFoundError(LookupError):
+class ProfileNotFoundError(GuardrailsError, LookupError):
     def __init__(self, profile_id: str) -> None:
         self.profile_id = profile_id
         super().__init__(f"There is no guardrail profile with the id {profile_id!r}.")

@@ -24,6 +24,7 @@ from bastion_desktop.ui.engine import Stream, call, stream
 from bastion_desktop.ui.qt import QtCore, Signal
 from bastion_desktop.ui.services import AppServices
 from bastion_guardrails.decisions import GuardDecision, Stage
+from bastion_guardrails.problems import GuardrailsError
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,7 @@ class ConversationStarted:
 def is_user_error(error: object) -> bool:
     """A problem the user can act on, whose message is a sentence for them: Bastion's
     own errors and the guardrail layer's (a missing or broken profile)."""
-    if isinstance(error, BastionError):
-        return True
-    return isinstance(error, Exception) and type(error).__module__.startswith("bastion_guardrails")
+    return isinstance(error, BastionError | GuardrailsError)
 
 
 class ChatController(QtCore.QObject):
