@@ -9,13 +9,15 @@ packaging/runtime/build_gpu.py) and each model, with every layer on the GPU:
 (a) generation: tokens/s of `--max-tokens` (128) generated tokens through Bastion's
     `ModelHost` (`LoadOptions(gpu_layers=-1)`, the app's default sampling with a fixed
     seed; `GenerationFinished.stats.tokens_per_second`: tokens after the first over the
-    time they took to reach the app) against llama-bench's `tg128`
-    (`llama-bench -m MODEL -ngl 99 -p 0 -n 128 -r 1 -o json`). Target: Bastion ÷
+    time they took to reach the app) against llama-bench's `tg128`. Target: Bastion ÷
     llama-bench at least 0.95, on the median of the paired ratios.
 (b) prompt processing: a user message of about `--pp-tokens` (512) tokens answered with
     one token (its whole request as the app sees it: template, tokenization, the pipe,
     reading the prompt, one sample), Bastion's prompt tokens ÷ that time, against
     llama-bench's `pp<N>` with the same number of tokens. Shown, no target.
+
+One llama-bench process a round measures both: `llama-bench -m MODEL -ngl 99 -p <N>
+-n 128 -r 1 -b 512 -ub 512 -fa off -t <threads> -o json` (after its own warm-up).
 
 Bastion and llama-bench run alternately, round by round, each round in the other order,
 after untimed warm-ups; the medians of each, their ratio and the median of the paired
@@ -58,7 +60,7 @@ Models (`--models`, default all three):
   32 layers, hidden 4096, feed-forward 11008, 32 heads, vocabulary 32000 (6.7 B
   parameters, Llama 2 7B's shape); `--shape tiny` (4 layers, hidden 256) for a quick
   check. `--quant q4_0` (default): every matrix Q4_0, written as raw blocks (a fixed fp16
-  scale per tensor, random 4-bit values), 3.6 GiB for 7b; llama.cpp's own Q4_0 keeps
+  scale per tensor, random 4-bit values), 3.5 GiB for 7b; llama.cpp's own Q4_0 keeps
   `output.weight` in Q6_K, this file does not. `--quant f16`: normal random values,
   12.6 GiB. Either is cached in `~/.cache/bastion-build/bench-models/`. `--models tiny`
   (or `7b`) names the random model and its shape at once.
@@ -126,7 +128,7 @@ BUILD_SCRIPTS = ROOT / "packaging" / "runtime"
 TARGET_TG_RATIO = 0.95  # Bastion's generated tokens/s over llama-bench's, at least
 
 GENERATION_MESSAGE = "Write a long story about a lighthouse keeper who finds an old map."
-# The prompt-processing message: PP_TEXT repeated and cut to about --pp-tokens, then
+# The prompt-processing message: PP_TEXT repeated and cut to about --pp-tokens, then this.
 PP_QUESTION = "\n\nWhat did the keeper write in his logbook?"
 CHARS_PER_TOKEN_GUESS = 4.0  # a first guess, corrected from the prompt tokens reported
 # Seeds tried, from --seed on, for one whose reply runs the full --max-tokens.
