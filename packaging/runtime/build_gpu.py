@@ -193,11 +193,14 @@ def flavour_cmake_args(flavour: str) -> list[str]:
         "-DLLAMA_CURL=OFF",
     ]
     if IS_LINUX:
-        # The module lies one folder below libggml-base.
-        args += ["-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", "-DCMAKE_INSTALL_RPATH=$ORIGIN/.."]
+        # The module lies one folder below libggml-base; a CUDA module's runtime
+        # libraries (cudart, cublas) lie beside it.
+        rpath = "$ORIGIN;$ORIGIN/.." if flavour == "cuda_v12" else "$ORIGIN/.."
+        args += ["-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", f"-DCMAKE_INSTALL_RPATH={rpath}"]
     if flavour == "vulkan":
         args += vulkan_cmake_args()
     elif flavour == "cuda_v12":
+        _require_cuda_12()
         # Consumer GPUs from Maxwell to Blackwell, as Ollama's cuda_v12 preset.
         args.append(
             "-DCMAKE_CUDA_ARCHITECTURES=50-virtual;61-virtual;70-virtual;75-virtual;"
@@ -277,6 +280,16 @@ def build_module(flavour: str) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     partial.replace(folder)
     return module
+
+
+def _require_cuda_12() -> None:
+    """cuda_v12 needs CUDA 12's nvcc: 13 refuses the architectures below sm_75 it lists."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        raise BuildError("the CUDA backend needs nvcc on PATH (a CUDA 12 toolkit)")
+    version = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False)
+    if "release 12." not in version.stdout:
+        raise BuildError(f"cuda_v12 needs CUDA 12's nvcc; {nvcc} is another release")
 
 
 def copy_cuda_runtime(into: Path) -> None:
