@@ -4,6 +4,7 @@ says so and offers a catalog model that fits this machine."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,7 +233,8 @@ class StarterNotice(QtWidgets.QFrame):
             context_length = self.services.context.settings.inference.context_length
 
             async def suggest() -> Suggestion | None:
-                return suggest_catalog_model(context_length)
+                # Off the loop that streams replies: the probe waits on its children.
+                return await asyncio.to_thread(suggest_catalog_model, context_length)
 
             call(self.services.engine, suggest(), self, self._suggested, self._no_suggestion)
 

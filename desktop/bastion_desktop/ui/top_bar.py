@@ -4,6 +4,7 @@ state when an administrator chose it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -184,7 +185,8 @@ class TopBar(QtWidgets.QFrame):
         if models:
 
             async def fits() -> dict[str, FitEstimate]:
-                return model_fits(self.services, models)
+                # Off the loop that streams replies: the probe waits on its children.
+                return await asyncio.to_thread(model_fits, self.services, models)
 
             call(self.services.engine, fits(), self, self._got_fits, lambda _e: None)
 
