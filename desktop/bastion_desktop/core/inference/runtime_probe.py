@@ -150,15 +150,22 @@ class _Probe:
         child_conn.close()
 
     def answer(self, deadline: float, timeout: float) -> tuple[Any, ...]:
-        """The child's message, or ("failed", why) when it died or hung."""
+        """The child's message, or ("failed", why) when it died or hung. Either way the
+        child is reaped before this returns."""
+        message: tuple[Any, ...] | None = None
         try:
             if self.conn.poll(max(0.0, deadline - time.monotonic())):
-                return tuple(self.conn.recv())
+                message = tuple(self.conn.recv())
         except (EOFError, OSError):
             pass
         finally:
             self.conn.close()
-        self.process.join(1.0)
+        self.process.join(5.0 if message is not None else 1.0)  # it exits once it answered
+        if message is not None:
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join()
+            return message
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
