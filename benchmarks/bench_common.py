@@ -24,6 +24,16 @@ PP_TEXT = (
 )
 
 
+def add_home_argument(parser: argparse.ArgumentParser) -> None:
+    """--home: a Bastion home the benchmark keeps (see `prepare_home`)."""
+    parser.add_argument(
+        "--home",
+        type=Path,
+        help="Bastion home to use and keep (the starter model is written there once); "
+        "default: a temporary folder, removed afterwards",
+    )
+
+
 def positive(value: str) -> int:
     """An argparse type: a whole number of 1 or more."""
     number = int(value)

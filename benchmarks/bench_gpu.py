@@ -119,7 +119,7 @@ from bastion_desktop.core.inference.types import (
 )
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.starter import sha256_of
-from bench_common import PP_TEXT, median, met, positive, prepare_home
+from bench_common import PP_TEXT, add_home_argument, median, met, positive, prepare_home
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "gpu.json"
@@ -1197,12 +1197,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
         action="store_true",
         help="skip the llama-bench runs with llama.cpp's default flash attention",
     )
-    parser.add_argument(
-        "--home",
-        type=Path,
-        help="Bastion home to use and keep (the starter model is written there once); "
-        "default: a temporary folder, removed afterwards",
-    )
+    add_home_argument(parser)
     args = parser.parse_args(argv)
     models: list[str] = []
     shape = args.shape

@@ -46,7 +46,7 @@ from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.core.store import InMemoryConversationStore
-from bench_common import median, met, positive, prepare_home
+from bench_common import add_home_argument, median, met, positive, prepare_home
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "guardrails.json"
 
@@ -470,12 +470,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, Path | None]:
     parser.add_argument(
         "--rail-repeats", type=positive, default=200, help="checks per rail in (b) and (c)"
     )
-    parser.add_argument(
-        "--home",
-        type=Path,
-        help="Bastion home to use and keep (the starter model is written there once); "
-        "default: a temporary folder, removed afterwards",
-    )
+    add_home_argument(parser)
     args = parser.parse_args(argv)
     config = Config(
         rounds=args.rounds,

@@ -42,7 +42,7 @@ from bastion_desktop.core.paths import HOME_VARIABLE
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore
-from bench_common import median, met, positive, prepare_home
+from bench_common import add_home_argument, median, met, positive, prepare_home
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "pipeline.json"
 
@@ -545,12 +545,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, Path | None]:
     parser.add_argument(
         "--cli-runs", type=positive, default=5, help="timed `bastion chat` processes"
     )
-    parser.add_argument(
-        "--home",
-        type=Path,
-        help="Bastion home to use and keep (the starter model is written there once); "
-        "default: a temporary folder, removed afterwards",
-    )
+    add_home_argument(parser)
     args = parser.parse_args(argv)
     config = Config(
         rounds=args.rounds,

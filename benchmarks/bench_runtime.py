@@ -81,7 +81,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bastion_desktop.core.privacy import apply_private_environment
-from bench_common import PP_TEXT, median, met, positive, prepare_home
+from bench_common import PP_TEXT, add_home_argument, median, met, positive, prepare_home
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "bench_runtime.json"
@@ -770,12 +770,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     )
     parser.add_argument("--native-wheel", type=Path, help="use this native wheel")
     parser.add_argument("--distribution-wheel", type=Path, help="use this distribution wheel")
-    parser.add_argument(
-        "--home",
-        type=Path,
-        help="Bastion home to use and keep (the starter model is written there once); "
-        "default: a temporary folder, removed afterwards",
-    )
+    add_home_argument(parser)
     args = parser.parse_args(argv)
     config = Config(
         rounds=args.rounds,
