@@ -198,6 +198,16 @@ class CompletionResult:
     finish_reason: FinishReason
 
 
+@dataclass(frozen=True)
+class ScoreResult:
+    """The next-token probability of each class of answers, and what it cost."""
+
+    masses: tuple[float, ...]  # one per class of answer words, in the order asked
+    latency_ms: float
+    prompt_tokens: int
+    evaluated_tokens: int  # those not already in the host's context
+
+
 class ModelHost:
     """A model loaded in its own process. Use from one asyncio loop."""
 
@@ -377,19 +387,34 @@ class ModelHost:
         """Complete a raw prompt (no chat template: it carries its own special tokens)
         with greedy decoding, and return the whole answer. For guard models, whose
         prompts have a format of their own and whose answers are a few tokens."""
+        reply, latency = await self._request("complete", prompt, max_tokens, tuple(stop))
+        return CompletionResult(reply[2], latency, *reply[3:6])
+
+    async def score(
+        self, prompt: str | Sequence[ChatMessage], answers: Sequence[Sequence[str]]
+    ) -> ScoreResult:
+        """The probability of each set of answer words as the model's next token after
+        `prompt` (a raw prompt, or chat messages through the chat template), from one
+        forward pass that reuses the prefix the host's context already holds."""
+        prompt = prompt if isinstance(prompt, str) else list(prompt)
+        answers = tuple(tuple(words) for words in answers)
+        reply, latency = await self._request("score", prompt, answers)
+        return ScoreResult(reply[2], latency, reply[3], reply[4])
+
+    async def _request(self, kind: str, *payload: Any) -> tuple[tuple[Any, ...], float]:
+        """Send one whole-answer request and wait for its answer; returns the reply
+        message and the milliseconds it took, pipe included."""
         self._busy += 1
         try:
             async with self._lock:
                 await self.load()
-                return await self._complete(prompt, max_tokens, tuple(stop))
+                return await self._answer(kind, payload)
         finally:
             self._busy -= 1
             if not self._busy:
                 self._cancel_before_start = False
 
-    async def _complete(
-        self, prompt: str, max_tokens: int, stop: tuple[str, ...]
-    ) -> CompletionResult:
+    async def _answer(self, kind: str, payload: tuple[Any, ...]) -> tuple[tuple[Any, ...], float]:
         process = self._process
         assert process is not None
         self._request_id += 1
@@ -399,7 +424,7 @@ class ModelHost:
         sent = time.perf_counter()
         answered = False
         try:
-            process.send(("complete", request_id, prompt, max_tokens, stop))
+            process.send((kind, request_id, *payload))
             while True:
                 message = await process.inbox.get()
                 if message[0] == "exited":
@@ -409,13 +434,11 @@ class ModelHost:
                     )
                 if message[1] != request_id:
                     continue  # the tail of an earlier, abandoned request
-                if message[0] == "completed":
-                    answered = True
-                    latency = (time.perf_counter() - sent) * 1000.0
-                    return CompletionResult(message[2], latency, *message[3:6])
                 if message[0] == "failed":
                     answered = True
                     raise _REQUEST_ERRORS.get(message[2], BastionError)(message[3])
+                answered = True
+                return message, (time.perf_counter() - sent) * 1000.0
         finally:
             if not answered:
                 process.send(("cancel", request_id))

@@ -6,11 +6,13 @@ is told to stop or its parent goes away. A llama.cpp crash ends this process onl
 
 Messages in:  ("generate", id, messages, params) | ("cancel", id) | ("shutdown",)
               ("complete", id, prompt, max_tokens, stops): a raw prompt, greedy, whole
+              ("score", id, prompt, answers): the first answer token's probabilities
 Messages out: ("attempt", n_gpu_layers) ... then ("loaded", facts, RuntimeInfo)
               | ("load_failed", sentence)
               ("trimmed", id, PromptTrimmed) | ("text", id, str)
               ("done", id, prompt_tokens, generated_tokens, finish_reason)
               ("completed", id, text, prompt_tokens, generated_tokens, finish_reason)
+              ("scored", id, masses, prompt_tokens, evaluated_tokens)
               ("failed", id, error class name, sentence)
 """
 
@@ -239,6 +241,7 @@ class LoadedModel:
 
         self._is_control = is_control
         self._clean: set[bytes] = set()  # digests of texts with no control token
+        self._answers: dict[tuple[tuple[str, ...], ...], list[frozenset[int]]] = {}
 
     def _load_runtime(self, placement: Placement) -> tuple[Placement, bool]:
         """Load llama.cpp's backends as `placement` says, before anything asks llama.cpp
@@ -435,10 +438,7 @@ class LoadedModel:
         """A raw prompt (its own special tokens, no chat template) decoded greedily, for
         guard models: the answer is sent whole. Returns False when a shutdown arrived."""
         prompt, max_tokens, stops = payload
-        prompt = self.raw_prompt(prompt)
-        add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
-        llm = self.llm
-        tokens = list(llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+        tokens = self._raw_tokens(prompt)
         n_ctx = self.facts.context_length
         if len(tokens) + max_tokens > n_ctx:
             raise ContextOverflowError(
@@ -459,6 +459,84 @@ class LoadedModel:
         )
         conn.send(("completed", request_id, "".join(parts), len(tokens), generated, finish))
         return keep_running
+
+    def score(self, conn: Connection, request_id: int, payload: tuple[Any, ...]) -> bool:
+        """The probability the model gives each set of answers as its next token, after
+        `prompt` (a raw prompt, or chat messages that go through the chat template with
+        the assistant's turn opened): one forward pass, no sampling. A judge's verdict
+        is read from these ("unsafe" against "safe"), not from the text it would write.
+
+        `answers` holds one tuple of words per class ("safe", "Safe"); a class's mass
+        is the summed probability of its words' first tokens. A first token that two
+        classes share says nothing and counts for neither. The cached prefix of the
+        previous prompt is reused, so a judge whose instructions come first pays only
+        for the new text; the reply says how many tokens were evaluated."""
+        import numpy as np
+
+        prompt, answers = payload
+        if isinstance(prompt, str):
+            tokens = self._raw_tokens(prompt)
+        else:
+            tokens = self._tokenize(self.template.render(self._defused(prompt)))
+        n_ctx = self.facts.context_length
+        if len(tokens) + 1 > n_ctx:
+            raise ContextOverflowError(
+                f"The text to check is {len(tokens):,} tokens, but this model's context holds "
+                f"{n_ctx:,}."
+            )
+        evaluated = self._eval_reusing_prefix(tokens)
+        llm = self.llm
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+        logits = logits.astype(np.float64)
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        masses = tuple(
+            float(probabilities[list(ids)].sum()) if ids else 0.0
+            for ids in self._answer_tokens(answers)
+        )
+        conn.send(("scored", request_id, masses, len(tokens), evaluated))
+        return True
+
+    def _raw_tokens(self, prompt: str) -> list[int]:
+        prompt = self.raw_prompt(prompt)
+        add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
+        return list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def _eval_reusing_prefix(self, tokens: list[int]) -> int:
+        """Evaluate `tokens`, keeping the longest prefix the context already holds (at
+        least the last token is evaluated, for its logits). Returns how many were."""
+        import numpy as np
+
+        llm = self.llm
+        cached = llm._input_ids
+        common = min(len(cached), len(tokens))
+        differ = np.flatnonzero(cached[:common] != np.asarray(tokens[:common], cached.dtype))
+        keep = min(int(differ[0]) if differ.size else common, len(tokens) - 1)
+        if not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llm.reset()  # type: ignore[no-untyped-call]  # a recurrent model: read it all
+            keep = 0
+        llm.n_tokens = keep
+        llm.eval(tokens[keep:])
+        return len(tokens) - keep
+
+    def _answer_tokens(self, answers: Sequence[Sequence[str]]) -> list[frozenset[int]]:
+        key = tuple(tuple(words) for words in answers)
+        known = self._answers.get(key)
+        if known is None:
+            firsts = [
+                frozenset(
+                    tokens[0]
+                    for word in words
+                    if (tokens := self.llm.tokenize(word.encode("utf-8"), add_bos=False))
+                )
+                for words in key
+            ]
+            known = [
+                ids - frozenset().union(*(other for j, other in enumerate(firsts) if j != i))
+                for i, ids in enumerate(firsts)
+            ]
+            self._answers[key] = known
+        return known
 
 
 class _StopFilter:
@@ -554,12 +632,12 @@ def run_host(
             return  # the app went away
         if message[0] == "shutdown":
             return
-        if message[0] not in ("generate", "complete"):
+        serve = {"generate": model.generate, "complete": model.complete, "score": model.score}
+        if message[0] not in serve:
             continue  # a cancel for a request that already finished
         request_id = message[1]
-        serve = model.generate if message[0] == "generate" else model.complete
         try:
-            if not serve(conn, request_id, message[2:]):
+            if not serve[message[0]](conn, request_id, message[2:]):
                 return
         except BastionError as error:
             conn.send(("failed", request_id, type(error).__name__, str(error)))
