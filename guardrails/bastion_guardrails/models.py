@@ -42,10 +42,15 @@ SAFETY_CATEGORIES: dict[str, str] = {
 @dataclass(frozen=True)
 class SafetyVerdict:
     """What a safety model said. An adapter that cannot parse its model's answer must
-    return `unsafe=True` with no categories: a verdict nobody can read fails closed."""
+    return `unsafe=True` with no categories: a verdict nobody can read fails closed.
+
+    A verdict read from probabilities carries the probability of the unsafe answer and
+    the threshold it was compared with (both None for one read from text)."""
 
     unsafe: bool
     categories: tuple[str, ...] = ()
+    probability: float | None = None
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,9 +65,22 @@ class SafetyModel(Protocol):
         """Identifies the model (and its version) for caching and for the user."""
         ...
 
-    async def classify(self, stage: Stage, messages: Sequence[SafetyMessage]) -> SafetyVerdict:
+    @property
+    def name(self) -> str:
+        """The judge as the user knows it: "Llama Guard 3 1B", or the chat model's name."""
+        ...
+
+    @property
+    def is_self_check(self) -> bool:
+        """Whether the judge is the chat model checking content itself."""
+        ...
+
+    async def classify(
+        self, stage: Stage, messages: Sequence[SafetyMessage], *, strict: bool = False
+    ) -> SafetyVerdict:
         """Classify the last message of `messages` (the user's at INPUT, the reply at
-        OUTPUT), with the earlier ones as context."""
+        OUTPUT), with the earlier ones as context; `strict` for the Strict profile's
+        lower threshold."""
         ...
 
 
@@ -82,6 +100,47 @@ DEFAULT_SAFETY_DOWNLOADS: tuple[SafetyDownload, ...] = (
 
 
 @dataclass(frozen=True)
+class JudgeReport:
+    """How a judge (a safety model, or the chat model checking itself) did on Bastion's
+    calibration set (`bastion_guardrails.safety.calibration`), for the status, the
+    profiles window and `--json`."""
+
+    name: str
+    self_check: bool
+    qualified: bool
+    benign_passed: float  # the shares at the Standard threshold
+    harmful_blocked: float
+    threshold: float  # probabilities of the unsafe answer from which it blocks
+    strict_threshold: float
+    items: int
+
+    @property
+    def role(self) -> str:
+        return "the chat model's own safety check" if self.self_check else "safety model"
+
+    def sentence(self) -> str:
+        verdict = "qualified" if self.qualified else "did not qualify"
+        return (
+            f"{self.name} {verdict} as a content-safety judge: on Bastion's {self.items} test "
+            f"requests it passed {self.benign_passed:.0%} of the benign ones and blocked "
+            f"{self.harmful_blocked:.0%} of the harmful ones (it blocks from a probability "
+            f"of {self.threshold:.2f}, {self.strict_threshold:.2f} in Strict)."
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "judge": self.name,
+            "self_check": self.self_check,
+            "qualified": self.qualified,
+            "benign_passed": round(self.benign_passed, 4),
+            "harmful_blocked": round(self.harmful_blocked, 4),
+            "threshold": round(self.threshold, 4),
+            "strict_threshold": round(self.strict_threshold, 4),
+            "items": self.items,
+        }
+
+
+@dataclass(frozen=True)
 class ModelSet:
     """The models available to a profile's rails. A role left as None is not installed,
     and the rails that need it are reported as not in force.
@@ -91,7 +150,9 @@ class ModelSet:
     `no_self_check` says why the chat model could not stand in (a base model), and
     `unusable_safety` why an installed safety model is not used (a family Bastion
     cannot prompt), for the sentence the user reads; `downloads` are what that
-    sentence suggests."""
+    sentence suggests. `judges` are the calibration results of the judges considered
+    (a disqualified one among them); `pending_judge` names a judge not yet calibrated.
+    """
 
     safety: SafetyModel | None = None
     safety_name: str = ""  # how the user knows the model: "Llama Guard 3 1B"
@@ -99,6 +160,8 @@ class ModelSet:
     no_self_check: str = ""
     unusable_safety: str = ""
     downloads: tuple[SafetyDownload, ...] = DEFAULT_SAFETY_DOWNLOADS
+    judges: tuple[JudgeReport, ...] = ()
+    pending_judge: str = ""
 
     @property
     def roles(self) -> frozenset[str]:

@@ -16,8 +16,10 @@ from bastion_guardrails.decisions import GuardDecision, RailTrace, Stage, Verdic
 from bastion_guardrails.plan import Lane, PlannedRail, ProfilePlan
 from bastion_guardrails.registry import (
     CATEGORIES_KEY,
+    JUDGEMENT_KEY,
     RECORDER_KEY,
     UNSAFE_CONTENT,
+    Judgement,
     VerdictRecorder,
     findings_of,
 )
@@ -275,6 +277,7 @@ class NemoProfileRuntime:
         trace: list[RailTrace],
         started: float,
         categories: Sequence[str] | None = None,
+        judgement: Judgement | None = None,
     ) -> GuardDecision:
         planned = next((r for r in self._nemo[stage] if r.name == rail_name), None)
         title = planned.title if planned else f"the rail '{rail_name}'"
@@ -286,7 +289,9 @@ class NemoProfileRuntime:
         if failed:
             sentence = explain.failed(stage, title)
         elif found is not None:
-            sentence = explain.flagged(stage, found)
+            if judgement is None and isinstance(metadata.get(JUDGEMENT_KEY), Judgement):
+                judgement = metadata[JUDGEMENT_KEY]
+            sentence = explain.flagged(stage, found, judgement)
             category = found[0].replace("_", " ") if found else UNSAFE_CONTENT
         elif findings:
             sentence = explain.blocked(stage, self._name, [f.label for f in findings])
@@ -428,6 +433,7 @@ class NemoProfileRuntime:
             trace=[],
             started=since,
             categories=categories,
+            judgement=recorder.judgement,
         )
         trace = (RailTrace(rail, "failed" if failed else "block", decision.latency_ms),)
         return OutputBlocked(

@@ -42,11 +42,24 @@ CATEGORIES_KEY = "bastion_categories"
 # NeMo's streaming output rails report a violation by flow name only; a model rail
 # leaves its categories with the recorder that the engine passes in a context message.
 RECORDER_KEY = "bastion_recorder"
+# Who judged a flagged message, with the probability and threshold: a `Judgement`.
+JUDGEMENT_KEY = "bastion_judgement"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The judge behind a content-safety block, for the sentence and the badge."""
+
+    judge: str  # "Llama Guard 3 1B", or the chat model's name
+    self_check: bool
+    probability: float | None = None
+    threshold: float | None = None
 
 
 class VerdictRecorder:
     def __init__(self) -> None:
         self.categories: list[str] = []
+        self.judgement: Judgement | None = None
 
 
 BLOCK = "block"
@@ -233,7 +246,7 @@ def _detector_action(spec: RailSpec, detector: Detector) -> Action:
     return action
 
 
-def _content_safety_action(settings: ProfileSettings, models: ModelSet) -> Action:
+def _content_safety_action(settings: ProfileSettings, models: ModelSet, *, strict: bool) -> Action:
     from nemoguardrails.actions.rail_outcome import RailOutcome
 
     async def action(
@@ -252,7 +265,7 @@ def _content_safety_action(settings: ProfileSettings, models: ModelSet) -> Actio
             reply = SafetyMessage("assistant", text or "")
             messages = [SafetyMessage("user", user_message or ""), reply]
         try:
-            verdict = await model.classify(stage, messages)
+            verdict = await model.classify(stage, messages, strict=strict)
         except Exception:
             log.exception("the safety model failed")
             return RailOutcome.failure(reason="the safety model failed")
@@ -263,22 +276,29 @@ def _content_safety_action(settings: ProfileSettings, models: ModelSet) -> Actio
         if categories and not blocked:
             # Flagged only for categories this profile allows.
             return RailOutcome.allow(metadata={CATEGORIES_KEY: categories})
+        judgement = Judgement(
+            model.name, model.is_self_check, verdict.probability, verdict.threshold
+        )
         recorder = context.get(RECORDER_KEY) if isinstance(context, dict) else None
         if isinstance(recorder, VerdictRecorder):
             recorder.categories = blocked
-        return RailOutcome.block(metadata={CATEGORIES_KEY: blocked})
+            recorder.judgement = judgement
+        return RailOutcome.block(metadata={CATEGORIES_KEY: blocked, JUDGEMENT_KEY: judgement})
 
     return action
 
 
-def make_actions(settings: ProfileSettings, models: ModelSet) -> dict[str, Action]:
-    """One callable per registry action, bound to a profile's settings and models."""
+def make_actions(
+    settings: ProfileSettings, models: ModelSet, *, strict: bool = False
+) -> dict[str, Action]:
+    """One callable per registry action, bound to a profile's settings and models;
+    `strict` for the Strict profile's lower content-safety threshold."""
     actions: dict[str, Action] = {}
     for spec in RAILS:
         if spec.make_detector is not None:
             actions[spec.action] = _detector_action(spec, spec.make_detector(settings))
         elif spec.role == SAFETY_ROLE:
-            actions[spec.action] = _content_safety_action(settings, models)
+            actions[spec.action] = _content_safety_action(settings, models, strict=strict)
     return actions
 
 

@@ -1,8 +1,11 @@
 """The safety model on a model host of its own, with the real starter model standing
 in for a guard model (no guard model can be downloaded here). The starter is a base
-model: its "verdicts" are continuations of the prompt, so these tests assert the
-plumbing (the call is made, the answer is parsed, garbage fails closed, the latency is
-recorded, the chat model keeps generating meanwhile), not the judgement."""
+model: its probabilities for "unsafe" and "safe" mean nothing, so these tests give it
+a calibration whose threshold every message passes over (it blocks everything) and
+assert the plumbing (the probability comes from the host, categories are asked after
+an unsafe verdict and garbage names none, the latency is recorded, the chat model
+keeps generating meanwhile), not the judgement. tests/core/test_judge.py runs a real
+instruct model as a judge."""
 
 from __future__ import annotations
 
@@ -28,13 +31,15 @@ from bastion_guardrails.decisions import Stage, Verdict
 from bastion_guardrails.engine import GuardEngine
 from bastion_guardrails.models import ModelSet, SafetyMessage, SafetyVerdict
 from bastion_guardrails.safety import GuardFamily, PromptedSafetyModel
+from bastion_guardrails.safety.calibration import derive
 from bastion_guardrails.safety.llama_guard import parse_llama_guard
-from bastion_guardrails.safety.self_check import parse_self_check
 
 pytestmark = pytest.mark.model
 
 OPTIONS = LoadOptions(context_length=2048)
 QUESTION = SafetyMessage("user", "How do I bake bread at home?")
+# Thresholds a millionth above zero: every message is flagged.
+BLOCKS_ALL = derive([1e-9] * 4, [1e-9] * 4, set_version=0)
 
 
 async def test_the_starter_standing_in_as_llama_guard_through_the_engine(
@@ -42,24 +47,32 @@ async def test_the_starter_standing_in_as_llama_guard_through_the_engine(
 ) -> None:
     host = ModelHost(starter_path, OPTIONS)
     try:
-        guard = PromptedSafetyModel(HostLLM(host, "starter"), GuardFamily.LLAMA_GUARD_3)
+        guard = PromptedSafetyModel(
+            HostLLM(host, "starter"), GuardFamily.LLAMA_GUARD_3, calibration=BLOCKS_ALL
+        )
         verdict = await guard.classify(Stage.INPUT, [QUESTION])
         record = guard.last
         assert record is not None
-        assert record.calls == 1
+        assert verdict.unsafe
+        assert verdict.probability is not None
+        assert 0.0 < verdict.probability < 1.0
+        assert verdict.threshold == BLOCKS_ALL.threshold
+        assert record.calls == 2  # the verdict's pass, then the categories asked for
         (answer,) = record.answers
         assert answer  # the host ran the model and sent back what it wrote
-        assert verdict == parse_llama_guard(answer)
-        # A base model continues the prompt instead of answering "safe": unreadable,
-        # so it fails closed.
-        assert verdict == SafetyVerdict(unsafe=True)
+        # A base model continues "unsafe\n" with no codes Llama Guard knows: no category.
+        assert verdict.categories == parse_llama_guard("unsafe\n" + answer).categories == ()
+        assert record.evaluated_tokens > 100  # the whole prompt, the first time
         assert record.latency_ms > 0
 
         runtime = GuardEngine().runtime("standard", ModelSet(guard, "the starter"))
         decision = await runtime.check_input([], QUESTION.content)
         assert decision.verdict is Verdict.BLOCKED
         assert decision.rail == "bastion content safety on input"
-        assert decision.explanation == "Your message was not sent: the safety model flagged it."
+        assert decision.explanation.startswith(
+            "Your message was not sent: the safety model (starter) flagged it (it rated it "
+            "unsafe with probability "
+        )
         timed = [t for t in decision.trace if t.rail == decision.rail]
         assert timed
         assert timed[0].latency_ms > 0
@@ -89,10 +102,14 @@ async def test_raw_completions_and_chat_messages_through_nemos_protocol(
         chunks = [c async for c in llm.stream_async("The capital of France is", max_tokens=6)]
         assert [c.delta_content for c in chunks] == [raw.content]
 
+        # Scores for chat messages go through the chat template, like a reply.
+        scored = await llm.score([NemoMessage.from_user("Say hello.")], (("Hello",), ("Hi",)))
+        assert scored.prompt_tokens > 0
+        assert len(scored.masses) == 2
+        assert all(0.0 <= mass <= 1.0 for mass in scored.masses)
         self_check = PromptedSafetyModel(llm, None)
-        verdict = await self_check.classify(Stage.INPUT, [QUESTION])
-        assert self_check.last is not None
-        assert verdict == parse_self_check(self_check.last.answers[0])
+        probability = await self_check.probability(Stage.INPUT, [QUESTION])
+        assert 0.0 < probability < 1.0
     finally:
         await host.close()
 
@@ -103,7 +120,9 @@ async def test_the_chat_model_keeps_generating_while_a_check_runs(starter_path: 
     try:
         await asyncio.gather(chat_host.load(), guard_host.load())
         assert chat_host.pid != guard_host.pid
-        guard = PromptedSafetyModel(HostLLM(guard_host, "starter"), GuardFamily.LLAMA_GUARD_3)
+        guard = PromptedSafetyModel(
+            HostLLM(guard_host, "starter"), GuardFamily.LLAMA_GUARD_3, calibration=BLOCKS_ALL
+        )
         # A conversation of a few hundred tokens for the guard to read.
         reply = SafetyMessage("assistant", " ".join(["Knead the dough and let it rise."] * 40))
         arrivals: list[float] = []
@@ -127,7 +146,7 @@ async def test_the_chat_model_keeps_generating_while_a_check_runs(starter_path: 
                     check = asyncio.create_task(run_check())
         assert check is not None
         verdict = await check
-        assert verdict.unsafe  # the starter's answer is no verdict: it fails closed
+        assert verdict.unsafe
         during = [t for t in arrivals if started < t < finished]
         assert during, "no chat token arrived while the safety model was checking"
     finally:
@@ -178,9 +197,11 @@ async def test_self_check_starts_its_own_host_lazily_and_closes_with_the_app(
         assert models.safety is not None
         assert not models.has_safety_model
         (host,) = guard_models.hosts
+        assert models.pending_judge == "Stand-in Instruct"  # not calibrated yet
         assert not host.is_running  # started on the first check, not before
-        verdict = await models.safety.classify(Stage.INPUT, [QUESTION])
-        assert isinstance(verdict, SafetyVerdict)
+        judge = models.safety
+        assert isinstance(judge, PromptedSafetyModel)
+        assert 0.0 < await judge.probability(Stage.INPUT, [QUESTION]) < 1.0
         assert host.is_running
         pid = host.pid
     finally:

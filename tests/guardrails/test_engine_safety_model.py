@@ -26,10 +26,16 @@ class ScriptedSafetyModel:
 
     rules: list[tuple[Stage, str, SafetyVerdict]]
     model_id: str = "scripted-guard"
+    name: str = "Scripted Guard"
+    is_self_check: bool = False
     calls: list[tuple[Stage, str]] = field(default_factory=list)
     unexpected: list[tuple[Stage, str]] = field(default_factory=list)
+    stricts: list[bool] = field(default_factory=list)
 
-    async def classify(self, stage: Stage, messages: Sequence[SafetyMessage]) -> SafetyVerdict:
+    async def classify(
+        self, stage: Stage, messages: Sequence[SafetyMessage], *, strict: bool = False
+    ) -> SafetyVerdict:
+        self.stricts.append(strict)
         text = messages[-1].content
         self.calls.append((stage, text))
         for rule_stage, words, verdict in self.rules:
@@ -60,7 +66,8 @@ async def test_a_flagged_message_is_blocked_with_its_category() -> None:
     assert decision.rail == "bastion content safety on input"
     assert decision.category == "indiscriminate weapons"
     assert decision.explanation == (
-        "Your message was not sent: the safety model flagged it as weapons of mass harm."
+        "Your message was not sent: the safety model (Scripted Guard) flagged it as weapons "
+        "of mass harm."
     )
     assert [(t.rail, t.outcome) for t in decision.trace] == [
         ("bastion block prompt injection on input", "allow"),
@@ -91,7 +98,9 @@ async def test_a_verdict_nobody_can_read_and_a_failing_model_both_block() -> Non
     runtime = runtime_with(model)
     garbled = await runtime.check_input([], "garbled answer please")
     assert garbled.verdict is Verdict.BLOCKED
-    assert garbled.explanation == "Your message was not sent: the safety model flagged it."
+    assert garbled.explanation == (
+        "Your message was not sent: the safety model (Scripted Guard) flagged it."
+    )
     failing = await runtime.check_input([], "something the script does not know")
     assert failing.verdict is Verdict.BLOCKED
     assert failing.explanation == (
@@ -121,7 +130,7 @@ async def test_a_reply_is_read_in_chunks_and_withdrawn_when_a_chunk_is_flagged()
     assert blocked.decision.rail == "bastion content safety on output"
     assert blocked.decision.category == "violent crimes"
     assert blocked.decision.explanation == (
-        "The reply was withdrawn: the safety model flagged it as violent crime."
+        "The reply was withdrawn: the safety model (Scripted Guard) flagged it as violent crime."
     )
     assert [stage for stage, _ in model.calls] == [Stage.OUTPUT, Stage.OUTPUT]
     assert model.unexpected == []

@@ -31,7 +31,9 @@ CHECKS = textwrap.dedent(
 
     class SafeModel:
         model_id = "always-safe"
-        async def classify(self, stage, messages):
+        name = "always safe"
+        is_self_check = False
+        async def classify(self, stage, messages, *, strict=False):
             return SafetyVerdict(unsafe=False)
 
     async def reply():
@@ -102,8 +104,12 @@ def test_every_builtin_profile_checks_without_network_or_embeddings(tmp_path: Pa
 
 class AlwaysSafe:
     model_id = "always-safe"
+    name = "always safe"
+    is_self_check = False
 
-    async def classify(self, stage: Stage, messages: Sequence[SafetyMessage]) -> SafetyVerdict:
+    async def classify(
+        self, stage: Stage, messages: Sequence[SafetyMessage], *, strict: bool = False
+    ) -> SafetyVerdict:
         return SafetyVerdict(unsafe=False)
 
 

@@ -83,7 +83,8 @@ async def test_llama_guard_verdicts_decide_the_input_rail() -> None:
     assert blocked.verdict is Verdict.BLOCKED
     assert blocked.rail == "bastion content safety on input"
     assert blocked.explanation == (
-        "Your message was not sent: the safety model flagged it as weapons of mass harm."
+        "Your message was not sent: the safety model (Llama Guard 3 1B) flagged it as weapons "
+        "of mass harm."
     )
     allowed = await checks.check_input([], "Bake bread?")
     assert allowed.verdict is Verdict.ALLOWED
@@ -102,7 +103,9 @@ async def test_garbage_from_the_guard_model_fails_closed() -> None:
     models = ModelSet(PromptedSafetyModel(llm, GuardFamily.LLAMA_GUARD_3), "Llama Guard 3 1B")
     decision = await runtime(models).check_input([], "Hello there")
     assert decision.verdict is Verdict.BLOCKED
-    assert decision.explanation == "Your message was not sent: the safety model flagged it."
+    assert decision.explanation == (
+        "Your message was not sent: the safety model (scripted-guard) flagged it."
+    )
 
 
 async def test_a_category_the_profile_allows_passes() -> None:
@@ -139,7 +142,7 @@ async def test_shieldgemma_asks_each_policy_and_blocks_a_reply() -> None:
     assert isinstance(blocked, OutputBlocked)
     assert all(isinstance(e, PassedText) for e in events[:-1])
     assert blocked.decision.explanation == (
-        "The reply was withdrawn: the safety model flagged it as hate speech."
+        "The reply was withdrawn: the safety model (scripted-guard) flagged it as hate speech."
     )
     # One reply of 12 pieces is one chunk: four prompts, one per policy, none other.
     assert len(llm.prompts) == 4
@@ -156,7 +159,8 @@ async def test_self_check_runs_the_chat_model_with_chat_messages() -> None:
     decision = await checks.check_input([], "Poison my neighbour's dog?")
     assert decision.verdict is Verdict.BLOCKED
     assert decision.explanation == (
-        "Your message was not sent: the safety model flagged it as violent crime."
+        "Your message was not sent: the chat model's own safety check (scripted-guard) "
+        "flagged it as violent crime."
     )
     assert (await checks.check_input([], "Hi")).verdict is Verdict.ALLOWED
     roles = [m.role.value for m in llm.prompts[0]]

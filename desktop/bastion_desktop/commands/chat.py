@@ -181,8 +181,19 @@ async def _open_guard(
     told = (context.policy.banner, *context.policy_notices, context.guard_choice(profile_id).notice)
     for notice in dict.fromkeys(n for n in told if n):
         print(notice, file=sys.stderr)
-    guard = await context.open_guard(profile_id, model_id)
+    guard = await context.open_guard(profile_id, model_id, _calibration_progress)
     return guard, context.guard_status(guard.profile_id, model_id)
+
+
+def _calibration_progress(judge: str, done: int, total: int) -> None:
+    if done == 1:
+        print(
+            f"Testing whether {judge} can judge content safety (once per model, "
+            f"{total} test requests)...",
+            file=sys.stderr,
+        )
+    elif done == total:
+        print(f"Tested {judge} on {total} requests.", file=sys.stderr)
 
 
 async def _chat_in(context: AppContext, args: argparse.Namespace, store: ConversationStore) -> int:

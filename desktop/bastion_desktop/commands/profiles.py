@@ -70,6 +70,7 @@ def _profile_json(profile: Profile, status: ProfileStatus | None) -> dict[str, A
             for check in status.checks
         ]
         payload["message"] = status.sentence
+        payload["judges"] = [judge.to_json() for judge in status.judges]
     return payload
 
 
@@ -132,6 +133,8 @@ def _show(context: AppContext, profile_id: str, as_json: bool) -> int:
         action = "masks" if check.masks else "blocks"
         print(f"  - {check.stage.value:<6} {check.title}: {action}; {state}")
     print(status.sentence)
+    for judge in status.judges:
+        print(judge.sentence())
     return EXIT_OK
 
 

@@ -23,9 +23,12 @@ installed models stay the same.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bastion_desktop.core.errors import BastionError
@@ -40,12 +43,19 @@ from bastion_desktop.core.inference.types import (
     TokenText,
 )
 from bastion_desktop.core.registry import ModelRegistry, RegisteredModel
-from bastion_guardrails.models import SAFETY_ROLE, ModelSet, SafetyDownload
+from bastion_guardrails.models import SAFETY_ROLE, JudgeReport, ModelSet, SafetyDownload
 from bastion_guardrails.safety import (
+    AnswerScore,
     GuardFamily,
     PromptedSafetyModel,
     detect_family,
     is_instruction_tuned,
+)
+from bastion_guardrails.safety.calibration import (
+    JUDGE_PROMPTS_VERSION,
+    Calibration,
+    calibrate,
+    calibration_set,
 )
 
 log = logging.getLogger(__name__)
@@ -103,6 +113,14 @@ class HostLLM:
             usage=UsageInfo(input_tokens=usage[0], output_tokens=usage[1], total_tokens=sum(usage)),
             provider_metadata={"latency_ms": latency},
         )
+
+    async def score(self, prompt: str | list[Any], answers: Sequence[Sequence[str]]) -> AnswerScore:
+        """The first answer token's probability for each class of answer words (one
+        forward pass on the host, reusing the prefix its context already holds)."""
+        if not isinstance(prompt, str):
+            prompt = [_chat_message(m) for m in prompt]
+        result = await self.host.score(prompt, answers)
+        return AnswerScore(result.masses, result.prompt_tokens, result.evaluated_tokens)
 
     async def stream_async(
         self, prompt: str | list[Any], *, stop: list[str] | None = None, **kwargs: Any
@@ -189,10 +207,71 @@ def _downloads() -> tuple[SafetyDownload, ...]:
     return tuple(SafetyDownload(m.name, m.id) for m in guards[:2])
 
 
+class Calibrations:
+    """Each judge's calibration, once per model file: a small JSON file in the app's
+    data folder, keyed by the file's sha256, the way it judges (its family, or
+    self-check), the prompts' version and the calibration set's version. It holds
+    probabilities for Bastion's own test requests, never chat text."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._known: dict[str, Calibration] | None = None
+
+    @staticmethod
+    def key(model: RegisteredModel, judge: PromptedSafetyModel) -> str:
+        kind = judge.family.value if judge.family else "self-check"
+        version = f"p{JUDGE_PROMPTS_VERSION}s{calibration_set().version}"
+        return f"{model.sha256}:{kind}:{version}"
+
+    def _read(self) -> dict[str, Calibration]:
+        if self._known is None:
+            self._known = {}
+            try:
+                data = json.loads(self.path.read_text("utf-8")) if self.path else {}
+                for key, value in data.items():
+                    self._known[key] = Calibration.from_json(value)
+            except FileNotFoundError:
+                pass
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+                # Unreadable: calibrate again rather than trust it.
+                log.warning("judge calibrations unreadable (%s); they will be redone", error)
+                self._known = {}
+        return self._known
+
+    def get(self, key: str) -> Calibration | None:
+        return self._read().get(key)
+
+    def put(self, key: str, calibration: Calibration) -> None:
+        known = self._read()
+        known[key] = calibration
+        if self.path is None:
+            return
+        data = {k: v.to_json() for k, v in known.items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(json.dumps(data, indent=1), "utf-8")
+        partial.replace(self.path)
+
+
+def judge_report(judge: PromptedSafetyModel, calibration: Calibration) -> JudgeReport:
+    return JudgeReport(
+        judge.name,
+        judge.is_self_check,
+        calibration.qualified,
+        calibration.benign_passed,
+        calibration.harmful_blocked,
+        calibration.threshold,
+        calibration.strict_threshold,
+        len(calibration.benign) + len(calibration.harmful),
+    )
+
+
 class GuardModels:
     """The safety model (or self-check) for the guardrail profiles, with its hosts.
 
-    Use from the engine loop; `aclose` stops the hosts (they start on first use)."""
+    Use from the engine loop; `aclose` stops the hosts (they start on first use).
+    A judge is used only once it has passed its calibration (`prepare` runs it, once
+    per model file; `model_set` reads the results)."""
 
     def __init__(
         self,
@@ -200,14 +279,19 @@ class GuardModels:
         load_options: LoadOptions | None = None,
         *,
         wanted: str | None = None,
+        calibrations: Path | None = None,
     ) -> None:
         self.registry = registry
         self.load_options = load_options or LoadOptions()
         # The safety model an administrator asks for (policy SafetyModel): a Hub
         # repository or a file's sha256. None: the newest one installed.
         self.wanted = wanted
+        self.calibrations = Calibrations(calibrations)
         self._hosts: dict[tuple[str, str], ModelHost] = {}
+        self._judges: dict[str, PromptedSafetyModel] = {}
+        self._entries: dict[str, RegisteredModel] = {}  # by judge model_id
         self._sets: dict[tuple[str, ...], ModelSet] = {}
+        self._calibrating = asyncio.Lock()
 
     def safety_entry(self) -> RegisteredModel | None:
         """The newest installed safety model whose file is present (the one the policy
@@ -231,28 +315,87 @@ class GuardModels:
             f"{chat.id}:{chat.sha256}" if chat else "",
         )
         cached = self._sets.get(key)
-        if cached is None:
+        if cached is None or cached.pending_judge:
             cached = self._sets[key] = self._build(safety, chat)
         return cached
+
+    async def prepare(
+        self,
+        chat_model_id: str | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> ModelSet:
+        """Calibrate the judge the model set would use, if it has not been (once per
+        model file: about a second per ten requests on a small model), and any judge
+        after it when it does not qualify; returns the model set that follows.
+        `progress(judge name, done, total)` as it goes."""
+        async with self._calibrating:
+            while True:
+                models = self.model_set(chat_model_id)
+                judge = models.safety
+                if not models.pending_judge or not isinstance(judge, PromptedSafetyModel):
+                    return models
+                entry = self._entries[judge.model_id]
+                log.info("calibrating %s as a content-safety judge", judge.name)
+
+                def step(done: int, total: int, name: str = judge.name) -> None:
+                    if progress is not None:
+                        progress(name, done, total)
+
+                calibration = await calibrate(judge, progress=step)
+                log.info(
+                    "%s as a judge: benign passed %.0f%%, harmful blocked %.0f%% (%.1fs)",
+                    judge.name,
+                    calibration.benign_passed * 100,
+                    calibration.harmful_blocked * 100,
+                    calibration.seconds,
+                )
+                self.calibrations.put(Calibrations.key(entry, judge), calibration)
+                judge.calibration = calibration
+
+    def _judge(self, model: RegisteredModel, family: GuardFamily | None) -> PromptedSafetyModel:
+        """The judge object for a model, the same one for as long as the file is: the
+        engine's compiled rails are bound to it."""
+        use = "safety" if family else "self-check"
+        host = self._host(model, use)
+        key = f"{use}:{model.id}:{model.sha256}"
+        judge = self._judges.get(key)
+        if judge is None or judge.llm.host is not host:  # type: ignore[attr-defined]
+            name = model.name
+            judge = PromptedSafetyModel(HostLLM(host, model.id), family, name=name)
+            self._judges[key] = judge
+        self._entries[judge.model_id] = model
+        judge.calibration = self.calibrations.get(Calibrations.key(model, judge))
+        return judge
 
     def _build(self, safety: RegisteredModel | None, chat: RegisteredModel | None) -> ModelSet:
         downloads = _downloads()
         unusable = ""
+        judges: list[JudgeReport] = []
         if safety is not None:
             names = _names(safety)
             family = detect_family(*names.names, architecture=names.architecture)
             if family is not None:
-                model = PromptedSafetyModel(
-                    HostLLM(self._host(safety, "safety"), safety.id), family, name=safety.name
+                model = self._judge(safety, family)
+                if model.calibration is None:
+                    return ModelSet(
+                        model, safety.name, downloads=downloads, pending_judge=model.name
+                    )
+                report = judge_report(model, model.calibration)
+                if report.qualified:
+                    return ModelSet(model, safety.name, downloads=downloads, judges=(report,))
+                judges.append(report)
+                unusable = (
+                    f"the installed safety model, {safety.name}, cannot tell harmful requests "
+                    f"from harmless ones reliably ({model.calibration.summary()})"
                 )
-                return ModelSet(model, safety.name, downloads=downloads)
-            unusable = (
-                f"the installed safety model, {safety.name}, is not one Bastion knows how to "
-                f"ask (it knows {KNOWN_FAMILIES})"
-            )
-            log.warning("safety model %s: unknown guard family", safety.id)
+            else:
+                unusable = (
+                    f"the installed safety model, {safety.name}, is not one Bastion knows how "
+                    f"to ask (it knows {KNOWN_FAMILIES})"
+                )
+                log.warning("safety model %s: unknown guard family", safety.id)
         if chat is None:
-            return ModelSet(unusable_safety=unusable, downloads=downloads)
+            return ModelSet(unusable_safety=unusable, downloads=downloads, judges=tuple(judges))
         names = _names(chat)
         if not is_instruction_tuned(
             *names.names, finetune=names.finetune, has_chat_template=names.has_chat_template
@@ -261,10 +404,35 @@ class GuardModels:
                 f"the chat model, {chat.name}, is a base model (not instruction-tuned), so it "
                 "cannot check them itself"
             )
-            return ModelSet(no_self_check=why, unusable_safety=unusable, downloads=downloads)
-        model = PromptedSafetyModel(HostLLM(self._host(chat, "self-check"), chat.id), None)
+            return ModelSet(
+                no_self_check=why,
+                unusable_safety=unusable,
+                downloads=downloads,
+                judges=tuple(judges),
+            )
+        model = self._judge(chat, None)
+        if model.calibration is not None:
+            report = judge_report(model, model.calibration)
+            judges.append(report)
+            if not report.qualified:
+                why = (
+                    f"the chat model, {chat.name}, is too small to judge content safety "
+                    f"reliably ({model.calibration.summary()})"
+                )
+                return ModelSet(
+                    no_self_check=why,
+                    unusable_safety=unusable,
+                    downloads=downloads,
+                    judges=tuple(judges),
+                )
         return ModelSet(
-            model, chat.name, self_check=True, unusable_safety=unusable, downloads=downloads
+            model,
+            chat.name,
+            self_check=True,
+            unusable_safety=unusable,
+            downloads=downloads,
+            judges=tuple(judges),
+            pending_judge=model.name if model.calibration is None else "",
         )
 
     def _host(self, model: RegisteredModel, use: str) -> ModelHost:
@@ -282,6 +450,7 @@ class GuardModels:
         """Stop every host this object started (an idempotent close, with the app)."""
         hosts, self._hosts = list(self._hosts.values()), {}
         self._sets.clear()
+        self._judges.clear()
         for host in hosts:
             await host.close()
 

@@ -36,6 +36,10 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "S14": ("Code Interpreter Abuse", "code_interpreter_abuse"),
 }
 
+# Its answer's first word, whose probability is the verdict.
+UNSAFE_WORDS = ("unsafe",)
+SAFE_WORDS = ("safe",)
+
 # Enough for "unsafe\nS1,S2,S3,..."; the model stops on <|eot_id|> long before.
 MAX_ANSWER_TOKENS = 24
 

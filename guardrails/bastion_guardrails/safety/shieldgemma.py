@@ -23,6 +23,10 @@ from bastion_guardrails.models import SafetyMessage, SafetyVerdict
 from bastion_guardrails.safety.quoting import quoted
 
 MAX_ANSWER_TOKENS = 3
+# Its answer's first word, whose probability is the verdict (Google's model card reads
+# the probability of "Yes" the same way).
+VIOLATION_WORDS = ("Yes",)
+NO_VIOLATION_WORDS = ("No",)
 
 
 @dataclass(frozen=True)
