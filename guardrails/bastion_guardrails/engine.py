@@ -33,8 +33,11 @@ the safety model, flows a profile writes in its own Colang) run through NeMo pro
 activated-rails log that `check_async` drops (it is where each rail's decision and
 timing are), and `stream_async(messages=..., generator=...)` with the profile's
 streaming output rails (`chunk_size`, `context_size`, `stream_first`) over the cleared
-pieces. tests/guardrails/test_engine_lanes.py checks that the direct lane decides
-exactly what NeMo's Colang runtime decides, rail by rail, for every built-in profile.
+pieces, except that the content-safety rail alone on a streamed reply is dispatched at
+sentence boundaries (judged.py), because the rolling buffer would hold every reply's
+first `chunk_size` pieces back. tests/guardrails/test_engine_lanes.py checks that the
+direct lane decides exactly what NeMo's Colang runtime decides, rail by rail, for every
+built-in profile.
 """
 
 from __future__ import annotations

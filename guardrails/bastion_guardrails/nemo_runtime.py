@@ -13,6 +13,8 @@ from typing import Any
 
 from bastion_guardrails import explain
 from bastion_guardrails.decisions import GuardDecision, RailTrace, Stage, Verdict
+from bastion_guardrails.judged import judged
+from bastion_guardrails.models import SAFETY_ROLE
 from bastion_guardrails.plan import Lane, PlannedRail, ProfilePlan
 from bastion_guardrails.registry import (
     CATEGORIES_KEY,
@@ -81,6 +83,15 @@ class NemoProfileRuntime:
                 self._direct[stage].append(_DirectRail(stream, planned, action, params))
         self._by_stream = {d.stream.name: d for rails_ in self._direct.values() for d in rails_}
         self._nemo = {stage: plan.rails(stage, Lane.NEMO) for stage in Stage}
+        # When the streamed reply's NeMo-lane rails are all content-safety rails of the
+        # library, they are checked at sentence boundaries (judged.py), not in NeMo's
+        # chunks; a profile's own Colang flows still go through NeMo.
+        self._judges: list[tuple[PlannedRail, str, dict[str, Any]]] = []
+        output = self._nemo[Stage.OUTPUT]
+        if output and all(_is_model_rail(r) for r in output):
+            for planned in output:
+                action, params = get_action_details_from_flow_id(planned.name, rails.config.flows)
+                self._judges.append((planned, action, params))
 
     # --- the protocol -------------------------------------------------------------------
 
@@ -115,8 +126,54 @@ class NemoProfileRuntime:
             async for event in released:
                 yield event
             return
-        async for event in self._through_nemo(released, _last_user_message(history)):
+        user_message = _last_user_message(history)
+        if self._judges:
+            stream_first = self.plan.profile.streaming.stream_first
+
+            async def judge(text: str) -> OutputBlocked | None:
+                return await self._judge(text, user_message)
+
+            async for event in judged(released, judge, stream_first=stream_first):
+                yield event
+            return
+        async for event in self._through_nemo(released, user_message):
             yield event
+
+    async def _judge(self, text: str, user_message: str) -> OutputBlocked | None:
+        """The content-safety output rails on `text` (the reply so far), dispatched as
+        NeMo dispatches its streaming output rails; the first that blocks (or fails)
+        stops the reply."""
+        from nemoguardrails.actions.rail_outcome import RailDecision, RailOutcome
+
+        started = time.perf_counter()
+        trace: list[RailTrace] = []
+        for planned, action, flow_params in self._judges:
+            values = {"$bot_message": text, "$user_message": user_message}
+            params = {
+                k: values.get(v, v) if isinstance(v, str) else v for k, v in flow_params.items()
+            }
+            params["context"] = {RECORDER_KEY: VerdictRecorder()}
+            began = time.perf_counter()
+            try:
+                result, status = await self._dispatcher.execute_action(action, params)
+            except Exception:
+                log.exception("the %s rail failed", planned.name)
+                result, status = None, "failed"
+            ok = status == "success" and isinstance(result, RailOutcome)
+            failed = not ok or result.failed
+            outcome = "failed" if failed else str(result.decision.value)
+            trace.append(RailTrace(planned.name, outcome, (time.perf_counter() - began) * 1000))
+            if failed or result.decision is RailDecision.BLOCK:
+                decision = self._nemo_decision(
+                    Stage.OUTPUT,
+                    planned.name,
+                    outcome=result,
+                    failed=failed,
+                    trace=trace,
+                    started=started,
+                )
+                return OutputBlocked(decision)
+        return None
 
     # --- the direct lane -----------------------------------------------------------------
 
@@ -448,6 +505,11 @@ class NemoProfileRuntime:
                 trace=trace,
             )
         )
+
+
+def _is_model_rail(rail: PlannedRail) -> bool:
+    library = rail.flow.library
+    return library is not None and library.spec.role == SAFETY_ROLE
 
 
 def _last_user_message(history: Sequence[GuardMessage]) -> str:

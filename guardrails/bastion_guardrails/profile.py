@@ -63,10 +63,12 @@ class Manifest:
 
 @dataclass(frozen=True)
 class StreamingSettings:
-    """How NeMo's streaming output rails (the rails that use a model, and a profile's
-    own Colang flows) read a reply (`rails.output.streaming`). NeMo's rolling buffer
-    counts the context it keeps towards the next chunk: after the first chunk, a check
-    comes every `chunk_size - context_size` new pieces, with `chunk_size` in view."""
+    """How a streamed reply is read by the output rails that are not model-free
+    (`rails.output.streaming`). The content-safety rail alone reads it at sentence
+    boundaries (judged.py) and uses only `stream_first`; with a profile's own Colang
+    flows among them, NeMo's streaming output rails read it: its rolling buffer counts
+    the context it keeps towards the next chunk, so after the first chunk a check comes
+    every `chunk_size - context_size` new pieces, with `chunk_size` in view."""
 
     chunk_size: int = 32
     context_size: int = 16

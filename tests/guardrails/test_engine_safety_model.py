@@ -5,6 +5,7 @@ on any call it was not scripted for."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
@@ -110,27 +111,39 @@ async def test_a_verdict_nobody_can_read_and_a_failing_model_both_block() -> Non
     assert model.unexpected == [(Stage.INPUT, "something the script does not know")]
 
 
-async def test_a_reply_is_read_in_chunks_and_withdrawn_when_a_chunk_is_flagged() -> None:
+async def test_a_reply_is_read_by_sentences_and_withdrawn_when_one_is_flagged() -> None:
     violent = SafetyVerdict(unsafe=True, categories=("violent_crimes",))
     model = ScriptedSafetyModel([(Stage.OUTPUT, "ambush", violent), (Stage.OUTPUT, "", SAFE)])
     runtime = runtime_with(model)
-    words = [f" word{i}" for i in range(40)]
-    words[35] = " ambush"
+    sentence = "The travellers walked on through the quiet valley until the evening came. "
+    pieces = [word + " " for word in sentence.split()] * 4 + [
+        "They",
+        " set an",
+        " ambush. ",
+        "End.",
+    ]
 
     async def reply() -> AsyncIterator[str]:
-        for word in words:
-            yield word
+        for piece in pieces:
+            yield piece
+            await asyncio.sleep(0)  # as a model host's pipe does between tokens
 
     history = [GuardMessage("user", "Tell me a story.")]
     events = [e async for e in runtime.guard_output(history, reply())]
     blocked = events[-1]
     assert isinstance(blocked, OutputBlocked)
-    # Standard shows each chunk of 32 pieces first (stream_first) and then checks it.
-    assert len([e for e in events if isinstance(e, PassedText)]) == 40
+    # Standard shows each piece first (stream_first) and withdraws the reply.
+    assert len([e for e in events if isinstance(e, PassedText)]) == len(pieces)
     assert blocked.decision.rail == "bastion content safety on output"
     assert blocked.decision.category == "violent crimes"
     assert blocked.decision.explanation == (
         "The reply was withdrawn: the safety model (Scripted Guard) flagged it as violent crime."
     )
-    assert [stage for stage, _ in model.calls] == [Stage.OUTPUT, Stage.OUTPUT]
+    # Read at sentence ends, each check the reply so far, the last one with the ambush.
+    assert len(model.calls) >= 2
+    texts = [text for _stage, text in model.calls]
+    assert all(t.rstrip().endswith(".") for t in texts[:-1])
+    assert texts[0].startswith("The travellers")
+    assert "ambush" not in texts[0]
+    assert "ambush" in texts[-1]
     assert model.unexpected == []
