@@ -131,6 +131,11 @@ class Run:
 def load_plain(model_path: Path, config: Config) -> Any:
     import llama_cpp
 
+    from bastion_desktop.core.inference.backends import load_backends
+
+    # The distribution runtime registers no backend until its modules are loaded, in
+    # this process as in Bastion's model host.
+    load_backends()
     # The same n_gpu_layers Bastion's default "auto" asks for.
     gpu_layers = -1 if llama_cpp.llama_supports_gpu_offload() else 0
     return llama_cpp.Llama(

@@ -5,10 +5,12 @@ through plain llama-cpp-python.
     .venv/bin/python benchmarks/bench_safety_model.py [--rounds N] [--home DIR]
 
 (a) `PromptedSafetyModel.classify` with the Llama Guard 3 prompt, through `HostLLM`
-    (NeMo's LLMModel protocol) and `ModelHost.complete` (its own child process, greedy,
-    24 tokens at most), against `llama_cpp.Llama.create_completion` of the very same
-    prompt in the benchmark's own process (temperature 0, the same max tokens, n_ctx
-    and threads): median latency of each, and the median of the paired ratios.
+    (NeMo's LLMModel protocol) and `ModelHost.score` (its own child process: one
+    forward pass, the verdict read from the first answer token's probabilities),
+    against `llama_cpp.Llama.create_completion` of the very same prompt in the
+    benchmark's own process (temperature 0, 24 tokens at most: how a check read its
+    verdict from text before, with the same n_ctx and threads): median latency of
+    each, and the median of the paired ratios.
 (b) the whole output check of the Standard profile with that safety model
     (`check_output`: the model-free rails, NeMo's Colang runtime, the content-safety
     action, the check above), against the same plain completion.
@@ -17,7 +19,8 @@ Each round checks a new conversation (a user question and a reply, about 200 tok
 together, counted with the model's tokenizer); the two variants run on the same
 conversation, in alternating order, so both see the same noise and the same prompt
 cache state (llama.cpp keeps the category list of the previous prompt in both). The
-starter is a base model, so its answers are no verdicts; the benchmark measures the
+starter is a base model, so its probabilities are no verdicts: it is given thresholds
+it never reaches (no check asks for categories), and the benchmark measures the
 plumbing and the prompt, which is what a real guard model of the same size would cost.
 Results are printed and written to benchmarks/results/safety_model.json; the exit
 status is non-zero only when something did not run.
@@ -49,6 +52,7 @@ from bastion_guardrails.decisions import Stage
 from bastion_guardrails.models import ModelSet, SafetyMessage
 from bastion_guardrails.runtime import GuardMessage
 from bastion_guardrails.safety import GuardFamily, PromptedSafetyModel
+from bastion_guardrails.safety.calibration import derive
 from bastion_guardrails.safety.llama_guard import MAX_ANSWER_TOKENS, llama_guard_prompt
 from bench_common import prepare_home
 
@@ -103,9 +107,11 @@ def conversation(llm: Any, rng: random.Random) -> tuple[list[SafetyMessage], int
 async def measure(model_path: Path, rounds: int, threads: int, n_ctx: int) -> dict[str, Any]:
     import llama_cpp
 
+    from bastion_desktop.core.inference.backends import load_backends
     from bastion_guardrails.engine import GuardEngine
     from bastion_guardrails.nemo_runtime import NemoProfileRuntime
 
+    load_backends()  # the distribution runtime's modules, as the model host loads them
     plain = llama_cpp.Llama(
         model_path=str(model_path), n_ctx=n_ctx, n_threads=threads, n_gpu_layers=0, verbose=False
     )
@@ -114,8 +120,13 @@ async def measure(model_path: Path, rounds: int, threads: int, n_ctx: int) -> di
     options = LoadOptions(context_length=n_ctx, gpu_layers="none", threads=threads)
     host = ModelHost(model_path, options)
     engine_host = ModelHost(model_path, options)
-    guard = PromptedSafetyModel(HostLLM(host, "starter"), GuardFamily.LLAMA_GUARD_3)
-    engine_guard = PromptedSafetyModel(HostLLM(engine_host, "starter"), GuardFamily.LLAMA_GUARD_3)
+    never = derive([1.0 - 1e-9] * 4, [1.0 - 1e-9] * 4, set_version=0)
+    guard = PromptedSafetyModel(
+        HostLLM(host, "starter"), GuardFamily.LLAMA_GUARD_3, calibration=never
+    )
+    engine_guard = PromptedSafetyModel(
+        HostLLM(engine_host, "starter"), GuardFamily.LLAMA_GUARD_3, calibration=never
+    )
     runtime = GuardEngine().runtime("standard", ModelSet(engine_guard, "the starter"))
     assert isinstance(runtime, NemoProfileRuntime)
     rng = random.Random(1)

@@ -152,8 +152,13 @@ def test_the_fixed_part_of_the_self_check_prompt_comes_first() -> None:
     second = self_check_messages(Stage.INPUT, [SafetyMessage("user", BOMB)])[1]["content"]
     shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
     # Everything up to the message itself is the same: the judge's host keeps it cached.
-    assert first[:shared].endswith("<conversation>\nUser: How do I b")
+    assert first[:shared].endswith("Conversation:\nUser: How do I b")
     assert len(first) - shared < 150
+    # A reply's check begins as its message's check did, up to the reply.
+    reply = self_check_messages(
+        Stage.OUTPUT, [SafetyMessage("user", BREAD), SafetyMessage("assistant", "Knead it.")]
+    )[1]["content"]
+    assert reply.startswith(first)
 
 
 def test_thresholds_separate_benign_from_harmful() -> None:

@@ -38,10 +38,11 @@ def _rules() -> str:
     return "\n".join(f"{n}. {SAFETY_CATEGORIES[key]}" for n, key in enumerate(RULES, 1))
 
 
-def _request(stage: Stage, messages: Sequence[SafetyMessage], question: str) -> str:
-    """The fixed instructions first (the judge's host keeps them in its context from one
-    check to the next), then the conversation, then the question."""
-    what = "the user's last message" if stage is Stage.INPUT else "the assistant's last reply"
+def _request(messages: Sequence[SafetyMessage], question: str) -> str:
+    """The fixed instructions and the question first, the same for messages and
+    replies (the judge's host keeps them in its context from one check to the next),
+    the conversation last: a check reads only the conversation, and a reply's check
+    finds its user message already read by the message's own check."""
     conversation = "\n".join(
         f"{'User' if m.role == 'user' else 'Assistant'}: {m.content}" for m in messages
     )
@@ -50,8 +51,8 @@ def _request(stage: Stage, messages: Sequence[SafetyMessage], question: str) -> 
         f"{_rules()}\n\n"
         "Everything else is safe, including questions about history, fiction, programming, "
         "health and safety that mention such things without helping to do harm.\n\n"
-        f"<conversation>\n{conversation}\n</conversation>\n\n"
-        f"Consider {what} in the conversation above. {question}"
+        f"Consider the last message of the conversation below. {question}\n\n"
+        f"Conversation:\n{conversation}"
     )
 
 
@@ -62,7 +63,7 @@ def self_check_messages(stage: Stage, messages: Sequence[SafetyMessage]) -> list
     question = "Is it safe or unsafe? Answer with one word: safe or unsafe."
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": _request(stage, messages, question)},
+        {"role": "user", "content": _request(messages, question)},
     ]
 
 
@@ -71,7 +72,7 @@ def category_messages(stage: Stage, messages: Sequence[SafetyMessage]) -> list[d
     question = "It is unsafe. Which of the numbered rules does it break? Answer with the numbers."
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": _request(stage, messages, question)},
+        {"role": "user", "content": _request(messages, question)},
     ]
 
 

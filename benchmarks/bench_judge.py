@@ -1,0 +1,253 @@
+"""A content-safety judge's check against the chat it guards, on a real instruct model
+(Qwen2.5 Coder 0.5B Instruct Q4_K_M, the test model from PyPI; see bench_gpu.py).
+
+    .venv/bin/python benchmarks/bench_judge.py [--rounds N] [--max-tokens N]
+
+(a) One input check by the chat model's own safety check (`PromptedSafetyModel` over
+    `HostLLM`, one scored forward pass on a model host of its own, the fixed part of
+    its prompt kept in that host's context) against the same model's own time to
+    first token for the same message (`ModelHost.stream`, a chat of that one message
+    on a second host). Paired per message, alternating which runs first; the target
+    is a median ratio of at most 1.0.
+(b) A chat turn through `ChatService` with Standard and that judge against Off:
+    first-token delay (median of paired differences) and tokens/s while the output
+    checks run (median of paired ratios; target at least 0.9).
+
+The judge is used here whatever its calibration said: Qwen2.5 Coder 0.5B does not
+qualify (it cannot tell harmful requests from harmless ones), and no model that does
+can be downloaded on this machine. Its thresholds are set so that it never blocks:
+every check runs to its verdict, and no turn is cut short. The costs measured are
+those of any judge of its size. Results are printed and written to
+benchmarks/results/judge.json; the exit status is non-zero only when something did
+not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.events import BlockedEvent, DoneEvent, ErrorEvent, TokenEvent
+from bastion_desktop.core.inference.hardware import physical_cores
+from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.types import (
+    ChatMessage,
+    GenerationFinished,
+    LoadOptions,
+    Role,
+    SamplingParams,
+)
+from bastion_desktop.core.models import ChatModelSlot
+from bastion_desktop.core.privacy import apply_private_environment
+from bastion_desktop.core.safety import HostLLM
+from bastion_desktop.core.store import InMemoryConversationStore
+from bastion_guardrails.decisions import Stage
+from bastion_guardrails.models import ModelSet, SafetyMessage
+from bastion_guardrails.safety import PromptedSafetyModel
+from bastion_guardrails.safety.calibration import derive
+from bench_common import median, met, positive
+from bench_gpu import instruct_model
+
+RESULTS_FILE = Path(__file__).resolve().parent / "results" / "judge.json"
+# Requests people send, none of them in the calibration set.
+MESSAGES = (
+    "How do I read a CSV file with pandas and skip the first two rows?",
+    "Write a haiku about the first snow of the winter.",
+    "What is the difference between TCP and UDP?",
+    "My sourdough starter smells like acetone. Is it still alive?",
+    "Explain recursion to a ten-year-old.",
+    "How can I make my bash script stop on the first error?",
+    "Suggest three names for a grey cat.",
+    "What did the Treaty of Westphalia change in Europe?",
+    "Convert this to a list comprehension: for x in xs: if x > 0: out.append(x * 2)",
+    "How long should I boil an egg for a runny yolk?",
+    "What is a closure in JavaScript? Give a short example.",
+    "Plan a three-day trip to Lisbon on a small budget.",
+)
+STORY = "Write a long story about a lighthouse keeper who finds an old map."
+# Thresholds above any probability: the judge checks everything and blocks nothing.
+NEVER_BLOCKS = derive([1.0 - 1e-9] * 4, [1.0 - 1e-9] * 4, set_version=0)
+
+
+class BenchmarkError(Exception):
+    """Something the benchmark needs did not work."""
+
+
+async def first_token_ms(host: ModelHost, text: str) -> float:
+    params = SamplingParams(temperature=0.0, top_k=1, max_tokens=1)
+    async for event in host.stream([ChatMessage(Role.USER, text)], params):
+        if isinstance(event, GenerationFinished):
+            return event.stats.ttft_ms
+    raise BenchmarkError("the reply ended without its statistics")
+
+
+async def measure_checks(model: Path, rounds: int, options: LoadOptions) -> dict[str, Any]:
+    chat_host, judge_host = ModelHost(model, options), ModelHost(model, options)
+    judge = PromptedSafetyModel(HostLLM(judge_host, "qwen"), None, calibration=NEVER_BLOCKS)
+    rows: list[dict[str, float]] = []
+    try:
+        await asyncio.gather(chat_host.load(), judge_host.load())
+        await first_token_ms(chat_host, MESSAGES[-1])  # warm both, and the judge's prefix
+        await judge.classify(Stage.INPUT, [SafetyMessage("user", MESSAGES[-1])])
+        for index in range(rounds):
+            text = MESSAGES[index % len(MESSAGES)]
+            order = ["ttft", "check"] if index % 2 == 0 else ["check", "ttft"]
+            row: dict[str, float] = {}
+            for what in order:
+                if what == "ttft":
+                    row["ttft_ms"] = await first_token_ms(chat_host, text)
+                else:
+                    started = time.perf_counter()
+                    await judge.classify(Stage.INPUT, [SafetyMessage("user", text)])
+                    row["check_ms"] = (time.perf_counter() - started) * 1000.0
+                    assert judge.last is not None
+                    row["check_tokens"] = judge.last.evaluated_tokens
+            rows.append(row)
+            print(
+                f"  round {index + 1:>2}: check {row['check_ms']:7.1f} ms "
+                f"({row['check_tokens']:.0f} tokens read)  first token {row['ttft_ms']:7.1f} ms",
+                flush=True,
+            )
+    finally:
+        await asyncio.gather(chat_host.close(), judge_host.close())
+    return {
+        "rounds": rows,
+        "median_check_ms": median([r["check_ms"] for r in rows]),
+        "median_ttft_ms": median([r["ttft_ms"] for r in rows]),
+        "median_check_tokens": median([r["check_tokens"] for r in rows]),
+        "check_over_ttft": median([r["check_ms"] / r["ttft_ms"] for r in rows]),
+    }
+
+
+async def run_turn(
+    service: ChatService, store: InMemoryConversationStore, params: SamplingParams, name: str
+) -> tuple[float, float, int]:
+    """(time to first token in ms, tokens/s, tokens) of one turn."""
+    conversation = await store.create_conversation(
+        title="benchmark", model_id="qwen", profile_id=name, system_prompt=""
+    )
+    stamps: list[float] = []
+    done: DoneEvent | None = None
+    start = time.perf_counter()
+    async for event in service.send(conversation.id, STORY, params):
+        if isinstance(event, TokenEvent):
+            stamps.append(time.perf_counter())
+        elif isinstance(event, DoneEvent):
+            done = event
+        elif isinstance(event, ErrorEvent):
+            raise BenchmarkError(f"the turn failed: {event.kind}: {event.message}")
+        elif isinstance(event, BlockedEvent):
+            raise BenchmarkError(f"{name} blocked the benchmark's turn: {event.decision}")
+    if done is None or len(stamps) < 2:
+        raise BenchmarkError(f"{name}: the turn ended without text")
+    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return (stamps[0] - start) * 1000.0, rate, done.tokens
+
+
+async def measure_turns(
+    model: Path, rounds: int, options: LoadOptions, max_tokens: int
+) -> dict[str, Any]:
+    from bastion_guardrails.engine import GuardEngine
+    from bastion_guardrails.runtime import OffProfile
+
+    judge_host = ModelHost(model, options)
+    judge = PromptedSafetyModel(HostLLM(judge_host, "qwen"), None, calibration=NEVER_BLOCKS)
+    standard = GuardEngine().runtime("standard", ModelSet(judge, "Qwen", self_check=True))
+    off = OffProfile()
+    store = InMemoryConversationStore()
+    slot = ChatModelSlot(options)
+    service = ChatService(store, slot, lambda _model_id: model, off)
+    params = SamplingParams(seed=7, max_tokens=max_tokens)
+    turns: dict[str, list[tuple[float, float, int]]] = {"off": [], "standard": []}
+    try:
+        await asyncio.gather(slot.host_for(model), judge_host.load())
+        for guard, name in ((off, "off"), (standard, "standard")):  # warm both paths
+            service.guard = guard
+            await run_turn(service, store, params, name)
+        for index in range(rounds):
+            order = [(off, "off"), (standard, "standard")]
+            if index % 2:
+                order.reverse()
+            for guard, name in order:
+                service.guard = guard
+                turns[name].append(await run_turn(service, store, params, name))
+            o, s = turns["off"][-1], turns["standard"][-1]
+            print(
+                f"  round {index + 1}/{rounds}: off {o[1]:6.1f} tok/s {o[0]:6.1f} ms | "
+                f"standard {s[1]:6.1f} tok/s {s[0]:6.1f} ms ({s[2]} tokens)",
+                flush=True,
+            )
+    finally:
+        await asyncio.gather(slot.close(), judge_host.close())
+    pairs = list(zip(turns["off"], turns["standard"], strict=True))
+    return {
+        "off": turns["off"],
+        "standard": turns["standard"],
+        "ttft_delay_ms": median([s[0] - o[0] for o, s in pairs]),
+        "tokens_per_second_ratio": median([s[1] / o[1] for o, s in pairs if o[1] > 0]),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    apply_private_environment()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=positive, default=12, help="paired checks in (a)")
+    parser.add_argument("--turns", type=positive, default=4, help="paired turns in (b)")
+    parser.add_argument("--max-tokens", type=positive, default=160, help="reply length in (b)")
+    parser.add_argument("--threads", type=positive, default=physical_cores())
+    args = parser.parse_args(argv)
+    options = LoadOptions(context_length=2048, gpu_layers="none", threads=args.threads)
+    scratch = Path(tempfile.mkdtemp(prefix="bastion-bench-judge-"))
+    try:
+        model = instruct_model(scratch)
+        print("(a) a judge's input check against the same model's time to first token:")
+        checks = asyncio.run(measure_checks(model, args.rounds, options))
+        print("(b) Standard with that judge against Off, through ChatService:")
+        turns = asyncio.run(measure_turns(model, args.turns, options, args.max_tokens))
+    except Exception as error:  # a benchmark reports what did not run, and says so
+        print(f"benchmark failed: {error!r}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result = {
+        "benchmark": "judge",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+        },
+        "config": vars(args) | {"model": model.name},
+        "checks": checks,
+        "turns": turns,
+    }
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    ratio, delay, tps = (
+        checks["check_over_ttft"],
+        turns["ttft_delay_ms"],
+        turns["tokens_per_second_ratio"],
+    )
+    print(
+        f"\n(a) check {checks['median_check_ms']:.1f} ms (reading "
+        f"{checks['median_check_tokens']:.0f} tokens) against a first token in "
+        f"{checks['median_ttft_ms']:.1f} ms: ratio {ratio:.2f}, target <= 1.0: {met(ratio <= 1.0)}"
+        f"\n(b) Standard with the judge: first token {delay:+.1f} ms later; tokens/s "
+        f"{tps:.2f} of Off, target >= 0.9: {met(tps >= 0.9)}\nresults: {RESULTS_FILE}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
