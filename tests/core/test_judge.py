@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -173,3 +176,44 @@ async def test_a_judge_that_dies_mid_check_fails_closed_and_restarts(
         assert "failed" not in after.explanation
     finally:
         await host.close()
+
+
+def test_profiles_show_reports_the_judges_calibration(
+    calibrated: tuple[ModelRegistry, RegisteredModel, Path],
+    instruct_path: Path,
+    cli_env: dict[str, str],
+    home_with_starter: Path,
+) -> None:
+    """`bastion profiles show` (and `--json`) with the instruct model as the default
+    chat model and its calibration already done (the module's, copied in: the file is
+    keyed by the model file's sha256)."""
+
+    def bastion(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(Path(sys.executable).with_name("bastion")), *args]
+        return subprocess.run(
+            command, env=cli_env, capture_output=True, text=True, timeout=240, check=False
+        )
+
+    imported = bastion("models", "import", str(instruct_path), "--name", "Qwen Judge")
+    assert imported.returncode == 0, imported.stderr
+    model_id = imported.stderr.split(" as ", 1)[1].split(" ", 1)[0]
+    settings_file = home_with_starter / "config" / "settings.json"
+    settings = json.loads(settings_file.read_text("utf-8")) | {"default_model": model_id}
+    settings_file.write_text(json.dumps(settings), "utf-8")
+    data = home_with_starter / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    shutil.copy(calibrated[2], data / "judge-calibrations.json")
+    calibration = _calibration(calibrated[2])
+
+    shown = json.loads(bastion("profiles", "show", "standard", "--json").stdout)
+    (judge,) = shown["judges"]
+    assert judge["judge"] == "Qwen Judge"
+    assert judge["self_check"] is True
+    assert judge["qualified"] == calibration.qualified
+    assert judge["items"] == len(calibration.benign) + len(calibration.harmful)
+    assert judge["benign_passed"] == round(calibration.benign_passed, 4)
+    assert judge["harmful_blocked"] == round(calibration.harmful_blocked, 4)
+    printed = bastion("profiles", "show", "standard")
+    assert printed.returncode == 0, printed.stderr
+    verdict = "qualified" if calibration.qualified else "did not qualify"
+    assert f"Qwen Judge {verdict} as a content-safety judge: on Bastion's " in printed.stdout
