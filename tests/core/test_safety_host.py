@@ -209,3 +209,28 @@ async def test_self_check_starts_its_own_host_lazily_and_closes_with_the_app(
     assert not host.is_running
     assert pid is not None
     assert guard_models.hosts == ()
+
+
+@pytest.mark.log_warnings("the failed calibration is logged as a warning")
+async def test_a_judge_that_cannot_be_tested_is_not_used_and_the_status_says_why(
+    starter_path: Path, tmp_path: Path
+) -> None:
+    """A context too small for the judge's prompt: the calibration fails, so the chat
+    model does not check content this run (nothing is cached: the next run tries
+    again), and the status says why instead of every message failing its check."""
+    registry = ModelRegistry(tmp_path / "models.json")
+    chat = import_gguf(starter_path, registry, tmp_path, name="Stand-in Instruct")
+    calibrations = tmp_path / "judge-calibrations.json"
+    guard_models = GuardModels(registry, LoadOptions(context_length=64), calibrations=calibrations)
+    try:
+        models = await guard_models.prepare(chat.id)
+        assert models.safety is None
+        assert models.no_self_check.startswith(
+            "the chat model, Stand-in Instruct, could not be tested as a judge (The text to "
+            "check is "
+        )
+        assert not calibrations.exists()
+        status = GuardEngine().status("standard", models)
+        assert models.no_self_check in status.sentence
+    finally:
+        await guard_models.aclose()

@@ -290,6 +290,8 @@ class GuardModels:
         self._hosts: dict[tuple[str, str], ModelHost] = {}
         self._judges: dict[str, PromptedSafetyModel] = {}
         self._entries: dict[str, RegisteredModel] = {}  # by judge model_id
+        # Judges whose calibration failed this run (the model did not load...): why.
+        self._untestable: dict[str, str] = {}
         self._sets: dict[tuple[str, ...], ModelSet] = {}
         self._calibrating = asyncio.Lock()
 
@@ -341,7 +343,13 @@ class GuardModels:
                     if progress is not None:
                         progress(name, done, total)
 
-                calibration = await calibrate(judge, progress=step)
+                try:
+                    calibration = await calibrate(judge, progress=step)
+                except BastionError as error:
+                    # Not used this run (the status says why); tried again next run.
+                    log.warning("could not test %s as a judge: %s", judge.name, error)
+                    self._untestable[judge.model_id] = str(error).rstrip(".")
+                    continue
                 log.info(
                     "%s as a judge: benign passed %.0f%%, harmful blocked %.0f%% (%.1fs)",
                     judge.name,
@@ -376,18 +384,25 @@ class GuardModels:
             family = detect_family(*names.names, architecture=names.architecture)
             if family is not None:
                 model = self._judge(safety, family)
-                if model.calibration is None:
+                failed = self._untestable.get(model.model_id)
+                if failed:
+                    unusable = (
+                        f"the installed safety model, {safety.name}, could not be tested as a "
+                        f"judge ({failed})"
+                    )
+                elif model.calibration is None:
                     return ModelSet(
                         model, safety.name, downloads=downloads, pending_judge=model.name
                     )
-                report = judge_report(model, model.calibration)
-                if report.qualified:
-                    return ModelSet(model, safety.name, downloads=downloads, judges=(report,))
-                judges.append(report)
-                unusable = (
-                    f"the installed safety model, {safety.name}, cannot tell harmful requests "
-                    f"from harmless ones reliably ({model.calibration.summary()})"
-                )
+                else:
+                    report = judge_report(model, model.calibration)
+                    if report.qualified:
+                        return ModelSet(model, safety.name, downloads=downloads, judges=(report,))
+                    judges.append(report)
+                    unusable = (
+                        f"the installed safety model, {safety.name}, cannot tell harmful "
+                        f"requests from harmless ones reliably ({model.calibration.summary()})"
+                    )
             else:
                 unusable = (
                     f"the installed safety model, {safety.name}, is not one Bastion knows how "
@@ -396,6 +411,17 @@ class GuardModels:
                 log.warning("safety model %s: unknown guard family", safety.id)
         if chat is None:
             return ModelSet(unusable_safety=unusable, downloads=downloads, judges=tuple(judges))
+        return self._self_check(chat, unusable, judges, downloads)
+
+    def _self_check(
+        self,
+        chat: RegisteredModel,
+        unusable: str,
+        judges: list[JudgeReport],
+        downloads: tuple[SafetyDownload, ...],
+    ) -> ModelSet:
+        """The chat model checking itself, if it can: instruction-tuned, and qualified
+        (or not yet calibrated: `prepare` will)."""
         names = _names(chat)
         if not is_instruction_tuned(
             *names.names, finetune=names.finetune, has_chat_template=names.has_chat_template
@@ -411,6 +437,15 @@ class GuardModels:
                 judges=tuple(judges),
             )
         model = self._judge(chat, None)
+        failed = self._untestable.get(model.model_id)
+        if failed:
+            why = f"the chat model, {chat.name}, could not be tested as a judge ({failed})"
+            return ModelSet(
+                no_self_check=why,
+                unusable_safety=unusable,
+                downloads=downloads,
+                judges=tuple(judges),
+            )
         if model.calibration is not None:
             report = judge_report(model, model.calibration)
             judges.append(report)

@@ -218,7 +218,9 @@ class LoadedModel:
             parameters=int(llama_cpp.llama_model_n_params(llm.model)),
             size_label=metadata.get("general.size_label", ""),
             quantization=_FILE_TYPES.get(file_type, f"type {file_type}"),
-            context_length=llm.n_ctx(),
+            # llama.cpp may round a small context up; llama-cpp-python's token buffer
+            # keeps the size asked for, and a longer prompt would overflow it.
+            context_length=min(llm.n_ctx(), len(llm.input_ids)),
             trained_context_length=trained,
             layers=layers,
             chat_template=self.template.name,
