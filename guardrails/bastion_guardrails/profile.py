@@ -16,6 +16,7 @@ with code is refused, and every action a profile runs comes from the registry.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,6 +25,7 @@ from typing import Any
 
 from bastion_guardrails.bundle import ProfileBundle, ProfileOrigin, is_code
 from bastion_guardrails.decisions import Stage
+from bastion_guardrails.detectors.jailbreak import Sensitivity
 from bastion_guardrails.models import SAFETY_CATEGORIES, SAFETY_ROLE
 from bastion_guardrails.problems import ProfileError, ProfileProblem
 from bastion_guardrails.registry import LIBRARY_FLOWS, LibraryFlow, ProfileSettings
@@ -476,7 +478,14 @@ def load_profile(bundle: ProfileBundle) -> Profile:
         input_flows=input_flows,
         output_flows=output_flows,
         streaming=config.streaming,
-        settings=config.settings,
+        settings=dataclasses.replace(
+            config.settings,
+            injection_sensitivity=(
+                Sensitivity.STRICT
+                if manifest.strictness is Strictness.STRICT
+                else Sensitivity.STANDARD
+            ),
+        ),
         colang=colang,
         prompts=config.prompts,
         content_hash=bundle.content_hash,

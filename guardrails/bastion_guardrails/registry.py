@@ -33,6 +33,7 @@ from bastion_guardrails.detectors import (
     TermsDetector,
     mask,
 )
+from bastion_guardrails.detectors.jailbreak import Sensitivity
 from bastion_guardrails.models import SAFETY_CATEGORIES, SAFETY_ROLE, ModelSet, SafetyMessage
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ class ProfileSettings:
 
     terms: tuple[str, ...] = ()
     safety_categories: frozenset[str] = field(default_factory=frozenset)
+    # From the profile's strictness: Strict stops a jailbreak set-up on fewer signs.
+    injection_sensitivity: Sensitivity = Sensitivity.STANDARD
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ RAILS: tuple[RailSpec, ...] = (
         "prompt-injection and jailbreak signatures",
         PROMPT_INJECTION,
         (BLOCK, MASK),
-        make_detector=lambda _: PromptInjectionDetector(),
+        make_detector=lambda s: PromptInjectionDetector(s.injection_sensitivity),
     ),
     RailSpec(
         "profanity",

@@ -1,12 +1,18 @@
-"""Prompt-injection and jailbreak signatures: "ignore previous instructions" and its
-family, DAN and developer-mode prompts, role-play that removes the rules, requests for
-the system prompt, chat-template role tokens, and the same phrases hidden in base64,
-hex or ROT13.
+"""Prompt injection and jailbreaks: signatures, and set-ups scored from weak signals.
 
-Text is compared after Unicode compatibility folding, lower-casing and removal of
-zero-width characters, with any run of whitespace standing for a space, so fullwidth
-letters, doubled spaces and zero-width joiners inside "ignore previous instructions"
-change nothing.
+Signatures are single phrases that stop a message alone: "ignore previous instructions"
+and its family, DAN and developer-mode prompts, role-play that removes the rules,
+requests for the system prompt, chat-template role tokens, and the same phrases hidden
+in base64, hex or ROT13. The long role-play set-ups that people paste rarely hold such a
+phrase, so `jailbreak.score` adds up weaker signs (a named persona free of its rules,
+refusals forbidden, two answers side by side, tokens to lose...) and a set-up is stopped
+when they reach the sensitivity's threshold; a set-up hidden in base64 or hex is scored
+too.
+
+Text is compared after Unicode compatibility folding, lower-casing, removal of
+zero-width characters and plain quotes for typographic ones, with any run of whitespace
+standing for a space, so fullwidth letters, doubled spaces and zero-width joiners inside
+"ignore previous instructions" change nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +23,14 @@ import codecs
 import re
 import unicodedata
 
+from bastion_guardrails.detectors import jailbreak
 from bastion_guardrails.detectors.base import Finding
+from bastion_guardrails.detectors.jailbreak import Branch, Sensitivity, Vocabulary, branch
 
 _ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
+# Typographic quotes, which NFKC keeps, read as the plain ones ("doesn\u2019t").
+_QUOTES = {"\u2018": "'", "\u2019": "'", "\u201b": "'", "\u2032": "'", "\u201c": '"', "\u201d": '"'}
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 _PRIOR = (
     r"(?:all|any|every|previous|prior|above|earlier|preceding|foregoing|initial|original"
@@ -36,76 +47,122 @@ _LIMITS = (
     r"|boundaries|guardrails|policies|safeguards|content polic(?:y|ies))"
 )
 
-
-def _phrase(pattern: str) -> re.Pattern[str]:
-    """A signature in which every space stands for any run of whitespace (" ?" for an
-    optional one)."""
-    return re.compile(pattern.replace(" ?", r"\s*").replace(" ", r"\s+"))
-
-
-_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
+_SIGNATURES: tuple[tuple[str, tuple[Branch, ...]], ...] = (
     (
         "an instruction to ignore the assistant's instructions",
-        _phrase(
-            r"\b(?:ignore|disregard|forget|override|bypass|skip|abandon|discard|neglect)"
-            rf"(?: {_FILLER})*(?: {_PRIOR})+(?: {_FILLER})*(?: [\w-]+)? {_RULES}\b"
-            r"|\b(?:ignore|disregard|forget) (?:everything|anything|all)(?: else)?"
-            r" (?:(?:you (?:were|have been|'ve been) (?:told|taught|given|instructed))"
-            r"|(?:that )?(?:you know about|i said) (?:your )?(?:rules|instructions))"
+        (
+            branch(
+                "ignor|disregard|forget|overrid|bypass|skip|abandon|discard|neglect",
+                r"\b(?:ignore|disregard|forget|override|bypass|skip|abandon|discard|neglect)"
+                # Bounded repeats: "ignore all all all ..." must not backtrack for long.
+                rf"(?: {_FILLER}){{0,4}}(?: {_PRIOR}){{1,4}}(?: {_FILLER}){{0,4}}(?: [\w-]+)?"
+                rf" {_RULES}\b"
+                r"|\b(?:ignore|disregard|forget) (?:everything|anything|all)(?: else)?"
+                r" (?:(?:you (?:were|have been|'ve been) (?:told|taught|given|instructed))"
+                r"|(?:that )?(?:you know about|i said) (?:your )?(?:rules|instructions))",
+                reach=240,
+            ),
         ),
     ),
     (
         "a DAN-style jailbreak prompt",
-        _phrase(
-            r"\bdo anything now\b|\b(?:dan|stan|dude|aim|evil(?:bot)?|jailbreak(?:ed)?) mode\b"
-            r"|\b(?:act as|you are(?: now)?|become|pretend to be) (?:a |an |the )?(?:dan|stan)\b"
-            r"|\bdeveloper mode (?:enabled|activated)\b|\bdeveloper mode on(?= ?(?:[.!:,]|$))"
-            r"|\benable developer mode\b"
-            r"|\b(?:you are|you're) (?:now )?(?:in|running in) (?:developer|god|dan"
-            r"|jailbreak|unrestricted|unfiltered|debug) mode\b"
+        (
+            branch("anything", r"\bdo anything now\b"),
+            branch(
+                "mode",
+                r"\b(?:dan|stan|dude|aim|evil(?:bot)?|jailbreak(?:ed)?) mode\b"
+                r"|\bdeveloper mode (?:enabled|activated)\b"
+                r"|\bdeveloper mode on(?= ?(?:[.!:,]|$))"
+                r"|\b(?:you are|you're) (?:now )?(?:in|running in) (?:developer|god|dan"
+                r"|jailbreak|unrestricted|unfiltered|debug) mode\b",
+            ),
+            branch(
+                "dan|stan",
+                r"\b(?:act as|you are(?: now)?|become|pretend to be) (?:a |an |the )?"
+                r"(?:dan|stan)\b",
+            ),
         ),
     ),
     (
         "a role-play that removes the assistant's rules",
-        _phrase(
-            r"\b(?:pretend|imagine|act as if|behave as if|suppose)(?: that)? (?:you|you're|you are)"
-            rf"\b[^.!?\n]{{0,40}}\b(?:no|without(?: any)?|free (?:of|from)(?: all)?|zero) {_LIMITS}"
-            r"|\b(?:act|behave|respond|answer) as (?:a |an )?(?:unfiltered|uncensored|unrestricted"
-            r"|unaligned|amoral|jailbroken|unbound)\b"
-            r"|\byou are (?:now )?(?:unfiltered|uncensored|unrestricted|jailbroken|unbound"
-            rf"|free (?:of|from)(?: all)? {_LIMITS})\b"
-            r"|\bfrom now on\b[^.!?\n]{0,60}\b(?:without (?:any )?" + _LIMITS + r"|never refuse"
-            r"|not bound by|no longer bound by|ignore (?:all|any|your))"
-            r"|\byou (?:will|must|shall|can) (?:never|not) refuse\b"
-            r"|\b(?:answer|respond|reply)\b[^.!?\n]{0,30}\bwithout (?:any )?(?:restrictions|filters"
-            r"|censorship|refusing|refusals|warnings|disclaimers)\b"
-            r"|\b(?:answer|respond|reply)\b[^.!?\n]{0,30}\bwithout (?:any )?(?:of )?your (?:own )?"
-            + _LIMITS
+        (
+            branch(
+                "pretend|imagine|act|behave|suppose",
+                r"\b(?:pretend|imagine|act as if|behave as if|suppose)(?: that)? (?:you"
+                r"|you're|you are)\b[^.!?\n]{0,40}\b(?:no|without(?: any)?|free (?:of|from)"
+                rf"(?: all)?|zero) {_LIMITS}",
+            ),
+            branch(
+                "unfilter|uncensor|unrestrict|unalign|amoral|jailbr|unbound|free",
+                r"\b(?:act|behave|respond|answer) as (?:a |an )?(?:unfiltered|uncensored"
+                r"|unrestricted|unaligned|amoral|jailbroken|unbound)\b"
+                r"|\byou are (?:now )?(?:unfiltered|uncensored|unrestricted|jailbroken|unbound"
+                rf"|free (?:of|from)(?: all)? {_LIMITS})\b",
+            ),
+            branch(
+                "from now",
+                r"\bfrom now on\b[^.!?\n]{0,60}\b(?:without (?:any )?" + _LIMITS + r"|never"
+                r" refuse|not bound by|no longer bound by|ignore (?:all|any|your))",
+            ),
+            branch("refus", r"\byou (?:will|must|shall|can) (?:never|not) refuse\b"),
+            branch(
+                "without",
+                # Not "without warnings": "answer without disclaimers, just the code" is a
+                # fine request; it is one of the weak signals of a set-up instead.
+                r"\b(?:answer|respond|reply)\b[^.!?\n]{0,30}\bwithout (?:any )?(?:restrictions"
+                r"|filters|censorship|refusing|refusals)\b"
+                r"|\b(?:answer|respond|reply)\b[^.!?\n]{0,30}\bwithout (?:any )?(?:of )?your"
+                r" (?:own )?" + _LIMITS,
+            ),
         ),
     ),
     (
         "a request for the hidden system prompt",
-        _phrase(
-            r"\b(?:reveal|show|print|repeat|output|display|leak|dump|tell me|give me"
-            r"|what (?:is|are|was))"
-            r"\b[^.!?\n]{0,20}\b(?:your|the) (?:full |entire |exact |complete )?(?:system prompt"
-            r"|initial (?:prompt|instructions)|hidden (?:prompt|instructions|rules)"
-            r"|original (?:prompt|instructions)|developer (?:message|instructions)|pre-?prompt)"
+        (
+            branch(
+                "system|initial|hidden|original|develop|prepromp|pre",
+                r"\b(?:reveal|show|print|repeat|output|display|leak|dump|tell me|give me"
+                r"|what (?:is|are|was))\b[^.!?\n]{0,20}\b(?:your|the) (?:full |entire |exact "
+                r"|complete )?(?:system prompt|initial (?:prompt|instructions)|hidden (?:prompt"
+                r"|instructions|rules)|original (?:prompt|instructions)|developer (?:message"
+                r"|instructions)|pre-?prompt)",
+            ),
         ),
     ),
     (
         "chat-template control tokens that impersonate the system",
-        _phrase(
-            r"<\|im_start\|> ?(?:system|developer)|<\|system\|>|<\|start_header_id\|> ?system"
-            r"|\[/?inst\]|<</?sys>>|<start_of_turn> ?(?:system|model)"
-            r"|(?:^|\n) ?(?:#{2,}|\[|<) ?(?:system|developer) ?(?:\]|>|:)"
-            r"|\b(?:new|updated|revised|real) (?:system )?instructions ?:"
+        (
+            branch(
+                "im_start|system|start_header_id|[inst]|[/inst]|<<sys|<</sys|start_of_turn",
+                r"<\|im_start\|> ?(?:system|developer)|<\|system\|>|<\|start_header_id\|>"
+                r" ?system|\[/?inst\]|<</?sys>>|<start_of_turn> ?(?:system|model)",
+            ),
+            branch(
+                "system|develop",
+                r"(?:^|\n) ?(?:#{2,}|\[|<) ?(?:system|developer) ?(?:\]|>|:)",
+            ),
+            branch(
+                "instruction",
+                r"\b(?:new|updated|revised|real) (?:system )?instructions ?:",
+            ),
         ),
     ),
+)
+# The signatures worth looking for under ROT13, and the gates that tell whether a text
+# may hold one of them at all: the ROT13 forms of their own gates.
+_ROT13_SIGNATURES = _SIGNATURES[:3]
+_ROT13_GATES = tuple(
+    codecs.encode(gate, "rot13")
+    for _, branches in _ROT13_SIGNATURES
+    for b in branches
+    for gate in b.stems + b.infixes
 )
 
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
 _HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}){12,}\b")
+_PAYLOAD_LENGTH = 16
+# A text of thousands of encoded runs is not read run by run past this many.
+_MOST_PAYLOADS = 32
 
 
 def _normalize(text: str) -> tuple[str, list[int] | None]:
@@ -115,24 +172,35 @@ def _normalize(text: str) -> tuple[str, list[int] | None]:
         return text.lower(), None
     chars: list[str] = []
     origin: list[int] = []
-    for index, char in enumerate(text):
-        if char in _ZERO_WIDTH:
-            continue
-        folded = unicodedata.normalize("NFKC", char).lower() if not char.isascii() else char.lower()
-        chars.append(folded)
-        origin.extend([index] * len(folded))
+    done = 0
+    # ASCII stretches are folded whole; only the other characters one by one.
+    for run in _NON_ASCII.finditer(text):
+        chars.append(text[done : run.start()].lower())
+        origin.extend(range(done, run.start()))
+        for index in range(run.start(), run.end()):
+            char = text[index]
+            if char in _ZERO_WIDTH:
+                continue
+            folded = _QUOTES.get(char) or unicodedata.normalize("NFKC", char).lower()
+            chars.append(folded)
+            origin.extend([index] * len(folded))
+        done = run.end()
+    chars.append(text[done:].lower())
+    origin.extend(range(done, len(text)))
     return "".join(chars), origin
 
 
-def _span(match: re.Match[str], origin: list[int] | None) -> tuple[int, int]:
+def _span(start: int, end: int, origin: list[int] | None) -> tuple[int, int]:
     if origin is None:
-        return match.span()
-    return origin[match.start()], origin[match.end() - 1] + 1
+        return start, end
+    return origin[start], origin[end - 1] + 1
 
 
 def _decoded_payloads(text: str) -> list[tuple[int, int, str]]:
     """(start, end, decoded text) for base64 and hex runs that decode to readable text."""
-    found = []
+    if all(len(token) < _PAYLOAD_LENGTH for token in text.split()):
+        return []
+    found: dict[bytes, tuple[int, int]] = {}
     for match in _BASE64_RUN.finditer(text):
         run = match.group()
         padded = run + "=" * (-len(run) % 4)
@@ -140,41 +208,65 @@ def _decoded_payloads(text: str) -> list[tuple[int, int, str]]:
             raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
         except (binascii.Error, ValueError):
             continue
-        found.append((match.start(), match.end(), raw))
+        found.setdefault(raw, match.span())
     for match in _HEX_RUN.finditer(text):
-        found.append((match.start(), match.end(), bytes.fromhex(match.group())))
+        found.setdefault(bytes.fromhex(match.group()), match.span())
     readable = []
-    for start, end, raw in found:
-        decoded = raw.decode("utf-8", errors="replace")
+    for raw, (start, end) in list(found.items())[:_MOST_PAYLOADS]:
+        try:
+            decoded = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # Identifiers and hashes read as base64 decode to noise, not to UTF-8.
+            continue
         printable = sum(char.isprintable() or char.isspace() for char in decoded)
         if decoded and printable / len(decoded) > 0.9:
             readable.append((start, end, decoded))
     return readable
 
 
+def _signature_spans(
+    folded: str, signatures: tuple[tuple[str, tuple[Branch, ...]], ...]
+) -> list[tuple[str, int, int]]:
+    words = Vocabulary(folded)
+    return [
+        (label, match.start(), match.end())
+        for label, branches in signatures
+        for b in branches
+        for match in b.finditer(folded, words)
+    ]
+
+
 class PromptInjectionDetector:
     name = "prompt_injection"
+
+    def __init__(self, sensitivity: Sensitivity = Sensitivity.STANDARD) -> None:
+        self.sensitivity = sensitivity
+
+    def _finding(self, label: str, start: int, end: int) -> Finding:
+        return Finding("prompt_injection", label, start, end, "[REMOVED]")
 
     def find(self, text: str) -> list[Finding]:
         folded, origin = _normalize(text)
         findings = []
-        for label, pattern in _SIGNATURES:
-            for match in pattern.finditer(folded):
-                start, end = _span(match, origin)
-                findings.append(Finding("prompt_injection", label, start, end, "[REMOVED]"))
-        rot13 = codecs.decode(folded, "rot13")
-        for label, pattern in _SIGNATURES[:3]:
-            for match in pattern.finditer(rot13):
-                start, end = _span(match, origin)
+        for label, start, end in _signature_spans(folded, _SIGNATURES):
+            findings.append(self._finding(label, *_span(start, end, origin)))
+        setup = jailbreak.score(folded, enough=self.sensitivity.threshold)
+        if setup.reaches(self.sensitivity):
+            findings.append(self._finding(setup.label, *_span(*setup.span, origin)))
+        if any(gate in folded for gate in _ROT13_GATES):
+            rot13 = codecs.decode(folded, "rot13")
+            for label, start, end in _signature_spans(rot13, _ROT13_SIGNATURES):
                 hidden = f"{label}, hidden in ROT13"
-                findings.append(Finding("prompt_injection", hidden, start, end, "[REMOVED]"))
+                findings.append(self._finding(hidden, *_span(start, end, origin)))
         for start, end, decoded in _decoded_payloads(text):
             inner, _ = _normalize(decoded)
-            for label, pattern in _SIGNATURES:
-                if pattern.search(inner):
-                    hidden = f"{label}, hidden in an encoded payload"
-                    findings.append(Finding("prompt_injection", hidden, start, end, "[REMOVED]"))
-                    break
+            labels = [label for label, _, _ in _signature_spans(inner, _SIGNATURES)]
+            inner_setup = jailbreak.score(inner, enough=self.sensitivity.threshold)
+            if inner_setup.reaches(self.sensitivity):
+                labels.append(inner_setup.label)
+            if labels:
+                hidden = f"{labels[0]}, hidden in an encoded payload"
+                findings.append(self._finding(hidden, start, end))
         return findings
 
     def hold_from(self, text: str) -> int:
