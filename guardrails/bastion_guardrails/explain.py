@@ -7,7 +7,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bastion_guardrails.decisions import Stage
-from bastion_guardrails.models import SAFETY_CATEGORIES, SAFETY_ROLE, JudgeReport, ModelSet
+from bastion_guardrails.models import (
+    SAFETY_CATEGORIES,
+    SAFETY_ROLE,
+    JudgeReport,
+    ModelSet,
+    SafetyDownload,
+)
 from bastion_guardrails.plan import PlannedRail, ProfilePlan
 from bastion_guardrails.registry import LIBRARY_FLOWS, UNSAFE_CONTENT, Judgement
 
@@ -169,6 +175,8 @@ class ProfileStatus:
     sentence: str
     # How each judge considered did on Bastion's calibration set (see models.JudgeReport).
     judges: tuple[JudgeReport, ...] = ()
+    # The safety models the sentence suggests downloading (none when it suggests none).
+    suggested_downloads: tuple[SafetyDownload, ...] = ()
 
     @property
     def active(self) -> tuple[CheckStatus, ...]:
@@ -265,4 +273,5 @@ def profile_status(plan: ProfilePlan) -> ProfileStatus:
                 f" Before its first check, Bastion tests once whether {models.pending_judge} "
                 "can tell harmful requests from harmless ones."
             )
-    return ProfileStatus(profile.id, name, checks, can_run, sentence, models.judges)
+    suggested = models.downloads if download_hint(models) in sentence else ()
+    return ProfileStatus(profile.id, name, checks, can_run, sentence, models.judges, suggested)

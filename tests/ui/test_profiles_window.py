@@ -13,7 +13,9 @@ from pytestqt.qtbot import QtBot
 
 from bastion_desktop.core.settings import load_settings
 from bastion_desktop.ui.profiles_window import ProfilesWindow
+from bastion_guardrails.safety.calibration import calibration_set
 from tests.guardrails.conftest import write_profile
+from tests.ui.test_top_bar import calibrated, instruct_chat_model
 from tests.ui.window_services import context, engine, services
 
 __all__ = ["context", "engine", "services"]  # fixtures used by name
@@ -44,6 +46,7 @@ def test_the_builtins_are_listed_with_what_they_check(window: ProfilesWindow) ->
     assert "default" in window.list.currentItem().text()
     assert "prompt-injection" in window.sentence.text()
     assert "safety model" in window.sentence.text()  # what to download for the rest
+    assert window.judges.isHidden(), "no judge has been tested here"
     assert window.checks.topLevelItemCount() >= 2
     window.select("off")
     assert window.sentence.text() == "Guardrails are off: nothing is checked."
@@ -119,3 +122,27 @@ def test_make_default_saves_the_setting(
     assert "default" in window.list.currentItem().text()
     assert not window.make_default_button.isEnabled()
     assert "Workplace" in window.status.text()
+
+
+@pytest.mark.parametrize(
+    ("scores", "verdict"),
+    [((0.3, 0.3), "✗ {name} did not qualify"), ((0.05, 0.95), "✓ {name} qualified")],
+    ids=["cannot-tell-apart", "qualified"],
+)
+def test_how_the_judge_did_on_the_calibration_set_is_shown(
+    qtbot: QtBot, services: Any, tmp_path: Path, scores: tuple[float, float], verdict: str
+) -> None:
+    model = instruct_chat_model(services, tmp_path)
+    calibrated(services, model, benign=scores[0], harmful=scores[1])
+    shown = ProfilesWindow(services)
+    qtbot.addWidget(shown)
+    qtbot.waitUntil(lambda: len(shown.views) >= 4, timeout=20_000)
+    shown.select("standard")
+    assert not shown.judges.isHidden()
+    text = shown.judges.text()
+    assert text.startswith(verdict.format(name=model.name) + " as a content-safety judge")
+    items = calibration_set()
+    assert f"on Bastion's {len(items.benign) + len(items.harmful)} test requests" in text
+    # Off asks no judge: nothing is said of one there.
+    shown.select("off")
+    assert shown.judges.isHidden()

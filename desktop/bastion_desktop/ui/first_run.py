@@ -5,20 +5,27 @@ says so and offers a catalog model that fits this machine."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bastion_desktop.app import AppContext
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.history.errors import WrongKeyError
 from bastion_desktop.core.history.keys import MIN_PASSPHRASE_LENGTH, PassphrasePrompt
 from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.hub.filenames import format_size
 from bastion_desktop.core.hub.fit import FitEstimate, FitKind
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.ui.engine import call
-from bastion_desktop.ui.qt import QtCore, QtWidgets, Signal
+from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 from bastion_desktop.ui.services import AppServices
+
+if TYPE_CHECKING:
+    from bastion_desktop.core.hub.catalog import Catalog, CatalogModel
+    from bastion_desktop.core.hub.probe import HardwareProfile
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +155,48 @@ def open_history_at_start(
 
 
 @dataclass(frozen=True)
-class Suggestion:
+class CatalogPick:
+    """A catalog model offered for download: which file, in which role, and how it
+    would run here (None where no estimate was made)."""
+
     model_id: str
     name: str
+    role: str  # "chat" or "safety"
+    repo: str
+    file: str
     size: int
-    fit: FitEstimate
+    fit: FitEstimate | None = None
+
+    @classmethod
+    def of(cls, model: CatalogModel, fit: FitEstimate | None = None) -> CatalogPick:
+        file = model.file_for()
+        return cls(model.id, model.name, model.role, model.repo, file.file, file.size, fit)
+
+
+def catalog_pick(model_id: str) -> CatalogPick | None:
+    """The catalog's recommended file of `model_id` (package data: fast), None when the
+    catalog has no such model."""
+    from bastion_desktop.core.hub.catalog import load_catalog
+
+    model = load_catalog().get(model_id)
+    return None if model is None else CatalogPick.of(model)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """What the first run offers: a chat model, and a safety model beside it where the
+    two fit this machine's memory together."""
+
+    chat: CatalogPick
+    safety: CatalogPick | None = None
+
+    @property
+    def picks(self) -> tuple[CatalogPick, ...]:
+        return (self.chat,) if self.safety is None else (self.chat, self.safety)
+
+    @property
+    def size(self) -> int:
+        return sum(pick.size for pick in self.picks)
 
 
 # On the CPU alone a reply streams at a readable pace only from small models: a 14B
@@ -172,32 +216,110 @@ def _comfort(fit: FitEstimate, billions: float) -> int:
     return 1 if billions <= CPU_COMFORTABLE_BILLIONS else 0
 
 
-def suggest_catalog_model(context_length: int) -> Suggestion | None:
-    """The catalog chat model that runs best here (slow: probes the hardware): the
-    largest that fits on the GPU, else mostly on it, else a small one for the CPU; None
-    when nothing runs comfortably."""
-    from bastion_desktop.core.hub.catalog import load_catalog
+def _fit(model: CatalogModel, context_length: int, hardware: HardwareProfile) -> FitEstimate:
     from bastion_desktop.core.hub.fit import estimate_fit, shape_from_facts
-    from bastion_desktop.core.hub.probe import probe_hardware
 
-    hardware = probe_hardware()
-    best: Suggestion | None = None
+    shape = shape_from_facts(model.file_for().size, model.shape)
+    return estimate_fit(shape, context_length, hardware)
+
+
+def _best_chat(
+    catalog: Catalog, context_length: int, hardware: HardwareProfile
+) -> CatalogPick | None:
+    """The largest catalog chat model that fits on the GPU, else mostly on it, else a
+    small one for the CPU; None when nothing runs comfortably."""
+    best: CatalogPick | None = None
     best_rank = (0, 0.0)
-    for model in load_catalog().models:
-        if model.role != "chat":
-            continue
-        file = model.file_for()
-        fit = estimate_fit(shape_from_facts(file.size, model.shape), context_length, hardware)
+    for model in catalog.by_role("chat"):
+        fit = _fit(model, context_length, hardware)
         rank = (_comfort(fit, model.parameters_b), model.parameters_b)
         if rank[0] and rank > best_rank:
-            best, best_rank = Suggestion(model.id, model.name, file.size, fit), rank
+            best, best_rank = CatalogPick.of(model, fit), rank
     return best
 
 
+def _smallest_safety(
+    catalog: Catalog, context_length: int, hardware: HardwareProfile
+) -> CatalogPick | None:
+    """The smallest catalog safety model (the one the guardrails' sentences suggest),
+    if it runs comfortably here."""
+    guards = sorted(catalog.by_role("safety"), key=lambda m: m.parameters_b)
+    if not guards:
+        return None
+    fit = _fit(guards[0], context_length, hardware)
+    return CatalogPick.of(guards[0], fit) if _comfort(fit, guards[0].parameters_b) else None
+
+
+def _left_after(hardware: HardwareProfile, fit: FitEstimate) -> HardwareProfile:
+    """The machine as a second model finds it, with a first one loaded as `fit` says
+    (each model has its own host process, so its GPU reserve is its own too)."""
+    gpus = []
+    wanted = fit.gpu_bytes
+    for gpu in hardware.gpus:
+        free = gpu.free_bytes if gpu.free_bytes is not None else gpu.total_bytes
+        if free is None or not wanted:
+            gpus.append(gpu)
+            continue
+        taken = min(free, wanted)
+        wanted -= taken
+        gpus.append(dataclasses.replace(gpu, free_bytes=free - taken))
+
+    def less(ram: int | None) -> int | None:
+        return None if ram is None else max(0, ram - fit.ram_bytes)
+
+    return dataclasses.replace(
+        hardware,
+        gpus=tuple(gpus),
+        ram_total=less(hardware.ram_total),
+        ram_available=less(hardware.ram_available),
+    )
+
+
+def suggest_catalog_models(context_length: int, *, with_safety: bool = True) -> Suggestion | None:
+    """The catalog chat model that runs best here (slow: probes the hardware), and,
+    with `with_safety`, the smallest safety model beside it. The safety model is placed
+    first, since it checks every message and reply, and the chat model is chosen from
+    what it leaves; where no chat model runs comfortably beside it, the chat model is
+    offered alone. None when nothing runs comfortably."""
+    from bastion_desktop.core.hub.catalog import load_catalog
+    from bastion_desktop.core.hub.probe import probe_hardware
+
+    hardware = probe_hardware()
+    catalog = load_catalog()
+    alone = _best_chat(catalog, context_length, hardware)
+    if alone is None:
+        return None
+    safety = _smallest_safety(catalog, context_length, hardware) if with_safety else None
+    if safety is not None and safety.fit is not None:
+        beside = _best_chat(catalog, context_length, _left_after(hardware, safety.fit))
+        if beside is not None:
+            return Suggestion(beside, safety)
+    return Suggestion(alone)
+
+
+def _suggest_for(services: AppServices) -> Suggestion | None:
+    """The suggestion for this machine, with a safety model unless one is installed.
+    Blocking (reads the registry, probes the hardware)."""
+    context = services.context
+    has_safety = any(m.role == "safety" for m in context.registry.list())
+    return suggest_catalog_models(
+        context.settings.inference.context_length, with_safety=not has_safety
+    )
+
+
+STARTER_TEXT = (
+    "You are chatting with the starter model, a tiny test model that runs anywhere "
+    "but gives poor answers. A catalog model gives real ones."
+)
+
+
 class StarterNotice(QtWidgets.QFrame):
-    """Shown while the starter model is chosen: it works, but it is a test model."""
+    """Shown while the starter model is chosen: it works, but it is a test model. Once
+    the machine is probed it offers a catalog chat model that runs well here, and a
+    safety model with it where both fit: one button downloads both."""
 
     open_models = Signal()
+    download_requested = Signal(object)  # a tuple of CatalogPick
 
     def __init__(self, services: AppServices, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -206,53 +328,122 @@ class StarterNotice(QtWidgets.QFrame):
         self.setAccessibleName("About the starter model")
         layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
+        # The text with the buttons beside it, or under it where the window is narrow.
+        self._body = QtWidgets.QBoxLayout(QtWidgets.QBoxLayout.Direction.LeftToRight)
+        layout.addLayout(self._body, 1)
         self.text = QtWidgets.QLabel(self)
         self.text.setWordWrap(True)
-        self.text.setText(
-            "You are chatting with the starter model, a tiny test model that runs anywhere "
-            "but gives poor answers. A catalog model gives real ones."
-        )
-        layout.addWidget(self.text, 1)
+        self.text.setText(STARTER_TEXT)
+        self._body.addWidget(self.text, 1)
+        self._buttons = QtWidgets.QHBoxLayout()
+        self._body.addLayout(self._buttons)
         self.get_button = QtWidgets.QPushButton("Get a better model…", self)
         self.get_button.setObjectName("getModel")
         self.get_button.setAccessibleName("Get a better model")
-        self.get_button.clicked.connect(self.open_models.emit)
-        layout.addWidget(self.get_button)
+        self.get_button.clicked.connect(self._get)
+        self._buttons.addWidget(self.get_button)
+        # Once a download is offered: the way to the whole catalog instead.
+        self.other_button = QtWidgets.QPushButton("Other models…", self)
+        self.other_button.setFlat(True)
+        self.other_button.setAccessibleName("Choose another model")
+        self.other_button.clicked.connect(self.open_models.emit)
+        self.other_button.setVisible(False)
+        self._buttons.addWidget(self.other_button)
+        self._buttons.addStretch(1)
         self.dismiss_button = QtWidgets.QToolButton(self)
         self.dismiss_button.setText("✕")
         self.dismiss_button.setAutoRaise(True)
         self.dismiss_button.setAccessibleName("Hide this notice")
         self.dismiss_button.clicked.connect(self.hide)
-        layout.addWidget(self.dismiss_button)
+        layout.addWidget(self.dismiss_button, 0, QtCore.Qt.AlignmentFlag.AlignTop)
         self.suggestion: Suggestion | None = None
+        self.downloading = False
+
+    # Narrower than this for the text, and the buttons go under it.
+    TEXT_MIN_WIDTH = 360
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._arrange()
+
+    def _arrange(self) -> None:
+        beside = self.width() - self._buttons.sizeHint().width() >= self.TEXT_MIN_WIDTH + 80
+        direction = QtWidgets.QBoxLayout.Direction
+        wanted = direction.LeftToRight if beside else direction.TopToBottom
+        if self._body.direction() != wanted:
+            self._body.setDirection(wanted)
 
     def update_for(self, model_id: str | None) -> None:
         starter = (model_id or STARTER_ID) == STARTER_ID
         self.setVisible(starter)
         if starter and self.suggestion is None:
-            context_length = self.services.context.settings.inference.context_length
 
             async def suggest() -> Suggestion | None:
                 # Off the loop that streams replies: the probe waits on its children.
-                return await asyncio.to_thread(suggest_catalog_model, context_length)
+                return await asyncio.to_thread(_suggest_for, self.services)
 
             call(self.services.engine, suggest(), self, self._suggested, self._no_suggestion)
 
-    def _suggested(self, suggestion: object) -> None:
-        if not isinstance(suggestion, Suggestion):
-            return
-        from bastion_desktop.core.hub.filenames import format_size
+    @property
+    def offers_download(self) -> bool:
+        """Whether the button downloads the suggestion (else it opens the models
+        window): not when the administrator's policy allows no downloads."""
+        return (
+            self.suggestion is not None
+            and not self.downloading
+            and bool(self.services.context.policy.downloads_allowed)
+        )
 
+    def _suggested(self, suggestion: object) -> None:
+        if not isinstance(suggestion, Suggestion) or self.downloading:
+            return
         self.suggestion = suggestion
-        # In the units the models window shows the same download in.
-        size = format_size(suggestion.size)
+        chat, safety = suggestion.chat, suggestion.safety
+        fit = f" {chat.fit.summary.rstrip('.')}." if chat.fit is not None else ""
+        # Sizes in the units the models window shows the same downloads in.
+        if safety is None:
+            offer = f"Suggested for this machine: {chat.name} ({format_size(chat.size)} download)."
+            names = chat.name
+        else:
+            offer = (
+                f"Suggested for this machine: {chat.name} ({format_size(chat.size)}) and, "
+                "to check content safety reliably, the safety model "
+                f"{safety.name} ({format_size(safety.size)})."
+            )
+            names = f"{chat.name} and {safety.name}"
         self.text.setText(
             "You are chatting with the starter model, a tiny test model: its answers are "
-            f"poor. Suggested for this machine: {suggestion.name} ({size} download). "
-            f"{suggestion.fit.summary.rstrip('.')}."
+            f"poor. {offer}{fit}"
         )
-        self.get_button.setText(f"Get {suggestion.name}…")
-        self.get_button.setAccessibleName(f"Get {suggestion.name}")
+        if not self.offers_download:
+            # The models window says why nothing can be downloaded.
+            self.get_button.setText(f"Get {chat.name}…")
+            self.get_button.setAccessibleName(f"Get {chat.name}")
+            return
+        both = "both" if safety is not None else chat.name
+        self.get_button.setText(f"Download {both} ({format_size(suggestion.size)})")
+        self.get_button.setAccessibleName(f"Download {names}")
+        self.get_button.setToolTip(f"Download {names}; the Models window shows the progress.")
+        self.other_button.setVisible(True)
+        self._arrange()
+
+    def _get(self) -> None:
+        if not self.offers_download:
+            self.open_models.emit()
+            return
+        assert self.suggestion is not None
+        picks = self.suggestion.picks
+        self.downloading = True
+        self.text.setText(
+            f"Downloading {' and '.join(p.name for p in picks)}: the Models window shows "
+            f"the progress. When it is done, choose {self.suggestion.chat.name} in the "
+            "Model list above."
+        )
+        self.get_button.setText("Show downloads…")
+        self.get_button.setAccessibleName("Show the downloads")
+        self.get_button.setToolTip("")
+        self.other_button.setVisible(False)
+        self.download_requested.emit(picks)
 
     def _no_suggestion(self, error: object) -> None:
         log.info("no catalog suggestion: %s", type(error).__name__)

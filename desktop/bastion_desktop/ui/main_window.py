@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from bastion_desktop.ui.chat_view import ChatView
     from bastion_desktop.ui.composer import Composer
     from bastion_desktop.ui.conversations import ConversationSidebar
-    from bastion_desktop.ui.first_run import StarterNotice
+    from bastion_desktop.ui.first_run import CatalogPick, StarterNotice
     from bastion_desktop.ui.services import AppServices
     from bastion_desktop.ui.top_bar import TopBar
     from bastion_desktop.ui.window_state import WindowState
@@ -163,7 +163,8 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QWidget.setTabOrder(self.sidebar.search, self.sidebar.view)
         QtWidgets.QWidget.setTabOrder(self.sidebar.view, self.top_bar.model_box)
         QtWidgets.QWidget.setTabOrder(self.top_bar.model_box, self.top_bar.profile_box)
-        QtWidgets.QWidget.setTabOrder(self.top_bar.profile_box, self.composer.text)
+        QtWidgets.QWidget.setTabOrder(self.top_bar.profile_box, self.top_bar.status_button)
+        QtWidgets.QWidget.setTabOrder(self.top_bar.status_button, self.composer.text)
         QtWidgets.QWidget.setTabOrder(self.composer.text, self.composer.send_button)
         self.composer.send_button.setEnabled(False)
         self.attached = True
@@ -266,7 +267,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.top_bar.error.connect(self.show_error)
         self.top_bar.model_changed.connect(self._model_changed)
         self.top_bar.profile_changed.connect(self._profile_changed)
+        self.top_bar.download_requested.connect(self.download_from_catalog)
+        self.top_bar.profiles_requested.connect(self.open_profiles)
+        # Queued to the GUI thread: the engine thread emits it while a judge is tested.
+        self.services.judge_progress.connect(self.top_bar.show_judge_progress)
         self.starter_notice.open_models.connect(self.open_models)
+        self.starter_notice.download_requested.connect(self.download_from_catalog)
         self.services.settings_changed.connect(lambda _s: self.top_bar.fill_models())
 
     # -- starting ------------------------------------------------------------------------
@@ -286,10 +292,15 @@ class MainWindow(QtWidgets.QMainWindow):
             self.services.engine,
             self.services.open_profile(profile_id),
             self,
-            on_result=lambda _r: self._profile_open(),
+            on_result=lambda _r: self._first_profile_open(),
             on_error=self._profile_error,
         )
         self.composer.text.setFocus()
+
+    def _first_profile_open(self) -> None:
+        self._profile_open()
+        # Opening calibrates a judge not calibrated before: the status says how it did.
+        self.top_bar.refresh_profiles()
 
     def _profile_open(self) -> None:
         from bastion_desktop.ui import markdown
@@ -474,10 +485,24 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         window = open_models_window(self.services, self)
         if window is not None:
-            # A model downloaded or imported there is offered in the picker at once.
+            # A model downloaded or imported there is offered in the picker at once, and
+            # a safety model is put to work (the profile opens again with it).
             window.installed_changed.connect(self.top_bar.fill_models)  # type: ignore[attr-defined]
+            window.installed_changed.connect(self.top_bar.models_installed)  # type: ignore[attr-defined]
             self.secondary["models"] = window
             window.destroyed.connect(lambda _o=None: self.secondary.pop("models", None))
+
+    def download_from_catalog(self, picks: tuple[CatalogPick, ...]) -> None:
+        """Download catalog models (the first run's suggestion, the safety model the
+        guardrail status asks for) the way the models window does, where the user sees
+        their progress and can pause or cancel them."""
+        self.open_models()
+        window = self.secondary.get("models")
+        start = getattr(window, "start_download", None)
+        if start is None:  # no model manager in this build: it has said so
+            return
+        for pick in picks:
+            start(pick.repo, pick.file, pick.role)
 
     def open_profiles(self) -> None:
         self._open_secondary("profiles", "profiles_window", "ProfilesWindow")

@@ -2,6 +2,8 @@
 administrator's) with its strictness and, in plain words, which checks it has in force
 and what to download for the rest; import (a folder or an archive) with each problem
 shown by file, line and field; export; and which profile new chats use by default.
+Where a judge of content safety (a safety model, or the chat model checking itself) was
+tested on Bastion's calibration set, how it did is shown under the profile's sentence.
 
 Profiles are read, validated and written on the engine thread: parsing YAML and
 Colang, hashing and zipping are not for the GUI thread.
@@ -51,10 +53,12 @@ class ProfileView:
     checks: tuple[tuple[str, str, bool], ...]  # (title, where, in force)
     problems: tuple[str, ...]  # a broken profile: file, line, field and message each
     allowed: bool = True  # whether the administrator's policy lets the user choose it
+    judges: tuple[str, ...] = ()  # how each judge did on the calibration set, a sentence each
 
 
 def _gather(context: Any) -> list[ProfileView]:
     """Every profile and its status. Blocking."""
+    from bastion_desktop.ui.top_bar import judges_shown
     from bastion_guardrails.decisions import Stage
 
     engine = context.guard_engine()
@@ -71,9 +75,13 @@ def _gather(context: Any) -> list[ProfileView]:
             )  # fmt: skip
             continue
         profile = entry.profile
+        judges: tuple[str, ...] = ()
         try:
             status = engine.status(entry.id, models)
             sentence = status.sentence
+            judges = tuple(
+                ("✓ " if j.qualified else "✗ ") + j.sentence() for j in judges_shown(status)
+            )
             checks = tuple(
                 (
                     c.title,
@@ -88,7 +96,7 @@ def _gather(context: Any) -> list[ProfileView]:
             ProfileView(
                 profile.id, profile.name, origin, profile.manifest.strictness.value,
                 profile.manifest.description, sentence, checks, (),
-                policy.profile_allowed(profile.id, profile.content_hash),
+                policy.profile_allowed(profile.id, profile.content_hash), judges,
             )
         )  # fmt: skip
     return views
@@ -160,6 +168,12 @@ class ProfilesWindow(QtWidgets.QWidget):
         self.sentence.setWordWrap(True)
         self.sentence.setAccessibleName("What this profile checks")
         self.sentence.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.judges = QtWidgets.QLabel()
+        self.judges.setObjectName("profileJudges")
+        self.judges.setWordWrap(True)
+        self.judges.setAccessibleName("How the judges of content safety did")
+        self.judges.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.judges.setVisible(False)
         self.checks = QtWidgets.QTreeWidget()
         self.checks.setHeaderLabels(["Check", "On", "In force"])
         self.checks.setRootIsDecorated(False)
@@ -192,6 +206,7 @@ class ProfilesWindow(QtWidgets.QWidget):
         right.addWidget(self.facts)
         right.addWidget(self.description)
         right.addWidget(self.sentence)
+        right.addWidget(self.judges)
         right.addWidget(self.checks, 1)
         right.addWidget(self.problems, 1)
         actions = QtWidgets.QHBoxLayout()
@@ -290,6 +305,8 @@ class ProfilesWindow(QtWidgets.QWidget):
         self.description.setText(view.description)
         self.description.setVisible(bool(view.description))
         self.sentence.setText(view.sentence)
+        self.judges.setText("\n".join(view.judges))
+        self.judges.setVisible(bool(view.judges))
         self.checks.clear()
         for title, where, in_force in view.checks:
             item = QtWidgets.QTreeWidgetItem([title, where, "yes" if in_force else "no"])
@@ -366,6 +383,7 @@ class ProfilesWindow(QtWidgets.QWidget):
             self.facts.setText("Fix these problems and import it again.")
             self.description.setVisible(False)
             self.sentence.setText("")
+            self.judges.setVisible(False)
             self.checks.setVisible(False)
             self.problems.clear()
             self.problems.addItems(lines)

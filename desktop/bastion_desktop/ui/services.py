@@ -28,6 +28,9 @@ class AppServices(QtCore.QObject):
 
     settings_changed = Signal(object)  # the new Settings
     profile_changed = Signal(str)  # the id of the profile new turns are checked with
+    # A judge of content safety being tested on Bastion's calibration set before its
+    # first check (name, items done, items in all); emitted from the engine thread.
+    judge_progress = Signal(str, int, int)
 
     def __init__(
         self,
@@ -92,7 +95,7 @@ class AppServices(QtCore.QObject):
         """Check the next turns with `profile_id` (on the engine loop: the first build
         imports NeMo and compiles the profile). Raises the guardrail errors whose
         sentence tells the user why the profile cannot be used."""
-        runtime = await self.context.open_guard(profile_id)
+        runtime = await self.context.open_guard(profile_id, progress=self.judge_progress.emit)
         if self.chat is not None:
             self.chat.guard = runtime
         return runtime.profile_id

@@ -1,23 +1,31 @@
 """The bar above the conversation: which model answers, and which guardrail profile
-checks it — with the profile's strictness, whether it is fully in force, and a locked
-state when an administrator chose it."""
+checks it — with the profile's strictness, a locked state when an administrator chose
+it, and its status at a glance: a small badge that says whether every check is in
+force, and opens the details (the full sentence, how each judge of content safety did
+on Bastion's calibration set, and the download that fixes what is missing)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from bastion_desktop.core.hub.filenames import format_size
 from bastion_desktop.core.hub.fit import FitEstimate, FitKind
 from bastion_desktop.core.registry import RegisteredModel
 from bastion_desktop.core.settings import Settings
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.ui.chat_controller import is_user_error
 from bastion_desktop.ui.engine import call
-from bastion_desktop.ui.managed import MANAGED_TEXT, mark_managed
-from bastion_desktop.ui.qt import QtCore, QtWidgets, Signal
+from bastion_desktop.ui.first_run import CatalogPick, catalog_pick
+from bastion_desktop.ui.managed import MANAGED_TEXT, managed_note, mark_managed
+from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 from bastion_desktop.ui.services import AppServices
+from bastion_guardrails.explain import ProfileStatus
+from bastion_guardrails.models import SAFETY_ROLE, JudgeReport
+from bastion_guardrails.registry import LIBRARY_FLOWS
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,67 @@ class ProfileChoice:
     sentence: str  # which checks are in force, from GuardEngine.status
     usable: bool
     fully_in_force: bool
+    checks: int = 0
+    missing: int = 0  # checks not in force
+    judges: tuple[JudgeReport, ...] = ()  # how each judge did on the calibration set
+    fix: CatalogPick | None = None  # the safety model the sentence suggests downloading
+
+    @property
+    def state(self) -> str:
+        """The badge's state, named as the message badges' colours are: "passed" (all in
+        force), "masked" (some checks not in force), "blocked" (the profile cannot run),
+        "unchecked" (it checks nothing)."""
+        if not self.usable:
+            return "blocked"
+        if self.missing:
+            return "masked"
+        return "passed" if self.checks else "unchecked"
+
+    @property
+    def badge(self) -> str:
+        """The badge: a mark and a few words, for a glance."""
+        checks = "check" if self.missing == 1 else "checks"
+        return {
+            "passed": "✓ In force",
+            "masked": f"⚠ {self.missing} {checks} off",
+            "blocked": "⊘ Cannot run",
+            "unchecked": "○ Nothing checked",
+        }[self.state]
+
+    @property
+    def headline(self) -> str:
+        """The first line of the details."""
+        checks = "check" if self.missing == 1 else "checks"
+        return {
+            "passed": f"{self.name}: every check is in force",
+            "masked": f"{self.name}: {self.missing} of {self.checks} {checks} not in force",
+            "blocked": f"{self.name} cannot be used",
+            "unchecked": f"{self.name}: nothing is checked",
+        }[self.state]
+
+
+def judges_shown(status: ProfileStatus) -> tuple[JudgeReport, ...]:
+    """The judges' calibration results, for a profile with a check of content safety
+    (in force, or missing for want of a judge); none for one that asks no judge."""
+    asks_judge = any(
+        SAFETY_ROLE in check.needs
+        or (check.rail in LIBRARY_FLOWS and LIBRARY_FLOWS[check.rail].spec.role == SAFETY_ROLE)
+        for check in status.checks
+    )
+    return status.judges if asks_judge else ()
+
+
+def _fix(services: AppServices, status: ProfileStatus) -> CatalogPick | None:
+    """The safety model to download when the status suggests one: the first it names
+    that the catalog has and that is not installed already."""
+    installed = {
+        (m.repo or "").lower() for m in services.context.registry.list() if m.role == "safety"
+    }
+    for download in status.suggested_downloads:
+        pick = catalog_pick(download.catalog_id)
+        if pick is not None and pick.repo.lower() not in installed:
+            return pick
+    return None
 
 
 def profile_choices(services: AppServices) -> list[ProfileChoice]:
@@ -61,6 +130,10 @@ def profile_choices(services: AppServices) -> list[ProfileChoice]:
                 status.sentence,
                 status.can_run,
                 not status.missing,
+                len(status.checks),
+                len(status.missing),
+                judges_shown(status),
+                _fix(services, status),
             )
         )
     return choices
@@ -89,10 +162,127 @@ def locked_profile(services: AppServices) -> str | None:
     return locked if isinstance(locked, str) and locked else None
 
 
+# The status is a few sentences in one string (what is checked, what is not and why, what
+# the chat model checking itself means, the judge still to be tested): a paragraph each.
+_PARAGRAPHS = re.compile(r"(?<=[.)]) (?=Not in force|The |Before )")
+
+# Wide enough for the status sentence to read as a paragraph, narrow enough to sit under
+# the badge in the smallest window (720 px).
+DETAILS_WIDTH = 460
+
+
+class StatusDetails(QtWidgets.QFrame):
+    """What the status badge opens: which checks are in force (the full sentence), how
+    each judge of content safety did on Bastion's calibration set, and the download
+    that fixes what is missing. A popup: a click outside it or Esc closes it."""
+
+    download_requested = Signal(object)  # a CatalogPick
+    profiles_requested = Signal()
+
+    def __init__(self, parent: QtWidgets.QWidget) -> None:
+        super().__init__(parent, QtCore.Qt.WindowType.Popup)
+        self.setObjectName("statusDetails")
+        self.setAccessibleName("Guardrail status details")
+        self.setFrameShape(QtWidgets.QFrame.Shape.StyledPanel)
+        # Word-wrapped labels take their height from a width: give them one.
+        self.setFixedWidth(DETAILS_WIDTH)
+        layout = self._rows = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(14, 12, 14, 12)
+        layout.setSpacing(8)
+        self.headline = QtWidgets.QLabel(self)
+        font = self.headline.font()
+        font.setBold(True)
+        self.headline.setFont(font)
+        self.headline.setWordWrap(True)
+        layout.addWidget(self.headline)
+        self.sentence = self._paragraph("What the profile checks")
+        layout.addWidget(self.sentence)
+        self.judges = self._paragraph("Judges of content safety")
+        layout.addWidget(self.judges)
+        buttons = QtWidgets.QHBoxLayout()
+        buttons.setSpacing(8)
+        self.download_button = QtWidgets.QPushButton(self)
+        self.download_button.setObjectName("downloadSafetyModel")
+        self.download_button.setDefault(True)
+        self.download_button.clicked.connect(self._download)
+        buttons.addWidget(self.download_button)
+        buttons.addStretch(1)
+        self.profiles_button = QtWidgets.QPushButton("Guardrail profiles…", self)
+        self.profiles_button.setAccessibleName("Open the guardrail profiles")
+        self.profiles_button.clicked.connect(self._profiles)
+        buttons.addWidget(self.profiles_button)
+        layout.addLayout(buttons)
+        self.managed = managed_note(self)
+        layout.addWidget(self.managed)
+        self.fix: CatalogPick | None = None
+
+    def _paragraph(self, name: str) -> QtWidgets.QLabel:
+        label = QtWidgets.QLabel(self)
+        label.setWordWrap(True)
+        label.setAccessibleName(name)
+        # Selectable by keyboard too, so that Tab reaches it and a screen reader reads it.
+        label.setTextInteractionFlags(
+            QtCore.Qt.TextInteractionFlag.TextSelectableByMouse
+            | QtCore.Qt.TextInteractionFlag.TextSelectableByKeyboard
+        )
+        return label
+
+    def show_choice(self, choice: ProfileChoice, downloads_allowed: bool) -> None:
+        self.headline.setText(choice.headline)
+        self.sentence.setText(_PARAGRAPHS.sub("\n\n", choice.sentence))
+        lines = [("✓ " if j.qualified else "✗ ") + j.sentence() for j in choice.judges]
+        self.judges.setText("\n\n".join(lines))
+        self.judges.setVisible(bool(lines))
+        self.fix = choice.fix
+        self.download_button.setVisible(choice.fix is not None)
+        if choice.fix is not None:
+            name = choice.fix.name
+            self.download_button.setText(f"Download {name} ({format_size(choice.fix.size)})")
+            self.download_button.setAccessibleName(f"Download the safety model {name}")
+            self.download_button.setToolTip(
+                f"{name} checks content safety; the Models window shows the download."
+            )
+            mark_managed(self.download_button, not downloads_allowed, self.managed)
+        else:
+            self.managed.setVisible(False)
+        self._fit_height()
+
+    def _fit_height(self) -> None:
+        # The height the word-wrapped paragraphs need at this width (adjustSize keeps
+        # the height of longer text shown before, as space around the headline).
+        self._rows.activate()
+        self.resize(DETAILS_WIDTH, self.heightForWidth(DETAILS_WIDTH))
+
+    def open_below(self, anchor: QtWidgets.QWidget) -> None:
+        """Show under `anchor`, its right edges aligned, inside the screen."""
+        self._fit_height()
+        corner = anchor.mapToGlobal(QtCore.QPoint(anchor.width(), anchor.height()))
+        place = QtCore.QPoint(corner.x() - self.width(), corner.y() + 2)
+        screen = anchor.screen().availableGeometry()
+        place.setX(max(screen.left(), min(place.x(), screen.right() - self.width())))
+        self.move(place)
+        self.show()
+        first = self.download_button if self.download_button.isVisible() else self.sentence
+        first.setFocus(QtCore.Qt.FocusReason.PopupFocusReason)
+
+    def _download(self) -> None:
+        fix = self.fix
+        self.close()
+        if fix is not None:
+            self.download_requested.emit(fix)
+
+    def _profiles(self) -> None:
+        self.close()
+        self.profiles_requested.emit()
+
+
 class TopBar(QtWidgets.QFrame):
     model_changed = Signal(str)
     profile_changed = Signal(str)
     error = Signal(str)
+    download_requested = Signal(object)  # a tuple of CatalogPick: what to download
+    profiles_requested = Signal()
+    profiles_filled = Signal()  # the profiles and their statuses are shown
 
     def __init__(self, services: AppServices, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -101,14 +291,15 @@ class TopBar(QtWidgets.QFrame):
         self._choices: list[ProfileChoice] = []
         self._fits: dict[str, FitEstimate] = {}
         self._filling = False
+        # The installed models as last seen, and whether the profile is to be opened
+        # again once the bar is enabled (a reply streamed when they changed).
+        self._installed: frozenset[tuple[str, str, str]] | None = None
+        self._reopen_pending = False
         # The open conversation's model, shown instead of the default for new chats.
         self.conversation_model: str | None = None
-        rows = QtWidgets.QVBoxLayout(self)
-        rows.setContentsMargins(12, 6, 12, 6)
-        rows.setSpacing(4)
-        layout = QtWidgets.QHBoxLayout()
+        layout = self._row = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(12, 6, 12, 6)
         layout.setSpacing(8)
-        rows.addLayout(layout)
 
         model_label = QtWidgets.QLabel("&Model", self)
         self.model_box = QtWidgets.QComboBox(self)
@@ -134,21 +325,28 @@ class TopBar(QtWidgets.QFrame):
         self.profile_box.currentIndexChanged.connect(self._profile_chosen)
         layout.addWidget(profile_label)
         layout.addWidget(self.profile_box)
-        self.status_label = QtWidgets.QLabel(self)
-        self.status_label.setObjectName("profileStatus")
-        self.status_label.setAccessibleName("Guardrail status")
+        # The status at a glance; the message badges' look (the theme colours it by
+        # state), and a button, so that it is reached with Tab and opened with Space.
+        self.status_button = QtWidgets.QToolButton(self)
+        self.status_button.setObjectName("guardBadge")
+        self.status_button.setAutoRaise(True)
+        self.status_button.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
+        self.status_button.setAccessibleName("Guardrail status")
+        self.status_button.setVisible(False)
+        self.status_button.clicked.connect(self.show_status_details)
+        layout.addWidget(self.status_button)
         self.managed_label = QtWidgets.QLabel(MANAGED_TEXT, self)
         self.managed_label.setObjectName("managedNote")
         self.managed_label.setVisible(False)
         layout.addWidget(self.managed_label)
-        # Its own row: the sentence saying which checks are not in force is long.
-        self.status_label.setWordWrap(True)
-        self.status_label.setVisible(False)
-        rows.addWidget(self.status_label)
+        self.details = StatusDetails(self)
+        self.details.download_requested.connect(lambda pick: self.download_requested.emit((pick,)))
+        self.details.profiles_requested.connect(self.profiles_requested.emit)
 
     # -- filling -----------------------------------------------------------------------
 
     def refresh(self) -> None:
+        self._installed = self._installed_models()
         self.fill_models()
 
         async def starter() -> None:
@@ -156,6 +354,11 @@ class TopBar(QtWidgets.QFrame):
             self.services.context.ensure_starter()
 
         call(self.services.engine, starter(), self, lambda _r: self.fill_models(), self._failed)
+        self.refresh_profiles()
+
+    def refresh_profiles(self) -> None:
+        """List the profiles with their statuses again (the models they may use, and
+        their judges' calibration, change as models are installed and profiles open)."""
         call(
             self.services.engine,
             self._profiles(),
@@ -227,7 +430,10 @@ class TopBar(QtWidgets.QFrame):
         self._choices = choices
         settings = self.services.context.settings
         locked = locked_profile(self.services)
-        active = locked or settings.guard_profile
+        # Filled again (statuses change as models come and judges are tested): the
+        # profile shown stays the one open or being opened, not the default for new
+        # chats that the profiles window may have changed since.
+        active = locked or self.profile_box.currentData() or settings.guard_profile
         self._filling = True
         self.profile_box.clear()
         for choice in choices:
@@ -242,20 +448,76 @@ class TopBar(QtWidgets.QFrame):
         self._filling = False
         self.set_locked(locked is not None)
         self._show_status()
+        self.profiles_filled.emit()
+
+    def show_judge_progress(self, judge: str, done: int, total: int) -> None:
+        """While a judge is tested before its first check (once per model file), the
+        badge says so; the profile's status comes back when the profile is open."""
+        button = self.status_button
+        button.setVisible(True)
+        button.setText(f"Testing the judge {done}/{total}")
+        words = (
+            f"Testing whether {judge} can judge content safety: {done} of {total} test "
+            "requests (once per model)"
+        )
+        button.setToolTip(words)
+        button.setAccessibleDescription(words)
+        if done >= total:
+            self._show_status()
 
     def _show_status(self) -> None:
         choice = self.current_profile()
+        button = self.status_button
+        button.setVisible(choice is not None)
         if choice is None:
-            self.status_label.clear()
+            self.details.close()
             return
-        # The sentence is always in the tooltip; in the bar only when it warns.
-        warning = "" if choice.fully_in_force and choice.usable else "⚠ " + choice.sentence
-        self.status_label.setText(warning)
-        self.status_label.setVisible(bool(warning))
-        self.status_label.setToolTip(choice.sentence)
+        button.setText(choice.badge)
+        self._fit_badge()
+        button.setToolTip(f"{choice.headline}. Click for the details.")
+        # What a glance gives the eye, a screen reader gets as the name; the full
+        # sentence (the paragraph the bar once carried) as the description.
+        button.setAccessibleName(f"Guardrail status: {choice.headline}")
+        button.setAccessibleDescription(choice.sentence)
+        if button.property("verdict") != choice.state:
+            # The style sheet colours the badge by state: restyle it when that changes.
+            button.setProperty("verdict", choice.state)
+            button.style().unpolish(button)
+            button.style().polish(button)
         managed = f"{MANAGED_TEXT}. " if locked_profile(self.services) else ""
         self.profile_box.setToolTip(managed + choice.sentence)
         self.profile_box.setAccessibleDescription(choice.sentence)
+        if self.details.isVisible():
+            self.details.show_choice(choice, self._downloads_allowed())
+
+    def _fit_badge(self) -> None:
+        """The badge's words where the bar has room for them, else its mark alone (a
+        narrow window): the profile's name in the picker matters more."""
+        choice = self.current_profile()
+        if choice is None:
+            return
+        button = self.status_button
+        metrics = button.fontMetrics()
+        # What the bar would need with the words shown, whatever it shows now.
+        extra = metrics.horizontalAdvance(choice.badge) - metrics.horizontalAdvance(button.text())
+        roomy = self._row.sizeHint().width() + extra <= self.width()
+        text = choice.badge if roomy else choice.badge.split(" ", 1)[0]
+        if button.text() != text:
+            button.setText(text)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_badge()
+
+    def show_status_details(self) -> None:
+        choice = self.current_profile()
+        if choice is None:
+            return
+        self.details.show_choice(choice, self._downloads_allowed())
+        self.details.open_below(self.status_button)
+
+    def _downloads_allowed(self) -> bool:
+        return bool(self.services.context.policy.downloads_allowed)
 
     def profile_name(self, profile_id: str) -> str:
         """A profile's name as the picker shows it (its id for one not listed)."""
@@ -301,6 +563,59 @@ class TopBar(QtWidgets.QFrame):
         self._save(guard_profile=profile_id)
         self.services.profile_changed.emit(profile_id)
         self.profile_changed.emit(profile_id)
+        # Opening may have calibrated a judge: the statuses say how it did.
+        self.refresh_profiles()
+
+    # -- models installed or removed -----------------------------------------------------
+
+    def _installed_models(self) -> frozenset[tuple[str, str, str]]:
+        models = self.services.context.registry.list()
+        return frozenset((m.id, m.role, m.sha256 or "") for m in models)
+
+    def models_installed(self) -> None:
+        """The installed models may have changed (the models window listed them): when
+        they did, the profile in force is opened again, so that a safety model just
+        downloaded checks the next message (its judge calibrated first) and the status
+        says what really runs, never more than that."""
+        installed = self._installed_models()
+        if installed == self._installed:
+            return
+        self._installed = installed
+        self._reopen_profile()
+
+    def _reopen_profile(self) -> None:
+        if not self.isEnabled():
+            # A reply is streaming (the window disables the bar): its turn keeps the
+            # checks it began with; the profile opens again when the bar is enabled.
+            self._reopen_pending = True
+            return
+        self._reopen_pending = False
+        choice = self.current_profile()
+        profile_id = (
+            choice.id
+            if choice is not None
+            else locked_profile(self.services) or self.services.context.settings.guard_profile
+        )
+
+        def opened(_result: object) -> None:
+            self.services.profile_changed.emit(profile_id)
+            self.profile_changed.emit(profile_id)
+            self.refresh_profiles()
+
+        def failed(error: object) -> None:
+            self._failed(error)
+            self.refresh_profiles()  # the statuses say why, where they can
+
+        call(self.services.engine, self.services.open_profile(profile_id), self, opened, failed)
+
+    def changeEvent(self, event: QtCore.QEvent) -> None:
+        super().changeEvent(event)
+        if (
+            event.type() == QtCore.QEvent.Type.EnabledChange
+            and self.isEnabled()
+            and self._reopen_pending
+        ):
+            self._reopen_profile()
 
     def _save(self, **changes: Any) -> None:
         settings = self.services.context.settings
