@@ -93,7 +93,8 @@ async def first_token_ms(host: ModelHost, text: str) -> float:
 
 
 async def measure_checks(model: Path, rounds: int, options: LoadOptions) -> dict[str, Any]:
-    chat_host, judge_host = ModelHost(model, options), ModelHost(model, options)
+    # The judge's host as GuardModels makes it: below the chat model's priority.
+    chat_host, judge_host = ModelHost(model, options), ModelHost(model, options, background=True)
     judge = PromptedSafetyModel(HostLLM(judge_host, "qwen"), None, calibration=NEVER_BLOCKS)
     rows: list[dict[str, float]] = []
     try:
@@ -161,7 +162,7 @@ async def measure_turns(
     from bastion_guardrails.engine import GuardEngine
     from bastion_guardrails.runtime import OffProfile
 
-    judge_host = ModelHost(model, options)
+    judge_host = ModelHost(model, options, background=True)
     judge = PromptedSafetyModel(HostLLM(judge_host, "qwen"), None, calibration=NEVER_BLOCKS)
     standard = GuardEngine().runtime("standard", ModelSet(judge, "Qwen", self_check=True))
     off = OffProfile()

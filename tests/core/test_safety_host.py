@@ -10,6 +10,7 @@ instruct model as a judge."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 
 from bastion_desktop.core.hub.local_files import import_gguf
 from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.host_process import BACKGROUND_NICENESS
 from bastion_desktop.core.inference.types import (
     ChatMessage,
     LoadOptions,
@@ -204,6 +206,12 @@ async def test_self_check_starts_its_own_host_lazily_and_closes_with_the_app(
         assert 0.0 < await judge.probability(Stage.INPUT, [QUESTION]) < 1.0
         assert host.is_running
         pid = host.pid
+        assert pid is not None
+        # A judge runs below the chat model's host (nice 10): it checks a streaming
+        # reply with the cores the reply leaves free.
+        if hasattr(os, "getpriority"):
+            own = os.getpriority(os.PRIO_PROCESS, 0)
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, own + BACKGROUND_NICENESS)
     finally:
         await guard_models.aclose()
     assert not host.is_running

@@ -474,7 +474,7 @@ class GuardModels:
         key = (use, model.id)
         host = self._hosts.get(key)
         if host is None or host.path != model.path:
-            host = self._hosts[key] = ModelHost(model.path, self.load_options)
+            host = self._hosts[key] = ModelHost(model.path, self.load_options, background=True)
         return host
 
     @property

@@ -124,12 +124,13 @@ class _Process:
         options: LoadOptions,
         placement: Placement,
         loop: asyncio.AbstractEventLoop,
+        background: bool = False,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, child_conn = context.Pipe(duplex=True)
         self.process: BaseProcess = context.Process(
             target=run_host,
-            args=(child_conn, str(path), options, placement),
+            args=(child_conn, str(path), options, placement, background),
             name=f"bastion-model-host:{path.name}",
             daemon=True,
         )
@@ -211,9 +212,15 @@ class ScoreResult:
 class ModelHost:
     """A model loaded in its own process. Use from one asyncio loop."""
 
-    def __init__(self, path: Path, options: LoadOptions | None = None) -> None:
+    def __init__(
+        self, path: Path, options: LoadOptions | None = None, *, background: bool = False
+    ) -> None:
+        """`background`: a model that works beside the chat model (a judge of content
+        safety) runs at a lower priority than the chat model's host, so checking a reply
+        while it streams takes the cores the reply leaves free, not the reply's own."""
         self.path = path
         self.options = options or LoadOptions()
+        self.background = background
         self.facts: ModelFacts | None = None
         self._process: _Process | None = None
         self._lock = asyncio.Lock()
@@ -285,7 +292,7 @@ class ModelHost:
         # The runtime probe's children run once per app run, on a thread.
         placement = await asyncio.to_thread(placement_for, options)
         starting = asyncio.ensure_future(
-            asyncio.to_thread(_Process, self.path, options, placement, loop)
+            asyncio.to_thread(_Process, self.path, options, placement, loop, self.background)
         )
         try:
             # Shielded: a cancel here must not lose the process the thread is starting.
