@@ -113,6 +113,7 @@ def test_standard_without_a_safety_model_is_marked_and_its_details_offer_one(
     # The whole sentence, for a screen reader.
     assert "Not in force" in button.accessibleDescription()
     assert button.accessibleDescription() == choice.sentence
+    assert button.property("verdict") == choice.state
     assert button.accessibleName().startswith("Guardrail status: Standard: ")
     screenshot(bar, "top-bar-standard")
 
@@ -273,9 +274,11 @@ def test_the_badge_says_while_a_judge_is_tested(qtbot: QtBot, bar: TopBar, servi
     services.judge_progress.emit("Qwen Judge", 3, 74)
     button = bar.status_button
     assert button.text() == "Testing the judge 3/74"
+    assert button.property("verdict") == "unchecked"  # grey while there is no verdict
     assert button.accessibleDescription().startswith(
         "Testing whether Qwen Judge can judge content safety: 3 of 74 test requests"
     )
     services.judge_progress.emit("Qwen Judge", 74, 74)
     assert button.text() == choice.badge
     assert button.accessibleDescription() == choice.sentence
+    assert button.property("verdict") == choice.state

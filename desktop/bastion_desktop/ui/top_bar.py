@@ -462,6 +462,10 @@ class TopBar(QtWidgets.QFrame):
         )
         button.setToolTip(words)
         button.setAccessibleDescription(words)
+        if button.property("verdict") != "unchecked":  # grey: no verdict on it yet
+            button.setProperty("verdict", "unchecked")
+            button.style().unpolish(button)
+            button.style().polish(button)
         if done >= total:
             self._show_status()
 
