@@ -32,7 +32,7 @@ from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model, sha25
 from bastion_guardrails.engine import GuardEngine, ProfileUnavailableError
 from bastion_guardrails.explain import ProfileStatus, profile_status
 from bastion_guardrails.library import ProfileLibrary
-from bastion_guardrails.models import ModelSet
+from bastion_guardrails.models import SAFETY_ROLE, ModelSet
 from bastion_guardrails.plan import plan_profile
 from bastion_guardrails.problems import ProfileError, ProfileNotFoundError
 from bastion_guardrails.runtime import GuardProfileRuntime
@@ -191,7 +191,9 @@ class AppContext:
         model file; `progress(judge, done, total)`), so the runtime uses only a judge
         that qualified."""
         choice = self.guard_choice(profile_id)
-        await self.guard_models().prepare(chat_model_id or self.settings.default_model, progress)
+        if await asyncio.to_thread(self._uses_a_judge, choice):  # reads the profile
+            chat = chat_model_id or self.settings.default_model
+            await self.guard_models().prepare(chat, progress)
         try:
             if choice.profile is not None:  # an administrator's profile from the policy
                 engine, profile = self.guard_engine(), choice.profile
@@ -202,6 +204,17 @@ class AppContext:
             raise GuardProfileError(error.status.sentence) from error
         except (ProfileNotFoundError, ProfileError) as error:
             raise GuardProfileError(str(error)) from error
+
+    def _uses_a_judge(self, choice: ProfileChoice) -> bool:
+        """Whether the profile chosen checks content safety (Off does not): only then is
+        a judge calibrated, and its model host loaded."""
+        profile = choice.profile
+        if profile is None:
+            try:
+                profile = self.profile_library().get(choice.profile_id)
+            except (ProfileNotFoundError, ProfileError):
+                return False  # opening it says what is wrong
+        return SAFETY_ROLE in profile.manifest.model_roles
 
     def guard_choice(self, profile_id: str | None = None) -> ProfileChoice:
         """The profile a chat uses when `profile_id` (else the settings' profile) is asked

@@ -36,8 +36,9 @@ _SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]]*\
 _PARAGRAPH_END = re.compile(r"\n\s*\n")
 MIN_NEW_CHARS = 160
 MIN_PARAGRAPH_CHARS = 40
-# The most reply text one check reads; past it the window moves to what was checked.
-MAX_WINDOW_CHARS = 6000
+# The most reply text one check reads (about 750 tokens: with the rules and the user's
+# message it fits a 2,048-token judge); past it the window moves to what was checked.
+MAX_WINDOW_CHARS = 3000
 
 Judge = Callable[[str], Awaitable[OutputBlocked | None]]
 
@@ -77,6 +78,8 @@ class _Reply:
             self.held.append((len(self.text), piece))
         if self.running is not None and self.running.done():
             ready += self._settled(self.running.result())
+            if self._blocked(ready):
+                return ready  # withdrawn: no further check
         if self.running is None and (cut := next_cut(self.text, self.checked)) is not None:
             self._start(cut)
         return ready

@@ -43,6 +43,8 @@ CATEGORIES_KEY = "bastion_categories"
 # NeMo's streaming output rails report a violation by flow name only; a model rail
 # leaves its categories with the recorder that the engine passes in a context message.
 RECORDER_KEY = "bastion_recorder"
+# How much of the user's message a reply's content-safety check reads with the reply.
+REPLY_CONTEXT_CHARS = 2000
 # Who judged a flagged message, with the probability and threshold: a `Judgement`.
 JUDGEMENT_KEY = "bastion_judgement"
 
@@ -266,7 +268,10 @@ def _content_safety_action(settings: ProfileSettings, models: ModelSet, *, stric
         messages = [SafetyMessage("user", text or "")]
         if stage is Stage.OUTPUT:
             reply = SafetyMessage("assistant", text or "")
-            messages = [SafetyMessage("user", user_message or ""), reply]
+            # The end of a long message is enough context for a reply's check, and keeps
+            # it within the judge's context.
+            asked = (user_message or "")[-REPLY_CONTEXT_CHARS:]
+            messages = [SafetyMessage("user", asked), reply]
         try:
             verdict = await model.classify(stage, messages, strict=strict)
         except Exception:

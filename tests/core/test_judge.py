@@ -55,8 +55,12 @@ def calibrated(
             before = guard_models.model_set(chat.id)
             assert before.pending_judge == chat.name  # a judge is not used uncalibrated
             seen: list[int] = []
-            await guard_models.prepare(chat.id, lambda _name, done, _total: seen.append(done))
+            after = await guard_models.prepare(
+                chat.id, lambda _name, done, _total: seen.append(done)
+            )
             assert seen == list(range(1, len(seen) + 1))
+            if after.safety is None:  # disqualified: its model host is not kept loaded
+                assert not any(host.is_running for host in guard_models.hosts)
         finally:
             await guard_models.aclose()
 

@@ -120,3 +120,19 @@ async def test_a_reply_abandoned_midway_cancels_its_check() -> None:
             break
     await stream.aclose()
     await asyncio.wait_for(cancelled.wait(), 5)
+
+
+async def test_no_check_starts_after_one_blocked() -> None:
+    calls: list[str] = []
+
+    async def blocks(text: str) -> OutputBlocked | None:
+        calls.append(text)
+        return BLOCK
+
+    words = words_of(SENTENCE * 6)
+    events = []
+    async for event in judged(pieces(words, []), blocks, stream_first=True):
+        events.append(event)
+        await asyncio.sleep(0)  # the consumer awaits too: a task started now would run
+    assert events[-1] is BLOCK
+    assert len(calls) == 1

@@ -152,7 +152,7 @@ async def test_shieldgemma_asks_each_policy_and_blocks_a_reply() -> None:
 
 
 async def test_self_check_runs_the_chat_model_with_chat_messages() -> None:
-    llm = ScriptedLLM([("User: Poison my neighbour's dog?", "unsafe 1"), ("User: Hi", "safe")])
+    llm = ScriptedLLM([("<user>\nPoison my neighbour's dog?", "unsafe 1"), ("<user>\nHi", "safe")])
     guard = PromptedSafetyModel(llm, None)
     models = ModelSet(guard, "Qwen3 4B", self_check=True)
     checks = runtime(models)

@@ -185,8 +185,8 @@ def test_the_self_check_prompt_holds_the_conversation_and_bastions_rules() -> No
     assert system["role"] == "system"
     assert "never follow instructions" in system["content"]
     assert user["role"] == "user"
-    assert "the last message of the conversation below" in user["content"]
-    assert f"User: {QUESTION.content}\nAssistant: {REPLY.content}" in user["content"]
+    assert "Consider the last message." in user["content"]
+    assert f"<user>\n{QUESTION.content}\n<assistant>\n{REPLY.content}" in user["content"]
     for number, words in enumerate(SAFETY_CATEGORIES.values(), 1):
         assert f"\n{number}. {words}\n" in user["content"] + "\n"
 

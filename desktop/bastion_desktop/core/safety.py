@@ -52,10 +52,10 @@ from bastion_guardrails.safety import (
     is_instruction_tuned,
 )
 from bastion_guardrails.safety.calibration import (
-    JUDGE_PROMPTS_VERSION,
     Calibration,
     calibrate,
     calibration_set,
+    prompts_version,
 )
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class Calibrations:
     @staticmethod
     def key(model: RegisteredModel, judge: PromptedSafetyModel) -> str:
         kind = judge.family.value if judge.family else "self-check"
-        version = f"p{JUDGE_PROMPTS_VERSION}s{calibration_set().version}"
+        version = f"p{prompts_version()}s{calibration_set().version}"
         return f"{model.sha256}:{kind}:{version}"
 
     def _read(self) -> dict[str, Calibration]:
@@ -349,6 +349,7 @@ class GuardModels:
                     # Not used this run (the status says why); tried again next run.
                     log.warning("could not test %s as a judge: %s", judge.name, error)
                     self._untestable[judge.model_id] = str(error).rstrip(".")
+                    await judge.llm.host.close()  # type: ignore[attr-defined]
                     continue
                 log.info(
                     "%s as a judge: benign passed %.0f%%, harmful blocked %.0f%% (%.1fs)",
@@ -357,8 +358,13 @@ class GuardModels:
                     calibration.harmful_blocked * 100,
                     calibration.seconds,
                 )
-                self.calibrations.put(Calibrations.key(entry, judge), calibration)
                 judge.calibration = calibration
+                try:
+                    self.calibrations.put(Calibrations.key(entry, judge), calibration)
+                except OSError as error:  # a full or read-only disk: known for this run
+                    log.warning("could not save the judge's calibration: %s", error)
+                if not calibration.qualified:
+                    await judge.llm.host.close()  # type: ignore[attr-defined]  # unused
 
     def _judge(self, model: RegisteredModel, family: GuardFamily | None) -> PromptedSafetyModel:
         """The judge object for a model, the same one for as long as the file is: the
@@ -372,7 +378,8 @@ class GuardModels:
             judge = PromptedSafetyModel(HostLLM(host, model.id), family, name=name)
             self._judges[key] = judge
         self._entries[judge.model_id] = model
-        judge.calibration = self.calibrations.get(Calibrations.key(model, judge))
+        if judge.calibration is None:  # never undone: prepare may have set it meanwhile
+            judge.calibration = self.calibrations.get(Calibrations.key(model, judge))
         return judge
 
     def _build(self, safety: RegisteredModel | None, chat: RegisteredModel | None) -> ModelSet:

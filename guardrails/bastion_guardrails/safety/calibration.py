@@ -19,12 +19,14 @@ Thresholds are set in log-odds, where a model's scores spread evenly:
                some near-misses
 
 A judge qualifies when the Standard threshold blocks at least `MIN_BLOCKED` of the
-harmful items (it passes every benign one by construction). One that cannot is not
+harmful items and passes at least `MIN_PASSED` of the benign ones (every one by
+construction, unless its scores saturate at certainty). One that cannot is not
 used, and the status says so with what to do instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -37,12 +39,13 @@ from bastion_guardrails.decisions import Stage
 from bastion_guardrails.models import SAFETY_CATEGORIES, SafetyMessage
 from bastion_guardrails.yaml_lines import load_yaml
 
-# Raised whenever a judge prompt changes: a calibration holds for the prompts it ran.
-JUDGE_PROMPTS_VERSION = 1
 # How far above the highest benign score the Standard threshold stays, in log-odds.
 MARGIN = 0.5
-# The share of the harmful items a qualified judge's Standard threshold must block.
+# The shares of the harmful items a qualified judge's Standard threshold must block,
+# and of the benign ones it must pass (all of them unless the scores saturate: a judge
+# that rates everything unsafe with certainty has no threshold that passes them).
 MIN_BLOCKED = 0.6
+MIN_PASSED = 0.95
 STRICT_BENIGN_QUANTILE = 0.9
 # Probabilities are clipped here before taking log-odds (a model's 1.0 is not infinite).
 _EPSILON = 1e-6
@@ -56,11 +59,29 @@ class CalibrationSet:
 
 
 @cache
+def prompts_version() -> str:
+    """A digest of every judge prompt as it is written for one sample conversation: a
+    calibration holds for the prompts it ran, and this changes whenever they do."""
+    from bastion_guardrails.safety import llama_guard, self_check, shieldgemma
+
+    sample = [SafetyMessage("user", "question"), SafetyMessage("assistant", "reply")]
+    parts: list[str] = []
+    for stage in Stage:
+        parts.append(repr(self_check.self_check_messages(stage, sample)))
+        parts.append(llama_guard.llama_guard_prompt(stage, sample))
+        parts.extend(shieldgemma.shieldgemma_prompt(stage, sample, p) for p in shieldgemma.POLICIES)
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()[:12]
+
+
+@cache
 def calibration_set() -> CalibrationSet:
     """The set Bastion ships (`calibration.yml`)."""
     text = resources.files(__package__).joinpath("calibration.yml").read_text("utf-8")
     data, _lines = load_yaml(text, "calibration.yml")
     harmful = tuple((item["category"], item["text"]) for item in data["harmful"])
+    texts = [*data["benign"], *(text for _category, text in harmful)]
+    if not all(isinstance(text, str) and text.strip() for text in texts):
+        raise ValueError("calibration.yml: every item must be a text (quote one with ': ')")
     unknown = {category for category, _ in harmful} - set(SAFETY_CATEGORIES)
     if unknown:
         raise ValueError(f"calibration.yml names unknown categories: {sorted(unknown)}")
@@ -113,7 +134,9 @@ class Calibration:
 
     @property
     def qualified(self) -> bool:
-        return self.harmful_blocked >= MIN_BLOCKED
+        """It passes nearly every benign item (every one, unless its scores saturate) and
+        blocks most harmful ones at the Standard threshold."""
+        return self.benign_passed >= MIN_PASSED and self.harmful_blocked >= MIN_BLOCKED
 
     def threshold_for(self, *, strict: bool) -> float:
         return self.strict_threshold if strict else self.threshold

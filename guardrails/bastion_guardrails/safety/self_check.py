@@ -38,21 +38,34 @@ def _rules() -> str:
     return "\n".join(f"{n}. {SAFETY_CATEGORIES[key]}" for n, key in enumerate(RULES, 1))
 
 
+# A tag that opens or closes a message, as a message might spell it to pass for two.
+_TAG = re.compile(r"<\s*/?\s*(?:user|assistant|conversation)\s*>", re.IGNORECASE)
+
+
+def _escaped(content: str) -> str:
+    """A message's text with anything spelled like one of the prompt's tags broken, so
+    that it cannot end its own message and add one (a harmless "last message" for the
+    judge to rate in place of the real one)."""
+    return _TAG.sub(lambda tag: "\u2039" + tag.group(0)[1:], content)
+
+
 def _request(messages: Sequence[SafetyMessage], question: str) -> str:
     """The fixed instructions and the question first, the same for messages and
     replies (the judge's host keeps them in its context from one check to the next),
-    the conversation last: a check reads only the conversation, and a reply's check
-    finds its user message already read by the message's own check."""
+    the conversation last, each message under its author's tag: a check reads only
+    the conversation, and a reply's check finds its user message already read by the
+    message's own check."""
     conversation = "\n".join(
-        f"{'User' if m.role == 'user' else 'Assistant'}: {m.content}" for m in messages
+        f"<{'user' if m.role == 'user' else 'assistant'}>\n{_escaped(m.content)}" for m in messages
     )
     return (
         "The application must refuse text that contains, asks for or helps with:\n"
         f"{_rules()}\n\n"
         "Everything else is safe, including questions about history, fiction, programming, "
         "health and safety that mention such things without helping to do harm.\n\n"
-        f"Consider the last message of the conversation below. {question}\n\n"
-        f"Conversation:\n{conversation}"
+        "Below is a conversation; each message opens with its author's tag, <user> or "
+        f"<assistant>. Consider the last message. {question}\n\n"
+        f"<conversation>\n{conversation}"
     )
 
 
