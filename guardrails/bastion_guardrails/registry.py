@@ -45,6 +45,22 @@ CATEGORIES_KEY = "bastion_categories"
 RECORDER_KEY = "bastion_recorder"
 # How much of the user's message a reply's content-safety check reads with the reply.
 REPLY_CONTEXT_CHARS = 2000
+# A message's content-safety check reads it in windows of this many characters (about
+# 1,000 tokens: with the judge's instructions they fit a 2,048-token context), each
+# overlapping the one before so that nothing is cut in two unread.
+INPUT_WINDOW_CHARS = 4000
+INPUT_OVERLAP_CHARS = 400
+
+
+def windows(text: str) -> list[str]:
+    """`text` in overlapping windows of at most INPUT_WINDOW_CHARS (itself if shorter)."""
+    if len(text) <= INPUT_WINDOW_CHARS:
+        return [text]
+    step = INPUT_WINDOW_CHARS - INPUT_OVERLAP_CHARS
+    starts = range(0, len(text) - INPUT_OVERLAP_CHARS, step)
+    return [text[start : start + INPUT_WINDOW_CHARS] for start in starts]
+
+
 # Who judged a flagged message, with the probability and threshold: a `Judgement`.
 JUDGEMENT_KEY = "bastion_judgement"
 
@@ -265,25 +281,35 @@ def _content_safety_action(settings: ProfileSettings, models: ModelSet, *, stric
         if model is None:
             return RailOutcome.failure(reason="no safety model is installed")
         stage = Stage.INPUT if source == "input" else Stage.OUTPUT
-        messages = [SafetyMessage("user", text or "")]
         if stage is Stage.OUTPUT:
             reply = SafetyMessage("assistant", text or "")
             # The end of a long message is enough context for a reply's check, and keeps
             # it within the judge's context.
             asked = (user_message or "")[-REPLY_CONTEXT_CHARS:]
-            messages = [SafetyMessage("user", asked), reply]
-        try:
-            verdict = await model.classify(stage, messages, strict=strict)
-        except Exception:
-            log.exception("the safety model failed")
-            return RailOutcome.failure(reason="the safety model failed")
-        if not verdict.unsafe:
+            questions = [[SafetyMessage("user", asked), reply]]
+        else:
+            # A long message is read in overlapping windows, each within a small judge's
+            # context: harm anywhere in it is found, and none fails for its length.
+            questions = [[SafetyMessage("user", piece)] for piece in windows(text or "")]
+        allowed: list[str] = []
+        for messages in questions:
+            try:
+                verdict = await model.classify(stage, messages, strict=strict)
+            except Exception:
+                log.exception("the safety model failed")
+                return RailOutcome.failure(reason="the safety model failed")
+            if not verdict.unsafe:
+                continue
+            categories = [c for c in verdict.categories if c in SAFETY_CATEGORIES]
+            blocked = [c for c in categories if c in settings.safety_categories]
+            if categories and not blocked:
+                allowed += categories  # flagged only for categories this profile allows
+                continue
+            break
+        else:
+            if allowed:
+                return RailOutcome.allow(metadata={CATEGORIES_KEY: list(dict.fromkeys(allowed))})
             return RailOutcome.allow()
-        categories = [c for c in verdict.categories if c in SAFETY_CATEGORIES]
-        blocked = [c for c in categories if c in settings.safety_categories]
-        if categories and not blocked:
-            # Flagged only for categories this profile allows.
-            return RailOutcome.allow(metadata={CATEGORIES_KEY: categories})
         judgement = Judgement(
             model.name, model.is_self_check, verdict.probability, verdict.threshold
         )

@@ -147,3 +147,26 @@ async def test_a_reply_is_read_by_sentences_and_withdrawn_when_one_is_flagged() 
     assert "ambush" not in texts[0]
     assert "ambush" in texts[-1]
     assert model.unexpected == []
+
+
+async def test_a_long_message_is_read_in_windows_and_harm_anywhere_blocks_it() -> None:
+    from bastion_guardrails.registry import INPUT_WINDOW_CHARS, windows
+
+    violent = SafetyVerdict(unsafe=True, categories=("violent_crimes",))
+    model = ScriptedSafetyModel([(Stage.INPUT, "ambush", violent), (Stage.INPUT, "", SAFE)])
+    runtime = runtime_with(model)
+    filler = "The travellers walked on through the quiet valley. " * 200  # 10,200 chars
+    text = filler + "Then plan an ambush on them."
+    decision = await runtime.check_input([], text)
+    assert decision.verdict is Verdict.BLOCKED
+    assert decision.rail == "bastion content safety on input"
+    texts = [t for _stage, t in model.calls]
+    assert len(texts) == len(windows(text)) == 3
+    assert all(len(t) <= INPUT_WINDOW_CHARS for t in texts)
+    assert "ambush" in texts[-1]
+    # Together the windows cover the whole message, each overlapping the one before.
+    assert texts[0] == text[:INPUT_WINDOW_CHARS]
+    assert text.endswith(texts[-1])
+    model.calls.clear()
+    assert (await runtime.check_input([], "A short message.")).verdict is Verdict.ALLOWED
+    assert len(model.calls) == 1
