@@ -362,6 +362,12 @@ class ProcessResults:
 def measure_processes(home: Path, config: Config) -> ProcessResults:
     env = dict(os.environ)
     env[HOME_VARIABLE] = str(home)
+    # A machine without a keychain (CI, a server) keys the history with a passphrase;
+    # the benchmark's own, in its home, so `bastion chat` saves the turn as a user's.
+    passphrase = home / "benchmark-passphrase"
+    passphrase.write_text("benchmark passphrase, not a secret\n", encoding="utf-8")
+    passphrase.chmod(0o600)
+    env.setdefault("BASTION_PASSPHRASE_FILE", str(passphrase))
     cli = bastion_command()
     baseline = [sys.executable, "-c", "import llama_cpp"]
     # Untimed once each: the same warm file cache for both.
