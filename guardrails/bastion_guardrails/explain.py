@@ -243,6 +243,7 @@ def profile_status(plan: ProfilePlan) -> ProfileStatus:
         profile.manifest.safety_model_required and uses_safety and not models.has_safety_model
     )
     name = profile.name
+    suggested: tuple[SafetyDownload, ...] = ()  # what the sentence offers to download
     if plan.is_off:
         sentence = "Guardrails are off: nothing is checked."
     elif not can_run:
@@ -253,6 +254,7 @@ def profile_status(plan: ProfilePlan) -> ProfileStatus:
             f"The {name} profile requires a safety model and none is installed{instead}, so "
             f"it cannot be used: {download_hint(models)}, or choose another profile."
         )
+        suggested = models.downloads
     else:
         active = [r for r in plan.input + plan.output if r.in_force]
         sentence = (
@@ -263,15 +265,16 @@ def profile_status(plan: ProfilePlan) -> ProfileStatus:
                 f" Not in force: {_describe(missing, verbs=False)}, because "
                 f"{_why_missing(models)}; to turn them on, {download_hint(models)}."
             )
+            suggested = models.downloads
         elif models.self_check and uses_safety:
             sentence += (
                 " The chat model checks content safety itself, which is less reliable than "
                 f"a safety model; for better checks, {download_hint(models)}."
             )
+            suggested = models.downloads
         if models.pending_judge and uses_safety and not missing:
             sentence += (
                 f" Before its first check, Bastion tests once whether {models.pending_judge} "
                 "can tell harmful requests from harmless ones."
             )
-    suggested = models.downloads if download_hint(models) in sentence else ()
     return ProfileStatus(profile.id, name, checks, can_run, sentence, models.judges, suggested)
