@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from bastion_desktop.core.chat import ChatService
-from bastion_desktop.core.events import BlockedEvent, DoneEvent, ErrorEvent, TokenEvent
 from bastion_desktop.core.inference.hardware import physical_cores
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import (
@@ -58,6 +57,7 @@ from bastion_guardrails.safety import PromptedSafetyModel
 from bastion_guardrails.safety.calibration import derive
 from bench_common import median, met, positive
 from bench_gpu import instruct_model
+from bench_guardrails import BenchmarkError, Turn, run_turn  # the same turn, measured alike
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "judge.json"
 # Requests people send, none of them in the calibration set.
@@ -75,13 +75,8 @@ MESSAGES = (
     "What is a closure in JavaScript? Give a short example.",
     "Plan a three-day trip to Lisbon on a small budget.",
 )
-STORY = "Write a long story about a lighthouse keeper who finds an old map."
 # Thresholds above any probability: the judge checks everything and blocks nothing.
 NEVER_BLOCKS = derive([1.0 - 1e-9] * 4, [1.0 - 1e-9] * 4, set_version=0)
-
-
-class BenchmarkError(Exception):
-    """Something the benchmark needs did not work."""
 
 
 async def first_token_ms(host: ModelHost, text: str) -> float:
@@ -131,31 +126,6 @@ async def measure_checks(model: Path, rounds: int, options: LoadOptions) -> dict
     }
 
 
-async def run_turn(
-    service: ChatService, store: InMemoryConversationStore, params: SamplingParams, name: str
-) -> tuple[float, float, int]:
-    """(time to first token in ms, tokens/s, tokens) of one turn."""
-    conversation = await store.create_conversation(
-        title="benchmark", model_id="qwen", profile_id=name, system_prompt=""
-    )
-    stamps: list[float] = []
-    done: DoneEvent | None = None
-    start = time.perf_counter()
-    async for event in service.send(conversation.id, STORY, params):
-        if isinstance(event, TokenEvent):
-            stamps.append(time.perf_counter())
-        elif isinstance(event, DoneEvent):
-            done = event
-        elif isinstance(event, ErrorEvent):
-            raise BenchmarkError(f"the turn failed: {event.kind}: {event.message}")
-        elif isinstance(event, BlockedEvent):
-            raise BenchmarkError(f"{name} blocked the benchmark's turn: {event.decision}")
-    if done is None or len(stamps) < 2:
-        raise BenchmarkError(f"{name}: the turn ended without text")
-    rate = (len(stamps) - 1) / (stamps[-1] - stamps[0])
-    return (stamps[0] - start) * 1000.0, rate, done.tokens
-
-
 async def measure_turns(
     model: Path, rounds: int, options: LoadOptions, max_tokens: int
 ) -> dict[str, Any]:
@@ -170,7 +140,7 @@ async def measure_turns(
     slot = ChatModelSlot(options)
     service = ChatService(store, slot, lambda _model_id: model, off)
     params = SamplingParams(seed=7, max_tokens=max_tokens)
-    turns: dict[str, list[tuple[float, float, int]]] = {"off": [], "standard": []}
+    turns: dict[str, list[Turn]] = {"off": [], "standard": []}
     try:
         await asyncio.gather(slot.host_for(model), judge_host.load())
         for guard, name in ((off, "off"), (standard, "standard")):  # warm both paths
@@ -185,18 +155,21 @@ async def measure_turns(
                 turns[name].append(await run_turn(service, store, params, name))
             o, s = turns["off"][-1], turns["standard"][-1]
             print(
-                f"  round {index + 1}/{rounds}: off {o[1]:6.1f} tok/s {o[0]:6.1f} ms | "
-                f"standard {s[1]:6.1f} tok/s {s[0]:6.1f} ms ({s[2]} tokens)",
+                f"  round {index + 1}/{rounds}: off {o.tokens_per_second:6.1f} tok/s "
+                f"{o.ttft_ms:6.1f} ms | standard {s.tokens_per_second:6.1f} tok/s "
+                f"{s.ttft_ms:6.1f} ms ({s.tokens} tokens)",
                 flush=True,
             )
     finally:
         await asyncio.gather(slot.close(), judge_host.close())
     pairs = list(zip(turns["off"], turns["standard"], strict=True))
     return {
-        "off": turns["off"],
-        "standard": turns["standard"],
-        "ttft_delay_ms": median([s[0] - o[0] for o, s in pairs]),
-        "tokens_per_second_ratio": median([s[1] / o[1] for o, s in pairs if o[1] > 0]),
+        "off": [t.as_json() for t in turns["off"]],
+        "standard": [t.as_json() for t in turns["standard"]],
+        "ttft_delay_ms": median([s.ttft_ms - o.ttft_ms for o, s in pairs]),
+        "tokens_per_second_ratio": median(
+            [s.tokens_per_second / o.tokens_per_second for o, s in pairs if o.tokens_per_second]
+        ),
     }
 
 
