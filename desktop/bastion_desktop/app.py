@@ -44,6 +44,8 @@ HISTORY_KEY_RECORD = "history-key.json"
 PROFILES_FOLDER = "profiles"
 # Each content-safety judge's calibration, by model file (scores, never chat text).
 JUDGE_CALIBRATIONS_FILE = "judge-calibrations.json"
+# The local API's client tokens, as hashes.
+API_TOKENS_FILE = "api-tokens.json"
 
 
 _HASHES: dict[tuple[Path, int, int, int], str] = {}
@@ -182,15 +184,20 @@ class AppContext:
         profile_id: str | None = None,
         chat_model_id: str | None = None,
         progress: Callable[[str, int, int], None] | None = None,
+        *,
+        choice: ProfileChoice | None = None,
     ) -> GuardProfileRuntime:
         """The runtime of the profile named, else the one in the settings. Raises
         `ProfileUnavailableError` (its `status.sentence` says why) when the profile
         requires a model that is not installed, `ProfileError` when it does not load.
+        `choice`, when given, is the profile already chosen under the policy (the local
+        API's own LocalApiProfile is not the chat's choice).
 
         A judge of content safety not yet calibrated is calibrated first (once per
         model file; `progress(judge, done, total)`), so the runtime uses only a judge
         that qualified."""
-        choice = self.guard_choice(profile_id)
+        if choice is None:
+            choice = await asyncio.to_thread(self.guard_choice, profile_id)  # reads profiles
         if await asyncio.to_thread(self._uses_a_judge, choice):  # reads the profile
             chat = chat_model_id or self.settings.default_model
             await self.guard_models().prepare(chat, progress)
@@ -243,6 +250,20 @@ class AppContext:
             return self.guard_engine().status(choice.profile_id, self.model_set(chat_model_id))
         except (ProfileNotFoundError, ProfileError) as error:
             raise GuardProfileError(str(error)) from error
+
+    # -- the local API ----------------------------------------------------------------
+
+    @property
+    def api_tokens_file(self) -> Path:
+        return self.paths.data / API_TOKENS_FILE
+
+    def api_origins(self) -> tuple[str, ...]:
+        """The web origins allowed to call the local API: the administrator's list,
+        else the user's."""
+        chosen = self.policy.local_api_origins
+        if chosen is None:
+            chosen = self.settings.api.allowed_origins
+        return tuple(origin.strip().lower() for origin in chosen)
 
     # -- the conversation history ----------------------------------------------------
 

@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_guard_parser(commands)
 
+    from bastion_desktop.commands.api import add_api_parsers
+
+    add_api_parsers(commands, history_options)
+
     doctor = commands.add_parser("doctor", help="check this installation and the starter model")
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.add_argument(
@@ -137,6 +141,8 @@ _COMMANDS = {
     "profiles": ("bastion_desktop.commands.profiles", "run_profiles"),
     "guard": ("bastion_desktop.commands.guard", "run_guard"),
     "doctor": ("bastion_desktop.commands.doctor", "run_doctor"),
+    "serve": ("bastion_desktop.commands.api", "run_serve"),
+    "api": ("bastion_desktop.commands.api", "run_api"),
 }
 
 

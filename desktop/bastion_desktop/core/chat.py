@@ -25,6 +25,7 @@ from bastion_desktop.core.errors import (
     ContextOverflowError,
     ModelHostCrashedError,
     ModelLoadError,
+    OutputFormatError,
 )
 from bastion_desktop.core.events import (
     BlockedEvent,
@@ -99,6 +100,8 @@ def _error_kind(error: BastionError) -> str:
         return "context_overflow"
     if isinstance(error, ModelLoadError):
         return "model_load"
+    if isinstance(error, OutputFormatError):
+        return "output_format"
     return "error"
 
 

@@ -38,3 +38,8 @@ class StarterModelError(BastionError):
 class GuardProfileError(BastionError):
     """A guardrail profile that cannot be used: unknown, invalid, or missing a model it
     requires."""
+
+
+class OutputFormatError(BastionError):
+    """A requested output format (a JSON Schema) that llama.cpp cannot turn into a
+    grammar."""

@@ -59,6 +59,34 @@ class SamplingSettings(_Section):
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
 
 
+# Free of the ports other local-model servers use (LM Studio 1234, Ollama 11434, Jan
+# 1337, GPT4All 4891, llama-server 8080, llama-cpp-python 8000), so both can run.
+DEFAULT_API_PORT = 8397
+
+
+class ApiSettings(_Section):
+    enabled: bool = Field(
+        False,
+        title="Local API",
+        description="Serve the OpenAI-compatible API on 127.0.0.1 while Bastion runs.",
+    )
+    port: int = Field(DEFAULT_API_PORT, ge=1024, le=65535, title="Port")
+    profile: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        title="Guardrail profile for the API",
+        description="The profile API requests use unless a client asks for another allowed "
+        "one; empty means the chat's profile.",
+    )
+    allowed_origins: tuple[str, ...] = Field(
+        (),
+        title="Allowed web origins",
+        description="Web pages (scheme://host[:port]) that may call the API, e.g. a browser "
+        "extension's origin; empty means none.",
+    )
+
+
 class Settings(_Section):
     version: int = Field(SETTINGS_VERSION, description="Format version of this file.")
     default_model: str | None = Field(
@@ -93,6 +121,7 @@ class Settings(_Section):
     )
     inference: InferenceSettings = InferenceSettings()
     sampling: SamplingSettings = SamplingSettings()
+    api: ApiSettings = ApiSettings()
 
 
 def _describe(error: ValidationError, source: Path) -> str:

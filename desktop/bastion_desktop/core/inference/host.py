@@ -28,6 +28,7 @@ from bastion_desktop.core.errors import (
     ContextOverflowError,
     ModelHostCrashedError,
     ModelLoadError,
+    OutputFormatError,
 )
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
 from bastion_desktop.core.inference.host_process import run_host
@@ -62,7 +63,7 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 _EXITED = ("exited",)
 # The user-caused errors a host reports for one request; each keeps its type here.
 _REQUEST_ERRORS: dict[str, type[BastionError]] = {
-    error.__name__: error for error in (ContextOverflowError, ChatTemplateError)
+    error.__name__: error for error in (ContextOverflowError, ChatTemplateError, OutputFormatError)
 }
 
 

@@ -32,7 +32,12 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from bastion_desktop.core.errors import BastionError, ContextOverflowError, ModelLoadError
+from bastion_desktop.core.errors import (
+    BastionError,
+    ContextOverflowError,
+    ModelLoadError,
+    OutputFormatError,
+)
 from bastion_desktop.core.hub.probe import GpuInfo, HardwareProfile
 from bastion_desktop.core.inference.backends import (
     DeviceType,
@@ -383,7 +388,11 @@ class LoadedModel:
             "min_p": params.min_p,
             "temp": params.temperature,
             "repeat_penalty": params.repeat_penalty,
+            "frequency_penalty": params.frequency_penalty,
+            "presence_penalty": params.presence_penalty,
         }
+        if params.output_format is not None:
+            sampling["grammar"] = _grammar(params.output_format)
         generated, finish, keep_running = self._decode(
             conn, tokens, max_new, stops=stops, emit=send, sampling=sampling
         )
@@ -539,6 +548,21 @@ class LoadedModel:
             ]
             self._answers[key] = known
         return known
+
+
+def _grammar(output_format: str) -> Any:
+    """llama.cpp's grammar for an output format: "json" for any JSON value, else the
+    text of a JSON Schema."""
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    try:
+        if output_format == "json":
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return LlamaGrammar.from_json_schema(output_format, verbose=False)
+    except Exception as error:  # the converter raises whatever the schema trips
+        raise OutputFormatError(
+            f"The JSON Schema in response_format cannot be enforced: {error}."
+        ) from error
 
 
 class _StopFilter:

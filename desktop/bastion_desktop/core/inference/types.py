@@ -45,6 +45,11 @@ class SamplingParams:
     seed: int | None = None
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    # Constrained output (the local API's response_format): "json" for any JSON value,
+    # or a JSON Schema's text; llama.cpp's grammar sampler enforces it token by token.
+    output_format: str | None = None
 
 
 @dataclass(frozen=True)

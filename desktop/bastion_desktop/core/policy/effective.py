@@ -218,6 +218,37 @@ class EffectivePolicy:
                 "the history. Start the chat without --ephemeral."
             )
 
+    # -- the local API ---------------------------------------------------------------------
+
+    @property
+    def local_api_allowed(self) -> bool:
+        """A policy that could not be read forbids the API too: it fails closed."""
+        return bool(self.value("AllowLocalApi")) and not self.failed_closed
+
+    @property
+    def local_api_profile(self) -> str | None:
+        """The profile every API request must use, when the administrator set one."""
+        value = self.value("LocalApiProfile")
+        return str(value) if value is not None else None
+
+    @property
+    def local_api_origins(self) -> tuple[str, ...] | None:
+        """The administrator's allowed web origins, replacing the user's; None if unset."""
+        value = self.value("LocalApiAllowedOrigins")
+        return tuple(value) if value is not None else None
+
+    def require_local_api(self) -> None:
+        if self.failed_closed:
+            raise PolicyRefusedError(
+                "Bastion could not apply your organization's policy, so its local API stays "
+                "off. Ask your administrator to check the policy (`bastion policy show`)."
+            )
+        if not self.local_api_allowed:
+            raise PolicyRefusedError(
+                "Your organization does not allow Bastion's local API (AllowLocalApi): the "
+                "server was not started."
+            )
+
     # -- guardrail profiles ----------------------------------------------------------------
 
     def require_user_profiles(self) -> None:

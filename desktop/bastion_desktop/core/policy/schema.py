@@ -194,6 +194,40 @@ POLICIES: tuple[PolicyDefinition, ...] = (
         recommendable=True,
         example="bartowski/Llama-Guard-3-1B-GGUF",
     ),
+    PolicyDefinition(
+        "AllowLocalApi",
+        PolicyType.BOOLEAN,
+        "Allow the local API",
+        "Whether Bastion may serve its OpenAI-compatible API on this computer's loopback "
+        "address (127.0.0.1), for other programs to use the local models through the "
+        "guardrails. False forbids the server entirely: from the window, `bastion serve` "
+        "and the settings.",
+        True,
+        recommendable=False,
+        example=False,
+    ),
+    PolicyDefinition(
+        "LocalApiProfile",
+        PolicyType.STRING,
+        "Local API guardrail profile",
+        "The guardrail profile every request to the local API uses, when it should differ "
+        "from the chat's (a built-in id or an installed profile's id). Clients cannot choose "
+        "another. Empty means the chat's profile, which a locked GuardrailProfile sets.",
+        None,
+        recommendable=False,
+        example="strict",
+    ),
+    PolicyDefinition(
+        "LocalApiAllowedOrigins",
+        PolicyType.STRING_LIST,
+        "Local API allowed origins",
+        "The web origins (scheme://host[:port], e.g. a browser extension's) whose pages may "
+        "call the local API. Every other origin is refused, and so is `null`. Replaces the "
+        "user's list; empty means no web page may call it.",
+        None,
+        recommendable=False,
+        example=["chrome-extension://abcdefghijklmnopabcdefghijklmnop"],
+    ),
 )
 
 BY_NAME: dict[str, PolicyDefinition] = {policy.name: policy for policy in POLICIES}
@@ -256,6 +290,19 @@ def _profile_entries(entries: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(e.lower() if SHA256.match(e.lower()) else e for e in entries)
 
 
+# A web origin as browsers send it: scheme://host, with a port when not the default.
+ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s?#]+$")
+
+
+def _origin_entries(entries: tuple[str, ...]) -> tuple[str, ...]:
+    for entry in entries:
+        if not ORIGIN.match(entry.lower()):
+            raise PolicyValueError(
+                f"entry '{entry}' is not a web origin (scheme://host[:port], with no path)"
+            )
+    return tuple(e.lower() for e in entries)
+
+
 def _profile(value: Any) -> str | dict[str, Any]:
     if isinstance(value, dict):
         files = value.get("files")
@@ -287,6 +334,10 @@ def _string(policy: PolicyDefinition, value: Any) -> str:
         if not SHA256.match(text.lower()):
             raise PolicyValueError("must be a sha256: 64 hex digits")
         return text.lower()
+    if policy.name == "LocalApiProfile" and not PROFILE_ID.match(text):
+        raise PolicyValueError(
+            f"must be a profile id ({', '.join(BUILTIN_IDS)} or an installed profile's id)"
+        )
     return text
 
 
@@ -296,6 +347,8 @@ def _string_list(policy: PolicyDefinition, value: Any) -> tuple[str, ...]:
         return _model_entries(entries)
     if policy.name == "AllowedGuardrailProfiles":
         return _profile_entries(entries)
+    if policy.name == "LocalApiAllowedOrigins":
+        return _origin_entries(entries)
     return entries
 
 

@@ -1,0 +1,287 @@
+"""What one API request does, in Bastion's terms: the profile in force, the model, every
+message of the request through the input rails, then the same `ChatService.send` the
+window and `bastion chat` use for the last message and the reply.
+
+A client sends the whole conversation with every request, so each earlier message is
+checked too (a system or tool message an IDE plugin adds, an assistant message a client
+wrote itself); a message already checked under the same profile (an earlier request's
+question, or a reply this server wrote and its output rails passed) is remembered by
+its hash, in memory only, and not checked again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+
+from bastion_desktop.api.protocol import ApiError, ChatRequest, RequestMessage
+from bastion_desktop.api.tokens import ApiClient
+from bastion_desktop.app import AppContext
+from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.errors import BastionError, GuardProfileError
+from bastion_desktop.core.events import BlockedEvent, ChatEvent, DoneEvent, GuardEvent, TokenEvent
+from bastion_desktop.core.inference.types import Role, SamplingParams
+from bastion_desktop.core.models import ChatModelSlot
+from bastion_desktop.core.policy import PolicyRefusedError, ProfileChoice
+from bastion_desktop.core.registry import RegisteredModel
+from bastion_desktop.core.starter import STARTER_ID
+from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore, MessageState
+from bastion_guardrails.decisions import GuardDecision, Stage, Verdict
+from bastion_guardrails.runtime import GuardMessage, GuardProfileRuntime
+
+log = logging.getLogger(__name__)
+
+# Hashes of messages the input rails passed, per profile in use.
+CHECKED_MEMORY = 4096
+
+_NOT_RETRIED = {"x-should-retry": "false"}
+
+
+@dataclass(frozen=True)
+class Waited:
+    """How long the request waited for the model (others' requests ahead of it)."""
+
+    type = "waited"
+    ms: float
+
+
+ApiEvent = ChatEvent | Waited
+
+
+class _Checked:
+    """Messages a profile's input rails already decided on, by hash: the decision
+    (and, for a masked one, the text that replaces it), in memory only."""
+
+    def __init__(self) -> None:
+        self._known: OrderedDict[str, GuardDecision] = OrderedDict()
+
+    @staticmethod
+    def key(role: str, text: str) -> str:
+        return hashlib.sha256(f"{role}\0{text}".encode()).hexdigest()
+
+    def get(self, role: str, text: str) -> GuardDecision | None:
+        key = self.key(role, text)
+        decision = self._known.get(key)
+        if decision is not None:
+            self._known.move_to_end(key)
+        return decision
+
+    def remember(self, role: str, text: str, decision: GuardDecision) -> None:
+        if decision.blocked:
+            return  # a blocked message is checked again: it is refused again, and said why
+        self._known[self.key(role, text)] = decision
+        while len(self._known) > CHECKED_MEMORY:
+            self._known.popitem(last=False)
+
+
+class ApiService:
+    """The local API's side of the core: one per server. Requests take turns on the
+    model in arrival order (the slot holds one model at a time)."""
+
+    def __init__(
+        self,
+        context: AppContext,
+        slot: ChatModelSlot,
+        history: ConversationStore | None = None,
+    ) -> None:
+        self.context = context
+        self.slot = slot
+        self.history = history
+        self._guards: dict[tuple[str, str], GuardProfileRuntime] = {}
+        self._checked: dict[str, _Checked] = {}
+        self._turn = asyncio.Lock()
+
+    # -- what may be used ------------------------------------------------------------------
+
+    def chat_models(self) -> list[RegisteredModel]:
+        return [m for m in self.context.registry.list() if m.role == "chat"]
+
+    def sampling_defaults(self) -> SamplingParams:
+        return self.context.sampling()
+
+    async def model_for(self, requested: str | None) -> str:
+        """The installed chat model a request names (by id only: never a path, so no
+        client can make Bastion open a file of its choosing), else the default."""
+        chosen = requested or self.context.settings.default_model or STARTER_ID
+        model = self.context.registry.get(chosen)
+        if model is None or model.role != "chat":
+            known = ", ".join(m.id for m in self.chat_models()) or "none"
+            raise ApiError(
+                404,
+                f"No installed chat model is called {chosen!r}. Installed: {known}.",
+                code="model_not_found",
+                param="model",
+            )
+        try:
+            # AllowedModels decides what runs; off the loop, as it may hash the file.
+            await asyncio.to_thread(self.context.resolve_model, model.id)
+        except Exception as error:
+            raise _refusal(error) from error
+        return model.id
+
+    def profile_choice(self, requested: str | None) -> ProfileChoice:
+        """The profile a request runs under. The administrator's LocalApiProfile, else
+        their locked GuardrailProfile, cannot be changed by a client; without a lock a
+        client may ask for any profile the policy allows. Reads profiles from disk."""
+        policy = self.context.policy
+        locked = policy.local_api_profile
+        if locked is not None:
+            if requested and requested != locked:
+                raise _profile_refused(requested, locked)
+            return ProfileChoice(locked)
+        settings = self.context.settings
+        choice = self.context.guard_choice(requested or settings.api.profile)
+        if requested and choice.profile_id != requested:
+            raise _profile_refused(requested, choice.profile_id)
+        return choice
+
+    async def guard_for(self, requested: str | None, model_id: str) -> GuardProfileRuntime:
+        choice = await asyncio.to_thread(self.profile_choice, requested)
+        key = (choice.profile_id, model_id)
+        guard = self._guards.get(key)
+        if guard is None:
+            try:
+                guard = await self.context.open_guard(choice.profile_id, model_id, choice=choice)
+            except Exception as error:
+                raise _refusal(error) from error
+            self._guards[key] = guard
+        return guard
+
+    # -- a request ---------------------------------------------------------------------------
+
+    async def answer(
+        self,
+        request: ChatRequest,
+        client: ApiClient,
+        model_id: str,
+        guard: GuardProfileRuntime,
+    ) -> AsyncGenerator[ApiEvent, None]:
+        """Check the request (for `model_id`, from `model_for`, under `guard`, from
+        `guard_for`), then stream the reply to its last message as events."""
+        store = self._store_for(client)
+        checked = self._checked.setdefault(guard.profile_id, _Checked())
+        asked = time.perf_counter()
+        async with self._turn:
+            yield Waited((time.perf_counter() - asked) * 1000)
+            earlier: list[GuardMessage] = []
+            system = request.system
+            if system:
+                decision = await self._check(guard, checked, earlier, "system", system)
+                if decision.blocked or decision.verdict is Verdict.MASKED:
+                    yield GuardEvent(decision)
+                if decision.blocked:
+                    yield BlockedEvent(decision, retracted=False)
+                    return
+                system = decision.rewritten if decision.rewritten is not None else system
+                earlier.append(GuardMessage("system", system))
+            conversation = await store.create_conversation(
+                title="", model_id=model_id, profile_id=guard.profile_id, system_prompt=system
+            )
+            for message in request.messages[:-1]:
+                decision = await self._check(
+                    guard, checked, earlier, message.role.value, message.content
+                )
+                if decision.blocked or decision.verdict is Verdict.MASKED:
+                    yield GuardEvent(decision)
+                if decision.blocked:
+                    yield BlockedEvent(decision, retracted=False)
+                    return
+                text = decision.rewritten if decision.rewritten is not None else message.content
+                earlier.append(GuardMessage(message.role.value, text))
+                await store.add_message(
+                    conversation.id,
+                    message.role,
+                    text,
+                    MessageState.COMPLETE,
+                    model_id=model_id if message.role is Role.ASSISTANT else None,
+                    profile_id=guard.profile_id,
+                )
+            async for event in self._send(store, conversation.id, guard, checked, request):
+                yield event
+
+    async def _send(
+        self,
+        store: ConversationStore,
+        conversation_id: str,
+        guard: GuardProfileRuntime,
+        checked: _Checked,
+        request: ChatRequest,
+    ) -> AsyncIterator[ChatEvent]:
+        service = ChatService(
+            store, self.slot, lambda ref: self.context.registry.resolve(ref)[1], guard
+        )
+        last: RequestMessage = request.messages[-1]
+        reply: list[str] = []
+        async for event in service.send(conversation_id, last.content, request.params):
+            if isinstance(event, GuardEvent) and event.decision.stage is Stage.INPUT:
+                checked.remember(last.role.value, last.content, event.decision)
+            elif isinstance(event, TokenEvent):
+                reply.append(event.text)
+            elif isinstance(event, DoneEvent):
+                # The output rails passed it: when the client sends it back as history,
+                # it need not be checked again.
+                passed = GuardDecision(
+                    Verdict.ALLOWED, Stage.OUTPUT, guard.profile_id, "Passed as a reply."
+                )
+                checked.remember(Role.ASSISTANT.value, "".join(reply), passed)
+            yield event
+
+    async def _check(
+        self,
+        guard: GuardProfileRuntime,
+        checked: _Checked,
+        earlier: list[GuardMessage],
+        role: str,
+        text: str,
+    ) -> GuardDecision:
+        known = checked.get(role, text)
+        if known is not None:
+            return known
+        decision = await guard.check_input(earlier, text)
+        checked.remember(role, text, decision)
+        return decision
+
+    def _store_for(self, client: ApiClient) -> ConversationStore:
+        """Where the request's conversation is kept: in memory only (gone when the
+        request ends), unless the client's token says to keep it in the history."""
+        if not client.keep_history:
+            return InMemoryConversationStore()
+        if self.history is None:
+            raise ApiError(
+                503,
+                f"The token {client.name!r} keeps its conversations in the history, which "
+                "this server has not opened: restart it (the history opens at start).",
+                type="server_error",
+                code="history_closed",
+            )
+        return self.history
+
+
+def _profile_refused(requested: str, chosen: str) -> ApiError:
+    return ApiError(
+        403,
+        f"This server's guardrail profile is managed: requests use {chosen!r}, and "
+        f"{requested!r} is not allowed.",
+        type="permission_error",
+        code="profile_not_allowed",
+        param="bastion.profile",
+        headers=dict(_NOT_RETRIED),
+    )
+
+
+def _refusal(error: Exception) -> Exception:
+    """A policy refusal or a profile that does not open, as the client should see it."""
+    if isinstance(error, PolicyRefusedError):
+        return ApiError(
+            403, str(error), type="permission_error", code="policy", headers=dict(_NOT_RETRIED)
+        )
+    if isinstance(error, GuardProfileError):
+        return ApiError(503, str(error), type="server_error", code="profile_unavailable")
+    if isinstance(error, BastionError):
+        return ApiError(503, str(error), type="server_error", code="unavailable")
+    return error
