@@ -4,6 +4,7 @@ Import and export, for the CLI and the UI."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -62,6 +63,14 @@ class ProfileEntry:
     error: ProfileError | None = None
 
 
+@functools.cache
+def _builtin_profile(profile_id: str) -> Profile:
+    """A built-in profile, read once per process: they ship with Bastion and never
+    change while it runs, and reading one (YAML, Colang, hashing) takes milliseconds
+    that every choice of a profile paid again."""
+    return load_profile(builtin_bundle(profile_id))
+
+
 class ProfileLibrary:
     def __init__(self, user_dir: Path | None = None, admin_dirs: Sequence[Path] = ()) -> None:
         self.user_dir = user_dir
@@ -70,7 +79,7 @@ class ProfileLibrary:
 
     def builtin(self, profile_id: str) -> Profile:
         if profile_id not in self._builtin:
-            self._builtin[profile_id] = load_profile(builtin_bundle(profile_id))
+            self._builtin[profile_id] = _builtin_profile(profile_id)
         return self._builtin[profile_id]
 
     def _folders(self) -> list[tuple[Path, ProfileOrigin]]:

@@ -76,7 +76,7 @@ async def api(api_context: AppContext) -> AsyncIterator[Api]:
         yield running
 
 
-class serving:  # noqa: N801  (used as `async with serving(...)`)
+class serving:
     """A server for `context` (with its policy), a token named "tests", and on exit
     everything stopped: the server, the model host, the judges."""
 

@@ -246,13 +246,16 @@ async def test_json_output_follows_the_schema(api: Api) -> None:
     assert bad.json()["error"]["param"] == "response_format"
 
 
-async def test_a_plain_prompt_completion(api: Api) -> None:
+async def test_a_plain_prompt_is_continued_without_the_chat_template(api: Api) -> None:
     reply = await api.openai().completions.create(
         model=STARTER_ID, prompt="The lighthouse keeper", max_tokens=8
     )
     assert reply.choices[0].text
     assert reply.usage is not None
     assert reply.usage.completion_tokens > 0
+    # Continued as it is: the prompt's four words and the start mark, no chat template
+    # around them (that alone is a dozen tokens).
+    assert reply.usage.prompt_tokens <= 6
 
 
 async def test_api_conversations_stay_out_of_the_history(api: Api) -> None:

@@ -11,6 +11,7 @@ the `openai` package never raises and loses the text already shown; an error is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -274,8 +275,8 @@ def chat_request(body: Any, defaults: SamplingParams) -> ChatRequest:
 
 
 def completion_request(body: Any, defaults: SamplingParams) -> ChatRequest:
-    """A /v1/completions body: its prompt is answered as one user message (through the
-    model's chat template, and the guardrails like any other)."""
+    """A /v1/completions body: its prompt is continued as it is (no chat template), and
+    goes through the input rails like any message."""
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     _unsupported(body)
@@ -287,11 +288,12 @@ def completion_request(body: Any, defaults: SamplingParams) -> ChatRequest:
     if body.get("suffix"):
         raise invalid("suffix is not supported.", "suffix")
     stream = bool(body.get("stream", False))
+    params = dataclasses.replace(sampling_from(body, defaults), raw_prompt=True)
     return ChatRequest(
         model=_model(body),
         system="",
         messages=(RequestMessage(Role.USER, prompt),),
-        params=sampling_from(body, defaults),
+        params=params,
         stream=stream,
         include_usage=_stream_options(body, stream),
         profile=_requested_profile(body),

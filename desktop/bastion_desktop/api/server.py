@@ -183,6 +183,14 @@ class _Outcome:
 _OUTCOME = web.RequestKey("outcome", _Outcome)
 
 
+_INTERNAL = ApiError(
+    500,
+    "Bastion hit an internal error answering this request; its log has the details.",
+    type="server_error",
+    code="internal_error",
+)
+
+
 def _decision(decision: GuardDecision) -> dict[str, Any]:
     return {
         "verdict": decision.verdict.value,
@@ -294,6 +302,10 @@ class ApiServer:
             response = _error_response(error)
         except web.HTTPException as error:
             response = _error_response(_http_error(error, request))
+        except Exception:
+            # A bug: the client gets an answer it can read, the log the traceback.
+            log.exception("api %s: the request failed", request[_REQUEST_ID])
+            response = _error_response(_INTERNAL)
         self._record(request, client, response.status, started)
         return response
 
@@ -475,6 +487,11 @@ class ApiServer:
                         log.info("api %s: the client closed the stream", outcome.request_id)
                         assert writer.response is not None
                         return writer.response
+                    except Exception:
+                        if writer.response is None:
+                            raise  # nothing sent yet: an ordinary error response
+                        log.exception("api %s: the stream failed", outcome.request_id)
+                        return await writer.fail(_INTERNAL)
                 async for event in events:
                     outcome.take(event)
         if outcome.error is not None:
@@ -538,8 +555,7 @@ class _Stream:
                     raise _error_for(event)
                 # The reply failed part-way (the model crashed): the client must know it
                 # is incomplete, and an error frame is how OpenAI's clients learn it.
-                await self._send({"error": _error_for(event).body()["error"]})
-                return await self._finish()
+                return await self.fail(_error_for(event))
         if outcome.blocked is None and outcome.done is None:
             raise ApiError(500, "The reply ended without a result.", type="server_error")
         if outcome.blocked is not None:
@@ -599,6 +615,10 @@ class _Stream:
         assert self.response is not None
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         await self.response.write(f"data: {data}\n\n".encode())
+
+    async def fail(self, error: ApiError) -> web.StreamResponse:
+        await self._send(error.body())
+        return await self._finish()
 
     async def _finish(self) -> web.StreamResponse:
         assert self.response is not None

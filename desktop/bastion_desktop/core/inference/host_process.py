@@ -330,6 +330,8 @@ class LoadedModel:
         n_ctx = self.facts.context_length
         reserve = max(MIN_REPLY_RESERVE, min(params.max_tokens, n_ctx // 4))
         budget = n_ctx - reserve
+        if params.raw_prompt:
+            return self._fit_raw(messages[-1].content, budget, n_ctx, reserve)
         messages = self._defused(messages)
         system = [m for m in messages if m.role is Role.SYSTEM]
         turns = [m for m in messages if m.role is not Role.SYSTEM]
@@ -359,6 +361,19 @@ class LoadedModel:
             f"Your message is {alone:,} tokens, but this model's context holds {n_ctx:,} with "
             f"{reserve:,} kept for the reply. Shorten it, or raise the context length in settings."
         )
+
+    def _fit_raw(
+        self, text: str, budget: int, n_ctx: int, reserve: int
+    ) -> tuple[list[int], RenderedPrompt, int]:
+        starts = bool(self._bos_text) and text.startswith(self._bos_text)
+        rendered = RenderedPrompt(text, (), starts_with_bos=starts)
+        tokens = self._tokenize(rendered)
+        if len(tokens) > budget:
+            raise ContextOverflowError(
+                f"The prompt is {len(tokens):,} tokens, but this model's context holds "
+                f"{n_ctx:,} with {reserve:,} kept for the completion. Shorten it."
+            )
+        return tokens, rendered, 0
 
     def generate(self, conn: Connection, request_id: int, payload: tuple[Any, ...]) -> bool:
         """Serve one request. Returns False when a shutdown arrived meanwhile."""

@@ -50,6 +50,10 @@ class SamplingParams:
     # Constrained output (the local API's response_format): "json" for any JSON value,
     # or a JSON Schema's text; llama.cpp's grammar sampler enforces it token by token.
     output_format: str | None = None
+    # The last message is a plain prompt to continue (the local API's /v1/completions):
+    # no chat template, no history, and its own special tokens (e.g. fill-in-the-middle
+    # marks) are read as such.
+    raw_prompt: bool = False
 
 
 @dataclass(frozen=True)
