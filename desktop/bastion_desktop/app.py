@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bastion_desktop.core.audit import AuditLog, audit_log_for
 from bastion_desktop.core.errors import GuardProfileError
 from bastion_desktop.core.history.errors import WrongKeyError
 from bastion_desktop.core.history.keys import (
@@ -77,6 +78,7 @@ class AppContext:
     policy_notices: tuple[str, ...] = ()
     _guard_engines: list[GuardEngine] = field(default_factory=list, repr=False, compare=False)
     _guard_models: list[GuardModels] = field(default_factory=list, repr=False, compare=False)
+    _audit: list[AuditLog | None] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def start(cls) -> AppContext:
@@ -250,6 +252,14 @@ class AppContext:
             return self.guard_engine().status(choice.profile_id, self.model_set(chat_model_id))
         except (ProfileNotFoundError, ProfileError) as error:
             raise GuardProfileError(str(error)) from error
+
+    # -- the audit log ----------------------------------------------------------------
+
+    def audit_log(self) -> AuditLog | None:
+        """The audit log the policy's GuardrailAuditLog names, or None (off)."""
+        if not self._audit:
+            self._audit.append(audit_log_for(self.policy.audit_log))
+        return self._audit[0]
 
     # -- the local API ----------------------------------------------------------------
 

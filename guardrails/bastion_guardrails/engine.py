@@ -237,7 +237,7 @@ class GuardEngine:
         if not status.can_run:
             raise ProfileUnavailableError(status)
         if plan.is_off and profile.id == OffProfile.profile_id:
-            return OffProfile()
+            return OffProfile(profile.content_hash)
         key = (profile.content_hash, models.cache_key)
         with self._lock:
             runtime = self._runtimes.get(key)

@@ -104,6 +104,10 @@ class NemoProfileRuntime:
         return self._name
 
     @property
+    def profile_hash(self) -> str | None:
+        return self.plan.profile.content_hash
+
+    @property
     def checks_anything(self) -> bool:
         return self.plan.checks_anything
 

@@ -50,6 +50,11 @@ class GuardProfileRuntime(Protocol):
     def profile_name(self) -> str: ...
 
     @property
+    def profile_hash(self) -> str | None:
+        """The profile's content sha256 (what an administrator pins), when known."""
+        ...
+
+    @property
     def checks_anything(self) -> bool: ...
 
     async def check_input(self, history: Sequence[GuardMessage], text: str) -> GuardDecision: ...
@@ -73,6 +78,9 @@ class OffProfile:
     profile_id = "off"
     profile_name = "Off"
     checks_anything = False
+
+    def __init__(self, profile_hash: str | None = None) -> None:
+        self.profile_hash = profile_hash
 
     async def check_input(self, history: Sequence[GuardMessage], text: str) -> GuardDecision:
         return GuardDecision(

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import secrets
 import socket
 import time
 from collections import Counter, deque
@@ -45,6 +44,7 @@ from bastion_desktop.api.protocol import (
 )
 from bastion_desktop.api.service import ApiEvent, ApiService, Waited
 from bastion_desktop.api.tokens import ApiClient, ApiTokens, TokenError
+from bastion_desktop.core.audit import new_request_id
 from bastion_desktop.core.events import (
     BlockedEvent,
     ContextTrimmedEvent,
@@ -285,7 +285,7 @@ class ApiServer:
     async def _checks(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
-        request[_REQUEST_ID] = "req_" + secrets.token_hex(12)
+        request[_REQUEST_ID] = new_request_id()
         started = time.perf_counter()
         client = ""
         try:
@@ -476,7 +476,7 @@ class ApiServer:
             guard = await self.service.guard_for(parsed.profile, model_id)
             outcome = _Outcome(model_id, request[_REQUEST_ID])
             request[_OUTCOME] = outcome
-            events = self.service.answer(parsed, client, model_id, guard)
+            events = self.service.answer(parsed, client, model_id, guard, request[_REQUEST_ID])
             async with contextlib.aclosing(events):
                 if parsed.stream:
                     writer = _Stream(request, outcome, chat=chat, usage=parsed.include_usage)

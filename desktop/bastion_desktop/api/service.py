@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from bastion_desktop.api.protocol import ApiError, ChatRequest, RequestMessage
 from bastion_desktop.api.tokens import ApiClient
 from bastion_desktop.app import AppContext
+from bastion_desktop.core.audit import AuditError, TurnAudit, audited, new_request_id
 from bastion_desktop.core.chat import ChatService
 from bastion_desktop.core.errors import BastionError, GuardProfileError
 from bastion_desktop.core.events import BlockedEvent, ChatEvent, DoneEvent, GuardEvent, TokenEvent
@@ -160,9 +161,39 @@ class ApiService:
         client: ApiClient,
         model_id: str,
         guard: GuardProfileRuntime,
+        request_id: str | None = None,
     ) -> AsyncGenerator[ApiEvent, None]:
         """Check the request (for `model_id`, from `model_for`, under `guard`, from
-        `guard_for`), then stream the reply to its last message as events."""
+        `guard_for`), then stream the reply to its last message as events; recorded in
+        the administrator's audit log (if any) under `request_id`."""
+        events = self._answer(request, client, model_id, guard)
+        audit = self.context.audit_log()
+        if audit is None:
+            async for event in events:
+                yield event
+            return
+        turn = TurnAudit(
+            f"api:{client.name}",
+            model_id,
+            guard.profile_id,
+            guard.profile_hash,
+            request_id=request_id or new_request_id(),
+        )
+        try:
+            async for event in audited(events, audit, turn):
+                yield event
+        except AuditError as error:  # raised before the first event: nothing was sent
+            raise ApiError(
+                503, str(error), type="server_error", code="audit_log_unavailable"
+            ) from error
+
+    async def _answer(
+        self,
+        request: ChatRequest,
+        client: ApiClient,
+        model_id: str,
+        guard: GuardProfileRuntime,
+    ) -> AsyncIterator[ApiEvent]:
         store = self._store_for(client)
         checked = self._checked.setdefault(guard.profile_id, _Checked())
         asked = time.perf_counter()

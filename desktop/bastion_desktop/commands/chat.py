@@ -207,7 +207,14 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
         model_id, _path = context.resolve_model(args.model)
     guard, status = await _open_guard(context, profile_id, model_id)
     slot = ChatModelSlot(context.load_options())
-    service = ChatService(store, slot, lambda ref: context.registry.resolve(ref)[1], guard)
+    service = ChatService(
+        store,
+        slot,
+        lambda ref: context.registry.resolve(ref)[1],
+        guard,
+        audit=context.audit_log(),
+        client="cli",
+    )
     system = args.system if args.system is not None else context.settings.system_prompt
     params = _params(context, args)
     interactive = args.message is None

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion_desktop.core.audit import AuditLog, TurnAudit, audited
 from bastion_desktop.core.errors import (
     BastionError,
     ContextOverflowError,
@@ -127,12 +128,20 @@ class ChatService:
         models: ChatModelSlot,
         resolve_model: Callable[[str], Path],
         guard: GuardProfileRuntime | None = None,
+        *,
+        audit: AuditLog | None = None,
+        client: str = "window",
     ) -> None:
         self.store = store
         self.models = models
         self.resolve_model = resolve_model
         self.guard: GuardProfileRuntime = guard or OffProfile()
+        # The administrator's audit log (GuardrailAuditLog), and who this service's turns
+        # are recorded as coming from ("window", "cli").
+        self.audit = audit
+        self.client = client
         self._gpu_noted: ModelHost | None = None
+        self._holding_turn = False
 
     async def _history(self, conversation_id: str) -> list[ChatMessage]:
         conversation = await self.store.get_conversation(conversation_id)
@@ -144,10 +153,29 @@ class ChatService:
                 history.append(ChatMessage(message.role, message.content))
         return history
 
-    async def send(
+    async def _audited(
+        self, conversation_id: str, events: AsyncIterator[ChatEvent]
+    ) -> AsyncIterator[ChatEvent]:
+        """`events` as they are, or through the audit log when the policy keeps one."""
+        if self.audit is None:
+            async for event in events:
+                yield event
+            return
+        conversation = await self.store.get_conversation(conversation_id)
+        guard = self.guard
+        turn = TurnAudit(self.client, conversation.model_id, guard.profile_id, guard.profile_hash)
+        async for event in audited(events, self.audit, turn):
+            yield event
+
+    def send(
         self, conversation_id: str, text: str, params: SamplingParams
     ) -> AsyncIterator[ChatEvent]:
         """Send one user message and stream the reply as events."""
+        return self._audited(conversation_id, self._send(conversation_id, text, params))
+
+    async def _send(
+        self, conversation_id: str, text: str, params: SamplingParams
+    ) -> AsyncIterator[ChatEvent]:
         history = await self._history(conversation_id)
         guard_history = [GuardMessage(m.role.value, m.content) for m in history]
 
@@ -178,11 +206,16 @@ class ChatService:
         ):
             yield event
 
-    async def regenerate(
+    def regenerate(
         self, conversation_id: str, reply_id: int, params: SamplingParams
     ) -> AsyncIterator[ChatEvent]:
         """A new reply to the question `reply_id` answered, kept as an alternative to
         it (the store's message tree): nothing is overwritten."""
+        return self._audited(conversation_id, self._regenerate(conversation_id, reply_id, params))
+
+    async def _regenerate(
+        self, conversation_id: str, reply_id: int, params: SamplingParams
+    ) -> AsyncIterator[ChatEvent]:
         messages = await self.store.messages(conversation_id)
         index = _index_of(messages, reply_id, Role.ASSISTANT)
         question = messages[index - 1] if index > 0 else None
@@ -195,15 +228,22 @@ class ChatService:
         async for event in self._reply(conversation_id, history, params, 0.0):
             yield event
 
-    async def edit_and_resend(
+    def edit_and_resend(
         self, conversation_id: str, message_id: int, text: str, params: SamplingParams
     ) -> AsyncIterator[ChatEvent]:
         """Send `text` in place of the user's message `message_id`; the original and the
         replies to it stay as an alternative branch."""
+        return self._audited(
+            conversation_id, self._edit_and_resend(conversation_id, message_id, text, params)
+        )
+
+    async def _edit_and_resend(
+        self, conversation_id: str, message_id: int, text: str, params: SamplingParams
+    ) -> AsyncIterator[ChatEvent]:
         messages = await self.store.messages(conversation_id)
         _index_of(messages, message_id, Role.USER)
         await self.store.branch_from(message_id)
-        async for event in self.send(conversation_id, text, params):
+        async for event in self._send(conversation_id, text, params):
             yield event
 
     async def _reply(
@@ -214,6 +254,23 @@ class ChatService:
         guard_ms: float,
     ) -> AsyncIterator[ChatEvent]:
         """Stream and save the model's answer to `messages` (ending with the user's)."""
+        async with self.models.turn():  # another chat's or the API's reply goes first
+            self._holding_turn = True
+            try:
+                async for event in self._reply_in_turn(
+                    conversation_id, messages, params, guard_ms
+                ):
+                    yield event
+            finally:
+                self._holding_turn = False
+
+    async def _reply_in_turn(
+        self,
+        conversation_id: str,
+        messages: list[ChatMessage],
+        params: SamplingParams,
+        guard_ms: float,
+    ) -> AsyncIterator[ChatEvent]:
         conversation = await self.store.get_conversation(conversation_id)
         guard_history = [GuardMessage(m.role.value, m.content) for m in messages]
         reply = _Reply(conversation_id, conversation.model_id)
@@ -357,9 +414,11 @@ class ChatService:
             reply.saved_at, reply.unsaved_tokens = now, 0
 
     def cancel(self) -> None:
-        """Stop the reply being generated, keeping what was written so far."""
+        """Stop the reply being generated, keeping what was written so far. A reply
+        still waiting for its turn on a shared model is not this one's to stop: its
+        task is cancelled instead (the window does so after a moment)."""
         host = self.models.host
-        if host is not None:
+        if host is not None and self._holding_turn:
             host.cancel()
 
 

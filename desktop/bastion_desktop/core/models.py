@@ -3,6 +3,9 @@ for another model or other load options."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bastion_desktop.core.inference.host import ModelHost
@@ -11,11 +14,24 @@ from bastion_desktop.core.inference.types import LoadOptions
 
 class ChatModelSlot:
     """Holds the chat model's host; loading another model closes the previous one, so a
-    small machine never holds two chat models in memory."""
+    small machine never holds two chat models in memory.
+
+    Every reply takes `turn()` first: the window's chats and the local API's requests
+    share one slot, and a reply must never see its model swapped out under it by
+    another's. Turns are served in the order they were asked for."""
 
     def __init__(self, options: LoadOptions | None = None) -> None:
         self.options = options or LoadOptions()
         self._host: ModelHost | None = None
+        self._turn: asyncio.Lock | None = None
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Hold the model for one reply (created on first use: on the loop using it)."""
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            yield
 
     @property
     def host(self) -> ModelHost | None:

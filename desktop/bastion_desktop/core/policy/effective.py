@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from bastion_desktop.core.errors import BastionError
-from bastion_desktop.core.policy.schema import BY_NAME, POLICIES, SHA256
+from bastion_desktop.core.policy.schema import AUDIT_TO_SYSTEM, BY_NAME, POLICIES, SHA256
 from bastion_desktop.core.policy.sources import Level, PolicyProblem
 from bastion_desktop.core.settings import Settings
 from bastion_guardrails.library import (
@@ -236,6 +236,24 @@ class EffectivePolicy:
         """The administrator's allowed web origins, replacing the user's; None if unset."""
         value = self.value("LocalApiAllowedOrigins")
         return tuple(value) if value is not None else None
+
+    @property
+    def audit_log(self) -> str | None:
+        """Where guardrail decisions are recorded: "system", a folder, or None (off)."""
+        value = self.value("GuardrailAuditLog")
+        return str(value) if value is not None else None
+
+    @property
+    def audit_notice(self) -> str | None:
+        """The sentence that tells the user decisions are recorded, when they are."""
+        where = self.audit_log
+        if where is None:
+            return None
+        place = "the system log" if where == AUDIT_TO_SYSTEM else where
+        return (
+            "Your organization records what the guardrails decide (never what is said) "
+            f"in {place}."
+        )
 
     def require_local_api(self) -> None:
         if self.failed_closed:

@@ -18,6 +18,8 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # A Hub repository (`org/name`), with `*` and `?` allowed as wildcards.
 HUB_REPO = re.compile(r"^[A-Za-z0-9*?][A-Za-z0-9._*?-]*/[A-Za-z0-9*?][A-Za-z0-9._*?-]*$")
 PROFILE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+# GuardrailAuditLog's value for the operating system's log.
+AUDIT_TO_SYSTEM = "system"
 
 
 class PolicyType(StrEnum):
@@ -228,6 +230,20 @@ POLICIES: tuple[PolicyDefinition, ...] = (
         recommendable=False,
         example=["chrome-extension://abcdefghijklmnopabcdefghijklmnop"],
     ),
+    PolicyDefinition(
+        "GuardrailAuditLog",
+        PolicyType.STRING,
+        "Guardrail audit log",
+        "Record what the guardrails decide for every chat turn and local API request (the "
+        "time, the client, the model, the profile and its hash, each rail's decision and "
+        "category, token counts, latency, a request id), never a word of a prompt or a "
+        'reply. The absolute path of a folder for a JSON-lines file, or "system" for the '
+        "operating system's log (the journal or syslog on Linux, the Windows Event Log, "
+        "macOS unified logging). Users are told that decisions are recorded. Empty: off.",
+        None,
+        recommendable=False,
+        example="system",
+    ),
 )
 
 BY_NAME: dict[str, PolicyDefinition] = {policy.name: policy for policy in POLICIES}
@@ -334,6 +350,12 @@ def _string(policy: PolicyDefinition, value: Any) -> str:
         if not SHA256.match(text.lower()):
             raise PolicyValueError("must be a sha256: 64 hex digits")
         return text.lower()
+    if policy.name == "GuardrailAuditLog" and text != AUDIT_TO_SYSTEM and not (
+        text.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", text)
+    ):
+        raise PolicyValueError(
+            f'must be "{AUDIT_TO_SYSTEM}" or the absolute path of a folder, not {text!r}'
+        )
     if policy.name == "LocalApiProfile" and not PROFILE_ID.match(text):
         raise PolicyValueError(
             f"must be a profile id ({', '.join(BUILTIN_IDS)} or an installed profile's id)"
