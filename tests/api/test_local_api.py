@@ -4,7 +4,9 @@ server, the starter model and the built-in profiles."""
 from __future__ import annotations
 
 import json
+import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -263,3 +265,70 @@ async def test_api_conversations_stay_out_of_the_history(api: Api) -> None:
         model=STARTER_ID, messages=[{"role": "user", "content": "canary-7f3a"}], max_tokens=4
     )
     assert not api.context.history_file.exists()
+
+
+async def test_masked_text_is_what_the_model_sees(api: Api) -> None:
+    reply = await api.openai().chat.completions.create(
+        model=STARTER_ID,
+        messages=[{"role": "user", "content": "Write to jane.doe@example.com about the sea."}],
+        max_tokens=6,
+        extra_body={"bastion": {"profile": "workplace"}},
+    )
+    extra = reply.model_extra["bastion"]  # type: ignore[index]
+    assert extra["verdict"] == "masked"
+    (masked,) = extra["decisions"]
+    assert (masked["stage"], masked["verdict"]) == ("input", "masked")
+    assert "jane.doe" not in json.dumps(extra)
+
+
+async def test_a_token_that_keeps_history_saves_its_conversations(
+    api_context: AppContext, passphrase_file: Path
+) -> None:
+    from bastion_desktop.api.server import ApiServer
+    from bastion_desktop.api.service import ApiService
+    from bastion_desktop.api.tokens import ApiTokens
+    from bastion_desktop.commands.passphrase import passphrase_prompt
+    from bastion_desktop.core.models import ChatModelSlot
+
+    history = api_context.open_history(passphrase_prompt(passphrase_file))
+    tokens = ApiTokens(api_context.api_tokens_file)
+    kept = tokens.create("notes-app", keep_history=True)
+    passing = tokens.create("ide")
+    slot = ChatModelSlot(api_context.load_options())
+    server = ApiServer(ApiService(api_context, slot, history), tokens)
+    await server.start(0)
+    try:
+        for token, text in ((kept, "Remember the lighthouse."), (passing, "Forget the reef.")):
+            async with openai.AsyncOpenAI(
+                base_url=server.url, api_key=token, max_retries=0
+            ) as client:
+                await client.chat.completions.create(
+                    model=STARTER_ID, messages=[{"role": "user", "content": text}], max_tokens=4
+                )
+        (saved,) = await history.list_conversations()
+        messages = await history.messages(saved.id)
+        assert messages[0].content == "Remember the lighthouse."
+    finally:
+        await server.close()
+        await slot.close()
+        await api_context.close_guard_models()
+        history.close()
+
+
+async def test_no_word_of_a_request_reaches_the_log(api: Api) -> None:
+    canary = "canary-51c0ffee"
+    client = api.openai()
+    await client.chat.completions.create(
+        model=STARTER_ID, messages=[{"role": "user", "content": canary}], max_tokens=4
+    )
+    await client.chat.completions.create(
+        model=STARTER_ID,
+        messages=[{"role": "system", "content": canary}, {"role": "user", "content": JAILBREAK}],
+        max_tokens=4,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    log_text = api.context.paths.log_file.read_text(encoding="utf-8")
+    assert "/v1/chat/completions 200" in log_text  # the requests were logged...
+    assert canary not in log_text  # ...without their content
+    assert "DAN" not in log_text
