@@ -93,8 +93,8 @@ class ApiService:
         self.context = context
         self.slot = slot
         self.history = history
-        self._guards: dict[tuple[str, str], GuardProfileRuntime] = {}
-        self._checked: dict[str, _Checked] = {}
+        self._guards: dict[tuple[str, str, int], GuardProfileRuntime] = {}
+        self._checked: dict[tuple[str, str | None], _Checked] = {}
         self._turn = asyncio.Lock()
 
     # -- what may be used ------------------------------------------------------------------
@@ -141,9 +141,18 @@ class ApiService:
             raise _profile_refused(requested, choice.profile_id)
         return choice
 
+    def _choice_and_stamp(self, requested: str | None) -> tuple[ProfileChoice, int]:
+        try:
+            stamp = self.context.profiles_dir.stat().st_mtime_ns
+        except OSError:
+            stamp = 0
+        return self.profile_choice(requested), stamp
+
     async def guard_for(self, requested: str | None, model_id: str) -> GuardProfileRuntime:
-        choice = await asyncio.to_thread(self.profile_choice, requested)
-        key = (choice.profile_id, model_id)
+        choice, stamp = await asyncio.to_thread(self._choice_and_stamp, requested)
+        # A profile imported again under the same id changes the folder's stamp: the
+        # runtime is opened afresh (the engine reuses it if the content is the same).
+        key = (choice.profile_id, model_id, stamp)
         guard = self._guards.get(key)
         if guard is None:
             try:
@@ -195,7 +204,7 @@ class ApiService:
         guard: GuardProfileRuntime,
     ) -> AsyncIterator[ApiEvent]:
         store = self._store_for(client)
-        checked = self._checked.setdefault(guard.profile_id, _Checked())
+        checked = self._checked.setdefault((guard.profile_id, guard.profile_hash), _Checked())
         asked = time.perf_counter()
         async with self._turn:
             yield Waited((time.perf_counter() - asked) * 1000)
