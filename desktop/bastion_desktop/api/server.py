@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import socket
 import time
 from collections import Counter, deque
@@ -257,9 +258,9 @@ class ApiServer:
                     await web.TCPSite(runner, "::1", self.port, reuse_address=False).start()
         except OSError as error:
             await runner.cleanup()
+            why = os.strerror(error.errno) if error.errno else str(error)
             raise OSError(
-                error.errno,
-                f"Port {port} on 127.0.0.1 is taken ({error.strerror}); choose another port",
+                error.errno, f"Port {port} on 127.0.0.1 cannot be used ({why}); choose another"
             ) from error
         self._runner = runner
         self.addresses = _bound_addresses(runner)

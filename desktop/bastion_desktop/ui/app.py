@@ -70,8 +70,8 @@ def _style_sheet(c: dict[str, str]) -> str:
     #assistantMessage {{ background: {c["assistant"]}; border: 1px solid {c["border"]};
         border-radius: 10px; }}
     #author {{ font-weight: 600; }}
-    #stats, #messageNote, #placeholder, #profileStatus, #fitBadge, #codeLanguage, #contextUse
-        {{ color: {c["muted"]}; }}
+    #stats, #messageNote, #placeholder, #profileStatus, #fitBadge, #codeLanguage, #contextUse,
+    #serverHint {{ color: {c["muted"]}; }}
     #contextUse {{ font-size: 11px; }}
     #contextUse[nearlyFull="true"] {{ color: {c["masked"]}; }}
     #messageNote {{ font-style: italic; }}
@@ -83,11 +83,12 @@ def _style_sheet(c: dict[str, str]) -> str:
     #guardBadge[verdict="masked"] {{ color: {c["masked"]}; }}
     #guardBadge[verdict="blocked"], #guardBadge[verdict="withdrawn"] {{ color: {c["blocked"]}; }}
     #guardBadge[verdict="unchecked"] {{ color: {c["muted"]}; }}
-    #policyBanner {{ background: {c["notice"]}; padding: 6px 12px; }}
+    #policyBanner, #auditNotice {{ background: {c["notice"]}; padding: 6px 12px; }}
     #privateBanner {{ background: {c["user"]}; color: {c["accent"]}; font-weight: 600;
         padding: 6px 12px; }}
     #policyBanner[failedClosed="true"] {{ color: {c["blocked"]}; font-weight: 600; }}
-    #notice, #starterNotice {{ background: {c["notice"]}; border-radius: 6px; padding: 6px; }}
+    #notice, #starterNotice, #newTokenNotice {{ background: {c["notice"]}; border-radius: 6px;
+        padding: 6px; }}
     #composer {{ border-top: 1px solid {c["border"]}; }}
     #editBanner {{ color: {c["accent"]}; }}
     #passphraseDialog #problem {{ color: {c["blocked"]}; }}
@@ -407,8 +408,14 @@ class Startup:
         self.crashes.notice = self.window.show_error
         # Filled (profiles, models and their fit, the guardrail engine: NeMo's and
         # llama.cpp's imports on the engine thread) once the contents have painted.
-        after_first_paint(self.window, self.window.start)
+        after_first_paint(self.window, self._fill)
         engine.submit(context.sweep_history(store))
+
+    def _fill(self) -> None:
+        self.window.start()
+        # The local API, if the user left it on and the policy allows it: after the
+        # window's own start, so the chat's profile is opened first on the engine loop.
+        self.services.local_api.resume()
 
     def _follow_system(self, _scheme: object) -> None:
         apply_theme(self.app, self.services.context.settings.theme)

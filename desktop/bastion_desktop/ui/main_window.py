@@ -132,6 +132,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.top_bar = TopBar(services, self)
         self.starter_notice = StarterNotice(services, self)
         self.policy_banner = self._policy_banner()
+        self.audit_notice = self._audit_notice()
         self.private_banner = self._private_banner()
         self.chat_view = ChatView(self.controller, self)
         self.chat_view.model_names = self._model_names
@@ -147,6 +148,7 @@ class MainWindow(QtWidgets.QMainWindow):
         column.addWidget(self.top_bar)
         column.addWidget(self.private_banner)
         column.addWidget(self.policy_banner)
+        column.addWidget(self.audit_notice)
         column.addWidget(self.starter_notice)
         column.addWidget(self.chat_view, 1)
         column.addWidget(self.composer)
@@ -187,6 +189,17 @@ class MainWindow(QtWidgets.QMainWindow):
         banner.setAccessibleName("Policy notice")
         banner.setVisible(bool(lines))
         return banner
+
+    def _audit_notice(self) -> QtWidgets.QLabel:
+        """Says, for as long as the window is open, that the administrator's policy
+        records what the guardrails decide (GuardrailAuditLog). Hidden when it does not."""
+        notice = self.services.context.policy.audit_notice
+        label = QtWidgets.QLabel(notice or "", self)
+        label.setObjectName("auditNotice")
+        label.setWordWrap(True)
+        label.setAccessibleName("Guardrail decisions are recorded")
+        label.setVisible(notice is not None)
+        return label
 
     def _private_banner(self) -> QtWidgets.QLabel:
         """Says, for as long as a private chat is shown, that nothing of it is saved."""
@@ -238,6 +251,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.models_action = self._action(tools, "&Models…", self.open_models, "Ctrl+M")
         self.profiles_action = self._action(
             tools, "Guardrail &profiles…", self.open_profiles, "Ctrl+P"
+        )
+        self.server_action = self._action(tools, "Local API &server…", self.open_server)
+        self.server_action.setToolTip(
+            "Let other programs on this computer use your models through the guardrails."
         )
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&About Bastion", self._about).setEnabled(True)
@@ -506,6 +523,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def open_profiles(self) -> None:
         self._open_secondary("profiles", "profiles_window", "ProfilesWindow")
+
+    def open_server(self) -> None:
+        self._open_secondary("server", "server_window", "ServerWindow")
 
     def open_settings(self) -> None:
         self._open_secondary("settings", "settings_dialog", "SettingsDialog")

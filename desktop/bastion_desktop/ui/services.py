@@ -15,6 +15,7 @@ from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.settings import Settings, save_settings
 from bastion_desktop.core.store import InMemoryConversationStore
 from bastion_desktop.ui.engine import Engine
+from bastion_desktop.ui.local_api import LocalApiController
 from bastion_desktop.ui.qt import QtCore, Signal
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class AppServices(QtCore.QObject):
         self.engine = engine
         self.store = store
         self.chat = chat
+        # The local API server, off until the settings turn it on (`local_api.resume`).
+        self.local_api = LocalApiController(self)
 
     @classmethod
     def assemble(
@@ -56,7 +59,9 @@ class AppServices(QtCore.QObject):
         guardrail profile is opened later, off the GUI thread (`open_profile`)."""
         slot = ChatModelSlot(context.load_options())
         services = cls(context=context, engine=engine, store=store, chat=None)
-        services.chat = ChatService(store, slot, services._resolve_model)
+        services.chat = ChatService(
+            store, slot, services._resolve_model, audit=context.audit_log(), client="window"
+        )
         return services
 
     def private_chat(self) -> ChatService:
@@ -64,7 +69,13 @@ class AppServices(QtCore.QObject):
         the model slot with `chat` (one model loaded), and nothing it says reaches
         the history. Its guard is set from `chat` at each turn (ChatController)."""
         assert self.chat is not None
-        private = ChatService(InMemoryConversationStore(), self.chat.models, self._resolve_model)
+        private = ChatService(
+            InMemoryConversationStore(),
+            self.chat.models,
+            self._resolve_model,
+            audit=self.chat.audit,  # a private chat's decisions are recorded too, not its text
+            client="window",
+        )
         private.guard = self.chat.guard
         return private
 
@@ -101,7 +112,9 @@ class AppServices(QtCore.QObject):
         return runtime.profile_id
 
     def shut_down(self) -> None:
-        """Unload the model, close the history and stop the engine thread."""
+        """Stop the local API, unload the model, close the history and stop the engine
+        thread. The server goes first: a request it is answering holds the model."""
+        self.local_api.shut_down()
         if self.engine.running and self.chat is not None:
             try:
                 self.engine.run(self.chat.models.close(), timeout=10)
