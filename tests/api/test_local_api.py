@@ -281,6 +281,7 @@ async def test_masked_text_is_what_the_model_sees(api: Api) -> None:
     assert "jane.doe" not in json.dumps(extra)
 
 
+@pytest.mark.blocks_loop("the test opens the history (a passphrase's key derivation) synchronously")
 async def test_a_token_that_keeps_history_saves_its_conversations(
     api_context: AppContext, passphrase_file: Path
 ) -> None:

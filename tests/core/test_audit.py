@@ -44,6 +44,7 @@ async def _turn(service: ChatService, store: InMemoryConversationStore, text: st
     return [event async for event in service.send(conversation.id, text, params)]
 
 
+@pytest.mark.blocks_loop("the test builds its guardrail runtime synchronously")
 @pytest.mark.model
 async def test_each_turn_is_one_record_of_decisions_without_text(
     starter_path: Path, tmp_path: Path

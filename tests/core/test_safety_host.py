@@ -44,6 +44,7 @@ QUESTION = SafetyMessage("user", "How do I bake bread at home?")
 BLOCKS_ALL = derive([1e-9] * 4, [1e-9] * 4, set_version=0)
 
 
+@pytest.mark.blocks_loop("the test builds its guardrail runtime synchronously")
 async def test_the_starter_standing_in_as_llama_guard_through_the_engine(
     starter_path: Path,
 ) -> None:
@@ -185,6 +186,7 @@ async def test_guard_models_from_the_registry(starter_path: Path, tmp_path: Path
         await guard_models.aclose()
 
 
+@pytest.mark.blocks_loop("the test builds its guardrail runtime synchronously")
 async def test_self_check_starts_its_own_host_lazily_and_closes_with_the_app(
     starter_path: Path, tmp_path: Path
 ) -> None:

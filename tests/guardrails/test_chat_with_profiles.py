@@ -20,7 +20,13 @@ from bastion_guardrails.profile import load_profile
 from bastion_guardrails.runtime import GuardProfileRuntime, OffProfile
 from tests.guardrails.conftest import write_profile
 
-pytestmark = pytest.mark.model
+pytestmark = [
+    pytest.mark.model,
+    pytest.mark.blocks_loop(
+        "the test builds its guardrail runtimes synchronously on its own loop (the app "
+        "builds them on a worker thread: GuardEngine.open)"
+    ),
+]
 
 PROMPT = "Tell me a story about a lighthouse."
 PARAMS = SamplingParams(max_tokens=60, seed=7)

@@ -15,6 +15,11 @@ from bastion_guardrails.profile import load_profile
 from bastion_guardrails.runtime import GuardMessage, OffProfile
 from tests.guardrails.conftest import write_profile
 
+pytestmark = pytest.mark.blocks_loop(
+    "the test builds its guardrail runtimes synchronously on its own loop (the app "
+    "builds them on a worker thread: GuardEngine.open)"
+)
+
 HISTORY = [GuardMessage("user", "Hi"), GuardMessage("assistant", "Hello! How can I help?")]
 
 

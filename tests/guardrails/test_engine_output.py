@@ -23,6 +23,11 @@ from bastion_guardrails.runtime import (
 )
 from tests.guardrails.conftest import write_profile
 
+pytestmark = pytest.mark.blocks_loop(
+    "the test builds its guardrail runtimes synchronously on its own loop (the app "
+    "builds them on a worker thread: GuardEngine.open)"
+)
+
 QUESTION = [GuardMessage("user", "Can you help me with my config?")]
 KEY = "AKIA" + "IOSFODNN7EXAMPLE"
 

@@ -17,6 +17,11 @@ from bastion_guardrails.models import ModelSet, SafetyMessage, SafetyVerdict
 from bastion_guardrails.nemo_runtime import NemoProfileRuntime
 from bastion_guardrails.runtime import GuardMessage, OutputBlocked, PassedText
 
+pytestmark = pytest.mark.blocks_loop(
+    "the test builds its guardrail runtimes synchronously on its own loop (the app "
+    "builds them on a worker thread: GuardEngine.open)"
+)
+
 SAFE = SafetyVerdict(unsafe=False)
 
 

@@ -21,6 +21,11 @@ from bastion_guardrails.models import ModelSet, SafetyMessage, SafetyVerdict
 from bastion_guardrails.runtime import GuardMessage
 from tests.test_privacy import NETWORK_TRAP
 
+pytestmark = pytest.mark.blocks_loop(
+    "the test builds its guardrail runtimes synchronously on its own loop (the app "
+    "builds them on a worker thread: GuardEngine.open)"
+)
+
 CHECKS = textwrap.dedent(
     """
     import asyncio, sys

@@ -26,6 +26,11 @@ from bastion_guardrails.safety import GuardFamily, PromptedSafetyModel
 from bastion_guardrails.safety.quoting import unquoted
 from tests.guardrails.conftest import write_profile
 
+pytestmark = pytest.mark.blocks_loop(
+    "the test builds its guardrail runtimes synchronously on its own loop (the app "
+    "builds them on a worker thread: GuardEngine.open)"
+)
+
 
 @dataclass
 class ScriptedLLM:

@@ -29,6 +29,11 @@ from bastion_guardrails.safety.calibration import (
 from bastion_guardrails.safety.quoting import unquoted
 from bastion_guardrails.safety.self_check import category_messages, self_check_messages
 
+pytestmark = pytest.mark.blocks_loop(
+    "the test builds its guardrail runtimes synchronously on its own loop (the app "
+    "builds them on a worker thread: GuardEngine.open)"
+)
+
 
 def _text(prompt: str | list[Any]) -> str:
     return unquoted(prompt) if isinstance(prompt, str) else str(prompt[-1].content)

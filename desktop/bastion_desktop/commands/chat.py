@@ -162,7 +162,9 @@ async def _chat(context: AppContext, args: argparse.Namespace) -> int:
         context.policy.require_ephemeral()
         store = InMemoryConversationStore()
     else:
-        history = context.open_history(passphrase_prompt(args.passphrase_file))
+        # Deriving a key from a passphrase takes a while: off the loop.
+        prompt = passphrase_prompt(args.passphrase_file)
+        history = await asyncio.to_thread(context.open_history, prompt)
         store = history
     try:
         if history is not None:
@@ -202,9 +204,11 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
         existing = await store.get_conversation(args.conversation)
         model_id = existing.model_id
         profile_id = profile_id or existing.profile_id
-        context.resolve_model(model_id)  # AllowedModels holds for a saved conversation too
+        # AllowedModels holds for a saved conversation too (off the loop: it may hash).
+        await asyncio.to_thread(context.resolve_model, model_id)
     else:
-        model_id, _path = context.resolve_model(args.model)
+        # Off the loop: it writes or checks the starter, and may hash a model file.
+        model_id, _path = await asyncio.to_thread(context.resolve_model, args.model)
     guard, status = await _open_guard(context, profile_id, model_id)
     slot = ChatModelSlot(context.load_options())
     service = ChatService(

@@ -257,9 +257,7 @@ class ChatService:
         async with self.models.turn():  # another chat's or the API's reply goes first
             self._holding_turn = True
             try:
-                async for event in self._reply_in_turn(
-                    conversation_id, messages, params, guard_ms
-                ):
+                async for event in self._reply_in_turn(conversation_id, messages, params, guard_ms):
                     yield event
             finally:
                 self._holding_turn = False

@@ -11,6 +11,7 @@ small, pygments highlighting.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import itertools
@@ -227,7 +228,12 @@ COMMON_LANGUAGES = ("python", "bash", "javascript", "json")
 async def warm_up() -> None:
     """Import pygments and its most used lexers, for the engine thread to run after the
     window's first paint: done on the GUI thread at the first code block, that took
-    about 80 ms, a visible stall when a conversation opens."""
+    about 80 ms, a visible stall when a conversation opens. On a worker thread, not the
+    engine loop: 80 ms there would stall every reply streaming."""
+    await asyncio.to_thread(_import_pygments)
+
+
+def _import_pygments() -> None:
     from pygments.lexers import get_lexer_by_name
     from pygments.styles import get_style_by_name
 

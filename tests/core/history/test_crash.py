@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bastion_desktop.core.history.errors import WrongKeyError
 from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import Role
@@ -44,6 +46,7 @@ def kill(child: subprocess.Popen[str]) -> None:
     child.stdin.close()
 
 
+@pytest.mark.blocks_loop("the test reads its child's pipe and opens the store synchronously")
 async def test_a_killed_writer_loses_nothing_it_saved(history_path: Path, key: bytes) -> None:
     child = start("streaming_writer.py", history_path, key.hex())
     assert child.stdout is not None
@@ -104,6 +107,9 @@ def write_export(path: Path, conversations: int, words: int) -> None:
     path.write_text(json.dumps(document), "utf-8")
 
 
+@pytest.mark.blocks_loop(
+    "a known defect (issue 17): import_json and reopening the store run on the loop"
+)
 async def test_a_rekey_cut_short_leaves_one_whole_key(
     tmp_path: Path, key: bytes, other_key: bytes
 ) -> None:

@@ -278,6 +278,7 @@ async def test_the_server_gone_is_a_sentence(
         await downloads.plan(REPO, FILE)
 
 
+@pytest.mark.blocks_loop("the test writes a 20 MB model file synchronously")
 async def test_not_enough_disk_space_is_said_before_downloading(
     hub: HubEmulator, session: Session, small_disk: Path, tmp_path: Path
 ) -> None:

@@ -49,6 +49,7 @@ def downloads(registry: ModelRegistry, models_dir: Path, fast: TransferSettings)
     return DownloadManager(registry, models_dir, settings=fast)
 
 
+@pytest.mark.blocks_loop("the test writes and hashes model files synchronously")
 async def test_the_downloaded_starter_is_registered_then_loads_and_answers(
     hub: HubEmulator, starter_path: Path, downloads: DownloadManager
 ) -> None:
@@ -66,6 +67,7 @@ async def test_the_downloaded_starter_is_registered_then_loads_and_answers(
     assert finished.text.strip()
 
 
+@pytest.mark.blocks_loop("the test writes and hashes model files synchronously")
 async def test_a_split_model_downloads_as_one_model_and_loads(
     hub: HubEmulator, starter_path: Path, downloads: DownloadManager, tmp_path: Path
 ) -> None:

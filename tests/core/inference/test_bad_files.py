@@ -106,6 +106,7 @@ async def test_a_missing_file_is_reported(tmp_path: Path) -> None:
         await host.load()
 
 
+@pytest.mark.blocks_loop("the test writes its GGUF file synchronously")
 async def test_hostile_embedded_template_runs_nothing(
     gguf_with_template: Callable[[str], Path], tmp_path: Path
 ) -> None:
@@ -136,6 +137,7 @@ async def test_hostile_embedded_template_runs_nothing(
     assert finished.stats.generated_tokens > 0
 
 
+@pytest.mark.blocks_loop("the test writes its GGUF file synchronously")
 async def test_a_working_embedded_template_is_used(
     gguf_with_template: Callable[[str], Path],
 ) -> None:

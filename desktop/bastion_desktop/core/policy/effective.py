@@ -251,8 +251,7 @@ class EffectivePolicy:
             return None
         place = "the system log" if where == AUDIT_TO_SYSTEM else where
         return (
-            "Your organization records what the guardrails decide (never what is said) "
-            f"in {place}."
+            f"Your organization records what the guardrails decide (never what is said) in {place}."
         )
 
     def require_local_api(self) -> None:

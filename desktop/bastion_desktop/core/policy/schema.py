@@ -350,8 +350,10 @@ def _string(policy: PolicyDefinition, value: Any) -> str:
         if not SHA256.match(text.lower()):
             raise PolicyValueError("must be a sha256: 64 hex digits")
         return text.lower()
-    if policy.name == "GuardrailAuditLog" and text != AUDIT_TO_SYSTEM and not (
-        text.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", text)
+    if (
+        policy.name == "GuardrailAuditLog"
+        and text != AUDIT_TO_SYSTEM
+        and not (text.startswith("/") or re.match(r"^[A-Za-z]:[\\/]", text))
     ):
         raise PolicyValueError(
             f'must be "{AUDIT_TO_SYSTEM}" or the absolute path of a folder, not {text!r}'
