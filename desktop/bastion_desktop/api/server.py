@@ -21,6 +21,7 @@ There is no endpoint that downloads, deletes or reads a file.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -66,6 +67,8 @@ MAX_IN_PROGRESS = 16
 RETRY_AFTER_SECONDS = 2
 RECENT_REQUESTS = 50
 HEALTH_PATH = "/health"
+BACKLOG = 128
+ACCEPT_STEPS = 2  # loop turns for an accepted connection to become a transport
 
 _CLIENT = web.RequestKey("client", ApiClient)
 _REQUEST_ID = web.RequestKey("request_id", str)
@@ -235,6 +238,7 @@ class ApiServer:
         self.on_request: Callable[[RequestRecord], None] | None = None
         self._in_progress: Counter[str] = Counter()
         self._runner: web.AppRunner | None = None
+        self._sockets: list[socket.socket] = []
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -249,21 +253,26 @@ class ApiServer:
         app.on_response_prepare.append(self._headers)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
+        sockets: list[socket.socket] = []
         try:
-            site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=False)
-            await site.start()
-            self.port = _bound_port(runner)
+            sockets.append(_listen(socket.AF_INET, "127.0.0.1", port))
+            self.port = sockets[0].getsockname()[1]
             if socket.has_ipv6:
                 with contextlib.suppress(OSError):  # no IPv6 loopback here
-                    await web.TCPSite(runner, "::1", self.port, reuse_address=False).start()
+                    sockets.append(_listen(socket.AF_INET6, "::1", self.port))
+            for sock in sockets:
+                await web.SockSite(runner, sock).start()
         except OSError as error:
             await runner.cleanup()
+            for sock in sockets:
+                sock.close()
             why = os.strerror(error.errno) if error.errno else str(error)
             raise OSError(
                 error.errno, f"Port {port} on 127.0.0.1 cannot be used ({why}); choose another"
             ) from error
         self._runner = runner
-        self.addresses = _bound_addresses(runner)
+        self._sockets = sockets
+        self.addresses = [sock.getsockname()[:2] for sock in sockets]
         log.info("local API listening on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
 
     @property
@@ -277,8 +286,17 @@ class ApiServer:
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        if runner is None:
+            return
+        # Stop accepting first, then let the connections already accepted be made. Python
+        # 3.11's asyncio accepts in two steps (a callback, then a task); a server closed
+        # between them drops the accepted socket unclosed ("Error on transport creation").
+        loop = asyncio.get_running_loop()
+        for sock in self._sockets:
+            loop.remove_reader(sock)
+        for _ in range(ACCEPT_STEPS):
+            await asyncio.sleep(0)
+        await runner.cleanup()
 
     # -- the checks, in order ----------------------------------------------------------------
 
@@ -663,15 +681,17 @@ def _error_response(error: ApiError) -> web.Response:
     return web.json_response(error.body(), status=error.status, headers=error.headers)
 
 
-def _bound_port(runner: web.AppRunner) -> int:
-    return _bound_addresses(runner)[0][1]
-
-
-def _bound_addresses(runner: web.AppRunner) -> list[tuple[str, int]]:
-    addresses = []
-    for site in runner.sites:
-        server = getattr(site, "_server", None)
-        for sock in getattr(server, "sockets", None) or ():
-            host, port = sock.getsockname()[:2]
-            addresses.append((host, port))
-    return addresses
+def _listen(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    """A listening socket of our own (asyncio's would not let `close` stop accepting
+    before it closes), without SO_REUSEADDR: a port another program holds is refused."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
