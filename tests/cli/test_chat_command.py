@@ -24,13 +24,31 @@ def test_json_prints_one_event_per_line_ending_with_done(
     assert "bastion block prompt injection on input" in guardrails["in_force"]
     assert guardrails["not_in_force"], "no safety model is installed"
     assert "safety model" in guardrails["message"]
-    assert events[0]["type"] == "conversation"
-    assert events[0]["ephemeral"] is False
-    assert events[1]["type"] == "guard"
-    assert events[1]["decision"]["verdict"] == "allowed"
-    assert events[1]["decision"]["profile"] == "standard"
-    assert events[2] == {"type": "loading", "model": starter_path.name}, "the model loads first"
-    assert {e["type"] for e in events[3:-1]} == {"token"}
+    created, question, named, guard, loading, reply = events[:6]
+    assert created == {
+        "type": "conversation",
+        "id": created["id"],
+        "title": "",
+        "created": True,
+        "ephemeral": False,
+    }
+    assert question == {
+        "type": "message",
+        "id": question["id"],
+        "role": "user",
+        "state": "complete",
+        "alternatives": [],
+    }
+    assert named["type"] == "conversation"
+    assert (named["id"], named["title"], named["created"]) == (created["id"], "Hello there", False)
+    assert guard["type"] == "guard"
+    assert guard["decision"]["verdict"] == "allowed"
+    assert guard["decision"]["profile"] == "standard"
+    assert guard["message_id"] == question["id"]
+    assert loading == {"type": "loading", "model": starter_path.name}, "the model loads first"
+    assert (reply["type"], reply["role"], reply["state"]) == ("message", "assistant", "streaming")
+    assert {e["type"] for e in events[6:-2]} == {"token"}
+    assert events[-2] == {**reply, "state": "complete"}
     done = events[-1]
     assert done["type"] == "done"
     assert done["tokens"] == 12
@@ -138,7 +156,14 @@ def test_the_profile_flag_chooses_the_guardrails(bastion: RunBastion) -> None:
     assert blocked.returncode == 0, blocked.stderr
     events = [json.loads(line) for line in blocked.stdout.splitlines()]
     assert events[0]["profile"] == "workplace"
-    assert [e["type"] for e in events[1:]] == ["conversation", "guard", "blocked"]
+    assert [e["type"] for e in events[1:]] == [
+        "conversation",
+        "message",
+        "conversation",
+        "guard",
+        "blocked",
+    ]
+    assert events[-1]["message_id"] == events[2]["id"]
     assert events[-1]["decision"]["category"] == "secrets"
     shown = bastion("history", "show", events[1]["id"], "--json")
     assert key not in shown.stdout, "what Workplace blocks never reaches the history"

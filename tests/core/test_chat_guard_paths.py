@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.chat import ChatService
-from bastion_desktop.core.events import BlockedEvent, DoneEvent, GuardEvent, TokenEvent
+from bastion_desktop.core.events import (
+    BlockedEvent,
+    DoneEvent,
+    GuardEvent,
+    MessageEvent,
+    TokenEvent,
+)
 from bastion_desktop.core.inference.types import LoadOptions, Role, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.store import InMemoryConversationStore, MessageState
@@ -106,9 +112,14 @@ async def test_a_blocked_message_never_reaches_the_model(starter_path: Path) -> 
     service, store, conversation = await make_service(starter_path, WordListProfile())
     params = SamplingParams(max_tokens=8)
     events = [e async for e in service.send(conversation, "something forbidden", params)]
-    assert [type(e) for e in events] == [GuardEvent, BlockedEvent]
-    blocked = events[1]
+    assert [type(e) for e in events] == [MessageEvent, GuardEvent, BlockedEvent]
+    saved, guard, blocked = events
+    assert isinstance(saved, MessageEvent)
+    assert isinstance(guard, GuardEvent)
     assert isinstance(blocked, BlockedEvent)
+    assert saved.message.state is MessageState.BLOCKED
+    assert saved.message.content == ""
+    assert guard.message_id == blocked.message_id == saved.message.id
     assert blocked.decision.rail == "word list"
     assert not blocked.retracted
     assert service.models.host is None, "no model was loaded for a blocked message"
@@ -131,8 +142,9 @@ async def test_output_rails_see_the_question_and_masks_are_recorded(starter_path
     assert guards[1].decision.verdict is Verdict.MASKED
     tokens = [e.text for e in events if isinstance(e, TokenEvent)]
     assert tokens[0] == "[MASKED]"
-    reply = (await store.messages(conversation))[-1]
+    question, reply = await store.messages(conversation)
     assert reply.content.startswith("[MASKED]")
+    assert [g.message_id for g in guards] == [question.id, reply.id]
     recorded = [(e.stage, e.verdict, e.message_id) for e in store.guard_events]
     assert recorded[1] == ("output", "masked", reply.id)
 
@@ -142,9 +154,12 @@ async def test_masked_text_is_what_the_model_and_the_history_get(starter_path: P
     params = SamplingParams(max_tokens=4, seed=1)
     events = [e async for e in service.send(conversation, "my password is hunter2", params)]
     await service.models.close()
-    guard = events[0]
+    saved, guard = events[:2]
     assert isinstance(guard, GuardEvent)
     assert guard.decision.verdict is Verdict.MASKED
+    # The window is told the masked text, as saved, never the original.
+    assert isinstance(saved, MessageEvent)
+    assert saved.message.content == "my password is [PASSWORD]"
     assert isinstance(events[-1], DoneEvent)
     user = (await store.messages(conversation))[0]
     assert user.content == "my password is [PASSWORD]"

@@ -11,18 +11,20 @@ from pathlib import Path
 
 import pytest
 
-from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.chat import ChatService, NewConversation
 from bastion_desktop.core.events import (
     ChatEvent,
     ContextTrimmedEvent,
+    ConversationEvent,
     DoneEvent,
     ErrorEvent,
     GuardEvent,
     LoadingEvent,
+    MessageEvent,
     NoticeEvent,
     TokenEvent,
 )
-from bastion_desktop.core.inference.types import LoadOptions, Role, SamplingParams
+from bastion_desktop.core.inference.types import ChatMessage, LoadOptions, Role, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.store import InMemoryConversationStore, MessageState
 
@@ -45,7 +47,7 @@ async def new_conversation(service: ChatService, system: str = "") -> str:
 
 
 async def run(
-    service: ChatService, conversation: str, text: str, **params: object
+    service: ChatService, conversation: str | NewConversation, text: str, **params: object
 ) -> list[ChatEvent]:
     sampling = SamplingParams(**{"seed": 7, "max_tokens": 24, **params})  # type: ignore[arg-type]
     return [event async for event in service.send(conversation, text, sampling)]
@@ -54,9 +56,12 @@ async def run(
 async def test_a_turn_streams_tokens_and_ends_with_stats(service: ChatService) -> None:
     conversation = await new_conversation(service, system="You are terse.")
     events = await run(service, conversation, "Name three colours.")
-    assert isinstance(events[0], GuardEvent)
-    assert events[0].decision.verdict == "allowed"
-    assert events[0].decision.profile_id == "off"
+    saved, guard = events[:2]
+    assert isinstance(saved, MessageEvent)
+    assert isinstance(guard, GuardEvent)
+    assert guard.decision.verdict == "allowed"
+    assert guard.decision.profile_id == "off"
+    assert guard.message_id == saved.message.id  # the decision says which message
     tokens = [e for e in events if isinstance(e, TokenEvent)]
     done = events[-1]
     assert isinstance(done, DoneEvent)
@@ -74,6 +79,59 @@ async def test_a_turn_streams_tokens_and_ends_with_stats(service: ChatService) -
     assert messages[1].stats is not None
     assert messages[1].stats.generated_tokens == 24
     assert done.message_id == messages[1].id
+    # Each message as saved, by id: the question, the reply's first words, its end.
+    saves = [e.message for e in events if isinstance(e, MessageEvent)]
+    assert [(m.id, m.role, m.state) for m in saves] == [
+        (messages[0].id, Role.USER, MessageState.COMPLETE),
+        (messages[1].id, Role.ASSISTANT, MessageState.STREAMING),
+        (messages[1].id, Role.ASSISTANT, MessageState.COMPLETE),
+    ]
+    assert saves[-1] == messages[1]  # what the caller is told is what the store holds
+    first_token = next(i for i, e in enumerate(events) if isinstance(e, TokenEvent))
+    assert events[first_token - 1] == MessageEvent(saves[1])
+
+
+async def test_send_creates_the_conversation_and_names_it_after_the_message(
+    service: ChatService,
+) -> None:
+    new = NewConversation("starter", system_prompt="You are terse.")
+    events = await run(service, new, "Name three colours.")
+    created, saved, named = events[:3]
+    assert isinstance(created, ConversationEvent)
+    assert created.created
+    assert created.conversation.title == ""  # untitled until the message is checked
+    assert created.conversation.system_prompt == "You are terse."
+    assert isinstance(saved, MessageEvent)
+    assert isinstance(named, ConversationEvent)
+    assert not named.created
+    assert named.conversation.title == "Name three colours."
+    conversation = named.conversation.id
+    assert created.conversation.id == conversation
+    assert (await service.store.get_conversation(conversation)).title == named.conversation.title
+    stored = await service.store.messages(conversation)
+    assert [m.id for m in stored] == [saved.message.id, stored[1].id]
+    assert isinstance(events[-1], DoneEvent)
+    assert events[-1].message_id == stored[1].id
+
+
+async def test_a_new_conversation_keeps_the_history_a_client_brought(
+    service: ChatService,
+) -> None:
+    earlier = (
+        ChatMessage(Role.USER, "My name is Ada."),
+        ChatMessage(Role.ASSISTANT, "Hello Ada."),
+    )
+    events = await run(service, NewConversation("starter", history=earlier), "My name?")
+    conversation = next(e for e in events if isinstance(e, ConversationEvent)).conversation
+    stored = await service.store.messages(conversation.id)
+    assert [(m.role, m.content) for m in stored[:3]] == [
+        (Role.USER, "My name is Ada."),
+        (Role.ASSISTANT, "Hello Ada."),
+        (Role.USER, "My name?"),
+    ]
+    assert stored[1].model_id == "starter"  # a reply names its model
+    saved = [e.message.id for e in events if isinstance(e, MessageEvent)]
+    assert saved[:3] == [m.id for m in stored[:3]]
 
 
 async def test_the_second_turn_sees_the_first(service: ChatService) -> None:
@@ -118,7 +176,7 @@ async def test_a_crashed_model_keeps_the_partial_reply_and_recovers(service: Cha
             assert host is not None
             assert host.pid is not None
             os.kill(host.pid, signal.SIGKILL)
-    error = events[-1]
+    saved, error = events[-2:]
     assert isinstance(error, ErrorEvent)
     assert error.kind == "model_crashed"
     assert error.partial_reply_kept
@@ -126,6 +184,7 @@ async def test_a_crashed_model_keeps_the_partial_reply_and_recovers(service: Cha
     reply = (await service.store.messages(conversation))[-1]
     assert reply.state is MessageState.INTERRUPTED
     assert reply.content
+    assert saved == MessageEvent(reply)  # the window draws it as kept, without reading it
 
     after = await run(service, conversation, "Are you back?")
     assert isinstance(after[-1], DoneEvent)
@@ -139,7 +198,8 @@ async def test_a_reply_that_must_load_its_model_says_so_first(
     loading = [e for e in first if isinstance(e, LoadingEvent)]
     assert loading == [LoadingEvent(starter_path.name)]
     first_token = next(i for i, e in enumerate(first) if isinstance(e, TokenEvent))
-    assert isinstance(first[0], GuardEvent), "the message is checked before any load"
+    checked = next(i for i, e in enumerate(first) if isinstance(e, GuardEvent))
+    assert checked < first.index(loading[0]), "the message is checked before any load"
     assert first.index(loading[0]) < first_token
     done = first[-1]
     assert isinstance(done, DoneEvent)
@@ -161,7 +221,7 @@ async def test_a_model_that_cannot_load_ends_its_loading_with_a_sentence(
         events = await run(service, conversation, "Hello")
     finally:
         await slot.close()
-    assert [type(e) for e in events] == [GuardEvent, LoadingEvent, ErrorEvent]
+    assert [type(e) for e in events] == [MessageEvent, GuardEvent, LoadingEvent, ErrorEvent]
     error = events[-1]
     assert isinstance(error, ErrorEvent)
     assert "broken.gguf" in error.message

@@ -23,15 +23,15 @@ from bastion_desktop.api.protocol import ApiError, ChatRequest, RequestMessage
 from bastion_desktop.api.tokens import ApiClient
 from bastion_desktop.app import AppContext
 from bastion_desktop.core.audit import AuditError, TurnAudit, audited, new_request_id
-from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.chat import ChatService, NewConversation
 from bastion_desktop.core.errors import BastionError, GuardProfileError
 from bastion_desktop.core.events import BlockedEvent, ChatEvent, DoneEvent, GuardEvent, TokenEvent
-from bastion_desktop.core.inference.types import Role, SamplingParams
+from bastion_desktop.core.inference.types import ChatMessage, Role, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.policy import PolicyRefusedError, ProfileChoice
 from bastion_desktop.core.registry import RegisteredModel
 from bastion_desktop.core.starter import STARTER_ID
-from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore, MessageState
+from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore
 from bastion_guardrails.decisions import GuardDecision, Stage, Verdict
 from bastion_guardrails.runtime import GuardMessage, GuardProfileRuntime
 
@@ -219,9 +219,7 @@ class ApiService:
                     return
                 system = decision.rewritten if decision.rewritten is not None else system
                 earlier.append(GuardMessage("system", system))
-            conversation = await store.create_conversation(
-                title="", model_id=model_id, profile_id=guard.profile_id, system_prompt=system
-            )
+            history: list[ChatMessage] = []
             for message in request.messages[:-1]:
                 decision = await self._check(
                     guard, checked, earlier, message.role.value, message.content
@@ -233,21 +231,15 @@ class ApiService:
                     return
                 text = decision.rewritten if decision.rewritten is not None else message.content
                 earlier.append(GuardMessage(message.role.value, text))
-                await store.add_message(
-                    conversation.id,
-                    message.role,
-                    text,
-                    MessageState.COMPLETE,
-                    model_id=model_id if message.role is Role.ASSISTANT else None,
-                    profile_id=guard.profile_id,
-                )
-            async for event in self._send(store, conversation.id, guard, checked, request):
+                history.append(ChatMessage(message.role, text))
+            conversation = NewConversation(model_id, system, tuple(history))
+            async for event in self._send(store, conversation, guard, checked, request):
                 yield event
 
     async def _send(
         self,
         store: ConversationStore,
-        conversation_id: str,
+        conversation: NewConversation,
         guard: GuardProfileRuntime,
         checked: _Checked,
         request: ChatRequest,
@@ -257,7 +249,7 @@ class ApiService:
         )
         last: RequestMessage = request.messages[-1]
         reply: list[str] = []
-        async for event in service.send(conversation_id, last.content, request.params):
+        async for event in service.send(conversation, last.content, request.params):
             if isinstance(event, GuardEvent) and event.decision.stage is Stage.INPUT:
                 checked.remember(last.role.value, last.content, event.decision)
             elif isinstance(event, TokenEvent):

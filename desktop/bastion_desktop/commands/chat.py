@@ -15,11 +15,12 @@ from typing import TextIO
 
 from bastion_desktop.app import AppContext
 from bastion_desktop.commands.passphrase import passphrase_prompt
-from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.chat import ChatService, NewConversation
 from bastion_desktop.core.events import (
     BlockedEvent,
     ChatEvent,
     ContextTrimmedEvent,
+    ConversationEvent,
     DoneEvent,
     ErrorEvent,
     GuardEvent,
@@ -43,20 +44,22 @@ EXIT_INTERRUPTED = 130
 class EventPrinter:
     """Writes events for a person (text) or a program (one JSON object per line)."""
 
-    def __init__(self, as_json: bool, show_stats: bool, out: TextIO, err: TextIO) -> None:
+    def __init__(
+        self,
+        as_json: bool,
+        show_stats: bool,
+        out: TextIO,
+        err: TextIO,
+        *,
+        ephemeral: bool = False,
+    ) -> None:
         self.as_json = as_json
         self.show_stats = show_stats
         self.out = out
         self.err = err
+        self.ephemeral = ephemeral  # conversations are kept in memory only (--ephemeral)
         self.failed = False
         self.cancelled = False
-
-    def conversation(self, conversation_id: str, *, ephemeral: bool) -> None:
-        """Which conversation the turn goes to, so a script can continue it."""
-        if self.as_json:
-            payload = {"type": "conversation", "id": conversation_id, "ephemeral": ephemeral}
-            self.out.write(json.dumps(payload) + "\n")
-            self.out.flush()
 
     def guardrails(self, status: ProfileStatus) -> None:
         """Which checks are in force: a program gets it as data; a person is told when
@@ -82,7 +85,11 @@ class EventPrinter:
         if isinstance(event, DoneEvent) and event.finish_reason == "cancelled":
             self.cancelled = True
         if self.as_json:
-            self.out.write(json.dumps(event_to_json(event), ensure_ascii=False) + "\n")
+            payload = event_to_json(event)
+            if isinstance(event, ConversationEvent):
+                # Which conversation the turn went to, so a script can continue it.
+                payload["ephemeral"] = self.ephemeral
+            self.out.write(json.dumps(payload, ensure_ascii=False) + "\n")
             self.out.flush()
             if isinstance(event, ErrorEvent):
                 print(f"bastion: {event.message}", file=self.err)
@@ -222,19 +229,14 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
     system = args.system if args.system is not None else context.settings.system_prompt
     params = _params(context, args)
     interactive = args.message is None
-    printer = EventPrinter(args.json, interactive and not args.json, sys.stdout, sys.stderr)
+    printer = EventPrinter(
+        args.json,
+        interactive and not args.json,
+        sys.stdout,
+        sys.stderr,
+        ephemeral=bool(args.ephemeral),
+    )
     printer.guardrails(status)
-
-    async def new_conversation() -> str:
-        # Untitled: ChatService names it after the first message, once checked.
-        conversation = await store.create_conversation(
-            title="",
-            model_id=model_id,
-            profile_id=service.guard.profile_id,
-            system_prompt=system,
-        )
-        printer.conversation(conversation.id, ephemeral=bool(args.ephemeral))
-        return conversation.id
 
     loop = asyncio.get_running_loop()
     streaming = False
@@ -250,13 +252,15 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
     with contextlib.suppress(NotImplementedError):  # Windows event loops
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
 
-    async def turn(conversation_id: str | None, text: str) -> str:
+    async def turn(conversation_id: str | None, text: str) -> str | None:
+        """One message, to that conversation or a new one; the conversation it went to."""
         nonlocal streaming
-        if conversation_id is None:
-            conversation_id = await new_conversation()
         streaming, printer.cancelled = True, False
+        target = conversation_id or NewConversation(model_id, system)
         try:
-            async for event in service.send(conversation_id, text, params):
+            async for event in service.send(target, text, params):
+                if isinstance(event, ConversationEvent):
+                    conversation_id = event.conversation.id
                 printer(event)
         finally:
             streaming = False
@@ -280,7 +284,7 @@ async def _converse(
     context: AppContext,
     model_id: str,
     status: ProfileStatus,
-    turn: Callable[[str | None, str], Awaitable[str]],
+    turn: Callable[[str | None, str], Awaitable[str | None]],
     conversation_id: str | None,
 ) -> int:
     tty = sys.stdin.isatty()

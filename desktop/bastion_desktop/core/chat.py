@@ -1,8 +1,14 @@
-"""`ChatService`: one user message in, a stream of plain events out.
+"""`ChatService`: one user message in, a stream of plain events out. It owns the whole
+turn: the CLI, the window and the local API call `send` and write nothing themselves.
 
-    guard the input -> persist the user message (as masked, if the profile masked it)
-    -> stream from the model host through the output guard -> persist the reply as it
-    grows -> done, with the stats
+    (create the conversation) -> guard the input -> persist the user message (as masked,
+    if the profile masked it) -> stream from the model host through the output guard ->
+    persist the reply as it grows -> done, with the stats
+
+Every fact a caller shows is an event: the conversation created and named, each message
+as saved (with its id), each guard decision with the id of the message it is about, the
+tokens, the end. A window updates the widgets it shows by those ids; it never reads the
+conversation back to work out which decision belongs to which message.
 
 The input check comes before the first write so that what a profile masks (a secret,
 personal data) never reaches the disk.
@@ -14,6 +20,7 @@ nothing of Qt: the desktop controllers relay its events as signals.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,10 +39,12 @@ from bastion_desktop.core.events import (
     BlockedEvent,
     ChatEvent,
     ContextTrimmedEvent,
+    ConversationEvent,
     DoneEvent,
     ErrorEvent,
     GuardEvent,
     LoadingEvent,
+    MessageEvent,
     NoticeEvent,
     TokenEvent,
 )
@@ -51,6 +60,7 @@ from bastion_desktop.core.inference.types import (
 )
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.store import (
+    Conversation,
     ConversationStore,
     MessageNotFoundError,
     MessageState,
@@ -106,6 +116,18 @@ def _error_kind(error: BastionError) -> str:
     return "error"
 
 
+@dataclass(frozen=True)
+class NewConversation:
+    """What `send` creates a conversation from: untitled until the guardrails have
+    checked its first message (then named after it), with `history`, the messages a
+    client already holds (the local API's earlier messages, checked by the caller),
+    saved before the new one."""
+
+    model_id: str
+    system_prompt: str = ""
+    history: tuple[ChatMessage, ...] = ()
+
+
 @dataclass
 class _Reply:
     """The assistant message being streamed, and when it was last saved."""
@@ -113,6 +135,7 @@ class _Reply:
     conversation_id: str
     model_id: str | None = None  # the model that writes it (a conversation's can change)
     message: StoredMessage | None = None
+    alternatives: tuple[int, ...] = ()  # of `message`, when it has other versions
     text: str = ""
     stats: GenerationStats | None = None
     blocked: bool = False
@@ -154,28 +177,65 @@ class ChatService:
         return history
 
     async def _audited(
-        self, conversation_id: str, events: AsyncIterator[ChatEvent]
+        self, conversation: str | NewConversation, events: AsyncIterator[ChatEvent]
     ) -> AsyncIterator[ChatEvent]:
         """`events` as they are, or through the audit log when the policy keeps one."""
         if self.audit is None:
             async for event in events:
                 yield event
             return
-        conversation = await self.store.get_conversation(conversation_id)
+        if isinstance(conversation, NewConversation):
+            model_id = conversation.model_id
+        else:
+            model_id = (await self.store.get_conversation(conversation)).model_id
         guard = self.guard
-        turn = TurnAudit(self.client, conversation.model_id, guard.profile_id, guard.profile_hash)
+        turn = TurnAudit(self.client, model_id, guard.profile_id, guard.profile_hash)
         async for event in audited(events, self.audit, turn):
             yield event
 
     def send(
-        self, conversation_id: str, text: str, params: SamplingParams
+        self, conversation: str | NewConversation, text: str, params: SamplingParams
     ) -> AsyncIterator[ChatEvent]:
-        """Send one user message and stream the reply as events."""
-        return self._audited(conversation_id, self._send(conversation_id, text, params))
+        """Send one user message and stream the reply as events: to the conversation
+        with that id, or to a new one (a `ConversationEvent` says which)."""
+        return self._audited(conversation, self._send(conversation, text, params))
+
+    async def _create(self, new: NewConversation) -> AsyncIterator[ChatEvent]:
+        created = await self.store.create_conversation(
+            title="",
+            model_id=new.model_id,
+            profile_id=self.guard.profile_id,
+            system_prompt=new.system_prompt,
+        )
+        yield ConversationEvent(created, created=True)
+        for earlier in new.history:
+            message = await self.store.add_message(
+                created.id,
+                earlier.role,
+                earlier.content,
+                MessageState.COMPLETE,
+                model_id=new.model_id if earlier.role is Role.ASSISTANT else None,
+                profile_id=self.guard.profile_id,
+            )
+            yield MessageEvent(message)
+
+    async def _versions(self, message: StoredMessage) -> tuple[int, ...]:
+        """The ids of all versions of `message`, when it has others."""
+        if message.alternative_count <= 1:
+            return ()
+        return tuple(m.id for m in await self.store.alternatives(message.id))
 
     async def _send(
-        self, conversation_id: str, text: str, params: SamplingParams
+        self, conversation: str | NewConversation, text: str, params: SamplingParams
     ) -> AsyncIterator[ChatEvent]:
+        if isinstance(conversation, NewConversation):
+            conversation_id = ""
+            async for event in self._create(conversation):
+                if isinstance(event, ConversationEvent):
+                    conversation_id = event.conversation.id
+                yield event
+        else:
+            conversation_id = conversation
         history = await self._history(conversation_id)
         guard_history = [GuardMessage(m.role.value, m.content) for m in history]
 
@@ -191,20 +251,28 @@ class ChatService:
             MessageState.BLOCKED if decision.blocked else MessageState.COMPLETE,
             profile_id=self.guard.profile_id,
         )
+        yield MessageEvent(user, await self._versions(user))
         await self.store.record_guard_event(conversation_id, user.id, decision)
-        if not (await self.store.get_conversation(conversation_id)).title:
-            # An untitled conversation is named after its first message, as checked:
-            # the title must not keep what the input rails masked or blocked.
-            title = BLOCKED_TITLE if decision.blocked else title_from(text)
-            await self.store.rename_conversation(conversation_id, title)
-        yield GuardEvent(decision)
+        title = BLOCKED_TITLE if decision.blocked else title_from(text)
+        named = await self._name(conversation_id, title)
+        if named is not None:
+            yield ConversationEvent(named, created=False)
+        yield GuardEvent(decision, user.id)
         if decision.blocked:
-            yield BlockedEvent(decision, retracted=False)
+            yield BlockedEvent(decision, retracted=False, message_id=user.id)
             return
         async for event in self._reply(
             conversation_id, [*history, ChatMessage(Role.USER, text)], params, decision.latency_ms
         ):
             yield event
+
+    async def _name(self, conversation_id: str, title: str) -> Conversation | None:
+        """Name an untitled conversation after its first message, as checked (the title
+        must not keep what the input rails masked or blocked); the renamed record."""
+        if (await self.store.get_conversation(conversation_id)).title:
+            return None
+        await self.store.rename_conversation(conversation_id, title)
+        return await self.store.get_conversation(conversation_id)
 
     def regenerate(
         self, conversation_id: str, reply_id: int, params: SamplingParams
@@ -288,6 +356,7 @@ class ChatService:
             kept = bool(reply.text)
             if reply.message is not None:
                 await self._save(reply, MessageState.INTERRUPTED, force=True)
+                yield self._saved(reply, MessageState.INTERRUPTED)
             log.warning("reply failed: %s", type(error).__name__)
             yield ErrorEvent(_error_kind(error), str(error), partial_reply_kept=kept)
             return
@@ -305,6 +374,7 @@ class ChatService:
             MessageState.STOPPED if stats.finish_reason == "cancelled" else MessageState.COMPLETE
         )
         await self._save(reply, state, force=True, stats=stats)
+        yield self._saved(reply, state, stats)
         assert reply.message is not None
         log.info(
             "reply finished: %d tokens, %.1f tokens/s, ttft %.0f ms, %s",
@@ -361,22 +431,26 @@ class ChatService:
                 # or harm they exist to stop.
                 reply.text = ""
                 await self._save(reply, MessageState.BLOCKED, force=True)
-                message_id = reply.message.id if reply.message else None
+                assert reply.message is not None
                 await self.store.record_guard_event(
-                    reply.conversation_id, message_id, item.decision
+                    reply.conversation_id, reply.message.id, item.decision
                 )
-                yield BlockedEvent(item.decision, retracted=retracted)
+                yield self._saved(reply, MessageState.BLOCKED)
+                yield BlockedEvent(item.decision, retracted=retracted, message_id=reply.message.id)
                 return
             reply.text += item.text
             reply.unsaved_tokens += 1
+            first = reply.message is None
             await self._save(reply, MessageState.STREAMING)
+            assert reply.message is not None
+            if first:
+                yield MessageEvent(reply.message, reply.alternatives)
             if item.masked is not None:
                 reply.guard_ms += item.masked.latency_ms
-                assert reply.message is not None
                 await self.store.record_guard_event(
                     reply.conversation_id, reply.message.id, item.masked
                 )
-                yield GuardEvent(item.masked)
+                yield GuardEvent(item.masked, reply.message.id)
             yield TokenEvent(item.text)
         while notices:
             yield notices.pop(0)
@@ -400,6 +474,7 @@ class ChatService:
                 profile_id=self.guard.profile_id,
             )
             reply.saved_at, reply.unsaved_tokens = now, 0
+            reply.alternatives = await self._versions(reply.message)
             if not force:
                 return
         due = (
@@ -410,6 +485,14 @@ class ChatService:
                 reply.message.id, content=reply.text, state=state, stats=stats
             )
             reply.saved_at, reply.unsaved_tokens = now, 0
+
+    def _saved(
+        self, reply: _Reply, state: MessageState, stats: GenerationStats | None = None
+    ) -> MessageEvent:
+        """The reply as `_save` has just written it, for the caller."""
+        assert reply.message is not None
+        message = dataclasses.replace(reply.message, content=reply.text, state=state, stats=stats)
+        return MessageEvent(message, reply.alternatives)
 
     def cancel(self) -> None:
         """Stop the reply being generated, keeping what was written so far. A reply

@@ -7,13 +7,40 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from bastion_desktop.core.store import Conversation, StoredMessage
 from bastion_guardrails.decisions import GuardDecision
 
 
 @dataclass(frozen=True)
+class ConversationEvent:
+    """The conversation the turn writes to: when `send` creates it (`created`), and again
+    once it is named after its first message (after the guardrails checked that)."""
+
+    type: ClassVar[str] = "conversation"
+    conversation: Conversation
+    created: bool
+
+
+@dataclass(frozen=True)
+class MessageEvent:
+    """A message as it was saved: the user's when it is written, the reply when its first
+    words are written and again as it ends (complete, stopped, blocked, interrupted).
+    `alternatives` are the ids of all its versions, oldest first, when it has others (a
+    regenerated reply, an edited question)."""
+
+    type: ClassVar[str] = "message"
+    message: StoredMessage
+    alternatives: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class GuardEvent:
+    """A guardrail decision, and the saved message it is about (None for what is checked
+    but not saved as a message, such as an API request's system prompt)."""
+
     type: ClassVar[str] = "guard"
     decision: GuardDecision
+    message_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,7 @@ class BlockedEvent:
     type: ClassVar[str] = "blocked"
     decision: GuardDecision
     retracted: bool
+    message_id: int | None = None  # the blocked message or withdrawn reply, as saved
 
 
 @dataclass(frozen=True)
@@ -89,7 +117,9 @@ class LoadingEvent:
 
 
 ChatEvent = (
-    GuardEvent
+    ConversationEvent
+    | MessageEvent
+    | GuardEvent
     | LoadingEvent
     | TokenEvent
     | ContextTrimmedEvent
@@ -101,6 +131,23 @@ ChatEvent = (
 
 
 def event_to_json(event: ChatEvent) -> dict[str, Any]:
+    if isinstance(event, ConversationEvent):
+        conversation = event.conversation
+        return {
+            "type": event.type,
+            "id": conversation.id,
+            "title": conversation.title,
+            "created": event.created,
+        }
+    if isinstance(event, MessageEvent):
+        message = event.message
+        return {
+            "type": event.type,
+            "id": message.id,
+            "role": message.role.value,
+            "state": message.state.value,
+            "alternatives": list(event.alternatives),
+        }
     payload: dict[str, Any] = {"type": event.type}
     for field in dataclasses.fields(event):
         value = getattr(event, field.name)

@@ -1,18 +1,29 @@
 """`ChatController`: the GUI-thread owner of one chat turn at a time. It starts the
-chat service's streams on the engine, relays their events as signals, and reloads the
-conversation from the store when a turn ends, so the view always shows what was saved.
-Tests wait on its signals (DESIGN.md, "Threads and processes")."""
+chat service's streams on the engine and relays their events as signals. The service
+owns the turn (it creates the conversation and says, by id, what it saved and which
+decision is about which message): the controller keeps `current`, the conversation
+shown, up to date from those events, and reads the conversation back from the store
+only when a turn ended without saying how (a bug, a forced stop). Tests wait on its
+signals (DESIGN.md, "Threads and processes")."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.chat import ChatService, NewConversation
 from bastion_desktop.core.errors import BastionError
-from bastion_desktop.core.events import BlockedEvent, DoneEvent, GuardEvent
+from bastion_desktop.core.events import (
+    BlockedEvent,
+    ConversationEvent,
+    DoneEvent,
+    ErrorEvent,
+    GuardEvent,
+    MessageEvent,
+)
 from bastion_desktop.core.inference.types import Role
 from bastion_desktop.core.store import (
     Conversation,
@@ -23,7 +34,7 @@ from bastion_desktop.core.store import (
 from bastion_desktop.ui.engine import Stream, call, stream
 from bastion_desktop.ui.qt import QtCore, Signal
 from bastion_desktop.ui.services import AppServices
-from bastion_guardrails.decisions import GuardDecision, Stage
+from bastion_guardrails.decisions import GuardDecision
 from bastion_guardrails.problems import GuardrailsError
 
 log = logging.getLogger(__name__)
@@ -46,13 +57,6 @@ class LoadedConversation:
     profile_names: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ConversationStarted:
-    """The first item of a turn that created its conversation."""
-
-    conversation: Conversation
-
-
 def is_user_error(error: object) -> bool:
     """A problem the user can act on, whose message is a sentence for them: Bastion's
     own errors and the guardrail layer's (a missing or broken profile)."""
@@ -68,6 +72,8 @@ class ChatController(QtCore.QObject):
     conversations_changed = Signal()  # the sidebar should refresh
     busy_changed = Signal(bool)
     model_set = Signal(str)  # the open conversation's next turns use this model
+    # The conversation shown was created or renamed by a turn (its Conversation record).
+    conversation_changed = Signal(object)
 
     def __init__(self, services: AppServices, parent: QtCore.QObject | None = None) -> None:
         super().__init__(parent)
@@ -75,14 +81,16 @@ class ChatController(QtCore.QObject):
         self.conversation_id: str | None = None
         self.current: LoadedConversation | None = None
         self._stream: Stream | None = None
-        self._turn_decisions: list[tuple[Stage, GuardDecision]] = []
-        self._done_message: int | None = None
+        self._turn_ended = False  # the service said how the turn ended (done, blocked, error)
         # The live decisions (they carry the explanation) of the conversation shown, by
         # message id. Ids are only unique within one store, and a private chat's memory
         # store numbers from 1 like the history: they are dropped when another
         # conversation is shown, which then reads its badges from its own store.
         self._decisions: dict[int, GuardDecision] = {}
         self._decisions_for: str | None = None
+        # True from the end of a turn whose saved state must be read back from the store
+        # until it is shown (the view then waits for `loaded`).
+        self.reading_back = False
         self._profile_names: dict[str, str] = {}  # read on the engine thread only
         # A private chat's service (memory only), while one is shown.
         self._private: ChatService | None = None
@@ -177,15 +185,17 @@ class ChatController(QtCore.QObject):
 
     def _on_loaded(self, result: object) -> None:
         assert isinstance(result, LoadedConversation)
+        self.reading_back = False
         if result.conversation.id != self.conversation_id:
             return  # another conversation was opened meanwhile
-        live = self._decisions if self._decisions_for == result.conversation.id else {}
+        if self._decisions_for != result.conversation.id:
+            self._decisions, self._decisions_for = {}, result.conversation.id
         shown = LoadedConversation(
             result.conversation,
             result.messages,
             result.guard_events,
             result.siblings,
-            dict(live),
+            self._decisions,  # the live ones, kept as turns add to them
             result.profile_names,
         )
         self.current = shown
@@ -237,23 +247,16 @@ class ChatController(QtCore.QObject):
         assert store is not None
         params = self.services.sampling()
         existing = self.conversation_id
+        context = self.services.context
 
         async def turn() -> AsyncIterator[object]:
-            conversation_id = existing
-            if conversation_id is None:
-                settings = self.services.context.settings
-                model_id, _path = self.services.context.resolve_model(None)
-                # Untitled: ChatService names it after the first message once the
-                # guardrails have checked it, so a blocked secret never becomes a title.
-                conversation = await store.create_conversation(
-                    title="",
-                    model_id=model_id,
-                    profile_id=chat.guard.profile_id,
-                    system_prompt=settings.system_prompt,
-                )
-                yield ConversationStarted(conversation)
-                conversation_id = conversation.id
-            async for event in chat.send(conversation_id, text, params):
+            if existing is not None:
+                target: str | NewConversation = existing
+            else:
+                # Off the loop: it may write the starter or hash a model (AllowedModels).
+                model_id, _path = await asyncio.to_thread(context.resolve_model, None)
+                target = NewConversation(model_id, context.settings.system_prompt)
+            async for event in chat.send(target, text, params):
                 yield event
 
         self._start("send", text, turn)
@@ -294,8 +297,19 @@ class ChatController(QtCore.QObject):
             self._stream.cancel()
 
     def _start(self, kind: str, text: str, make: object) -> None:
-        self._turn_decisions = []
-        self._done_message = None
+        self._turn_ended = False
+        current = self.current
+        if current is not None:
+            # What the view drops as the turn starts: the reply regenerated, or the
+            # question edited and its reply (they stay in the store as alternatives).
+            messages = current.messages
+            drops: dict[str, tuple[Role, ...]] = {
+                "regenerate": (Role.ASSISTANT,),
+                "edit": (Role.ASSISTANT, Role.USER),
+            }
+            for role in drops.get(kind, ()):
+                if messages and messages[-1].role is role:
+                    messages.pop()
         handle = stream(self.services.engine, make, self)  # type: ignore[arg-type]
         handle.item.connect(self._on_item)
         handle.finished.connect(self._on_finished)
@@ -305,15 +319,40 @@ class ChatController(QtCore.QObject):
         self.turn_started.emit(kind, text)
 
     def _on_item(self, item: object) -> None:
-        if isinstance(item, ConversationStarted):
-            self.conversation_id = item.conversation.id
-            self.conversations_changed.emit()
-            return
-        if isinstance(item, GuardEvent | BlockedEvent):
-            self._turn_decisions.append((item.decision.stage, item.decision))
-        if isinstance(item, DoneEvent):
-            self._done_message = item.message_id
+        if isinstance(item, ConversationEvent):
+            self._take_conversation(item)
+        elif isinstance(item, MessageEvent):
+            self._take_message(item)
+        elif isinstance(item, GuardEvent | BlockedEvent) and item.message_id is not None:
+            self._decisions[item.message_id] = item.decision
+        if isinstance(item, DoneEvent | BlockedEvent | ErrorEvent):
+            self._turn_ended = True
         self.chat_event.emit(item)
+
+    def _take_conversation(self, event: ConversationEvent) -> None:
+        conversation = event.conversation
+        if event.created:
+            self.conversation_id = conversation.id
+            self._decisions, self._decisions_for = {}, conversation.id
+            self.current = LoadedConversation(conversation, [], [], {}, self._decisions)
+            self.conversations_changed.emit()
+        elif self.current is not None and self.current.conversation.id == conversation.id:
+            self.current = dataclasses.replace(self.current, conversation=conversation)
+        self.conversation_changed.emit(conversation)
+
+    def _take_message(self, event: MessageEvent) -> None:
+        """Keep `current` as the store has it: the message replaced by its new record,
+        or added after the others."""
+        current, message = self.current, event.message
+        if current is None or current.conversation.id != message.conversation_id:
+            return
+        messages = current.messages
+        if messages and messages[-1].id == message.id:
+            messages[-1] = message
+        else:
+            messages.append(message)
+        if event.alternatives:
+            current.siblings[message.id] = list(event.alternatives)
 
     def _on_failed(self, error: object) -> None:
         self._on_error(error)
@@ -324,34 +363,14 @@ class ChatController(QtCore.QObject):
         handle, self._stream = self._stream, None
         if handle is not None:
             handle.deleteLater()
+        # A turn that ended without saying how (a bug, a stop that had to cancel it) may
+        # have saved more than it said: the store is read back, the only guess-free way.
+        self.reading_back = not self._turn_ended and self.conversation_id is not None
         self.busy_changed.emit(False)
         self.turn_finished.emit()
         self.conversations_changed.emit()
-        if self.conversation_id is None:
-            return
-        call(
-            self.services.engine,
-            self._load(self.conversation_id),
-            self,
-            on_result=self._after_turn,
-            on_error=self._on_error,
-        )
-
-    def _after_turn(self, result: object) -> None:
-        """Tie the turn's live decisions (they carry the explanation) to the saved
-        messages: the input check to the last question, the output's to the last reply."""
-        assert isinstance(result, LoadedConversation)
-        if self._decisions_for != result.conversation.id:
-            self._decisions, self._decisions_for = {}, result.conversation.id
-        questions = [m for m in result.messages if m.role is Role.USER]
-        replies = [m for m in result.messages if m.role is Role.ASSISTANT]
-        for stage, decision in self._turn_decisions:
-            if stage is Stage.INPUT and questions:
-                self._decisions[questions[-1].id] = decision
-            elif stage is Stage.OUTPUT and replies:
-                self._decisions[replies[-1].id] = decision
-        self._turn_decisions = []
-        self._on_loaded(result)
+        if self.reading_back:
+            self.reload()
 
     def _on_error(self, error: object) -> None:
         if is_user_error(error):

@@ -10,10 +10,12 @@ from collections.abc import Callable
 from bastion_desktop.core.events import (
     BlockedEvent,
     ContextTrimmedEvent,
+    ConversationEvent,
     DoneEvent,
     ErrorEvent,
     GuardEvent,
     LoadingEvent,
+    MessageEvent,
     NoticeEvent,
     TokenEvent,
 )
@@ -56,7 +58,9 @@ SPARES_KEPT = SHOWN_AT_ONCE
 
 class ChatView(QtWidgets.QScrollArea):
     edit_requested = Signal(int, str)  # message id, its text (the composer takes it)
-    shown = Signal()  # every message asked for (a conversation opened, earlier ones) is built
+    # Every message asked for is built and drawn as saved: a conversation opened, the
+    # earlier ones, a turn ended.
+    shown = Signal()
     context_used = Signal(int, int)  # a reply finished: tokens now in use, of the window
 
     def __init__(self, controller: ChatController, parent: QtWidgets.QWidget | None = None) -> None:
@@ -370,6 +374,15 @@ class ChatView(QtWidgets.QScrollArea):
         return self._streaming
 
     def _on_event(self, event: object) -> None:
+        if isinstance(event, ConversationEvent):
+            self._on_conversation(event)
+            return
+        if isinstance(event, MessageEvent):
+            self._on_saved(event.message)
+            return
+        self._on_reply_event(event)
+
+    def _on_reply_event(self, event: object) -> None:
         if self._loading and not isinstance(event, LoadingEvent):
             self._loading_ended(answered=not isinstance(event, ErrorEvent))
         if isinstance(event, GuardEvent):
@@ -397,6 +410,24 @@ class ChatView(QtWidgets.QScrollArea):
             if self._streaming is not None:
                 self._streaming.flush()
             self.show_notice(event.message)
+
+    def _on_conversation(self, event: ConversationEvent) -> None:
+        """The turn created the conversation, or named it: what the view renders from
+        is the controller's record of it, which the turn's events keep up to date."""
+        self._loaded = self.controller.current
+        if event.created:
+            self._names = self.model_names()
+
+    def _on_saved(self, message: StoredMessage) -> None:
+        """A message of the turn as the store now has it: its widget takes its id, and,
+        once it has ended, is drawn from the record as any saved message is."""
+        widget = self._last(Role.USER) if message.role is Role.USER else self._reply_widget()
+        if widget is None or widget.message_id not in (None, message.id):
+            return
+        widget.message_id = message.id
+        if message.state is not MessageState.STREAMING and self._loaded is not None:
+            self._render(message, widget)
+            widget.set_actions_enabled(False)  # until the turn ends
 
     def _on_guard(self, event: GuardEvent) -> None:
         if event.decision.stage.value == "output":
@@ -444,6 +475,11 @@ class ChatView(QtWidgets.QScrollArea):
             self._loading_ended(answered=False)
         if self._streaming is not None:
             self._streaming.flush()
+        if self.controller.reading_back:
+            return  # the conversation is read back and shown again (then `shown`)
+        for widget in self.messages:
+            widget.set_actions_enabled(True)
+        self.shown.emit()
 
     def _last(self, role: Role) -> MessageWidget | None:
         for widget in reversed(self.messages):

@@ -15,6 +15,7 @@ from bastion_desktop.core.errors import BastionError
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 
 if TYPE_CHECKING:
+    from bastion_desktop.core.store import Conversation
     from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation
     from bastion_desktop.ui.chat_view import ChatView
     from bastion_desktop.ui.composer import Composer
@@ -275,6 +276,7 @@ class MainWindow(QtWidgets.QMainWindow):
         c.conversations_changed.connect(self.sidebar.refresh)
         c.busy_changed.connect(self._busy)
         c.loaded.connect(self._loaded)
+        c.conversation_changed.connect(self._conversation_changed)
         c.model_set.connect(self._conversation_model_set)
         self.composer.send_requested.connect(self.send)
         self.composer.edit_requested.connect(c.edit_and_resend)
@@ -417,12 +419,15 @@ class MainWindow(QtWidgets.QMainWindow):
                 self.services.context.settings.default_model or STARTER_ID
             )
             return
-        model_id = loaded.conversation.model_id
-        self.top_bar.show_conversation_model(model_id)
-        self.starter_notice.update_for(model_id)
-        self.sidebar.select(loaded.conversation.id)
-        private_mark = "Private: " if private else ""
-        self.setWindowTitle(f"{private_mark}{loaded.conversation.title} — Bastion")
+        self._conversation_changed(loaded.conversation)
+
+    def _conversation_changed(self, conversation: Conversation) -> None:
+        """The conversation shown, opened or created and named by a turn."""
+        self.top_bar.show_conversation_model(conversation.model_id)
+        self.starter_notice.update_for(conversation.model_id)
+        self.sidebar.select(conversation.id)
+        private_mark = "Private: " if self.controller.private else ""
+        self.setWindowTitle(f"{private_mark}{conversation.title} — Bastion")
 
     def _show_context(self, loaded: LoadedConversation | None) -> None:
         """The context the conversation filled at its last reply, against the window the
