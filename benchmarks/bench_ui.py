@@ -127,7 +127,7 @@ APP_CHILD = (
     _FIRST_PAINT
     + """
 FILLED = "composer"
-from bastion_desktop.ui.app import make_application
+from bastion_desktop.ui.startup import make_application
 app = make_application()
 app.installEventFilter(first_paint)
 from bastion_desktop.cli import main
@@ -534,7 +534,8 @@ def measure_browsing(
 def open_window(passphrase_file: Path) -> tuple[Any, Any]:
     from bastion_desktop.app import AppContext
     from bastion_desktop.commands.passphrase import passphrase_prompt
-    from bastion_desktop.ui.app import apply_theme, make_application
+    from bastion_desktop.ui.startup import make_application
+    from bastion_desktop.ui.theme import apply_theme
     from bastion_desktop.ui.engine import Engine
     from bastion_desktop.ui.main_window import MainWindow
     from bastion_desktop.ui.services import AppServices

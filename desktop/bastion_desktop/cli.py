@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.paths import PASSPHRASE_FILE_VARIABLE
 from bastion_desktop.core.privacy import apply_private_environment
 
 log = logging.getLogger("bastion_desktop.cli")
@@ -23,7 +24,6 @@ EXIT_INTERRUPTED = 130
 
 # A path, never the passphrase itself: environment variables leak into child processes
 # and crash reports.
-PASSPHRASE_FILE_VARIABLE = "BASTION_PASSPHRASE_FILE"  # noqa: S105  (a variable's name)
 
 
 def _positive(value: str) -> int:
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(given) if given else None
     try:
         if args is None or args.command is None:
-            from bastion_desktop.ui.app import run_app
+            from bastion_desktop.ui.startup import run_app
 
             return run_app(args)
         return _dispatch(args)

@@ -19,7 +19,7 @@ from pytestqt.qtbot import QtBot
 from bastion_desktop.app import AppContext
 from bastion_desktop.commands.passphrase import passphrase_prompt
 from bastion_desktop.core.events import TokenEvent
-from bastion_desktop.ui.app import apply_theme
+from bastion_desktop.ui.theme import apply_theme
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.main_window import MainWindow
 from bastion_desktop.ui.qt import QtCore, QtWidgets

@@ -21,7 +21,7 @@ DESKTOP_ENTRY = (
 
 PROBE = """
 import json
-from bastion_desktop.ui.app import make_application
+from bastion_desktop.ui.startup import make_application
 app = make_application()
 icon = app.windowIcon()
 print(json.dumps({

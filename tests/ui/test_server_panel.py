@@ -29,7 +29,8 @@ from bastion_desktop.core.policy import EffectivePolicy
 from bastion_desktop.core.policy.merge import merge_sources
 from bastion_desktop.core.policy.sources import Level, PolicySource
 from bastion_desktop.core.settings import load_settings
-from bastion_desktop.ui.app import EXIT_OK, apply_theme, run_app
+from bastion_desktop.ui.startup import EXIT_OK, run_app
+from bastion_desktop.ui.theme import apply_theme
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.main_window import MainWindow
 from bastion_desktop.ui.managed import MANAGED_TEXT, is_managed

@@ -21,13 +21,9 @@ from pytestqt.qtbot import QtBot
 from bastion_desktop.app import AppContext
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.history.keys import MIN_PASSPHRASE_LENGTH, keychain_backend
-from bastion_desktop.ui.app import (
-    EXIT_OK,
-    EXIT_USER_ERROR,
-    apply_theme,
-    install_crash_handler,
-    run_app,
-)
+from bastion_desktop.ui.errors import install_crash_handler
+from bastion_desktop.ui.startup import EXIT_OK, EXIT_USER_ERROR, run_app
+from bastion_desktop.ui.theme import apply_theme
 from bastion_desktop.ui.first_run import (
     PassphraseCancelledError,
     PassphraseDialog,
@@ -367,7 +363,7 @@ def done():
     print(json.dumps(seen), flush=True)
     os._exit(0)
 
-from bastion_desktop.ui.app import make_application
+from bastion_desktop.ui.startup import make_application
 app = make_application()
 probe = Probe()
 app.installEventFilter(probe)

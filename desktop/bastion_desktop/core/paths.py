@@ -13,6 +13,8 @@ from pathlib import Path
 
 APP_NAME = "Bastion"
 HOME_VARIABLE = "BASTION_HOME"
+# A file holding the history's passphrase, for machines without a keychain (scripts, CI).
+PASSPHRASE_FILE_VARIABLE = "BASTION_PASSPHRASE_FILE"  # noqa: S105  (a variable's name)
 
 
 @dataclass(frozen=True)

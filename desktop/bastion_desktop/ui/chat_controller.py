@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from bastion_desktop.core.chat import ChatService, NewConversation
-from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.events import (
     BlockedEvent,
     ConversationEvent,
@@ -32,10 +31,10 @@ from bastion_desktop.core.store import (
     StoredMessage,
 )
 from bastion_desktop.ui.engine import Stream, call, stream
+from bastion_desktop.ui.errors import sentence_for
 from bastion_desktop.ui.qt import QtCore, Signal
 from bastion_desktop.ui.services import AppServices
 from bastion_guardrails.decisions import GuardDecision
-from bastion_guardrails.problems import GuardrailsError
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +54,6 @@ class LoadedConversation:
     decisions: dict[int, GuardDecision] = field(default_factory=dict)
     # The names of the profiles the guard events name ("Standard" for "standard").
     profile_names: dict[str, str] = field(default_factory=dict)
-
-
-def is_user_error(error: object) -> bool:
-    """A problem the user can act on, whose message is a sentence for them: Bastion's
-    own errors and the guardrail layer's (a missing or broken profile)."""
-    return isinstance(error, BastionError | GuardrailsError)
 
 
 class ChatController(QtCore.QObject):
@@ -373,12 +366,6 @@ class ChatController(QtCore.QObject):
             self.reload()
 
     def _on_error(self, error: object) -> None:
-        if is_user_error(error):
-            self.error.emit(str(error))
-            return
-        if isinstance(error, BaseException):
-            log.error("a chat operation failed", exc_info=error)
-            self.error.emit(
-                f"Something went wrong in Bastion ({type(error).__name__}). "
-                "The log file has the details."
-            )
+        sentence = sentence_for(error, "The chat")
+        if sentence:
+            self.error.emit(sentence)

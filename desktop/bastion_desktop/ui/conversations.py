@@ -12,8 +12,8 @@ from typing import Any
 from bastion_desktop.core.history.search import SearchHit
 from bastion_desktop.core.policy import PolicyRefusedError
 from bastion_desktop.core.store import Conversation
-from bastion_desktop.ui.chat_controller import is_user_error
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.errors import sentence_for
 from bastion_desktop.ui.managed import MANAGED_TEXT
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 from bastion_desktop.ui.services import AppServices
@@ -194,10 +194,9 @@ class ConversationSidebar(QtWidgets.QWidget):
             self.open_requested.emit(conversation_id)
 
     def _fail(self, error: object) -> None:
-        if is_user_error(error):
-            self.error.emit(str(error))
-        else:
-            self.error.emit("The conversation list could not be loaded. The log file has details.")
+        sentence = sentence_for(error, "Loading the conversation list")
+        if sentence:
+            self.error.emit(sentence)
 
     # -- the context menu --------------------------------------------------------------
 

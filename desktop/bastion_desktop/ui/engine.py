@@ -174,8 +174,13 @@ def call(
 
 
 def _log_unhandled(error: object) -> None:
-    if isinstance(error, BaseException) and not isinstance(error, asyncio.CancelledError):
-        log.error("background work failed", exc_info=error)
+    """A failure of work started without a handler of its own: a bug by definition (work
+    that can fail for the user's reasons says so where it is started)."""
+    from bastion_desktop.ui.errors import is_user_error, sentence_for
+
+    sentence = sentence_for(error, "Background work")
+    if sentence and is_user_error(error):  # nobody shows it: the log keeps it
+        log.warning("background work stopped: %s", sentence)
 
 
 class Stream(QtCore.QObject):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.policy import PolicyRefusedError
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.errors import sentence_for
 from bastion_desktop.ui.qt import QtCore, Signal
 
 if TYPE_CHECKING:
@@ -34,9 +35,6 @@ log = logging.getLogger(__name__)
 _QUEUED = QtCore.Qt.ConnectionType.QueuedConnection
 RECENT_REQUESTS = 50  # as many as the server itself keeps
 CLOSE_TIMEOUT_S = 10.0
-INTERNAL_ERROR = (
-    "The local API could not be started because of an internal error; the log has the details."
-)
 
 
 @dataclass(frozen=True)
@@ -241,18 +239,10 @@ class LocalApiController(QtCore.QObject):
     def _failed(self, error: object) -> None:
         self._pending -= 1
         before, self.url = self.url, None  # a failed move closed the old server first
-        if isinstance(error, asyncio.CancelledError):  # the engine is stopping: app closing
-            sentence = ""
-        elif isinstance(error, OSError) and error.strerror:
+        if isinstance(error, OSError) and error.strerror and not error.filename:
             sentence = error.strerror + "."  # "Port N on 127.0.0.1 cannot be used (...); ..."
-        elif isinstance(error, BastionError):
-            sentence = str(error)
-        else:
-            log.error(
-                "starting the local API failed",
-                exc_info=error if isinstance(error, BaseException) else None,
-            )
-            sentence = INTERNAL_ERROR
+        else:  # a cancellation (the engine stopping as the app closes) says nothing
+            sentence = sentence_for(error, "Starting the local API")
         self.problem = sentence
         if before is not None:
             self.stopped.emit()

@@ -341,18 +341,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.ready.emit()
 
     def _profile_error(self, error: object) -> None:
-        from bastion_desktop.ui.chat_controller import is_user_error
+        from bastion_desktop.ui.errors import sentence_for
 
-        sentence = (
-            str(error)
-            if is_user_error(error)
-            else "The guardrail profile could not be opened. The log file has the details."
-        )
-        if not is_user_error(error):
-            log.error(
-                "opening the profile failed",
-                exc_info=error if isinstance(error, BaseException) else None,
-            )
+        sentence = sentence_for(error, "Opening the guardrail profile")
         self.profile_ready = False
         self.composer.send_button.setEnabled(False)
         self.show_error(sentence + " Choose another guardrail profile to chat.")

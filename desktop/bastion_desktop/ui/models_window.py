@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.hub.download_events import (
     DownloadCancelled,
     DownloadEvent,
@@ -38,6 +37,7 @@ from bastion_desktop.core.hub.download_events import (
 from bastion_desktop.core.hub.filenames import format_duration, format_size
 from bastion_desktop.core.policy import PolicyRefusedError
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.errors import sentence_for
 from bastion_desktop.ui.managed import mark_managed
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 
@@ -119,10 +119,7 @@ def _sentence_label(name: str) -> QtWidgets.QLabel:
 
 
 def _sentence(error: object) -> str:
-    if isinstance(error, BastionError):
-        return str(error)
-    log.error("model window work failed", exc_info=error)  # type: ignore[arg-type]
-    return "Bastion hit an internal error; see the log."
+    return sentence_for(error, "That")
 
 
 class _DownloadRelay(QtCore.QObject):

@@ -24,6 +24,7 @@ from typing import Any
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.policy import PolicyRefusedError
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.errors import sentence_for
 from bastion_desktop.ui.managed import mark_managed
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 
@@ -91,7 +92,7 @@ def _gather(context: Any) -> list[ProfileView]:
                 for c in status.checks
             )
         except Exception as error:  # a profile that lists but does not plan: say so
-            sentence, checks = f"Its checks cannot be listed: {error}", ()
+            sentence, checks = sentence_for(error, "Listing this profile's checks"), ()
         views.append(
             ProfileView(
                 profile.id, profile.name, origin, profile.manifest.strictness.value,
@@ -329,11 +330,7 @@ class ProfilesWindow(QtWidgets.QWidget):
         self.export_button.setEnabled(usable)
 
     def _failed(self, error: object) -> None:
-        text = str(error) if isinstance(error, BastionError) else None
-        if text is None:
-            log.error("reading the guardrail profiles failed", exc_info=error)  # type: ignore[arg-type]
-            text = "The profiles could not be read; see the log."
-        self.status.setText(text)
+        self.status.setText(sentence_for(error, "Reading the guardrail profiles"))
 
     # -- import, export, default ---------------------------------------------------------
 
@@ -373,11 +370,10 @@ class ProfilesWindow(QtWidgets.QWidget):
         def failed(error: object) -> None:
             from bastion_guardrails.problems import ProfileError
 
-            if not isinstance(error, ProfileError | OSError | BastionError):
-                log.error("importing a profile failed", exc_info=error)  # type: ignore[arg-type]
-                lines = ["Bastion hit an internal error; see the log."]
-            else:
+            if isinstance(error, ProfileError | OSError | BastionError):
                 lines = problems_of(error)
+            else:
+                lines = [sentence_for(error, "Importing the profile")]
             self.status.setText(f"{source.name} was not imported; nothing was changed:")
             self.title.setText(f"{source.name} was not imported")
             self.facts.setText("Fix these problems and import it again.")

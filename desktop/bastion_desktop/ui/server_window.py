@@ -24,6 +24,7 @@ from typing import Any, cast
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.policy.schema import ORIGIN
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.errors import sentence_for
 from bastion_desktop.ui.local_api import RECENT_REQUESTS, LocalApiController, SeenRequest
 from bastion_desktop.ui.managed import managed_note, mark_managed
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
@@ -623,12 +624,7 @@ class ServerWindow(QtWidgets.QWidget):
         self.clients_status.setProperty("kept", True)
 
     def _token_problem(self, error: object, what: str) -> None:
-        if isinstance(error, BastionError | OSError):
-            sentence = str(error)
-        else:
-            log.error("the API tokens failed", exc_info=error)  # type: ignore[arg-type]
-            sentence = f"{what}: Bastion hit an internal error; the log has the details."
-        self._problem(sentence, self.clients_status)
+        self._problem(sentence_for(error, what, also=(OSError,)), self.clients_status)
 
     # -- the allowed origins ------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from bastion_desktop.core.history.keys import KeySource
 from bastion_desktop.core.inference.runtime_probe import AUTO, device_choices, runtime_report
 from bastion_desktop.core.settings import Settings
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.errors import sentence_for
 from bastion_desktop.ui.managed import managed_note, mark_managed
 from bastion_desktop.ui.qt import QtWidgets, Signal
 
@@ -281,7 +282,7 @@ class HistoryKeyBox(QtWidgets.QGroupBox):
             self.target.setCurrentIndex(1)
 
     def _refresh_failed(self, error: object) -> None:
-        self.where.setText(str(error))
+        self.where.setText(sentence_for(error, "Reading where the history's key is kept"))
 
     def start_rekey(self) -> None:
         store = getattr(self.services, "store", None)
@@ -328,11 +329,8 @@ class HistoryKeyBox(QtWidgets.QGroupBox):
 
     def _rekey_failed(self, error: object) -> None:
         self.change.setEnabled(True)
-        if isinstance(error, BastionError):
-            self._fail(f"{error} The history still uses its old key.")
-        else:
-            log.error("re-keying the history failed", exc_info=error)  # type: ignore[arg-type]
-            self._fail("Bastion hit an internal error; the history still uses its old key.")
+        sentence = sentence_for(error, "Re-encrypting the history")
+        self._fail(f"{sentence} The history still uses its old key.")
 
     def _fail(self, sentence: str) -> None:
         self.status.setText(sentence)

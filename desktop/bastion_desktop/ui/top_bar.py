@@ -17,8 +17,8 @@ from bastion_desktop.core.hub.fit import FitEstimate, FitKind
 from bastion_desktop.core.registry import RegisteredModel
 from bastion_desktop.core.settings import Settings
 from bastion_desktop.core.starter import STARTER_ID
-from bastion_desktop.ui.chat_controller import is_user_error
 from bastion_desktop.ui.engine import call
+from bastion_desktop.ui.errors import sentence_for
 from bastion_desktop.ui.first_run import CatalogPick, catalog_pick
 from bastion_desktop.ui.managed import MANAGED_TEXT, managed_note, mark_managed
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
@@ -630,10 +630,6 @@ class TopBar(QtWidgets.QFrame):
             self._failed(error)
 
     def _failed(self, error: object) -> None:
-        if is_user_error(error):
-            self.error.emit(str(error))
-        else:
-            log.error(
-                "top bar work failed", exc_info=error if isinstance(error, BaseException) else None
-            )
-            self.error.emit("That did not work. The log file has the details.")
+        sentence = sentence_for(error, "That")
+        if sentence:
+            self.error.emit(sentence)

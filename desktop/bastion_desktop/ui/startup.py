@@ -1,5 +1,6 @@
-"""Starting the desktop app: the QApplication (high-DPI, theme), the crash handler, the
-history key, the engine thread, the main window — and an orderly shutdown."""
+"""Starting the desktop app: the QApplication (high-DPI, icon, theme), the crash
+handler, the history key, the engine thread, the main window — and an orderly shutdown.
+The look is in `theme.py`, the crash handler and the error bridge in `errors.py`."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ import logging
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.paths import PASSPHRASE_FILE_VARIABLE
+from bastion_desktop.ui.errors import CrashHandler, install_crash_handler
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets
+from bastion_desktop.ui.theme import apply_theme, first_theme
 
 log = logging.getLogger(__name__)
 
@@ -27,123 +29,6 @@ APP_ID = "org.bastion.Bastion"
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
-
-# Colours of the app's own parts (messages, badges); Qt's palette covers the rest.
-_LIGHT = {
-    "window": "#f6f7f9",
-    "base": "#ffffff",
-    "text": "#1d2127",
-    "muted": "#5e6673",
-    "user": "#e8effc",
-    "assistant": "#ffffff",
-    "border": "#dde1e7",
-    "code": "#f3f4f6",
-    "passed": "#1e7b3a",
-    "masked": "#9a6700",
-    "blocked": "#b42318",
-    "accent": "#2f6fdf",
-    "notice": "#fff4e5",
-}
-_DARK = {
-    "window": "#1b1d21",
-    "base": "#23262b",
-    "text": "#e6e8eb",
-    "muted": "#9aa3ae",
-    "user": "#2a3547",
-    "assistant": "#23262b",
-    "border": "#363a41",
-    "code": "#272822",
-    "passed": "#5cc779",
-    "masked": "#e3b341",
-    "blocked": "#f47067",
-    "accent": "#5b9bff",
-    "notice": "#3b2f1a",
-}
-
-
-def _style_sheet(c: dict[str, str]) -> str:
-    return f"""
-    #sidebar {{ background: {c["window"]}; }}
-    #chatContainer {{ background: {c["base"]}; }}
-    #topBar {{ border-bottom: 1px solid {c["border"]}; }}
-    #userMessage {{ background: {c["user"]}; border-radius: 10px; }}
-    #assistantMessage {{ background: {c["assistant"]}; border: 1px solid {c["border"]};
-        border-radius: 10px; }}
-    #author {{ font-weight: 600; }}
-    #stats, #messageNote, #placeholder, #profileStatus, #fitBadge, #codeLanguage, #contextUse,
-    #serverHint {{ color: {c["muted"]}; }}
-    #contextUse {{ font-size: 11px; }}
-    #contextUse[nearlyFull="true"] {{ color: {c["masked"]}; }}
-    #messageNote {{ font-style: italic; }}
-    #codeBlock {{ background: {c["code"]}; border: 1px solid {c["border"]};
-        border-radius: 6px; }}
-    #codeText {{ background: transparent; }}
-    #guardBadge {{ border-radius: 8px; padding: 0 6px; font-size: 11px; }}
-    #guardBadge[verdict="passed"] {{ color: {c["passed"]}; }}
-    #guardBadge[verdict="masked"] {{ color: {c["masked"]}; }}
-    #guardBadge[verdict="blocked"], #guardBadge[verdict="withdrawn"] {{ color: {c["blocked"]}; }}
-    #guardBadge[verdict="unchecked"] {{ color: {c["muted"]}; }}
-    #policyBanner, #auditNotice {{ background: {c["notice"]}; padding: 6px 12px; }}
-    #privateBanner {{ background: {c["user"]}; color: {c["accent"]}; font-weight: 600;
-        padding: 6px 12px; }}
-    #policyBanner[failedClosed="true"] {{ color: {c["blocked"]}; font-weight: 600; }}
-    #notice, #starterNotice, #newTokenNotice {{ background: {c["notice"]}; border-radius: 6px;
-        padding: 6px; }}
-    #composer {{ border-top: 1px solid {c["border"]}; }}
-    #editBanner {{ color: {c["accent"]}; }}
-    #passphraseDialog #problem {{ color: {c["blocked"]}; }}
-    QScrollBar:vertical {{ background: transparent; width: 10px; margin: 0; }}
-    QScrollBar:horizontal {{ background: transparent; height: 10px; margin: 0; }}
-    QScrollBar::handle {{ background: {c["border"]}; border-radius: 4px; margin: 2px; }}
-    QScrollBar::handle:hover {{ background: {c["muted"]}; }}
-    QScrollBar::handle:vertical {{ min-height: 24px; }}
-    QScrollBar::handle:horizontal {{ min-width: 24px; }}
-    QScrollBar::add-line, QScrollBar::sub-line {{ width: 0; height: 0; }}
-    QScrollBar::add-page, QScrollBar::sub-page {{ background: transparent; }}
-    """
-
-
-def wants_dark(theme: str, app: QtWidgets.QApplication) -> bool:
-    if theme == "dark":
-        return True
-    if theme == "light":
-        return False
-    return app.styleHints().colorScheme() == QtCore.Qt.ColorScheme.Dark
-
-
-def _palette(c: dict[str, str]) -> QtGui.QPalette:
-    palette = QtGui.QPalette()
-    role = QtGui.QPalette.ColorRole
-    color = QtGui.QColor
-    for which, value in (
-        (role.Window, c["window"]),
-        (role.WindowText, c["text"]),
-        (role.Base, c["base"]),
-        (role.AlternateBase, c["window"]),
-        (role.Text, c["text"]),
-        (role.Button, c["base"]),
-        (role.ButtonText, c["text"]),
-        (role.ToolTipBase, c["base"]),
-        (role.ToolTipText, c["text"]),
-        (role.PlaceholderText, c["muted"]),
-        (role.Highlight, c["accent"]),
-        (role.HighlightedText, "#ffffff"),
-        (role.Link, c["accent"]),
-    ):
-        palette.setColor(which, color(value))
-    for which in (role.WindowText, role.Text, role.ButtonText):
-        palette.setColor(QtGui.QPalette.ColorGroup.Disabled, which, color(c["muted"]))
-    return palette
-
-
-def apply_theme(app: QtWidgets.QApplication, theme: str) -> bool:
-    """Fusion with Bastion's light or dark colours; returns whether it is dark."""
-    dark = wants_dark(theme, app)
-    colours = _DARK if dark else _LIGHT
-    app.setStyle("Fusion")
-    app.setPalette(_palette(colours))
-    app.setStyleSheet(_style_sheet(colours))
-    return dark
 
 
 def make_application(argv: list[str] | None = None) -> QtWidgets.QApplication:
@@ -174,72 +59,10 @@ def app_icon() -> QtGui.QIcon:
     return QtGui.QIcon(str(Path(__file__).parent.parent / "resources" / "bastion.png"))
 
 
-# -- crashes --------------------------------------------------------------------------
-
-
-def crash_text(log_file: Path | None) -> str:
-    where = f" The details are in {log_file}." if log_file else ""
-    return (
-        "Bastion ran into a bug and this action did not complete. Your conversations are "
-        f"saved.{where} Please report it, with that log."
-    )
-
-
-class CrashHandler:
-    """Uncaught exceptions in slots go to the log with their traceback and to the user
-    as a dialog; a user error (BastionError) is shown as its sentence, never a trace:
-    in the window (`notice`) once there is one, else in a dialog."""
-
-    def __init__(self, log_file: Path | None) -> None:
-        self.log_file = log_file
-        self.notice: Callable[[str], None] | None = None
-        self.dialogs: list[QtWidgets.QMessageBox] = []  # open now (tests look at them)
-
-    def __call__(
-        self, kind: type[BaseException], error: BaseException, trace: TracebackType | None
-    ) -> None:
-        if issubclass(kind, KeyboardInterrupt):
-            QtWidgets.QApplication.quit()
-            return
-        app = QtWidgets.QApplication.instance()
-        if isinstance(error, BastionError):
-            log.info("user error reached the top: %s", kind.__name__)
-            if self.notice is not None:
-                self.notice(str(error))
-                return
-            text, title = str(error), "Bastion"
-            icon = QtWidgets.QMessageBox.Icon.Warning
-        else:
-            log.critical(
-                "uncaught exception\n%s", "".join(traceback.format_exception(kind, error, trace))
-            )
-            text, title = crash_text(self.log_file), "Bastion — internal error"
-            icon = QtWidgets.QMessageBox.Icon.Critical
-        if app is None:
-            print(f"bastion: {text}", file=sys.stderr)
-            return
-        box = QtWidgets.QMessageBox(icon, title, text)
-        box.setObjectName("crashDialog")
-        self.dialogs.append(box)
-        try:
-            box.exec()
-        finally:
-            self.dialogs.remove(box)
-            box.deleteLater()
-
-
-def install_crash_handler(log_file: Path | None) -> CrashHandler:
-    handler = CrashHandler(log_file)
-    sys.excepthook = handler
-    return handler
-
-
 # -- running --------------------------------------------------------------------------
 
 
 def _passphrase_file(args: argparse.Namespace | None) -> Path | None:
-    from bastion_desktop.cli import PASSPHRASE_FILE_VARIABLE
-
     given = getattr(args, "passphrase_file", None) if args is not None else None
     if given:
         return Path(given)
@@ -262,17 +85,6 @@ def _no_display() -> bool:
     if sys.platform in ("win32", "darwin") or os.environ.get("QT_QPA_PLATFORM"):
         return False
     return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def first_theme(settings_file: Path) -> str:
-    """The theme the settings file names, read on its own: the window paints before the
-    settings are loaded and checked (a broken file gives the system's theme here, and
-    its sentence once they are)."""
-    try:
-        theme = json.loads(settings_file.read_text(encoding="utf-8")).get("theme")
-    except (OSError, ValueError, AttributeError):
-        return "system"
-    return theme if theme in ("light", "dark") else "system"
 
 
 def after_first_paint(
