@@ -41,14 +41,14 @@ from typing import Any
 from bastion_desktop.api.server import ApiServer
 from bastion_desktop.api.service import ApiService
 from bastion_desktop.api.tokens import ApiTokens
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.conversation_store import InMemoryConversationStore
 from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.paths import HOME_VARIABLE
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.starter import STARTER_ID
-from bastion_desktop.core.store import InMemoryConversationStore
 from bench_common import add_home_argument, median, met, positive, prepare_home
 from bench_guardrails import PROMPT_TEXT, BenchmarkError, run_turn
 

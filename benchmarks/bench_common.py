@@ -9,8 +9,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from bastion_desktop.core.installed_models import ModelRegistry
 from bastion_desktop.core.paths import HOME_VARIABLE, AppPaths
-from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.starter import ensure_starter_model
 
 # Prose a prompt-processing measurement reads, repeated and cut to the tokens it needs.

@@ -42,8 +42,8 @@ from bastion_desktop.core.hub.download_events import DownloadEvent, DownloadStar
 from bastion_desktop.core.hub.downloads import DownloadManager
 from bastion_desktop.core.hub.errors import DownloadFailedError
 from bastion_desktop.core.hub.transfer import TransferSettings
+from bastion_desktop.core.installed_models import ModelRegistry
 from bastion_desktop.core.privacy import apply_private_environment
-from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.starter import ensure_starter_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.conversation_store import InMemoryConversationStore
 from bastion_desktop.core.events import BlockedEvent, DoneEvent, ErrorEvent, GuardEvent, TokenEvent
 from bastion_desktop.core.inference.types import LoadOptions, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.starter import STARTER_ID
-from bastion_desktop.core.store import InMemoryConversationStore
 from bench_common import add_home_argument, median, met, positive, prepare_home
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "guardrails.json"

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion_desktop.core.chat import ChatService
-from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.conversation_store import InMemoryConversationStore
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import LoadOptions, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.privacy import apply_private_environment
-from bastion_desktop.core.store import InMemoryConversationStore
 from bench_pipeline import Run, prepare_home, run_bastion
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "history_streaming.json"

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.conversation_store import InMemoryConversationStore
 from bastion_desktop.core.inference.hardware import physical_cores
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import (
@@ -50,7 +51,6 @@ from bastion_desktop.core.inference.types import (
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.safety import HostLLM
-from bastion_desktop.core.store import InMemoryConversationStore
 from bastion_guardrails.decisions import Stage
 from bastion_guardrails.models import ModelSet, SafetyMessage
 from bastion_guardrails.safety import PromptedSafetyModel

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.conversation_store import ConversationStore, InMemoryConversationStore
 from bastion_desktop.core.events import BlockedEvent, DoneEvent, ErrorEvent, TokenEvent
 from bastion_desktop.core.inference.templates import GemmaTurnTemplate
 from bastion_desktop.core.inference.types import ChatMessage, LoadOptions, Role, SamplingParams
@@ -41,7 +42,6 @@ from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.paths import HOME_VARIABLE
 from bastion_desktop.core.privacy import apply_private_environment
 from bastion_desktop.core.starter import STARTER_ID
-from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore
 from bench_common import add_home_argument, median, met, positive, prepare_home
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "pipeline.json"

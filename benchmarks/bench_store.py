@@ -44,10 +44,10 @@ from typing import Any
 
 import apsw
 
+from bastion_desktop.core.conversation_store import MessageState
 from bastion_desktop.core.history.database import UNENCRYPTED, DatabaseKey
-from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import MessageState
 from bench_common import median, met, positive
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "store.json"

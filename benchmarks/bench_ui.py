@@ -433,9 +433,9 @@ def _reply(rng: random.Random, index: int) -> str:
 
 
 async def fill_history(store: Any, pairs: int) -> list[str]:
+    from bastion_desktop.core.conversation_store import MessageState
     from bastion_desktop.core.inference.types import Role
     from bastion_desktop.core.starter import STARTER_ID
-    from bastion_desktop.core.store import MessageState
 
     rng = random.Random(6)
     ids = []
@@ -532,13 +532,13 @@ def measure_browsing(
 
 
 def open_window(passphrase_file: Path) -> tuple[Any, Any]:
-    from bastion_desktop.app import AppContext
     from bastion_desktop.commands.passphrase import passphrase_prompt
-    from bastion_desktop.ui.startup import make_application
-    from bastion_desktop.ui.theme import apply_theme
+    from bastion_desktop.context import AppContext
     from bastion_desktop.ui.engine import Engine
     from bastion_desktop.ui.main_window import MainWindow
     from bastion_desktop.ui.services import AppServices
+    from bastion_desktop.ui.startup import make_application
+    from bastion_desktop.ui.theme import apply_theme
 
     app = make_application()
     context = AppContext.start()
@@ -681,8 +681,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(b) cold starts, alternating bare QMainWindow / Bastion:", flush=True)
         starts = measure_starts(args.starts, env)
 
-        from bastion_desktop.app import AppContext
         from bastion_desktop.commands.passphrase import passphrase_prompt
+        from bastion_desktop.context import AppContext
 
         print(f"(c) writing 2 x {args.pairs * 2} messages to the history...", flush=True)
         context = AppContext.start()

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.hub.online import set_network_policy
+from bastion_desktop.core.installed_models import ModelRegistry
 from bastion_desktop.core.paths import HOME_VARIABLE
 from bastion_desktop.core.privacy import apply_private_environment
-from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.starter import ensure_starter_model
 
 apply_private_environment()

@@ -147,7 +147,7 @@ _COMMANDS = {
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from bastion_desktop.app import AppContext
+    from bastion_desktop.context import AppContext
 
     context = AppContext.start()
     module, function = _COMMANDS[args.command or "chat"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from bastion_guardrails.colang_library import REFUSAL_INTENT
 from bastion_guardrails.problems import ProfileProblem
-from bastion_guardrails.registry import LIBRARY_FLOWS, RAILS_BY_ACTION
+from bastion_guardrails.rail_actions import LIBRARY_FLOWS, RAILS_BY_ACTION
 
 _STATEMENTS = frozenset({"meta", "run_action", "if", "while", "break", "jump", "set", "flow"})
 _IMPORT = re.compile(r"^\s*import\b", re.MULTILINE)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import cache
 
 from bastion_guardrails.decisions import Stage
-from bastion_guardrails.registry import LIBRARY_FLOWS, MASK
+from bastion_guardrails.rail_actions import LIBRARY_FLOWS, MASK
 
 REFUSAL_INTENT = "bastion refuse"
 REFUSAL = "I can't help with that: a guardrail stopped it."

@@ -59,7 +59,7 @@ from bastion_guardrails.nemo_runtime import NemoProfileRuntime
 from bastion_guardrails.plan import Lane, ProfilePlan, plan_profile
 from bastion_guardrails.problems import GuardrailsError, ProfileError, ProfileProblem
 from bastion_guardrails.profile import Profile, Strictness
-from bastion_guardrails.registry import make_actions
+from bastion_guardrails.rail_actions import make_actions
 from bastion_guardrails.runtime import GuardProfileRuntime, OffProfile
 
 log = logging.getLogger(__name__)

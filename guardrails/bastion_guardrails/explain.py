@@ -15,7 +15,7 @@ from bastion_guardrails.models import (
     SafetyDownload,
 )
 from bastion_guardrails.plan import PlannedRail, ProfilePlan
-from bastion_guardrails.registry import LIBRARY_FLOWS, UNSAFE_CONTENT, Judgement
+from bastion_guardrails.rail_actions import LIBRARY_FLOWS, UNSAFE_CONTENT, Judgement
 
 
 def join_words(items: Iterable[str]) -> str:

@@ -16,7 +16,7 @@ from bastion_guardrails.decisions import GuardDecision, RailTrace, Stage, Verdic
 from bastion_guardrails.judged import judged
 from bastion_guardrails.models import SAFETY_ROLE
 from bastion_guardrails.plan import Lane, PlannedRail, ProfilePlan
-from bastion_guardrails.registry import (
+from bastion_guardrails.rail_actions import (
     CATEGORIES_KEY,
     JUDGEMENT_KEY,
     RECORDER_KEY,

@@ -17,7 +17,7 @@ from enum import StrEnum
 from bastion_guardrails.decisions import Stage
 from bastion_guardrails.models import SAFETY_ROLE, ModelSet
 from bastion_guardrails.profile import ConfiguredFlow, Profile, Strictness
-from bastion_guardrails.registry import MASK
+from bastion_guardrails.rail_actions import MASK
 
 
 class Lane(StrEnum):

@@ -28,7 +28,7 @@ from bastion_guardrails.decisions import Stage
 from bastion_guardrails.detectors.jailbreak import Sensitivity
 from bastion_guardrails.models import SAFETY_CATEGORIES, SAFETY_ROLE
 from bastion_guardrails.problems import ProfileError, ProfileProblem
-from bastion_guardrails.registry import LIBRARY_FLOWS, LibraryFlow, ProfileSettings
+from bastion_guardrails.rail_actions import LIBRARY_FLOWS, LibraryFlow, ProfileSettings
 from bastion_guardrails.yaml_lines import LineIndex, YamlSyntaxError, load_yaml
 
 MANIFEST = "profile.yml"

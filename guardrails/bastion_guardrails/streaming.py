@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion_guardrails.detectors import Detector, Finding, without_overlaps
-from bastion_guardrails.registry import findings_of
+from bastion_guardrails.rail_actions import findings_of
 
 CONTEXT_CHARS = 256
 # A tail held longer than this is released anyway (masked as far as the rails can see):

@@ -18,7 +18,7 @@ from openai import AsyncOpenAI
 from bastion_desktop.api.server import ApiServer
 from bastion_desktop.api.service import ApiService
 from bastion_desktop.api.tokens import ApiTokens
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.policy import EffectivePolicy
 from bastion_desktop.core.policy.merge import merge_sources

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from tests.api.conftest import serving, with_policy
 from tests.core.test_audit import CANARY, JAILBREAK, _records
 

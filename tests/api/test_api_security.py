@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bastion_desktop import app as app_module
+from bastion_desktop import context as context_module
 from bastion_desktop.api.tokens import ApiTokens
-from bastion_desktop.app import AppContext
 from bastion_desktop.cli import main
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.starter import STARTER_ID
 from tests.api.conftest import Api, mandatory, serving
 
@@ -251,7 +251,7 @@ def test_the_token_commands(home_with_starter: Path, capsys: pytest.CaptureFixtu
 def test_serve_refuses_when_the_policy_forbids_the_api(
     home_with_starter: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(app_module, "load_policy", lambda: mandatory({"AllowLocalApi": False}))
+    monkeypatch.setattr(context_module, "load_policy", lambda: mandatory({"AllowLocalApi": False}))
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         assert main(["serve", "--port", "18397"]) == 1

@@ -12,7 +12,7 @@ from typing import Any
 import openai
 import pytest
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.starter import STARTER_ID
 from tests.api.conftest import Api, install_profile, serving, with_policy
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bastion_desktop import app as app_module
-from bastion_desktop.app import AppContext
+from bastion_desktop import context as context_module
 from bastion_desktop.cli import main
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.policy import BANNER, loading
 from bastion_desktop.core.policy.linux import ETC_ROOT, LinuxPolicyReader
 from bastion_desktop.core.policy.templates import TEMPLATE_FILES
@@ -52,7 +52,7 @@ def managed(policy_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The app reads its policy from `policy_root` (this process only) and leaves the
     root logger alone (AppContext.start would add a file handler to it)."""
     monkeypatch.setattr(loading, "system_readers", lambda: [LinuxPolicyReader(policy_root)])
-    monkeypatch.setattr(app_module, "configure_logging", lambda _path: None)
+    monkeypatch.setattr(context_module, "configure_logging", lambda _path: None)
     return policy_root / "managed"
 
 
@@ -301,8 +301,8 @@ async def test_a_failed_policy_runs_strict_even_when_off_is_asked_for(
 
 
 def test_contexts_built_directly_have_no_policy(bastion_home: Path) -> None:
+    from bastion_desktop.core.installed_models import ModelRegistry
     from bastion_desktop.core.paths import AppPaths
-    from bastion_desktop.core.registry import ModelRegistry
     from bastion_desktop.core.settings import Settings
 
     paths = AppPaths.discover()
@@ -372,7 +372,7 @@ def test_allowed_models_hashes_a_model_file_once_while_it_is_unchanged(
     managed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every turn resolves its model: hashing a multi-gigabyte file each time stalled turns.
-    import bastion_desktop.app as app_module
+    import bastion_desktop.context as context_module
 
     model = tmp_path / "local.gguf"
     model.write_bytes(b"GGUF not really a model")
@@ -382,7 +382,7 @@ def test_allowed_models_hashes_a_model_file_once_while_it_is_unchanged(
         hashed.append(path)
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
-    monkeypatch.setattr(app_module, "sha256_of", counting)
+    monkeypatch.setattr(context_module, "sha256_of", counting)
     _write(managed, "a.json", {"AllowedModels": [counting(model)]})
     hashed.clear()
     context = AppContext.start()

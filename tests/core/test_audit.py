@@ -12,11 +12,11 @@ import pytest
 
 from bastion_desktop.core.audit import AuditError, FolderAudit, SystemAudit, audit_log_for
 from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.conversation_store import InMemoryConversationStore
 from bastion_desktop.core.events import BlockedEvent, DoneEvent
 from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.starter import STARTER_ID
-from bastion_desktop.core.store import InMemoryConversationStore
 from bastion_guardrails.engine import GuardEngine
 
 CANARY = "canary-9d41f7 about the lighthouse at jane.doe@example.com"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.conversation_store import InMemoryConversationStore, MessageNotFoundError
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.events import ChatEvent, DoneEvent
 from bastion_desktop.core.inference.types import LoadOptions, Role, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
-from bastion_desktop.core.store import InMemoryConversationStore, MessageNotFoundError
 
 pytestmark = pytest.mark.model
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.conversation_store import InMemoryConversationStore, MessageState
 from bastion_desktop.core.events import (
     BlockedEvent,
     DoneEvent,
@@ -22,7 +23,6 @@ from bastion_desktop.core.events import (
 )
 from bastion_desktop.core.inference.types import LoadOptions, Role, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
-from bastion_desktop.core.store import InMemoryConversationStore, MessageState
 from bastion_guardrails.decisions import GuardDecision, Stage, Verdict
 from bastion_guardrails.runtime import GuardMessage, OutputBlocked, OutputEvent, PassedText
 

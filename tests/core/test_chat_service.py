@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.chat import ChatService, NewConversation
+from bastion_desktop.core.conversation_store import InMemoryConversationStore, MessageState
 from bastion_desktop.core.events import (
     ChatEvent,
     ContextTrimmedEvent,
@@ -26,7 +27,6 @@ from bastion_desktop.core.events import (
 )
 from bastion_desktop.core.inference.types import ChatMessage, LoadOptions, Role, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
-from bastion_desktop.core.store import InMemoryConversationStore, MessageState
 
 pytestmark = pytest.mark.model
 

@@ -8,7 +8,7 @@ import pytest
 
 from bastion_desktop.core.errors import StarterModelError
 from bastion_desktop.core.files import DiskFullError, write_atomically
-from bastion_desktop.core.registry import ModelRegistry
+from bastion_desktop.core.installed_models import ModelRegistry
 from bastion_desktop.core.settings import Settings, load_settings, save_settings
 from bastion_desktop.core.starter import ensure_starter_model
 

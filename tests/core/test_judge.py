@@ -22,7 +22,7 @@ import pytest
 from bastion_desktop.core.hub.local_files import import_gguf
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import LoadOptions
-from bastion_desktop.core.registry import ModelRegistry, RegisteredModel
+from bastion_desktop.core.installed_models import ModelRegistry, RegisteredModel
 from bastion_desktop.core.safety import GuardModels, HostLLM
 from bastion_guardrails.decisions import Stage, Verdict
 from bastion_guardrails.engine import GuardEngine

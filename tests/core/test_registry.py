@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from bastion_desktop.core.registry import ModelRegistry, RegisteredModel
+from bastion_desktop.core.installed_models import ModelRegistry, RegisteredModel
 
 SHA = "0" * 64
 

@@ -26,7 +26,7 @@ from bastion_desktop.core.inference.types import (
     SamplingParams,
     TokenText,
 )
-from bastion_desktop.core.registry import ModelRegistry
+from bastion_desktop.core.installed_models import ModelRegistry
 from bastion_desktop.core.safety import GuardModels, HostLLM
 from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model
 from bastion_guardrails.decisions import Stage, Verdict

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.errors import ModelNotFoundError, StarterModelError
-from bastion_desktop.core.registry import ModelRegistry, RegisteredModel, RegistryError
+from bastion_desktop.core.installed_models import ModelRegistry, RegisteredModel, RegistryError
 from bastion_desktop.core.starter import (
     STARTER_ID,
     STARTER_NAME,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.conversation_store import InMemoryConversationStore, MessageState
 from bastion_desktop.core.events import BlockedEvent, DoneEvent, GuardEvent, TokenEvent
 from bastion_desktop.core.inference.types import LoadOptions, Role, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
-from bastion_desktop.core.store import InMemoryConversationStore, MessageState
 from bastion_guardrails.bundle import ProfileOrigin, read_folder
 from bastion_guardrails.decisions import Verdict
 from bastion_guardrails.engine import GuardEngine
@@ -58,9 +58,9 @@ async def test_standard_lets_an_ordinary_reply_through(
 ) -> None:
     plain, _, _ = await chat(starter_path, OffProfile())
     guarded, store, conversation = await chat(starter_path, engine.runtime("standard"))
-    assert isinstance(guarded[0], GuardEvent)
-    assert guarded[0].decision.verdict is Verdict.ALLOWED
-    assert guarded[0].decision.profile_id == "standard"
+    checked = next(e for e in guarded if isinstance(e, GuardEvent))
+    assert checked.decision.verdict is Verdict.ALLOWED
+    assert checked.decision.profile_id == "standard"
     assert isinstance(guarded[-1], DoneEvent)
     assert reply_text(guarded) == reply_text(plain), "nothing to mask, nothing changed"
     reply = (await store.messages(conversation))[-1]
@@ -72,8 +72,8 @@ async def test_workplace_keeps_personal_data_out_of_the_model_and_the_history(
 ) -> None:
     text = "Please reply to jane.doe@example.com about invoice 42."
     events, store, conversation = await chat(starter_path, engine.runtime("workplace"), text)
-    assert isinstance(events[0], GuardEvent)
-    assert events[0].decision.verdict is Verdict.MASKED
+    checked = next(e for e in events if isinstance(e, GuardEvent))
+    assert checked.decision.verdict is Verdict.MASKED
     user = (await store.messages(conversation))[0]
     assert user.content == "Please reply to [EMAIL] about invoice 42."
     assert "jane.doe" not in repr(store.guard_events)

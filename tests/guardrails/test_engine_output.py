@@ -216,7 +216,7 @@ async def test_nemo_streaming_rails_checked_before_shown(tmp_path: Path) -> None
 def test_nemo_stop_chunks_block_and_internal_errors_fail_closed(
     tmp_path: Path, chunk: str, explanation: str
 ) -> None:
-    from bastion_guardrails.registry import VerdictRecorder
+    from bastion_guardrails.rail_actions import VerdictRecorder
 
     runtime = _term_profile(tmp_path, stream_first=True, chunk_size=2)
     blocked = runtime._violation(chunk, VerdictRecorder(), 0.0)

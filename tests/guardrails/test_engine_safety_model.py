@@ -155,7 +155,7 @@ async def test_a_reply_is_read_by_sentences_and_withdrawn_when_one_is_flagged() 
 
 
 async def test_a_long_message_is_read_in_windows_and_harm_anywhere_blocks_it() -> None:
-    from bastion_guardrails.registry import INPUT_WINDOW_CHARS, windows
+    from bastion_guardrails.rail_actions import INPUT_WINDOW_CHARS, windows
 
     violent = SafetyVerdict(unsafe=True, categories=("violent_crimes",))
     model = ScriptedSafetyModel([(Stage.INPUT, "ambush", violent), (Stage.INPUT, "", SAFE)])

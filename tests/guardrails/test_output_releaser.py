@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from bastion_guardrails.detectors.secrets import SecretsDetector
-from bastion_guardrails.registry import RAILS
-from bastion_guardrails.registry import _detector_action as detector_action
+from bastion_guardrails.rail_actions import RAILS
+from bastion_guardrails.rail_actions import _detector_action as detector_action
 from bastion_guardrails.streaming import Cleared, OutputReleaser, RailRun, Stopped, StreamRail
 
 KEY = "AKIA" + "IOSFODNN7EXAMPLE"

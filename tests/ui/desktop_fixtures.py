@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.app import AppContext
 from bastion_desktop.commands.passphrase import passphrase_prompt
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.events import TokenEvent
-from bastion_desktop.ui.theme import apply_theme
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.main_window import MainWindow
 from bastion_desktop.ui.qt import QtCore, QtWidgets
 from bastion_desktop.ui.services import AppServices
+from bastion_desktop.ui.theme import apply_theme
 
 # Short, reproducible replies: the starter model with a fixed seed.
 SAMPLING = {"max_tokens": 24, "seed": 7, "temperature": 0.7}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.core.store import MessageState
+from bastion_desktop.core.conversation_store import MessageState
 from bastion_desktop.ui.qt import QtCore
 from tests.ui.desktop_fixtures import Desktop, open_desktop, screenshot
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.app import AppContext
 from bastion_desktop.commands.passphrase import passphrase_prompt
+from bastion_desktop.context import AppContext
 from bastion_desktop.ui.conversations import ConversationSidebar
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.services import AppServices

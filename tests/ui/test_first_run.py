@@ -215,7 +215,7 @@ def test_no_second_safety_model_is_offered_when_one_is_installed(
 def test_the_button_opens_the_models_window_when_the_policy_allows_no_downloads(
     no_downloads: None, qtbot: QtBot, laptop: probe.HardwareProfile, engine: Any
 ) -> None:
-    from bastion_desktop.app import AppContext
+    from bastion_desktop.context import AppContext
     from tests.ui.window_services import make_services
 
     managed = StarterNotice(make_services(AppContext.start(), engine))

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.models_window import ModelsWindow
 from bastion_desktop.ui.profiles_window import ProfilesWindow

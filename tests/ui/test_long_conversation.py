@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from pytestqt.qtbot import QtBot
 
+from bastion_desktop.core.conversation_store import MessageState
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import MessageState
 from bastion_desktop.ui.chat_view import SHOWN_AT_ONCE, ChatView
 from bastion_desktop.ui.message_widget import MessageWidget
 from bastion_desktop.ui.qt import QtCore

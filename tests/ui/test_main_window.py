@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
+from bastion_desktop.core.conversation_store import MessageState
 from bastion_desktop.core.events import DoneEvent, ErrorEvent, LoadingEvent, TokenEvent
 from bastion_desktop.core.hub.catalog import load_catalog
 from bastion_desktop.core.hub.filenames import model_stem
 from bastion_desktop.core.inference.types import Role
 from bastion_desktop.core.starter import STARTER_NAME
-from bastion_desktop.core.store import MessageState
 from bastion_desktop.ui.composer import Composer
 from bastion_desktop.ui.message_widget import MessageWidget
 from bastion_desktop.ui.models_window import ModelsWindow
@@ -471,6 +471,8 @@ def test_the_status_badge_is_reached_by_tab_and_its_fix_downloads_the_safety_mod
         qtbot.waitUntil(
             lambda: wanted in {row.state.name for row in models.rows.values()}, timeout=30_000
         )
-        assert models.tabs.currentWidget() is models.downloads_page
+        # Shown once the download is queued (a row of the same name may be an earlier
+        # test's, listed before this one is queued).
+        qtbot.waitUntil(lambda: models.tabs.currentWidget() is models.downloads_page)
     finally:
         shut_down(qtbot, models)

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.app import AppContext
 from bastion_desktop.commands.passphrase import passphrase_prompt
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.policy import EffectivePolicy
 from bastion_desktop.core.policy.merge import merge_sources
 from bastion_desktop.core.policy.sources import Level, PolicySource

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
+from bastion_desktop.core.conversation_store import InMemoryConversationStore
 from bastion_desktop.core.inference.types import Role
 from bastion_desktop.core.policy import loading
 from bastion_desktop.core.policy.sources import Level, PolicySource
-from bastion_desktop.core.store import InMemoryConversationStore
 from bastion_desktop.ui.main_window import PRIVATE_TEXT
 from bastion_desktop.ui.qt import QtCore
 from tests.ui.desktop_fixtures import Desktop, open_desktop, screenshot

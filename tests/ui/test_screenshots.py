@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from pytestqt.qtbot import QtBot
 
+from bastion_desktop.core.conversation_store import MessageState
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import MessageState
 from bastion_desktop.ui.models_window import FIT_TEXT, ModelsWindow
 from bastion_desktop.ui.profiles_window import ProfilesWindow
 from bastion_desktop.ui.qt import QtCore

@@ -23,20 +23,20 @@ import httpx
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.app import AppContext
 from bastion_desktop.commands.passphrase import passphrase_prompt
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.policy import EffectivePolicy
 from bastion_desktop.core.policy.merge import merge_sources
 from bastion_desktop.core.policy.sources import Level, PolicySource
 from bastion_desktop.core.settings import load_settings
-from bastion_desktop.ui.startup import EXIT_OK, run_app
-from bastion_desktop.ui.theme import apply_theme
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.main_window import MainWindow
 from bastion_desktop.ui.managed import MANAGED_TEXT, is_managed
 from bastion_desktop.ui.qt import QtCore, QtWidgets
 from bastion_desktop.ui.server_window import OFF_TEXT, ServerWindow
 from bastion_desktop.ui.services import AppServices
+from bastion_desktop.ui.startup import EXIT_OK, run_app
+from bastion_desktop.ui.theme import apply_theme
 from tests.ui.desktop_fixtures import screenshot, write_settings
 
 START_MS = 30_000  # the first start imports aiohttp on the engine thread

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.history.keys import KeySource
 from bastion_desktop.core.settings import load_settings
 from bastion_desktop.ui.engine import Engine

@@ -18,12 +18,10 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.history.keys import MIN_PASSPHRASE_LENGTH, keychain_backend
 from bastion_desktop.ui.errors import install_crash_handler
-from bastion_desktop.ui.startup import EXIT_OK, EXIT_USER_ERROR, run_app
-from bastion_desktop.ui.theme import apply_theme
 from bastion_desktop.ui.first_run import (
     PassphraseCancelledError,
     PassphraseDialog,
@@ -31,6 +29,8 @@ from bastion_desktop.ui.first_run import (
 )
 from bastion_desktop.ui.main_window import MainWindow
 from bastion_desktop.ui.qt import QtCore, QtWidgets
+from bastion_desktop.ui.startup import EXIT_OK, EXIT_USER_ERROR, run_app
+from bastion_desktop.ui.theme import apply_theme
 from bastion_desktop.ui.window_state import read_window_state, write_window_state
 from tests.ui.desktop_fixtures import screenshot, write_settings
 
@@ -338,8 +338,8 @@ FIRST_PAINT_PROBE = """
 import json, os, sys
 from PySide6 import QtCore, QtWidgets
 
-WATCHED = ("pydantic", "asyncio", "importlib.metadata", "bastion_desktop.app",
-           "bastion_desktop.core.history.store", "bastion_guardrails.engine", "nemoguardrails",
+WATCHED = ("pydantic", "asyncio", "importlib.metadata", "bastion_desktop.context",
+           "bastion_desktop.core.history.encrypted_store", "bastion_guardrails.engine", "nemoguardrails",
            "llama_cpp", "huggingface_hub")
 seen = {}
 

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.hub.catalog import load_catalog
 from bastion_desktop.core.hub.local_files import import_gguf
+from bastion_desktop.core.installed_models import RegisteredModel
 from bastion_desktop.core.policy import loading
 from bastion_desktop.core.policy.sources import Level, PolicySource
-from bastion_desktop.core.registry import RegisteredModel
 from bastion_desktop.core.safety import Calibrations
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.managed import MANAGED_TEXT

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from pytestqt.qtbot import QtBot
 
+from bastion_desktop.core.conversation_store import MessageState, StoredMessage
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import MessageState, StoredMessage
 from bastion_desktop.ui.qt import QtCore
 from tests.ui.desktop_fixtures import Desktop
 

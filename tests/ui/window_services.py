@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.services import AppServices
 

@@ -21,17 +21,17 @@ from dataclasses import dataclass
 
 from bastion_desktop.api.protocol import ApiError, ChatRequest, RequestMessage
 from bastion_desktop.api.tokens import ApiClient
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.audit import AuditError, TurnAudit, audited, new_request_id
 from bastion_desktop.core.chat import ChatService, NewConversation
+from bastion_desktop.core.conversation_store import ConversationStore, InMemoryConversationStore
 from bastion_desktop.core.errors import BastionError, GuardProfileError
 from bastion_desktop.core.events import BlockedEvent, ChatEvent, DoneEvent, GuardEvent, TokenEvent
 from bastion_desktop.core.inference.types import ChatMessage, Role, SamplingParams
+from bastion_desktop.core.installed_models import RegisteredModel
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.policy import PolicyRefusedError, ProfileChoice
-from bastion_desktop.core.registry import RegisteredModel
 from bastion_desktop.core.starter import STARTER_ID
-from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore
 from bastion_guardrails.decisions import GuardDecision, Stage, Verdict
 from bastion_guardrails.runtime import GuardMessage, GuardProfileRuntime
 

@@ -10,9 +10,9 @@ import json
 import signal
 import sys
 
-from bastion_desktop.app import AppContext
 from bastion_desktop.commands.passphrase import passphrase_prompt
-from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.context import AppContext
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.settings import DEFAULT_API_PORT
 

@@ -13,9 +13,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from bastion_desktop.app import AppContext
 from bastion_desktop.commands.passphrase import passphrase_prompt
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.chat import ChatService, NewConversation
+from bastion_desktop.core.conversation_store import ConversationStore, InMemoryConversationStore
 from bastion_desktop.core.events import (
     BlockedEvent,
     ChatEvent,
@@ -28,11 +29,10 @@ from bastion_desktop.core.events import (
     TokenEvent,
     event_to_json,
 )
-from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.starter import STARTER_ID
-from bastion_desktop.core.store import ConversationStore, InMemoryConversationStore
 from bastion_guardrails.explain import ProfileStatus
 from bastion_guardrails.runtime import GuardProfileRuntime
 

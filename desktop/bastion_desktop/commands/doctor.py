@@ -11,7 +11,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.inference.backends import RuntimeDevice
 from bastion_desktop.core.inference.host import ModelHost

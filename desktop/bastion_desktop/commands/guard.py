@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.guard_eval import evaluate, read_dataset, write_report
 from bastion_guardrails.decisions import GuardDecision, Stage
 

@@ -12,11 +12,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bastion_desktop.app import AppContext
 from bastion_desktop.commands.passphrase import new_passphrase_prompt, passphrase_prompt
+from bastion_desktop.context import AppContext
+from bastion_desktop.core.conversation_store import Conversation, MessageState, StoredMessage
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.history.keys import KeySource
-from bastion_desktop.core.history.store import EncryptedConversationStore
-from bastion_desktop.core.store import Conversation, MessageState, StoredMessage
 
 T = TypeVar("T")
 

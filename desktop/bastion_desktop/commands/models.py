@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.hub.filenames import format_size
 
 

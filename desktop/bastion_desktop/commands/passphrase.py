@@ -7,31 +7,17 @@ import sys
 from pathlib import Path
 
 from bastion_desktop.core.errors import BastionError
-from bastion_desktop.core.history.keys import PassphrasePrompt
+from bastion_desktop.core.history.keys import PassphrasePrompt, passphrase_from_file
 
 
 def passphrase_prompt(passphrase_file: Path | None) -> PassphrasePrompt | None:
     """How to get a passphrase here: from `--passphrase-file`, from the terminal, or not
     at all (None: a script with no file gets a sentence, never a hang)."""
     if passphrase_file is not None:
-        return _from_file(passphrase_file)
+        return passphrase_from_file(passphrase_file)
     if sys.stdin.isatty():
         return _from_terminal
     return None
-
-
-def _from_file(path: Path) -> PassphrasePrompt:
-    def read(confirm: bool) -> str:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise BastionError(f"Cannot read the passphrase file {path}: {error}.") from error
-        passphrase = text.splitlines()[0] if text else ""
-        if not passphrase:
-            raise BastionError(f"The passphrase file {path} is empty.")
-        return passphrase
-
-    return read
 
 
 def _from_terminal(confirm: bool) -> str:
@@ -51,7 +37,7 @@ def _from_terminal(confirm: bool) -> str:
 def new_passphrase_prompt(new_passphrase_file: Path | None) -> PassphrasePrompt | None:
     """For a change of passphrase: the new one from its own file, else from the terminal."""
     if new_passphrase_file is not None:
-        return _from_file(new_passphrase_file)
+        return passphrase_from_file(new_passphrase_file)
     if sys.stdin.isatty():
         return lambda _confirm: _from_terminal(True)
     return None

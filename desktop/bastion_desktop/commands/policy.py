@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.policy.check import check_policy_file
 from bastion_desktop.core.policy.templates import write_templates
 from bastion_guardrails.bundle import ProfileOrigin

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.errors import GuardProfileError
 from bastion_guardrails.explain import ProfileStatus
 from bastion_guardrails.library import ProfileEntry, check_profile, export_profile, import_profile

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
+from bastion_desktop.core.conversation_store import MessageState
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import (
@@ -33,12 +34,11 @@ from bastion_desktop.core.inference.types import (
     Role,
     SamplingParams,
 )
+from bastion_desktop.core.installed_models import ModelRegistry
 from bastion_desktop.core.paths import AppPaths
 from bastion_desktop.core.policy import EffectivePolicy, load_policy
-from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.settings import Settings
 from bastion_desktop.core.starter import ensure_starter_model
-from bastion_desktop.core.store import MessageState
 
 # A message the Standard profile's model-free rails must block: if it passes, the rails
 # did not run, whatever the engine said about itself.
@@ -127,7 +127,7 @@ def _ships_cpu_variants() -> bool:
 
 
 async def _store_step(context: AppContext) -> str:
-    from bastion_desktop.core.history.store import EncryptedConversationStore
+    from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 
     path = context.history_file
     key = secrets.token_bytes(32)

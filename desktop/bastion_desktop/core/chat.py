@@ -28,6 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion_desktop.core.audit import AuditLog, TurnAudit, audited
+from bastion_desktop.core.conversation_store import (
+    Conversation,
+    ConversationStore,
+    MessageNotFoundError,
+    MessageState,
+    StoredMessage,
+)
 from bastion_desktop.core.errors import (
     BastionError,
     ContextOverflowError,
@@ -59,13 +66,6 @@ from bastion_desktop.core.inference.types import (
     TokenText,
 )
 from bastion_desktop.core.models import ChatModelSlot
-from bastion_desktop.core.store import (
-    Conversation,
-    ConversationStore,
-    MessageNotFoundError,
-    MessageState,
-    StoredMessage,
-)
 from bastion_guardrails.decisions import Verdict
 from bastion_guardrails.runtime import (
     GuardMessage,

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from bastion_desktop.core.store import Conversation, StoredMessage
+from bastion_desktop.core.conversation_store import Conversation, StoredMessage
 from bastion_guardrails.decisions import GuardDecision
 
 

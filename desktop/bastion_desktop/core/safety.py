@@ -42,7 +42,7 @@ from bastion_desktop.core.inference.types import (
     SamplingParams,
     TokenText,
 )
-from bastion_desktop.core.registry import ModelRegistry, RegisteredModel
+from bastion_desktop.core.installed_models import ModelRegistry, RegisteredModel
 from bastion_guardrails.models import SAFETY_ROLE, JudgeReport, ModelSet, SafetyDownload
 from bastion_guardrails.safety import (
     AnswerScore,

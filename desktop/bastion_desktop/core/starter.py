@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bastion_desktop.core.errors import StarterModelError
 from bastion_desktop.core.files import disk_full_sentence
-from bastion_desktop.core.registry import ModelRegistry, RegisteredModel
+from bastion_desktop.core.installed_models import ModelRegistry, RegisteredModel
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from bastion_desktop.core.chat import ChatService, NewConversation
+from bastion_desktop.core.conversation_store import (
+    Conversation,
+    ConversationStore,
+    GuardEventRecord,
+    StoredMessage,
+)
 from bastion_desktop.core.events import (
     BlockedEvent,
     ConversationEvent,
@@ -24,12 +30,6 @@ from bastion_desktop.core.events import (
     MessageEvent,
 )
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import (
-    Conversation,
-    ConversationStore,
-    GuardEventRecord,
-    StoredMessage,
-)
 from bastion_desktop.ui.engine import Stream, call, stream
 from bastion_desktop.ui.errors import sentence_for
 from bastion_desktop.ui.qt import QtCore, Signal

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from bastion_desktop.core.conversation_store import GuardEventRecord, MessageState, StoredMessage
 from bastion_desktop.core.events import (
     BlockedEvent,
     ContextTrimmedEvent,
@@ -20,7 +21,6 @@ from bastion_desktop.core.events import (
     TokenEvent,
 )
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import GuardEventRecord, MessageState, StoredMessage
 from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation
 from bastion_desktop.ui.message_widget import Badge, MessageWidget, stats_line
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal

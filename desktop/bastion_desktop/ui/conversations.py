@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bastion_desktop.core.conversation_store import Conversation
 from bastion_desktop.core.history.search import SearchHit
 from bastion_desktop.core.policy import PolicyRefusedError
-from bastion_desktop.core.store import Conversation
 from bastion_desktop.ui.engine import call
 from bastion_desktop.ui.errors import sentence_for
 from bastion_desktop.ui.managed import MANAGED_TEXT

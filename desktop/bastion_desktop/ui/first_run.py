@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.history.errors import WrongKeyError
 from bastion_desktop.core.history.keys import MIN_PASSPHRASE_LENGTH, PassphrasePrompt
-from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.hub.filenames import format_size
 from bastion_desktop.core.hub.fit import FitEstimate, FitKind
 from bastion_desktop.core.starter import STARTER_ID
@@ -138,11 +138,9 @@ def open_history_at_start(
     A passphrase typed wrong is asked for again, saying so; Cancel raises
     PassphraseCancelledError with the history left as it was."""
     if passphrase_file is not None:
-        from bastion_desktop.commands.passphrase import passphrase_prompt
+        from bastion_desktop.core.history.keys import passphrase_from_file
 
-        from_file = passphrase_prompt(passphrase_file)
-        if from_file is not None:
-            return context.open_history(from_file)
+        return context.open_history(passphrase_from_file(passphrase_file))
     problem = ""
     while True:
         try:

@@ -15,7 +15,7 @@ from bastion_desktop.core.errors import BastionError
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 
 if TYPE_CHECKING:
-    from bastion_desktop.core.store import Conversation
+    from bastion_desktop.core.conversation_store import Conversation
     from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation
     from bastion_desktop.ui.chat_view import ChatView
     from bastion_desktop.ui.composer import Composer

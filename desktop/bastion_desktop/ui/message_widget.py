@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bastion_desktop.core.conversation_store import GuardEventRecord, MessageState
 from bastion_desktop.core.events import DoneEvent
 from bastion_desktop.core.inference.types import GenerationStats, Role
-from bastion_desktop.core.store import GuardEventRecord, MessageState
 from bastion_desktop.ui.markdown import MarkdownView
 from bastion_desktop.ui.qt import QtCore, QtWidgets, Signal
 from bastion_guardrails import explain

@@ -7,13 +7,13 @@ import dataclasses
 import logging
 from typing import Any
 
-from bastion_desktop.app import AppContext
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.chat import ChatService
-from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.conversation_store import InMemoryConversationStore
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.settings import Settings, save_settings
-from bastion_desktop.core.store import InMemoryConversationStore
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.local_api import LocalApiController
 from bastion_desktop.ui.qt import QtCore, Signal

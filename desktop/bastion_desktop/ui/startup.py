@@ -188,7 +188,7 @@ class Startup:
         """Start and fill the window; on a problem the user must hear about before
         anything else (a broken policy, a cancelled passphrase), leave with its
         sentence."""
-        from bastion_desktop.app import AppContext
+        from bastion_desktop.context import AppContext
         from bastion_desktop.ui.engine import Engine
         from bastion_desktop.ui.first_run import PassphraseCancelledError, open_history_at_start
         from bastion_desktop.ui.services import AppServices

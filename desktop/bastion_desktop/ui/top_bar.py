@@ -14,7 +14,7 @@ from typing import Any
 
 from bastion_desktop.core.hub.filenames import format_size
 from bastion_desktop.core.hub.fit import FitEstimate, FitKind
-from bastion_desktop.core.registry import RegisteredModel
+from bastion_desktop.core.installed_models import RegisteredModel
 from bastion_desktop.core.settings import Settings
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_desktop.ui.engine import call
@@ -25,7 +25,7 @@ from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 from bastion_desktop.ui.services import AppServices
 from bastion_guardrails.explain import ProfileStatus
 from bastion_guardrails.models import SAFETY_ROLE, JudgeReport
-from bastion_guardrails.registry import LIBRARY_FLOWS
+from bastion_guardrails.rail_actions import LIBRARY_FLOWS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ _FIT_WORDS = {
 
 
 @dataclass(frozen=True)
-class ProfileChoice:
+class ProfileOption:
+    """A guardrail profile as the picker offers it (what the policy allows the user to
+    choose is `core.policy.ProfileChoice`)."""
+
     id: str
     name: str
     strictness: str
@@ -109,7 +112,7 @@ def _fix(services: AppServices, status: ProfileStatus) -> CatalogPick | None:
     return None
 
 
-def profile_choices(services: AppServices) -> list[ProfileChoice]:
+def profile_options(services: AppServices) -> list[ProfileOption]:
     """Every valid profile with its status (no NeMo involved: plain planning)."""
     engine = services.context.guard_engine()
     models = services.context.model_set()
@@ -123,7 +126,7 @@ def profile_choices(services: AppServices) -> list[ProfileChoice]:
             log.warning("profile %s has no status", entry.id, exc_info=True)
             continue
         choices.append(
-            ProfileChoice(
+            ProfileOption(
                 entry.id,
                 entry.profile.name,
                 entry.profile.manifest.strictness.value,
@@ -227,7 +230,7 @@ class StatusDetails(QtWidgets.QFrame):
         )
         return label
 
-    def show_choice(self, choice: ProfileChoice, downloads_allowed: bool) -> None:
+    def show_choice(self, choice: ProfileOption, downloads_allowed: bool) -> None:
         self.headline.setText(choice.headline)
         self.sentence.setText(_PARAGRAPHS.sub("\n\n", choice.sentence))
         lines = [("✓ " if j.qualified else "✗ ") + j.sentence() for j in choice.judges]
@@ -288,7 +291,7 @@ class TopBar(QtWidgets.QFrame):
         super().__init__(parent)
         self.services = services
         self.setObjectName("topBar")
-        self._choices: list[ProfileChoice] = []
+        self._choices: list[ProfileOption] = []
         self._fits: dict[str, FitEstimate] = {}
         self._filling = False
         # The installed models as last seen, and whether the profile is to be opened
@@ -367,8 +370,8 @@ class TopBar(QtWidgets.QFrame):
             on_error=self._failed,
         )
 
-    async def _profiles(self) -> list[ProfileChoice]:
-        return profile_choices(self.services)
+    async def _profiles(self) -> list[ProfileOption]:
+        return profile_options(self.services)
 
     def fill_models(self) -> None:
         context = self.services.context
@@ -527,7 +530,7 @@ class TopBar(QtWidgets.QFrame):
         """A profile's name as the picker shows it (its id for one not listed)."""
         return next((c.name for c in self._choices if c.id == profile_id), profile_id)
 
-    def current_profile(self) -> ProfileChoice | None:
+    def current_profile(self) -> ProfileOption | None:
         wanted = self.profile_box.currentData()
         return next((c for c in self._choices if c.id == wanted), None)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.conversation_store import Conversation, MessageState
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import Conversation, MessageState
 
 
 @pytest.fixture

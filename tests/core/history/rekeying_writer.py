@@ -6,7 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 
 
 async def rekey(path: Path, old: bytes, new: bytes) -> None:

@@ -8,9 +8,9 @@ import itertools
 import sys
 from pathlib import Path
 
-from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.conversation_store import MessageState
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import MessageState
 
 
 async def stream(path: Path, key: bytes) -> None:

@@ -13,12 +13,12 @@ from pathlib import Path
 import apsw
 import pytest
 
-from bastion_desktop.core.history import store as history_store
+from bastion_desktop.core.conversation_store import MessageState
+from bastion_desktop.core.history import encrypted_store as history_store
 from bastion_desktop.core.history.database import UNENCRYPTED
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.history.errors import WrongKeyError
-from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import MessageState
 
 from .conftest import conversation_with, fingerprints
 

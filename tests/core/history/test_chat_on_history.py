@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.chat import ChatService
+from bastion_desktop.core.conversation_store import MessageState
 from bastion_desktop.core.events import DoneEvent, TokenEvent
-from bastion_desktop.core.history.store import EncryptedConversationStore
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import LoadOptions, Role, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
-from bastion_desktop.core.store import MessageState
 
 pytestmark = pytest.mark.model
 

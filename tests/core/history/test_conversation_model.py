@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bastion_desktop.core.history.store import EncryptedConversationStore
-from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import (
+from bastion_desktop.core.conversation_store import (
     ConversationNotFoundError,
     ConversationStore,
     InMemoryConversationStore,
     MessageState,
 )
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
+from bastion_desktop.core.inference.types import Role
 
 
 async def _chat_with_a_reply(store: ConversationStore) -> str:

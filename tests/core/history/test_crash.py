@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from bastion_desktop.core.conversation_store import MessageState
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.history.errors import WrongKeyError
-from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import MessageState
 
 HERE = Path(__file__).parent
 

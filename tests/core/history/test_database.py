@@ -11,9 +11,11 @@ from pathlib import Path
 import apsw
 import pytest
 
+from bastion_desktop.core.conversation_store import MessageState
 from bastion_desktop.core.files import DiskFullError
 from bastion_desktop.core.history import database
 from bastion_desktop.core.history.database import UNENCRYPTED, HistoryDatabase
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.history.errors import (
     HistoryBusyError,
     HistoryDamagedError,
@@ -23,9 +25,7 @@ from bastion_desktop.core.history.errors import (
     WrongKeyError,
 )
 from bastion_desktop.core.history.schema import SCHEMA_VERSION
-from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import MessageState
 
 from .conftest import conversation_with, fingerprints, remount, sha256
 

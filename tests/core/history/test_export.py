@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from bastion_desktop.core.conversation_store import ConversationNotFoundError, MessageState
 from bastion_desktop.core.files import DiskFullError
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore, ImportResult
 from bastion_desktop.core.history.errors import HistoryImportError
-from bastion_desktop.core.history.store import EncryptedConversationStore, ImportResult
 from bastion_desktop.core.inference.types import GenerationStats, Role
-from bastion_desktop.core.store import ConversationNotFoundError, MessageState
 
 from .conftest import conversation_with, sha256
 

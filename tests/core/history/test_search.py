@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bastion_desktop.core.conversation_store import MessageState
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.history.search import match_expression, split_snippet
-from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.core.store import MessageState
 
 from .conftest import conversation_with
 

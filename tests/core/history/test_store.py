@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from bastion_desktop.core.history.store import EncryptedConversationStore
-from bastion_desktop.core.inference.types import GenerationStats, Role
-from bastion_desktop.core.store import (
+from bastion_desktop.core.conversation_store import (
     ConversationNotFoundError,
     ConversationStore,
     InMemoryConversationStore,
     MessageNotFoundError,
     MessageState,
 )
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
+from bastion_desktop.core.inference.types import GenerationStats, Role
 from bastion_guardrails.decisions import GuardDecision, Stage, Verdict
 
 from .conftest import conversation_with

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.hub.transfer import TransferSettings
-from bastion_desktop.core.registry import ModelRegistry
+from bastion_desktop.core.installed_models import ModelRegistry
 from tests.core.hub.gguf_files import write_tiny_gguf
 from tests.core.hub.hub_emulator import HubEmulator
 

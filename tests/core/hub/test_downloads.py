@@ -37,7 +37,7 @@ from bastion_desktop.core.hub.errors import (
     NotEnoughSpaceError,
 )
 from bastion_desktop.core.hub.transfer import TransferSettings
-from bastion_desktop.core.registry import ModelRegistry
+from bastion_desktop.core.installed_models import ModelRegistry
 from tests.core.hub.gguf_files import write_tiny_gguf
 from tests.core.hub.hub_emulator import Fault, HubEmulator
 

@@ -18,7 +18,7 @@ from bastion_desktop.core.inference.types import (
     Role,
     SamplingParams,
 )
-from bastion_desktop.core.registry import ModelRegistry
+from bastion_desktop.core.installed_models import ModelRegistry
 from bastion_desktop.core.starter import sha256_of
 from tests.core.hub.gguf_files import split_gguf
 from tests.core.hub.hub_emulator import HubEmulator

@@ -11,7 +11,7 @@ import pytest
 from bastion_desktop.core.errors import ModelLoadError, ModelNotFoundError
 from bastion_desktop.core.hub.errors import GgufFormatError, NotEnoughSpaceError
 from bastion_desktop.core.hub.local_files import import_gguf, remove_model
-from bastion_desktop.core.registry import ModelRegistry, RegisteredModel
+from bastion_desktop.core.installed_models import ModelRegistry, RegisteredModel
 from tests.core.hub.gguf_files import write_tiny_gguf
 
 

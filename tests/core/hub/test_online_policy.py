@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from bastion_desktop import app as app_module
-from bastion_desktop.app import AppContext
+from bastion_desktop import context as context_module
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.hub.downloads import DownloadManager
 from bastion_desktop.core.hub.online import hub_online, set_network_policy
 from bastion_desktop.core.hub.search import list_repo_gguf_files, search_gguf_repos
+from bastion_desktop.core.installed_models import ModelRegistry
 from bastion_desktop.core.policy import EffectivePolicy, PolicyRefusedError, loading
 from bastion_desktop.core.policy.merge import merge_sources
 from bastion_desktop.core.policy.sources import Level, PolicySource
-from bastion_desktop.core.registry import ModelRegistry
 from tests.core.hub.hub_emulator import HubEmulator
 
 REPO = "tester/Tiny-GGUF"
@@ -92,7 +92,7 @@ def test_app_context_start_hands_the_policy_to_the_door(
     hub: HubEmulator, tiny_gguf: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hub.add_repo(REPO, {tiny_gguf.name: tiny_gguf})
-    monkeypatch.setattr(app_module, "configure_logging", lambda _path: None)
+    monkeypatch.setattr(context_module, "configure_logging", lambda _path: None)
     source = PolicySource("/etc/bastion/policies/managed/a.json", Level.MACHINE_MANDATORY,
                           {"OfflineMode": True})  # fmt: skip
     monkeypatch.setattr(loading, "system_readers", lambda: [FixedReader([source])])

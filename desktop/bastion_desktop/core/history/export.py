@@ -19,9 +19,9 @@ from typing import Annotated, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bastion_desktop.core.conversation_store import Conversation, MessageState, StoredMessage
 from bastion_desktop.core.history.errors import HistoryImportError
 from bastion_desktop.core.inference.types import FinishReason, GenerationStats, Role
-from bastion_desktop.core.store import Conversation, MessageState, StoredMessage
 
 FORMAT: Final = "bastion.conversations"
 FORMAT_VERSION: Final = 1

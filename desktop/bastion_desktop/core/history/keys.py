@@ -63,6 +63,23 @@ class PassphraseNeededError(HistoryKeyError):
 PassphrasePrompt = Callable[[bool], str]
 
 
+def passphrase_from_file(path: Path) -> PassphrasePrompt:
+    """The passphrase on the first line of `path` (`--passphrase-file`, the
+    BASTION_PASSPHRASE_FILE variable): for machines without a keychain or a person."""
+
+    def read(_confirm: bool) -> str:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise BastionError(f"Cannot read the passphrase file {path}: {error}.") from error
+        passphrase = text.splitlines()[0] if text else ""
+        if not passphrase:
+            raise BastionError(f"The passphrase file {path} is empty.")
+        return passphrase
+
+    return read
+
+
 class _Scrypt(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

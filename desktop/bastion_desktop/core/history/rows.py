@@ -7,8 +7,13 @@ from typing import Final, cast
 
 import apsw
 
+from bastion_desktop.core.conversation_store import (
+    Conversation,
+    GuardEventRecord,
+    MessageState,
+    StoredMessage,
+)
 from bastion_desktop.core.inference.types import FinishReason, GenerationStats, Role
-from bastion_desktop.core.store import Conversation, GuardEventRecord, MessageState, StoredMessage
 
 CONVERSATION_COLUMNS: Final = (
     "c.id, c.title, c.model_id, c.profile_id, c.system_prompt, c.created_at, c.updated_at, "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bastion_desktop.core.hub.filenames import format_duration, format_size
-from bastion_desktop.core.registry import RegisteredModel
+from bastion_desktop.core.installed_models import RegisteredModel
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ from bastion_desktop.core.hub.transfer import (
     TransferSettings,
     fetch_to_partial,
 )
-from bastion_desktop.core.registry import ModelPart, ModelRegistry, RegisteredModel
+from bastion_desktop.core.installed_models import ModelPart, ModelRegistry, RegisteredModel
 
 log = logging.getLogger(__name__)
 

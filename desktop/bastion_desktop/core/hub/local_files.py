@@ -20,7 +20,7 @@ from bastion_desktop.core.hub.errors import ModelImportError, NotEnoughSpaceErro
 from bastion_desktop.core.hub.filenames import format_size, model_stem, slug
 from bastion_desktop.core.hub.gguf_metadata import GgufMetadata, read_gguf_metadata
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
-from bastion_desktop.core.registry import ModelPart, ModelRegistry, RegisteredModel
+from bastion_desktop.core.installed_models import ModelPart, ModelRegistry, RegisteredModel
 
 if TYPE_CHECKING:
     from bastion_desktop.core.policy import EffectivePolicy

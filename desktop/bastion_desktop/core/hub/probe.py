@@ -23,8 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bastion_desktop.core.inference.nvml import GpuInfo, nvidia_gpus
+
 if TYPE_CHECKING:
     from bastion_desktop.core.inference.runtime_probe import RuntimeReport
+
+__all__ = ["GpuInfo", "HardwareProfile", "nvidia_gpus", "probe_hardware", "system_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +38,6 @@ GIB = 1024**3
 # 36 GB. llama.cpp's own device list reports the exact figure when it is asked.
 APPLE_GPU_SHARE_SMALL = 2 / 3
 APPLE_GPU_SHARE_LARGE = 3 / 4
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    name: str
-    total_bytes: int | None
-    free_bytes: int | None
-    unified: bool  # shares the system RAM (Apple silicon, integrated GPUs)
-    source: str  # "nvml", "apple", "llama.cpp", or "fixed" in tests
 
 
 @dataclass(frozen=True)
@@ -157,61 +152,6 @@ def system_memory() -> tuple[int | None, int | None]:
     except (OSError, ValueError, AttributeError):
         log.warning("could not read the amount of RAM", exc_info=True)
     return None, None
-
-
-class _NvmlMemory(ctypes.Structure):
-    _fields_ = [  # the layout of nvmlMemory_t
-        ("total", ctypes.c_ulonglong),
-        ("free", ctypes.c_ulonglong),
-        ("used", ctypes.c_ulonglong),
-    ]
-
-
-def _load_nvml() -> ctypes.CDLL | None:
-    if sys.platform == "win32":
-        candidates = ["nvml.dll", r"C:\Program Files\NVIDIA Corporation\NVSMI\nvml.dll"]
-    else:
-        candidates = ["libnvidia-ml.so.1", ctypes.util.find_library("nvidia-ml") or ""]
-    for name in filter(None, candidates):
-        try:
-            return ctypes.CDLL(name)
-        except OSError:
-            continue
-    return None
-
-
-def nvidia_gpus() -> list[GpuInfo] | None:
-    """NVIDIA GPUs through NVML; None when the driver library is absent."""
-    nvml = _load_nvml()
-    if nvml is None:
-        return None
-    if nvml.nvmlInit_v2() != 0:
-        return None
-    try:
-        count = ctypes.c_uint()
-        if nvml.nvmlDeviceGetCount_v2(ctypes.byref(count)) != 0:
-            return None
-        gpus = []
-        for index in range(count.value):
-            handle = ctypes.c_void_p()
-            if nvml.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0:
-                continue
-            name = ctypes.create_string_buffer(96)
-            nvml.nvmlDeviceGetName(handle, name, ctypes.c_uint(96))
-            memory = _NvmlMemory()
-            known = nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) == 0
-            gpus.append(
-                GpuInfo(
-                    name=name.value.decode("utf-8", errors="replace") or f"NVIDIA GPU {index}",
-                    total_bytes=int(memory.total) if known else None,
-                    free_bytes=int(memory.free) if known else None,
-                    unified=False,
-                    source="nvml",
-                )
-            )
-        return gpus
-    finally:
-        nvml.nvmlShutdown()
 
 
 def apple_gpu(ram_total: int | None) -> GpuInfo | None:

@@ -30,6 +30,7 @@ from bastion_desktop.core.errors import (
     ModelLoadError,
     OutputFormatError,
 )
+from bastion_desktop.core.inference.children import describe_exit
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
 from bastion_desktop.core.inference.host_process import run_host
 from bastion_desktop.core.inference.runtime_probe import (
@@ -65,18 +66,6 @@ _EXITED = ("exited",)
 _REQUEST_ERRORS: dict[str, type[BastionError]] = {
     error.__name__: error for error in (ContextOverflowError, ChatTemplateError, OutputFormatError)
 }
-
-
-def describe_exit(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "it stopped responding"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        return f"it was ended by {name}"
-    return f"it exited with code {exitcode}"
 
 
 @contextlib.contextmanager

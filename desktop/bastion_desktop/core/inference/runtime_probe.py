@@ -36,9 +36,10 @@ from bastion_desktop.core.inference.backends import (
     gpu_module_folders,
     load_backends,
 )
+from bastion_desktop.core.inference.children import describe_exit
 
 if TYPE_CHECKING:
-    from bastion_desktop.core.hub.probe import GpuInfo
+    from bastion_desktop.core.inference.nvml import GpuInfo
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def _probe_child(conn: Connection, module: str | None, cpu_variant: str | None) 
         gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
         nvidia = None
         if module is None:
-            from bastion_desktop.core.hub.probe import nvidia_gpus
+            from bastion_desktop.core.inference.nvml import nvidia_gpus
 
             found = nvidia_gpus()
             nvidia = tuple(found) if found is not None else None
@@ -170,8 +171,6 @@ class _Probe:
             self.process.kill()
             self.process.join()
             return ("failed", f"it did not answer within {timeout:.0f} s")
-        from bastion_desktop.core.inference.host import describe_exit
-
         return ("failed", describe_exit(self.process.exitcode))
 
 

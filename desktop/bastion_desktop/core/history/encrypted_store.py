@@ -24,6 +24,14 @@ from typing import Final, TypeVar
 
 import apsw
 
+from bastion_desktop.core.conversation_store import (
+    Conversation,
+    ConversationNotFoundError,
+    GuardEventRecord,
+    MessageNotFoundError,
+    MessageState,
+    StoredMessage,
+)
 from bastion_desktop.core.files import write_atomically
 from bastion_desktop.core.history import rows
 from bastion_desktop.core.history.database import DatabaseKey, HistoryDatabase
@@ -38,14 +46,6 @@ from bastion_desktop.core.history.export import (
 )
 from bastion_desktop.core.history.search import SearchHit, search
 from bastion_desktop.core.inference.types import GenerationStats, Role
-from bastion_desktop.core.store import (
-    Conversation,
-    ConversationNotFoundError,
-    GuardEventRecord,
-    MessageNotFoundError,
-    MessageState,
-    StoredMessage,
-)
 from bastion_guardrails.decisions import GuardDecision
 
 T = TypeVar("T")

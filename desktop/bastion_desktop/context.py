@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bastion_desktop.core.audit import AuditLog, audit_log_for
 from bastion_desktop.core.errors import GuardProfileError
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.history.errors import WrongKeyError
 from bastion_desktop.core.history.keys import (
     HistoryKey,
@@ -19,14 +20,13 @@ from bastion_desktop.core.history.keys import (
     KeySource,
     PassphrasePrompt,
 )
-from bastion_desktop.core.history.store import EncryptedConversationStore
 from bastion_desktop.core.hub.online import set_network_policy
 from bastion_desktop.core.inference.types import LoadOptions, SamplingParams
+from bastion_desktop.core.installed_models import ModelRegistry
 from bastion_desktop.core.logs import configure_logging
 from bastion_desktop.core.paths import AppPaths
 from bastion_desktop.core.policy import EffectivePolicy, ProfileChoice, load_policy
 from bastion_desktop.core.privacy import apply_private_environment
-from bastion_desktop.core.registry import ModelRegistry
 from bastion_desktop.core.safety import GuardModels
 from bastion_desktop.core.settings import Settings, load_settings
 from bastion_desktop.core.starter import STARTER_ID, ensure_starter_model, sha256_of
