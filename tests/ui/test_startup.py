@@ -339,8 +339,8 @@ import json, os, sys
 from PySide6 import QtCore, QtWidgets
 
 WATCHED = ("pydantic", "asyncio", "importlib.metadata", "bastion_desktop.context",
-           "bastion_desktop.core.history.encrypted_store", "bastion_guardrails.engine", "nemoguardrails",
-           "llama_cpp", "huggingface_hub")
+           "bastion_desktop.core.history.encrypted_store", "bastion_guardrails.engine",
+           "nemoguardrails", "llama_cpp", "huggingface_hub")
 seen = {}
 
 class Probe(QtCore.QObject):

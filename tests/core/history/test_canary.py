@@ -41,9 +41,6 @@ def files_containing(folder: Path, canary: str, since: float = 0.0) -> list[Path
     return found
 
 
-@pytest.mark.blocks_loop(
-    "a known defect (issue 17): rekey, deletion and their checkpoints run on the loop"
-)
 async def test_a_canary_is_in_no_file_of_the_history_folder(
     history_path: Path, key: bytes, other_key: bytes
 ) -> None:

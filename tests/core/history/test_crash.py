@@ -107,9 +107,7 @@ def write_export(path: Path, conversations: int, words: int) -> None:
     path.write_text(json.dumps(document), "utf-8")
 
 
-@pytest.mark.blocks_loop(
-    "a known defect (issue 17): import_json and reopening the store run on the loop"
-)
+@pytest.mark.blocks_loop("the test opens each copy of the store (a key check) synchronously")
 async def test_a_rekey_cut_short_leaves_one_whole_key(
     tmp_path: Path, key: bytes, other_key: bytes
 ) -> None:

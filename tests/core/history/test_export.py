@@ -3,6 +3,7 @@ branch, and a damaged or foreign file changes nothing at all."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import secrets
@@ -208,41 +209,45 @@ async def test_a_reply_exported_mid_stream_is_imported_as_interrupted(
         assert (await other.messages(conversation.id))[-1].state is MessageState.INTERRUPTED
 
 
-@pytest.mark.blocks_loop("a known defect (issue 17): import_json parses and writes on the loop")
 async def test_an_import_that_fills_the_disk_changes_nothing(
     small_disk: Path, tmp_path: Path, key: bytes
 ) -> None:
     export = tmp_path / "big.json"
-    conversations = [
-        {
-            "id": secrets.token_hex(16),
-            "title": f"conversation {number}",
-            "model_id": "m",
-            "profile_id": "p",
-            "system_prompt": "",
-            "created_at": 1.0,
-            "updated_at": 1.0,
-            "shown_message_id": 1,
-            "messages": [
-                {
-                    "id": 1,
-                    "parent_id": None,
-                    "role": "user",
-                    "content": " ".join(secrets.token_hex(4) for _ in range(250_000)),
-                    "state": "complete",
-                    "created_at": 1.0,
-                }
-            ],
+
+    def write_export() -> None:
+        conversations = [
+            {
+                "id": secrets.token_hex(16),
+                "title": f"conversation {number}",
+                "model_id": "m",
+                "profile_id": "p",
+                "system_prompt": "",
+                "created_at": 1.0,
+                "updated_at": 1.0,
+                "shown_message_id": 1,
+                "messages": [
+                    {
+                        "id": 1,
+                        "parent_id": None,
+                        "role": "user",
+                        "content": " ".join(secrets.token_hex(4) for _ in range(250_000)),
+                        "state": "complete",
+                        "created_at": 1.0,
+                    }
+                ],
+            }
+            for number in range(5)
+        ]
+        document = {
+            "format": "bastion.conversations",
+            "version": 1,
+            "exported_at": 1.0,
+            "conversations": conversations,
         }
-        for number in range(5)
-    ]
-    document = {
-        "format": "bastion.conversations",
-        "version": 1,
-        "exported_at": 1.0,
-        "conversations": conversations,
-    }
-    export.write_text(json.dumps(document), "utf-8")
+        export.write_text(json.dumps(document), "utf-8")
+
+    # Made off the loop (about a second): the rule holds the import itself to it.
+    await asyncio.to_thread(write_export)
     target = small_disk / "history.db"
     with EncryptedConversationStore.open(target, key) as store:
         await conversation_with(store, "already here")
@@ -252,3 +257,34 @@ async def test_an_import_that_fills_the_disk_changes_nothing(
             await store.import_json(export)
         assert await store.list_conversations() == before
         assert await store.search("conversation") == []
+
+
+async def test_a_reply_saved_during_an_import_waits_for_it_and_loses_nothing(
+    store: EncryptedConversationStore, tmp_path: Path
+) -> None:
+    """A large import runs on a worker thread (it held the loop that streams replies for
+    as long as it took); a message saved meanwhile waits for the write connection
+    instead of using it beside the import, and both are kept."""
+    from tests.core.history.test_crash import write_export
+
+    export = tmp_path / "export.json"
+    await asyncio.to_thread(write_export, export, 40, 3000)
+    chat = await conversation_with(store, "Hello")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    importing = asyncio.create_task(store.import_json(export))
+    await asyncio.sleep(0)  # the import has the connection now
+    saved = await store.add_message(chat.id, Role.ASSISTANT, "Hi!", MessageState.COMPLETE)
+    assert importing.done(), "the save waited for the import"
+    ticker.cancel()
+    assert (await importing).imported == 40
+    assert ticks > 1, "the loop ran other work while the import wrote"
+    assert (await store.messages(chat.id))[-1] == saved
+    assert await store.count_conversations() == 41

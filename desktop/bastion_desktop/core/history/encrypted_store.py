@@ -13,6 +13,7 @@ commits, and a slow search never stalls the token stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -130,6 +131,10 @@ class EncryptedConversationStore:
         # One thread, so the read connection is never used by two threads at once.
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history-reads")
         self._reader: apsw.Connection | None = None
+        # Held while heavy writing (an import, a deletion and its checkpoint, a rekey)
+        # has the write connection on a worker thread: the loop's own small writes wait
+        # for it rather than use the connection beside it (or hold the loop meanwhile).
+        self._heavy = asyncio.Lock()
         self._closed = False
         self.interrupted_on_open = 0
 
@@ -174,6 +179,7 @@ class EncryptedConversationStore:
     async def create_conversation(
         self, *, title: str, model_id: str, profile_id: str, system_prompt: str
     ) -> Conversation:
+        await self._writer_free()
         now = time.time()
         conversation = Conversation(
             uuid.uuid4().hex, title, model_id, profile_id, system_prompt, now, now
@@ -187,6 +193,7 @@ class EncryptedConversationStore:
         return conversation
 
     async def get_conversation(self, conversation_id: str) -> Conversation:
+        await self._writer_free()
         with self._db.translated():
             conversation = rows.find_conversation(self._db.writer, conversation_id)
         if conversation is None:
@@ -194,6 +201,7 @@ class EncryptedConversationStore:
         return conversation
 
     async def messages(self, conversation_id: str) -> list[StoredMessage]:
+        await self._writer_free()
         await self.get_conversation(conversation_id)
         with self._db.translated():
             return rows.branch(self._db.writer, conversation_id)
@@ -208,6 +216,7 @@ class EncryptedConversationStore:
         model_id: str | None = None,
         profile_id: str | None = None,
     ) -> StoredMessage:
+        await self._writer_free()
         now = time.time()
         with self._db.transaction() as connection:
             found = connection.execute(
@@ -246,6 +255,7 @@ class EncryptedConversationStore:
         state: MessageState,
         stats: GenerationStats | None = None,
     ) -> None:
+        await self._writer_free()
         # Its own committed transaction: ChatService calls this at least every second
         # while a reply streams, and what it wrote must survive a kill right after.
         with self._db.transaction() as connection:
@@ -267,6 +277,7 @@ class EncryptedConversationStore:
     async def record_guard_event(
         self, conversation_id: str, message_id: int | None, decision: GuardDecision
     ) -> None:
+        await self._writer_free()
         # Which rail decided what, and how fast: never the explanation or the rewritten
         # text, which can quote what was said.
         with self._db.transaction() as connection:
@@ -288,6 +299,7 @@ class EncryptedConversationStore:
             )
 
     async def branch_from(self, message_id: int) -> None:
+        await self._writer_free()
         with self._db.transaction() as connection:
             found = connection.execute(
                 "SELECT conversation_id, parent_id FROM messages WHERE id = ?", (message_id,)
@@ -301,6 +313,7 @@ class EncryptedConversationStore:
             )
 
     async def alternatives(self, message_id: int) -> list[StoredMessage]:
+        await self._writer_free()
         with self._db.translated():
             siblings = [
                 rows.message(row)
@@ -317,6 +330,7 @@ class EncryptedConversationStore:
         return siblings
 
     async def select_alternative(self, message_id: int) -> None:
+        await self._writer_free()
         with self._db.transaction() as connection:
             conversation_id = connection.execute(
                 "SELECT conversation_id FROM messages WHERE id = ?", (message_id,)
@@ -382,15 +396,19 @@ class EncryptedConversationStore:
         return await self._read(work)
 
     async def rename_conversation(self, conversation_id: str, title: str) -> None:
+        await self._writer_free()
         self._set(conversation_id, "UPDATE conversations SET title = ?", title)
 
     async def set_conversation_model(self, conversation_id: str, model_id: str) -> None:
+        await self._writer_free()
         self._set(conversation_id, "UPDATE conversations SET model_id = ?", model_id)
 
     async def set_pinned(self, conversation_id: str, pinned: bool) -> None:
+        await self._writer_free()
         self._set(conversation_id, "UPDATE conversations SET pinned = ?", int(pinned))
 
     async def set_archived(self, conversation_id: str, archived: bool) -> None:
+        await self._writer_free()
         self._set(conversation_id, "UPDATE conversations SET archived = ?", int(archived))
 
     def _set(self, conversation_id: str, update: str, value: str | int) -> None:
@@ -404,10 +422,14 @@ class EncryptedConversationStore:
     async def delete_conversation(self, conversation_id: str) -> None:
         """Delete it with its messages, their search index entries and its guardrail
         events; the freed pages are zeroed (secure_delete) and the WAL emptied."""
-        with self._db.transaction() as connection:
-            if not _delete_conversations(connection, "id = ?", (conversation_id,)):
-                raise _not_found(conversation_id)
-        self._db.checkpoint()
+
+        def work() -> None:
+            with self._db.transaction() as connection:
+                if not _delete_conversations(connection, "id = ?", (conversation_id,)):
+                    raise _not_found(conversation_id)
+            self._db.checkpoint()
+
+        await self._heavy_write(work)
 
     async def delete_older_than(self, days: float, *, now: float | None = None) -> int:
         """The retention sweep: delete conversations with no new message for `days`
@@ -416,11 +438,15 @@ class EncryptedConversationStore:
         if days <= 0:
             raise ValueError("a retention period is a positive number of days")
         cutoff = (time.time() if now is None else now) - days * SECONDS_PER_DAY
-        with self._db.transaction() as connection:
-            deleted = _delete_conversations(connection, "updated_at < ?", (cutoff,))
-        if deleted:
-            self._db.checkpoint()
-        return deleted
+
+        def work() -> int:
+            with self._db.transaction() as connection:
+                deleted = _delete_conversations(connection, "updated_at < ?", (cutoff,))
+            if deleted:
+                self._db.checkpoint()
+            return deleted
+
+        return await self._heavy_write(work)
 
     # -- export and import -----------------------------------------------------------
 
@@ -491,15 +517,17 @@ class EncryptedConversationStore:
                 ) from error
             return parse_export(data, path).conversations
 
-        loop = asyncio.get_running_loop()
-        conversations = await loop.run_in_executor(self._reads, parse)
-        imported = 0
-        with self._db.transaction() as connection:
-            for conversation in conversations:
-                if rows.find_conversation(connection, conversation.id) is None:
-                    self._insert(connection, conversation)
-                    imported += 1
-        return ImportResult(imported, len(conversations) - imported)
+        def work() -> ImportResult:
+            conversations = parse()
+            imported = 0
+            with self._db.transaction() as connection:
+                for conversation in conversations:
+                    if rows.find_conversation(connection, conversation.id) is None:
+                        self._insert(connection, conversation)
+                        imported += 1
+            return ImportResult(imported, len(conversations) - imported)
+
+        return await self._heavy_write(work)
 
     @staticmethod
     def _insert(connection: apsw.Connection, conversation: ExportedConversation) -> None:
@@ -567,6 +595,7 @@ class EncryptedConversationStore:
         """Read every page (so every page's authentication tag is checked) and check
         the search index against the messages; raise `HistoryDamagedError` if anything
         is wrong. Slow on a large history: for `bastion doctor`, not for every start."""
+        await self._writer_free()
 
         def work(connection: apsw.Connection) -> list[apsw.SQLiteValues]:
             return connection.execute("PRAGMA quick_check").fetchall()
@@ -583,14 +612,37 @@ class EncryptedConversationStore:
     async def rekey(self, new_key: bytes) -> None:
         """Re-encrypt the whole file with `new_key`, in place and atomically: after a
         crash it opens with the old key or the new one, never neither."""
+        await self._writer_free()
+        # The read connection keeps the old key: closed first, on its own thread.
         await asyncio.get_running_loop().run_in_executor(self._reads, self._close_reader)
-        self._db.rekey(new_key)
+        await self._heavy_write(lambda: self._db.rekey(new_key))
 
     # -- the read connection ---------------------------------------------------------
+
+    async def _writer_free(self) -> None:
+        """Return once no heavy writing has the write connection; what follows on the
+        loop then has it to itself (nothing can start heavy work before the next await)."""
+        if self._heavy.locked():
+            async with self._heavy:
+                pass
+
+    async def _heavy_write(self, work: Callable[[], T]) -> T:
+        """Run `work`, which writes a lot, on a worker thread with the write connection
+        kept to it: the loop that streams replies is never held by it. A cancelled
+        caller still waits for the thread: the connection is not free before then."""
+        async with self._heavy:
+            running = asyncio.ensure_future(asyncio.to_thread(work))
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await running
+                raise
 
     async def _read(self, work: Callable[[apsw.Connection], T], *, snapshot: bool = False) -> T:
         """Run `work` on the read thread; `snapshot` runs it in one read transaction,
         so that it sees the history as of one moment."""
+        await self._writer_free()  # a rekey replaces the read connection's key
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reads, self._run_read, work, snapshot)
 
