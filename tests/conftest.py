@@ -9,6 +9,8 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +87,102 @@ def _loop_init_with_limit(self: asyncio.base_events.BaseEventLoop) -> None:
 
 
 asyncio.base_events.BaseEventLoop.__init__ = _loop_init_with_limit  # type: ignore[method-assign]
+
+
+# --- nothing left behind -------------------------------------------------------------------
+#
+# A test that leaves a child process (a model host holding a model in memory), a thread
+# or a top-level widget behind has found a leak the app would have too. Each test is
+# checked after its own fixtures are torn down; what a test's module- or session-scoped
+# fixtures hold lives on by design, so a test that uses one is checked for widgets only.
+LEFTOVER_GRACE_S = 5.0  # children and threads get this long to finish ending
+# Shared fixtures of this suite that hold no process or thread (pytest's and plugins'
+# own, such as tmp_path_factory or pytest-qt's QApplication, are not counted either).
+_INERT_SHARED_FIXTURES = {"shared_models_dir", "starter_path", "instruct_path"}
+
+
+def _children() -> dict[int, str]:
+    """This process's child processes (zombies included: unreaped is leaked), by pid."""
+    found: dict[int, str] = {}
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        name, _, rest = stat.partition(" (")[2].rpartition(") ")
+        fields = rest.split()
+        if len(fields) > 1 and int(fields[1]) == me:
+            found[int(entry.name)] = f"{name} ({fields[0]})"
+    return found
+
+
+def _threads() -> dict[int, str]:
+    return {t.ident: t.name for t in threading.enumerate() if t.ident is not None and t.is_alive()}
+
+
+def _top_level_widgets() -> list[object]:
+    qt = sys.modules.get("PySide6.QtWidgets")
+    app = qt.QApplication.instance() if qt is not None else None
+    if app is None:
+        return []
+    core = sys.modules["PySide6.QtCore"]
+    core.QCoreApplication.sendPostedEvents(None, core.QEvent.Type.DeferredDelete)
+    core.QCoreApplication.processEvents()
+    return [w for w in app.topLevelWidgets() if w.isVisible()]
+
+
+def _shares_fixtures(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(
+        defs[-1].scope != "function"
+        and defs[-1].baseid.startswith("tests")
+        and name not in _INERT_SHARED_FIXTURES
+        for name, defs in info.name2fixturedefs.items()
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    check_processes = sys.platform == "linux" and not _shares_fixtures(item)
+    children = _children() if check_processes else {}
+    threads = _threads()
+    widgets = {id(w) for w in _top_level_widgets()}
+    yield
+    problems = []
+    if check_processes:
+        deadline = time.monotonic() + LEFTOVER_GRACE_S
+        while True:
+            new_children = {p: n for p, n in _children().items() if p not in children}
+            new_threads = {i: n for i, n in _threads().items() if i not in threads}
+            if not (new_children or new_threads) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        problems += [f"child process {pid}: {name}" for pid, name in new_children.items()]
+        problems += [f"thread {name!r}" for name in new_threads.values()]
+    problems += [
+        f"top-level widget {type(w).__name__} {w.objectName()!r}"
+        for w in _top_level_widgets()
+        if id(w) not in widgets
+    ]
+    if problems:
+        _LEFTOVERS.append((item.nodeid, problems))
+
+
+_LEFTOVERS: list[tuple[str, list[str]]] = []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    report = os.environ.get("BASTION_LEFTOVERS_REPORT")
+    if report:
+        Path(report).write_text(
+            "".join(f"{node}: {'; '.join(found)}\n" for node, found in _LEFTOVERS),
+            encoding="utf-8",
+        )
 
 
 @pytest.fixture(autouse=True)
