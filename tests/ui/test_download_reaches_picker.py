@@ -43,18 +43,18 @@ def test_a_downloaded_model_appears_in_the_main_windows_picker(
     try:
         qtbot.waitUntil(lambda: window.hardware is not None, timeout=60_000)
         search_and_list(qtbot, window)
-        assert window.role.currentData() == "chat"
+        assert window.hub.role.currentData() == "chat"
         with qtbot.waitSignal(window.installed_changed, timeout=60_000):
-            window.files_download.click()
-            qtbot.waitUntil(lambda: bool(window.rows), timeout=20_000)
-            row = next(iter(window.rows.values()))
+            window.hub.download_button.click()
+            qtbot.waitUntil(lambda: bool(window.downloads.rows), timeout=20_000)
+            row = next(iter(window.downloads.rows.values()))
             qtbot.waitUntil(lambda: row.state.state == "done", timeout=60_000)
         registry = desktop.services.context.registry
         [model] = [m for m in registry.list() if m.repo == REPO]
         assert model.role == "chat"
         assert model.sha256 == hub.file(REPO, FILE).sha256
         assert model.id not in before
-        assert model.id in window.installed_ids()
+        assert model.id in window.installed.installed_ids()
 
         # The main window's picker, with no restart and nothing else done by the user.
         try:

@@ -276,9 +276,10 @@ def test_the_window_offers_both_and_one_click_starts_both_downloads(
         names = {model_stem(pick.file) for pick in suggestion.picks}
         # The desktop is shared by the module's tests: earlier downloads may be listed.
         qtbot.waitUntil(
-            lambda: names <= {row.state.name for row in window.rows.values()}, timeout=30_000
+            lambda: names <= {row.state.name for row in window.downloads.rows.values()},
+            timeout=30_000,
         )
-        assert window.tabs.currentWidget() is window.downloads_page
+        qtbot.waitUntil(lambda: window.tabs.currentWidget() is window.downloads)
         # Each from its catalog repository (the Hub was asked about both).
         asked = {path for method, path, _range in catalog_hub.requests if method == "GET"}
         assert {f"/api/models/{pick.repo}" for pick in suggestion.picks} <= asked

@@ -31,20 +31,20 @@ PRESETS = {"Translator": "Translate into French.", "Terse": "Answer in one line.
 def test_the_models_windows_tables(
     qtbot: QtBot, qtmodeltester: Any, window: ModelsWindow, hub: Any, model_file: Path
 ) -> None:
-    assert window.catalog_table.rowCount() >= 10
-    qtmodeltester.check(window.catalog_table.model())
+    assert window.catalog.table.rowCount() >= 10
+    qtmodeltester.check(window.catalog.table.model())
 
     search_and_list(qtbot, window)  # one result and its one file, from the emulator
-    qtmodeltester.check(window.results.model())
-    qtmodeltester.check(window.files.model())
+    qtmodeltester.check(window.hub.results.model())
+    qtmodeltester.check(window.hub.files.model())
 
     with qtbot.waitSignal(window.installed_changed, timeout=20_000):
-        window.import_file(model_file, "reference")
-    qtbot.waitUntil(lambda: bool(window.installed_ids()), timeout=10_000)
-    assert window.installed.rowCount() == len(window.installed_ids()) >= 1
-    qtmodeltester.check(window.installed.model())
-    assert window.use_as.count() >= 2
-    qtmodeltester.check(window.use_as.model())
+        window.installed.import_file(model_file, "reference")
+    qtbot.waitUntil(lambda: bool(window.installed.installed_ids()), timeout=10_000)
+    assert window.installed.table.rowCount() == len(window.installed.installed_ids()) >= 1
+    qtmodeltester.check(window.installed.table.model())
+    assert window.installed.use_as.count() >= 2
+    qtmodeltester.check(window.installed.use_as.model())
 
 
 def test_the_profiles_windows_list_checks_and_problems(

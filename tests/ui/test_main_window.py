@@ -469,10 +469,11 @@ def test_the_status_badge_is_reached_by_tab_and_its_fix_downloads_the_safety_mod
         # The desktop is shared by the module's tests: earlier downloads may be listed.
         wanted = model_stem(guard.file_for().file)
         qtbot.waitUntil(
-            lambda: wanted in {row.state.name for row in models.rows.values()}, timeout=30_000
+            lambda: wanted in {row.state.name for row in models.downloads.rows.values()},
+            timeout=30_000,
         )
         # Shown once the download is queued (a row of the same name may be an earlier
         # test's, listed before this one is queued).
-        qtbot.waitUntil(lambda: models.tabs.currentWidget() is models.downloads_page)
+        qtbot.waitUntil(lambda: models.tabs.currentWidget() is models.downloads)
     finally:
         shut_down(qtbot, models)

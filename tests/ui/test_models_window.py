@@ -14,7 +14,8 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from bastion_desktop.core.hub.transfer import TransferSettings
-from bastion_desktop.ui.models_window import FIT_TEXT, ModelsWindow
+from bastion_desktop.ui.model_tables import FIT_TEXT
+from bastion_desktop.ui.models_window import ModelsWindow
 from tests.core.hub.gguf_files import write_tiny_gguf
 from tests.core.hub.hub_emulator import Fault, HubEmulator
 from tests.ui.desktop_fixtures import screenshot
@@ -69,23 +70,23 @@ def window(qtbot: QtBot, services: Any) -> Iterator[ModelsWindow]:
 
 def search_and_list(qtbot: QtBot, window: ModelsWindow) -> None:
     window.tabs.setCurrentIndex(1)
-    window.query.setText("tiny")
+    window.hub.query.setText("tiny")
     with qtbot.waitSignal(window.search_done, timeout=20_000):
-        window.search_button.click()
-    assert window.results.rowCount() == 1
-    assert window.results.item(0, 0).text() == REPO
+        window.hub.search_button.click()
+    assert window.hub.results.rowCount() == 1
+    assert window.hub.results.item(0, 0).text() == REPO
     with qtbot.waitSignal(window.files_ready, timeout=20_000):
-        window.results.selectRow(0)
-    assert window.files.rowCount() == 1
-    assert window.files.item(0, 1).text() == "Q4_K_M"
-    assert window.files.item(0, 2).text().endswith(("MB", "MiB"))
-    fit = window.files.item(0, 3).text()
+        window.hub.results.selectRow(0)
+    assert window.hub.files.rowCount() == 1
+    assert window.hub.files.item(0, 1).text() == "Q4_K_M"
+    assert window.hub.files.item(0, 2).text().endswith(("MB", "MiB"))
+    fit = window.hub.files.item(0, 3).text()
     assert fit.startswith(tuple(FIT_TEXT.values())[:3])
-    assert "license: apache-2.0" in window.files_status.text()
+    assert "license: apache-2.0" in window.hub.files_status.text()
 
 
 def test_the_catalog_shows_a_fit_badge_for_every_model(qtbot: QtBot, window: ModelsWindow) -> None:
-    table = window.catalog_table
+    table = window.catalog.table
     assert table.rowCount() >= 10
     fits = [table.item(row, 5).text() for row in range(table.rowCount())]
     assert all(fit.startswith(tuple(FIT_TEXT.values())) for fit in fits), fits
@@ -103,13 +104,15 @@ def test_search_files_download_installed_and_remove(
     hub.bytes_per_second = 4 * 1024 * 1024  # about a second for the file
     search_and_list(qtbot, window)
     seen: list[float] = []
-    window.relay.delivered.connect(
-        lambda _event: seen.append(window.rows[next(iter(window.rows))].fraction)
+    window.downloads.relay.delivered.connect(
+        lambda _event: seen.append(
+            window.downloads.rows[next(iter(window.downloads.rows))].fraction
+        )
     )
     with qtbot.waitSignal(window.installed_changed, timeout=60_000):
-        window.files_download.click()
-        qtbot.waitUntil(lambda: bool(window.rows), timeout=20_000)
-        row = next(iter(window.rows.values()))
+        window.hub.download_button.click()
+        qtbot.waitUntil(lambda: bool(window.downloads.rows), timeout=20_000)
+        row = next(iter(window.downloads.rows.values()))
         qtbot.waitUntil(lambda: row.state.state == "done", timeout=60_000)
 
     assert any(0 < f < 1 for f in seen), "the progress bar never showed a part done"
@@ -119,24 +122,24 @@ def test_search_files_download_installed_and_remove(
     installed = window.services.context.registry.list()
     [model] = [m for m in installed if m.repo == REPO]
     assert model.sha256 == hub.file(REPO, FILE).sha256
-    assert model.id in window.installed_ids()
+    assert model.id in window.installed.installed_ids()
 
     window.tabs.setCurrentIndex(3)
-    window.select_installed(model.id)
-    window._confirm = lambda _question: True  # type: ignore[method-assign]
+    window.installed.select(model.id)
+    window.installed._confirm = lambda _question: True  # type: ignore[method-assign]
     with qtbot.waitSignal(window.installed_changed, timeout=20_000):
-        window.remove_button.click()
-    assert model.id not in window.installed_ids()
+        window.installed.remove_button.click()
+    assert model.id not in window.installed.installed_ids()
     assert not model.path.exists()
-    assert "Removed" in window.installed_status.text()
+    assert "Removed" in window.installed.status.text()
 
 
 def test_pause_and_resume(qtbot: QtBot, window: ModelsWindow, hub: HubEmulator) -> None:
     size = hub.file(REPO, FILE).size
     hub.inject(REPO, FILE, Fault(stall_at=size // 2, stall_seconds=20))
     window.start_download(REPO, FILE, "chat")
-    qtbot.waitUntil(lambda: bool(window.rows), timeout=20_000)
-    row = next(iter(window.rows.values()))
+    qtbot.waitUntil(lambda: bool(window.downloads.rows), timeout=20_000)
+    row = next(iter(window.downloads.rows.values()))
     qtbot.waitUntil(lambda: row.fraction >= 0.49, timeout=20_000)
     assert row.pause_button.isVisible() or not row.pause_button.isHidden()
 
@@ -160,8 +163,8 @@ def test_cancel_deletes_the_partial_download(
     size = hub.file(REPO, FILE).size
     hub.inject(REPO, FILE, Fault(stall_at=size // 3, stall_seconds=20))
     window.start_download(REPO, FILE, "safety")
-    qtbot.waitUntil(lambda: bool(window.rows), timeout=20_000)
-    row = next(iter(window.rows.values()))
+    qtbot.waitUntil(lambda: bool(window.downloads.rows), timeout=20_000)
+    row = next(iter(window.downloads.rows.values()))
     qtbot.waitUntil(lambda: row.fraction > 0.3, timeout=20_000)
     row.cancel_button.click()
     qtbot.waitUntil(lambda: row.state.state == "cancelled", timeout=20_000)
@@ -175,48 +178,48 @@ def test_a_missing_repository_gives_one_sentence(
     qtbot: QtBot, window: ModelsWindow, hub: HubEmulator
 ) -> None:
     with qtbot.waitSignal(window.files_ready, timeout=20_000):
-        window.show_files("bastion-test/no-such-repo")
-    text = window.files_status.text()
+        window.hub.show_files("bastion-test/no-such-repo")
+    text = window.hub.files_status.text()
     assert "no-such-repo" in text
     assert "Traceback" not in text
     assert len(text.splitlines()) == 1
-    assert window.files.rowCount() == 0
+    assert window.hub.files.rowCount() == 0
 
 
 def test_a_hub_that_is_gone_gives_one_sentence(
     qtbot: QtBot, window: ModelsWindow, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
-    window.query.setText("llama")
+    window.hub.query.setText("llama")
     with qtbot.waitSignal(window.problem_shown, timeout=60_000) as shown:
-        window.search()
+        window.hub.search()
     sentence = shown.args[0]
     assert sentence.startswith("Cannot reach the Hub")
     assert len(sentence.splitlines()) == 1
-    assert window.search_status.text() == sentence
-    assert window.search_button.isEnabled()
+    assert window.hub.status.text() == sentence
+    assert window.hub.search_button.isEnabled()
 
 
 def test_import_from_disk_in_place_and_change_its_role(
     qtbot: QtBot, window: ModelsWindow, model_file: Path
 ) -> None:
     with qtbot.waitSignal(window.installed_changed, timeout=20_000):
-        window.import_file(model_file, "reference")
-    qtbot.waitUntil(lambda: bool(window.installed_ids()), timeout=10_000)
+        window.installed.import_file(model_file, "reference")
+    qtbot.waitUntil(lambda: bool(window.installed.installed_ids()), timeout=10_000)
     [model] = window.services.context.registry.list()
     assert model.path == model_file.resolve()
     assert not model.owns_file
-    window.select_installed(model.id)
-    window.use_as.setCurrentIndex(window.use_as.findData("safety"))
+    window.installed.select(model.id)
+    window.installed.use_as.setCurrentIndex(window.installed.use_as.findData("safety"))
     with qtbot.waitSignal(window.installed_changed, timeout=20_000):
-        window.use_as.activated.emit(window.use_as.currentIndex())
+        window.installed.use_as.activated.emit(window.installed.use_as.currentIndex())
     assert window.services.context.registry.get(model.id).role == "safety"
-    assert "safety model" in window.installed_status.text()
+    assert "safety model" in window.installed.status.text()
 
-    window._confirm = lambda _question: True  # type: ignore[method-assign]
-    window.select_installed(model.id)
+    window.installed._confirm = lambda _question: True  # type: ignore[method-assign]
+    window.installed.select(model.id)
     with qtbot.waitSignal(window.installed_changed, timeout=20_000):
-        window.remove_selected()
+        window.installed.remove_selected()
     assert model_file.exists(), "a file imported in place is the user's and stays"
 
 
@@ -226,6 +229,6 @@ def test_importing_a_file_that_is_not_gguf_says_so(
     bogus = tmp_path / "notes.gguf"
     bogus.write_text("this is not a model")
     with qtbot.waitSignal(window.problem_shown, timeout=20_000) as shown:
-        window.import_file(bogus, "copy")
+        window.installed.import_file(bogus, "copy")
     assert "notes.gguf" in shown.args[0]
     assert window.services.context.registry.list() == []

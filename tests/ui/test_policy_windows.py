@@ -112,19 +112,19 @@ def test_offline_mode_refuses_search_and_file_listing_with_the_sentence(
     qtbot: QtBot, managed: Managed, open_models: Any, hub: HubEmulator
 ) -> None:
     window = open_models(managed({"OfflineMode": True}))
-    window.query.setText("tiny")
+    window.hub.query.setText("tiny")
     with qtbot.waitSignal(window.problem_shown, timeout=5_000) as shown:
-        window.search_button.click()
+        window.hub.search_button.click()
     assert shown.args == [OFFLINE]
-    assert window.search_status.text() == OFFLINE
-    assert window.results.rowCount() == 0
+    assert window.hub.status.text() == OFFLINE
+    assert window.hub.results.rowCount() == 0
     with qtbot.waitSignal(window.problem_shown, timeout=5_000):
-        window.show_files(REPO)
-    assert window.files_status.text() == OFFLINE
+        window.hub.show_files(REPO)
+    assert window.hub.files_status.text() == OFFLINE
     # Offline means no downloads either: the buttons say the organization manages them.
-    window.catalog_table.selectRow(0)
-    assert is_managed(window.catalog_download)
-    assert is_managed(window.files_download)
+    window.catalog.table.selectRow(0)
+    assert is_managed(window.catalog.download_button)
+    assert is_managed(window.hub.download_button)
     assert hub.requests == [], "nothing reached the Hub"
 
 
@@ -132,35 +132,35 @@ def test_download_buttons_are_managed_when_downloads_are_not_allowed(
     qtbot: QtBot, managed: Managed, open_models: Any, hub: HubEmulator
 ) -> None:
     window = open_models(managed({"AllowModelDownloads": False}))
-    window.catalog_table.selectRow(0)
-    assert is_managed(window.catalog_download), "a selection does not enable it"
-    assert window.catalog_download.toolTip() == MANAGED_TEXT
+    window.catalog.table.selectRow(0)
+    assert is_managed(window.catalog.download_button), "a selection does not enable it"
+    assert window.catalog.download_button.toolTip() == MANAGED_TEXT
     # Searching stays allowed; the file list fills, its download button stays managed.
-    window.query.setText("tiny")
+    window.hub.query.setText("tiny")
     with qtbot.waitSignal(window.search_done, timeout=20_000):
-        window.search_button.click()
+        window.hub.search_button.click()
     with qtbot.waitSignal(window.files_ready, timeout=20_000):
-        window.results.selectRow(0)
-    assert window.files.rowCount() == 1
-    window.files.selectRow(0)
-    assert is_managed(window.files_download)
+        window.hub.results.selectRow(0)
+    assert window.hub.files.rowCount() == 1
+    window.hub.files.selectRow(0)
+    assert is_managed(window.hub.download_button)
     with qtbot.waitSignal(window.problem_shown, timeout=5_000) as shown:
-        window.start_download(REPO, FILE, "chat", window.files_status)
+        window.start_download(REPO, FILE, "chat", window.hub.files_status)
     assert shown.args == ["Your organization does not allow model downloads."]
-    assert window.rows == {}
+    assert window.downloads.rows == {}
 
 
 def test_a_download_outside_allowed_models_is_refused_and_nothing_is_fetched(
     qtbot: QtBot, managed: Managed, open_models: Any, hub: HubEmulator
 ) -> None:
     window = open_models(managed({"AllowedModels": ["bartowski/*"]}))
-    window.catalog_table.selectRow(0)
-    assert window.catalog_download.isEnabled(), "downloads as such are allowed"
+    window.catalog.table.selectRow(0)
+    assert window.catalog.download_button.isEnabled(), "downloads as such are allowed"
     with qtbot.waitSignal(window.problem_shown, timeout=20_000) as shown:
-        window.start_download(REPO, FILE, "chat", window.files_status)
+        window.start_download(REPO, FILE, "chat", window.hub.files_status)
     assert shown.args == [NOT_ALLOWED.format(REPO)]
-    assert window.files_status.text() == NOT_ALLOWED.format(REPO)
-    assert window.rows == {}
+    assert window.hub.files_status.text() == NOT_ALLOWED.format(REPO)
+    assert window.downloads.rows == {}
     assert hub.served_for(REPO, FILE) == 0, "no byte of the file was downloaded"
     assert [m for m in window.services.context.registry.list() if m.source == "hub"] == []
 
@@ -171,8 +171,8 @@ def test_a_download_allowed_by_its_sha256_starts(
     digest = hub.file(REPO, FILE).sha256
     window = open_models(managed({"AllowedModels": ["bartowski/*", digest]}))
     with qtbot.waitSignal(window.installed_changed, timeout=60_000):
-        window.start_download(REPO, FILE, "chat", window.files_status)
-        qtbot.waitUntil(lambda: bool(window.rows), timeout=20_000)
+        window.start_download(REPO, FILE, "chat", window.hub.files_status)
+        qtbot.waitUntil(lambda: bool(window.downloads.rows), timeout=20_000)
     [model] = [m for m in window.services.context.registry.list() if m.repo == REPO]
     assert model.sha256 == digest
 
@@ -182,9 +182,9 @@ def test_import_from_disk_outside_allowed_models_registers_nothing(
 ) -> None:
     window = open_models(managed({"AllowedModels": ["bartowski/*"]}))
     with qtbot.waitSignal(window.problem_shown, timeout=20_000) as shown:
-        window.import_file(model_file, "copy")
+        window.installed.import_file(model_file, "copy")
     assert shown.args == [NOT_ALLOWED.format(FILE)]
-    assert window.installed_status.text() == NOT_ALLOWED.format(FILE)
+    assert window.installed.status.text() == NOT_ALLOWED.format(FILE)
     context = window.services.context
     assert [m for m in context.registry.list() if m.source == "local"] == []
     assert not (context.models_dir / "imported").exists(), "nothing was copied"

@@ -11,7 +11,8 @@ from pytestqt.qtbot import QtBot
 
 from bastion_desktop.core.conversation_store import MessageState
 from bastion_desktop.core.inference.types import Role
-from bastion_desktop.ui.models_window import FIT_TEXT, ModelsWindow
+from bastion_desktop.ui.model_tables import FIT_TEXT
+from bastion_desktop.ui.models_window import ModelsWindow
 from bastion_desktop.ui.profiles_window import ProfilesWindow
 from bastion_desktop.ui.qt import QtCore
 from bastion_desktop.ui.settings_dialog import SettingsDialog
@@ -62,10 +63,10 @@ def test_the_main_states_look_as_they_should(desktop: Desktop, qtbot: QtBot) -> 
     models = window.secondary["models"]
     assert isinstance(models, ModelsWindow)
     qtbot.waitUntil(lambda: models.hardware is not None, timeout=60_000)
-    qtbot.waitUntil(lambda: bool(models.installed_ids()), timeout=10_000)
+    qtbot.waitUntil(lambda: bool(models.installed.installed_ids()), timeout=10_000)
     assert models.isVisible()
-    assert models.catalog_table.rowCount() >= 10
-    fits = [models.catalog_table.item(r, 5).text() for r in range(models.catalog_table.rowCount())]
+    assert models.catalog.table.rowCount() >= 10
+    fits = [models.catalog.table.item(r, 5).text() for r in range(models.catalog.table.rowCount())]
     assert all(fit.startswith(tuple(FIT_TEXT.values())) for fit in fits), fits
     assert "RAM" in models.machine.text()
     screenshot(models, "04-models")

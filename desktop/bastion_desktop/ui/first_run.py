@@ -26,6 +26,7 @@ from bastion_desktop.ui.services import AppServices
 if TYPE_CHECKING:
     from bastion_desktop.core.hub.catalog import Catalog, CatalogModel
     from bastion_desktop.core.hub.probe import HardwareProfile
+    from bastion_desktop.ui.models_window import ModelsWindow
 
 log = logging.getLogger(__name__)
 
@@ -447,21 +448,11 @@ class StarterNotice(QtWidgets.QFrame):
         log.info("no catalog suggestion: %s", type(error).__name__)
 
 
-def open_models_window(
-    services: AppServices, parent: QtWidgets.QWidget
-) -> QtWidgets.QWidget | None:
-    """UI engineer 2's model manager, when it exists; None (and a message) when not."""
-    try:
-        from bastion_desktop.ui.models_window import ModelsWindow
-    except ImportError:
-        QtWidgets.QMessageBox.information(
-            parent,
-            "Models",
-            "The model manager is not available in this build. "
-            "Use `bastion models catalog` and `bastion models download` in a terminal.",
-        )
-        return None
-    window: QtWidgets.QWidget = ModelsWindow(services, parent)
+def open_models_window(services: AppServices, parent: QtWidgets.QWidget) -> ModelsWindow:
+    """The models window, as a window of its own that is deleted when closed."""
+    from bastion_desktop.ui.models_window import ModelsWindow
+
+    window = ModelsWindow(services, parent)
     window.setWindowFlag(QtCore.Qt.WindowType.Window, True)  # its own window, not a child
     window.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
     window.show()

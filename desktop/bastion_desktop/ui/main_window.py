@@ -9,7 +9,8 @@ service and the widgets over them). `MainWindow(services)` does both at once."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
 
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from bastion_desktop.ui.composer import Composer
     from bastion_desktop.ui.conversations import ConversationSidebar
     from bastion_desktop.ui.first_run import CatalogPick, StarterNotice
+    from bastion_desktop.ui.models_window import ModelsWindow
     from bastion_desktop.ui.services import AppServices
     from bastion_desktop.ui.top_bar import TopBar
     from bastion_desktop.ui.window_state import WindowState
@@ -468,20 +470,18 @@ class MainWindow(QtWidgets.QMainWindow):
     def show_error(self, sentence: str) -> None:
         self.chat_view.show_notice(sentence)
 
-    def _open_secondary(self, key: str, module: str, name: str) -> QtWidgets.QWidget | None:
+    def _open_secondary(
+        self, key: str, make: Callable[[AppServices, QtWidgets.QWidget], QtWidgets.QWidget]
+    ) -> QtWidgets.QWidget:
+        """The window `key`, brought to the front, or made by `make` (imported when first
+        opened: the main window paints without them)."""
         existing = self.secondary.get(key)
         if existing is not None:
             existing.show()
             existing.raise_()
             existing.activateWindow()
             return existing
-        try:
-            imported = __import__(f"bastion_desktop.ui.{module}", fromlist=[name])
-            window_class = getattr(imported, name)
-        except (ImportError, AttributeError):
-            self.show_error(f"The {key} window is not available in this build.")
-            return None
-        window: QtWidgets.QWidget = window_class(self.services, self)
+        window = make(self.services, self)
         # A window of its own (owned by this one, closed with it), not a child drawn
         # over the chat.
         window.setWindowFlag(QtCore.Qt.WindowType.Window, True)
@@ -490,41 +490,42 @@ class MainWindow(QtWidgets.QMainWindow):
         window.show()
         return window
 
-    def open_models(self) -> None:
+    def open_models(self) -> ModelsWindow:
         from bastion_desktop.ui.first_run import open_models_window
 
         if "models" in self.secondary:
-            self._open_secondary("models", "models_window", "ModelsWindow")
-            return
+            return cast("ModelsWindow", self._open_secondary("models", open_models_window))
         window = open_models_window(self.services, self)
-        if window is not None:
-            # A model downloaded or imported there is offered in the picker at once, and
-            # a safety model is put to work (the profile opens again with it).
-            window.installed_changed.connect(self.top_bar.fill_models)  # type: ignore[attr-defined]
-            window.installed_changed.connect(self.top_bar.models_installed)  # type: ignore[attr-defined]
-            self.secondary["models"] = window
-            window.destroyed.connect(lambda _o=None: self.secondary.pop("models", None))
+        # A model downloaded or imported there is offered in the picker at once, and a
+        # safety model is put to work (the profile opens again with it).
+        window.installed_changed.connect(self.top_bar.fill_models)
+        window.installed_changed.connect(self.top_bar.models_installed)
+        self.secondary["models"] = window
+        window.destroyed.connect(lambda _o=None: self.secondary.pop("models", None))
+        return window
 
     def download_from_catalog(self, picks: tuple[CatalogPick, ...]) -> None:
         """Download catalog models (the first run's suggestion, the safety model the
         guardrail status asks for) the way the models window does, where the user sees
         their progress and can pause or cancel them."""
-        self.open_models()
-        window = self.secondary.get("models")
-        start = getattr(window, "start_download", None)
-        if start is None:  # no model manager in this build: it has said so
-            return
+        window = self.open_models()
         for pick in picks:
-            start(pick.repo, pick.file, pick.role)
+            window.start_download(pick.repo, pick.file, pick.role)
 
     def open_profiles(self) -> None:
-        self._open_secondary("profiles", "profiles_window", "ProfilesWindow")
+        from bastion_desktop.ui.profiles_window import ProfilesWindow
+
+        self._open_secondary("profiles", ProfilesWindow)
 
     def open_server(self) -> None:
-        self._open_secondary("server", "server_window", "ServerWindow")
+        from bastion_desktop.ui.server_window import ServerWindow
+
+        self._open_secondary("server", ServerWindow)
 
     def open_settings(self) -> None:
-        self._open_secondary("settings", "settings_dialog", "SettingsDialog")
+        from bastion_desktop.ui.settings_dialog import SettingsDialog
+
+        self._open_secondary("settings", SettingsDialog)
 
     def _about(self) -> None:
         from bastion_desktop import __version__

@@ -91,7 +91,6 @@ _STATE_NOTES = {
 
 
 class MessageWidget(QtWidgets.QFrame):
-    copy_requested = Signal(int)
     edit_requested = Signal(int)
     regenerate_requested = Signal(int)
     alternative_requested = Signal(int)  # the sibling message id to show

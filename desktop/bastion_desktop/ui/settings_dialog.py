@@ -259,7 +259,7 @@ class HistoryKeyBox(QtWidgets.QGroupBox):
         wants = self.target.currentData() == KeySource.PASSPHRASE.value
         self.passphrase.setEnabled(wants)
         self.confirm.setEnabled(wants)
-        is_open = getattr(self.services, "store", None) is not None
+        is_open = self.services.store is not None
         self.change.setEnabled(is_open)
         if not is_open:
             self.status.setText("The history is not open, so its key cannot be changed now.")
@@ -285,7 +285,7 @@ class HistoryKeyBox(QtWidgets.QGroupBox):
         self.where.setText(sentence_for(error, "Reading where the history's key is kept"))
 
     def start_rekey(self) -> None:
-        store = getattr(self.services, "store", None)
+        store = self.services.store
         if store is None:
             self._fail("The history is not open, so its key cannot be changed now.")
             return

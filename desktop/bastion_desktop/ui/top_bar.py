@@ -156,13 +156,8 @@ def model_fits(services: AppServices, models: list[RegisteredModel]) -> dict[str
 
 
 def locked_profile(services: AppServices) -> str | None:
-    """The profile an administrator's policy locks, if the policy layer says so.
-
-    The policy engine is being built alongside this window: this reads its answer when
-    the context offers one (`policy.locked_profile`), and is None until then."""
-    policy = getattr(services.context, "policy", None)
-    locked = getattr(policy, "locked_profile", None) if policy is not None else None
-    return locked if isinstance(locked, str) and locked else None
+    """The profile an administrator's policy locks, if any."""
+    return services.context.policy.locked_profile
 
 
 # The status is a few sentences in one string (what is checked, what is not and why, what

@@ -25,7 +25,7 @@ import unicodedata
 
 from bastion_guardrails.detectors import jailbreak
 from bastion_guardrails.detectors.base import Finding
-from bastion_guardrails.detectors.jailbreak import Branch, Sensitivity, Vocabulary, branch
+from bastion_guardrails.detectors.weak_signals import Branch, Sensitivity, Vocabulary, branch
 
 _ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
 # Typographic quotes, which NFKC keeps, read as the plain ones ("doesn\u2019t").
