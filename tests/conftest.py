@@ -92,17 +92,22 @@ asyncio.base_events.BaseEventLoop.__init__ = _loop_init_with_limit  # type: igno
 # --- nothing left behind -------------------------------------------------------------------
 #
 # A test that leaves a child process (a model host holding a model in memory), a thread
-# or a top-level widget behind has found a leak the app would have too. Each test is
-# checked after its own fixtures are torn down; what a test's module- or session-scoped
-# fixtures hold lives on by design, so a test that uses one is checked for widgets only.
+# or a visible top-level window behind has found a leak the app would have too: it fails.
+# Checked after the test's own fixtures are torn down (this fixture is set up first, so
+# it is torn down last); what a test's module- or session-scoped fixtures hold lives on
+# by design, so a test that uses one is checked for windows only.
 LEFTOVER_GRACE_S = 5.0  # children and threads get this long to finish ending
 # Shared fixtures of this suite that hold no process or thread (pytest's and plugins'
 # own, such as tmp_path_factory or pytest-qt's QApplication, are not counted either).
 _INERT_SHARED_FIXTURES = {"shared_models_dir", "starter_path", "instruct_path"}
+# Process-wide by design, started by whichever test needs them first: multiprocessing's
+# resource tracker (a child), and the code highlighter's one thread (ui/markdown.py).
+_PROCESS_WIDE_CHILDREN = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+_PROCESS_WIDE_THREADS = ("bastion-highlight",)
 
 
 def _children() -> dict[int, str]:
-    """This process's child processes (zombies included: unreaped is leaked), by pid."""
+    """This process's child processes (zombies too: unreaped is leaked), by pid."""
     found: dict[int, str] = {}
     me = os.getpid()
     for entry in os.scandir("/proc"):
@@ -110,50 +115,60 @@ def _children() -> dict[int, str]:
             continue
         try:
             stat = Path(entry.path, "stat").read_text()
+            command = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
         name, _, rest = stat.partition(" (")[2].rpartition(") ")
         fields = rest.split()
-        if len(fields) > 1 and int(fields[1]) == me:
-            found[int(entry.name)] = f"{name} ({fields[0]})"
+        if len(fields) < 2 or int(fields[1]) != me:
+            continue
+        if not any(wide in command for wide in _PROCESS_WIDE_CHILDREN):
+            found[int(entry.name)] = f"{name} ({fields[0]}): {command[:120]}"
     return found
 
 
 def _threads() -> dict[int, str]:
-    return {t.ident: t.name for t in threading.enumerate() if t.ident is not None and t.is_alive()}
+    return {
+        thread.ident: thread.name
+        for thread in threading.enumerate()
+        if thread.ident is not None
+        and thread.is_alive()
+        and not thread.name.startswith(_PROCESS_WIDE_THREADS)
+    }
 
 
-def _top_level_widgets() -> list[object]:
-    qt = sys.modules.get("PySide6.QtWidgets")
-    app = qt.QApplication.instance() if qt is not None else None
+def _windows() -> dict[int, str]:
+    """The visible top-level widgets, once deletions already asked for have happened."""
+    widgets = sys.modules.get("PySide6.QtWidgets")
+    app = widgets.QApplication.instance() if widgets is not None else None
     if app is None:
-        return []
+        return {}
     core = sys.modules["PySide6.QtCore"]
     core.QCoreApplication.sendPostedEvents(None, core.QEvent.Type.DeferredDelete)
-    core.QCoreApplication.processEvents()
-    return [w for w in app.topLevelWidgets() if w.isVisible()]
+    return {
+        id(w): f"{type(w).__name__} {w.objectName()!r}"
+        for w in app.topLevelWidgets()
+        if w.isVisible()
+    }
 
 
-def _shares_fixtures(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return False
+def _shares_fixtures(request: pytest.FixtureRequest) -> bool:
     return any(
         defs[-1].scope != "function"
         and defs[-1].baseid.startswith("tests")
         and name not in _INERT_SHARED_FIXTURES
-        for name, defs in info.name2fixturedefs.items()
+        for name, defs in request.node._fixtureinfo.name2fixturedefs.items()
     )
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    check_processes = sys.platform == "linux" and not _shares_fixtures(item)
+@pytest.fixture(autouse=True)
+def _nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    check_processes = sys.platform == "linux" and not _shares_fixtures(request)
     children = _children() if check_processes else {}
     threads = _threads()
-    widgets = {id(w) for w in _top_level_widgets()}
+    windows = _windows()
     yield
-    problems = []
+    left: list[str] = []
     if check_processes:
         deadline = time.monotonic() + LEFTOVER_GRACE_S
         while True:
@@ -162,27 +177,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
             if not (new_children or new_threads) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        problems += [f"child process {pid}: {name}" for pid, name in new_children.items()]
-        problems += [f"thread {name!r}" for name in new_threads.values()]
-    problems += [
-        f"top-level widget {type(w).__name__} {w.objectName()!r}"
-        for w in _top_level_widgets()
-        if id(w) not in widgets
-    ]
-    if problems:
-        _LEFTOVERS.append((item.nodeid, problems))
-
-
-_LEFTOVERS: list[tuple[str, list[str]]] = []
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    report = os.environ.get("BASTION_LEFTOVERS_REPORT")
-    if report:
-        Path(report).write_text(
-            "".join(f"{node}: {'; '.join(found)}\n" for node, found in _LEFTOVERS),
-            encoding="utf-8",
-        )
+        left += [f"child process {pid} {name}" for pid, name in new_children.items()]
+        left += [f"thread {name!r}" for name in new_threads.values()]
+    left += [f"window {name}" for key, name in _windows().items() if key not in windows]
+    if left:
+        pytest.fail(f"the test left behind: {'; '.join(left)}")
 
 
 @pytest.fixture(autouse=True)

@@ -41,6 +41,9 @@ def files_containing(folder: Path, canary: str, since: float = 0.0) -> list[Path
     return found
 
 
+@pytest.mark.blocks_loop(
+    "the test closes, reopens and scans the files (the temp folder too) itself"
+)
 async def test_a_canary_is_in_no_file_of_the_history_folder(
     history_path: Path, key: bytes, other_key: bytes
 ) -> None:
