@@ -138,13 +138,11 @@ def _threads() -> dict[int, str]:
 
 
 def _windows() -> dict[int, str]:
-    """The visible top-level widgets, once deletions already asked for have happened."""
+    """The visible top-level widgets (one closed and waiting to be deleted is hidden)."""
     widgets = sys.modules.get("PySide6.QtWidgets")
     app = widgets.QApplication.instance() if widgets is not None else None
     if app is None:
         return {}
-    core = sys.modules["PySide6.QtCore"]
-    core.QCoreApplication.sendPostedEvents(None, core.QEvent.Type.DeferredDelete)
     return {
         id(w): f"{type(w).__name__} {w.objectName()!r}"
         for w in app.topLevelWidgets()

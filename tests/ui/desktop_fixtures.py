@@ -108,6 +108,9 @@ def open_desktop(qtbot: QtBot, passphrase_file: Path) -> Desktop:
     window.show()
     with qtbot.waitSignal(window.ready, timeout=120_000):
         window.start()
+    # The starter is checked (its sha256) on a worker thread at the start, then listed:
+    # tests begin once the model picker holds it, as a user's first look would.
+    qtbot.waitUntil(lambda: window.top_bar.model_box.count() > 0, timeout=60_000)
     return desktop
 
 

@@ -169,6 +169,7 @@ def run_app(args: argparse.Namespace | None = None) -> int:
     finally:
         crashes.notice = None  # the window is going: dialogs again
         write_window_state(state_file, window.state())
+        window.hide()  # it is deleted later, with no event loop left to show it
         window.deleteLater()
         startup.shut_down()
 

@@ -347,11 +347,10 @@ class TopBar(QtWidgets.QFrame):
         self._installed = self._installed_models()
         self.fill_models()
 
-        async def starter() -> None:
-            # Registers the starter on first run (writes it if missing: engine thread).
-            self.services.context.ensure_starter()
-
-        call(self.services.engine, starter(), self, lambda _r: self.fill_models(), self._failed)
+        # Registers the starter on first run: writes it if missing, else checks its
+        # sha256 (a worker thread: on the engine loop it stalled every stream).
+        starter = asyncio.to_thread(self.services.context.ensure_starter)
+        call(self.services.engine, starter, self, lambda _r: self.fill_models(), self._failed)
         self.refresh_profiles()
 
     def refresh_profiles(self) -> None:
@@ -366,7 +365,8 @@ class TopBar(QtWidgets.QFrame):
         )
 
     async def _profiles(self) -> list[ProfileOption]:
-        return profile_options(self.services)
+        # Reads and plans every profile on disk: a worker thread, not the engine loop.
+        return await asyncio.to_thread(profile_options, self.services)
 
     def fill_models(self) -> None:
         context = self.services.context
