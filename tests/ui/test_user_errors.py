@@ -117,3 +117,15 @@ def test_every_window_goes_through_the_bridge() -> None:
         if path.name != "errors.py" and "log.error(" in path.read_text(encoding="utf-8")
     ]
     assert own_logging == []
+
+
+def test_a_guardrail_error_reaching_the_top_is_a_sentence_in_the_window(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    crashes = CrashHandler(tmp_path / "bastion.log")
+    said: list[str] = []
+    crashes.notice = said.append
+    error = ProfileNotFoundError("mine")
+    crashes(type(error), error, None)
+    assert said == [str(error)]
+    assert crashes.dialogs == []

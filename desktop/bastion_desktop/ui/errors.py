@@ -66,7 +66,7 @@ def crash_text(log_file: Path | None) -> str:
 
 class CrashHandler:
     """Uncaught exceptions in slots go to the log with their traceback and to the user
-    as a dialog; a user error (BastionError) is shown as its sentence, never a trace:
+    as a dialog; a user error (`is_user_error`) is shown as its sentence, never a trace:
     in the window (`notice`) once there is one, else in a dialog. A bug in background
     work reaches it through `sentence_for` (`show_bug`)."""
 
@@ -82,7 +82,7 @@ class CrashHandler:
             QtWidgets.QApplication.quit()
             return
         app = QtWidgets.QApplication.instance()
-        if isinstance(error, BastionError):
+        if is_user_error(error):
             log.info("user error reached the top: %s", kind.__name__)
             if self.notice is not None:
                 self.notice(str(error))
@@ -108,9 +108,9 @@ class CrashHandler:
             box.deleteLater()
 
     def show_bug(self, error: BaseException) -> None:
-        """The crash dialog for a bug in background work (already logged), from any
-        thread: it opens on the GUI thread, without waiting for it to be closed (the
-        work's own widget says what did not complete)."""
+        """The crash dialog for `error`, a bug in background work (its traceback is
+        already logged), from any thread: it opens on the GUI thread, without waiting for
+        it to be closed (the work's own widget says what did not complete)."""
         app = QtWidgets.QApplication.instance()
         if app is not None:
             QtCore.QTimer.singleShot(0, app, self._open_bug_dialog)
