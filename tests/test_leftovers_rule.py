@@ -4,13 +4,10 @@ have too, such as a model host keeping a model in memory after its chat ended.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+from tests.inner_suite import run_inner_tests
 
 INNER = textwrap.dedent(
     """
@@ -55,31 +52,7 @@ INNER = textwrap.dedent(
 
 
 def test_a_test_that_leaves_something_behind_fails(tmp_path: Path) -> None:
-    inner = tmp_path / "test_inner.py"
-    inner.write_text(INNER, encoding="utf-8")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "tests.conftest",
-            "--rootdir",
-            str(REPOSITORY),
-            "-c",
-            str(REPOSITORY / "pyproject.toml"),
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            str(inner),
-        ],
-        cwd=REPOSITORY,
-        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_inner_tests(tmp_path, INNER)
     summary = result.stdout.split("short test summary info")[-1]
     assert "4 passed, 3 errors" in summary, result.stdout[-3000:]
     assert "the test left behind: child process" in result.stdout

@@ -3,12 +3,10 @@ test whose loop is held past the limit fails, unless it says why it may."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+from tests.inner_suite import run_inner_tests
 
 INNER = textwrap.dedent(
     """
@@ -36,30 +34,7 @@ INNER = textwrap.dedent(
 
 
 def test_a_test_that_holds_its_loop_fails(tmp_path: Path) -> None:
-    inner = tmp_path / "test_inner.py"
-    inner.write_text(INNER, encoding="utf-8")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "tests.conftest",
-            "--rootdir",
-            str(REPOSITORY),
-            "-c",
-            str(REPOSITORY / "pyproject.toml"),
-            "-p",
-            "no:cacheprovider",
-            "-q",
-            str(inner),
-        ],
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_inner_tests(tmp_path, INNER)
     # The blocking test's body passes; its teardown is the error (one per test here).
     summary = result.stdout.split("short test summary info")[-1]
     assert "3 passed, 1 error" in summary, result.stdout[-3000:]
