@@ -184,7 +184,9 @@ def pip_wheel(version: str, args: list[str], into: Path, env: dict[str, str] | N
     log(f"building llama-cpp-python {version} with {' '.join(args)} (many minutes)")
     log("$ " + " ".join(command))
     started = time.monotonic()
-    result = subprocess.run(command, env=env, check=False)
+    # pip's output goes to stderr: callers read the wheel's path from stdout
+    # (`build.py --runtime-wheel` in ./dev).
+    result = subprocess.run(command, env=env, check=False, stdout=sys.stderr)
     if result.returncode != 0:
         raise BuildError(f"pip wheel failed with exit status {result.returncode}")
     log(f"built in {time.monotonic() - started:.0f} s")
