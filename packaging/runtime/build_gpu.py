@@ -29,8 +29,8 @@ Vulkan, the one GPU backend for NVIDIA, AMD and Intel on Linux and Windows:
   (the package recommends it; without it the probe skips Vulkan with a sentence).
 - Windows and macOS: the LunarG Vulkan SDK (`VULKAN_SDK`), as llama.cpp's releases do.
 
-CUDA (`cuda_v12`) is built only where a CUDA toolkit is (`--flavour cuda_v12`, with
-`nvcc` on PATH): the release machines and GPU benchmark hosts. Its runtime libraries
+CUDA (`cuda_v12`, `cuda_v13`) is built only where that CUDA toolkit is (`nvcc` on PATH,
+with cuBLAS): the release machines and GPU benchmark hosts. Its runtime libraries
 (cudart, cublas, cublasLt) are copied beside the module, so users need only the driver.
 
 Standard library only: it runs before any environment exists.
@@ -75,9 +75,29 @@ VULKAN_HEADER_PACKAGES = (
 FLAVOURS = {
     "vulkan": ("GGML_VULKAN", "ggml-vulkan"),
     "cuda_v12": ("GGML_CUDA", "ggml-cuda"),
+    "cuda_v13": ("GGML_CUDA", "ggml-cuda"),
 }
-# The CUDA runtime libraries a cuda_v12 module needs beside it (sonames' stems).
-CUDA_RUNTIME = ("libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12")
+# CUDA flavour -> (its toolkit's major release, the GPU architectures it is built for).
+# cuda_v12: consumer GPUs from Maxwell to Blackwell, as Ollama's cuda_v12 preset; CUDA 13
+# (driver 580 or newer) dropped everything before Turing. BASTION_CUDA_ARCHITECTURES
+# replaces the list, e.g. "90-real" for a benchmark build on an H100/H200 alone.
+CUDA_FLAVOURS = {
+    "cuda_v12": (
+        "12",
+        "50-virtual;61-virtual;70-virtual;75-virtual;80-virtual;86-virtual;89-virtual;"
+        "90-virtual;120-virtual",
+    ),
+    "cuda_v13": (
+        "13",
+        "75-virtual;80-virtual;86-virtual;89-virtual;90-virtual;100-virtual;120-virtual",
+    ),
+}
+# The CUDA runtime libraries a CUDA module needs beside it, by soname stem; the suffix is
+# the flavour's release ("libcudart.so.13").
+CUDA_RUNTIME = ("libcudart.so", "libcublas.so", "libcublasLt.so")
+# Extra CMake arguments for a CUDA module, split on spaces (e.g. "-DGGML_CUDA_NCCL=OFF"
+# for a benchmark build); they are part of the cache key like the others.
+CUDA_ARGS_VARIABLE = "BASTION_CUDA_CMAKE_ARGS"
 
 
 class BuildError(build_runtime.BuildError):
@@ -195,17 +215,16 @@ def flavour_cmake_args(flavour: str) -> list[str]:
     if IS_LINUX:
         # The module lies one folder below libggml-base; a CUDA module's runtime
         # libraries (cudart, cublas) lie beside it.
-        rpath = "$ORIGIN;$ORIGIN/.." if flavour == "cuda_v12" else "$ORIGIN/.."
+        rpath = "$ORIGIN;$ORIGIN/.." if flavour in CUDA_FLAVOURS else "$ORIGIN/.."
         args += ["-DCMAKE_BUILD_WITH_INSTALL_RPATH=ON", f"-DCMAKE_INSTALL_RPATH={rpath}"]
     if flavour == "vulkan":
         args += vulkan_cmake_args()
-    elif flavour == "cuda_v12":
-        _require_cuda_12()
-        # Consumer GPUs from Maxwell to Blackwell, as Ollama's cuda_v12 preset.
-        args.append(
-            "-DCMAKE_CUDA_ARCHITECTURES=50-virtual;61-virtual;70-virtual;75-virtual;"
-            "80-virtual;86-virtual;89-virtual;90-virtual;120-virtual"
-        )
+    elif flavour in CUDA_FLAVOURS:
+        release, architectures = CUDA_FLAVOURS[flavour]
+        _require_cuda(release)
+        architectures = os.environ.get("BASTION_CUDA_ARCHITECTURES") or architectures
+        args.append(f"-DCMAKE_CUDA_ARCHITECTURES={architectures}")
+        args += os.environ.get(CUDA_ARGS_VARIABLE, "").split()
     return args
 
 
@@ -267,14 +286,15 @@ def build_module(flavour: str) -> Path:
             ],
         ):
             log("$ " + " ".join(command))
-            if subprocess.run(command, check=False).returncode != 0:
+            # Its output goes to stderr: stdout carries the path (see main).
+            if subprocess.run(command, check=False, stdout=sys.stderr).returncode != 0:
                 raise BuildError(f"building the {flavour} backend failed")
         built = next(build.rglob(module.name), None)
         if built is None:
             raise BuildError(f"the {flavour} build made no {module.name}")
         shutil.copy2(built, partial / flavour / module.name)
-        if flavour == "cuda_v12":
-            copy_cuda_runtime(partial / flavour)
+        if flavour in CUDA_FLAVOURS:
+            copy_cuda_runtime(partial / flavour, CUDA_FLAVOURS[flavour][0])
         log(f"built in {time.monotonic() - started:.0f} s")
     check_module(partial / flavour / module.name)
     shutil.rmtree(folder, ignore_errors=True)
@@ -282,24 +302,26 @@ def build_module(flavour: str) -> Path:
     return module
 
 
-def _require_cuda_12() -> None:
-    """cuda_v12 needs CUDA 12's nvcc: 13 refuses the architectures below sm_75 it lists."""
+def _require_cuda(release: str) -> None:
+    """A CUDA flavour needs its own release's nvcc: 13 refuses the architectures below
+    sm_75 that cuda_v12 lists, and a module links its release's runtime by soname."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
-        raise BuildError("the CUDA backend needs nvcc on PATH (a CUDA 12 toolkit)")
+        raise BuildError(f"the CUDA backend needs nvcc on PATH (a CUDA {release} toolkit)")
     version = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False)
-    if "release 12." not in version.stdout:
-        raise BuildError(f"cuda_v12 needs CUDA 12's nvcc; {nvcc} is another release")
+    if f"release {release}." not in version.stdout:
+        raise BuildError(f"cuda_v{release} needs CUDA {release}'s nvcc; {nvcc} is another release")
 
 
-def copy_cuda_runtime(into: Path) -> None:
+def copy_cuda_runtime(into: Path, release: str) -> None:
     """cudart, cublas and cublasLt beside the CUDA module (NVIDIA's EULA, Attachment A,
     allows redistributing them), so that users need only the driver."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         raise BuildError("the CUDA backend needs nvcc on PATH")
     toolkit = Path(nvcc).resolve().parent.parent
-    for name in CUDA_RUNTIME:
+    for stem in CUDA_RUNTIME:
+        name = f"{stem}.{release}"
         found = next(iter(sorted(toolkit.rglob(name))), None)
         if found is None:
             raise BuildError(f"{name} is not in the CUDA toolkit at {toolkit}")
