@@ -33,15 +33,14 @@ What runs:
   model host and runtime probe children (spawned: they inherit it). The model host's
   placement must say that the model runs on the flavour's GPU with every layer
   (`facts.placement`, `facts.gpu_layers`), else the model is reported and not measured.
-- llama-bench: built from the same vendored llama.cpp (the pinned llama-cpp-python's
-  source archive) with the same GPU options as the module (build_gpu.py's
-  `flavour_cmake_args`: its Vulkan headers and glslc, its CUDA architectures), but as one
-  static program with the CPU backend built in (`GGML_BACKEND_DL=OFF`,
-  `BUILD_SHARED_LIBS=OFF`, `GGML_NATIVE=OFF`: AVX2-level CPU code, which does next to
-  nothing with every layer on the GPU), target `llama-bench`. It is cached in
-  `~/.cache/bastion-build/llama-bench/llama-bench-<flavour>-<version>-<key>/`, keyed by
-  the version, the CMake arguments and the platform; build parallelism follows
-  CMAKE_BUILD_PARALLEL_LEVEL. It runs at the model host's niceness.
+- llama-bench: built once from the same vendored llama.cpp (the pinned llama-cpp-python's
+  source archive) as a plain program against llama.cpp's shared libraries with no
+  backend of its own (`GGML_BACKEND_DL=ON`, `GGML_CPU=OFF`, no RUNPATH), cached in
+  `~/.cache/bastion-build/llama-bench/llama-bench-dl-<version>-<key>/`. It runs on the very
+  files Bastion runs: the runtime's libllama and libggml first on its library path, the
+  runtime's CPU variants found in its working folder (the runtime's lib folder, where
+  ggml looks), and the flavour's module named in GGML_BACKEND_PATH. So the two differ in
+  nothing but the program around llama.cpp. It runs at the model host's niceness.
 - The same batch sizes for both (512), the same threads (Bastion's, passed to `-t`), KV
   cache f16, layers split across all GPUs of the flavour (set CUDA_VISIBLE_DEVICES or
   GGML_VK_VISIBLE_DEVICES to pick one; both obey it). Bastion's model stays loaded while
@@ -67,6 +66,15 @@ Models (`--models`, default all three):
 
 The instruct model is cached in the same folder. `BASTION_WHEEL_CACHE` moves the wheel
 cache and, with it, everything above (its parent folder).
+
+A GPU machine without a network or toolchains (a rented or lent one): `--pack DIR` on a
+machine that has both builds and gathers into DIR what the run needs (about 60 MiB with
+Vulkan and one CUDA architecture; see "a GPU machine without a network" below), and
+`--packed DIR` there measures from it with that machine's python3 (numpy, jinja2 and
+pyyaml are needed there; the pack's `site/` goes on PYTHONPATH with `desktop/`). The
+starter and the instruct model are then shape clones: their own metadata, tokenizer and
+tensor table, with random weights of the same types (nothing of their weights travels).
+A CUDA module uses that machine's CUDA runtime libraries of its release.
 
 Results are printed and written to benchmarks/results/gpu.json. Missing a target is
 reported, not failed: the exit status is non-zero only when something did not run.
@@ -142,23 +150,23 @@ INSTRUCT_VERSION = "0.9.0"
 INSTRUCT_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 INSTRUCT_FILE = "qwen2.5-coder-0.5b-instruct.gguf"
 
-# What llama-bench's build changes in the module's CMake arguments (see the docstring).
-LLAMA_BENCH_REPLACED = {
-    "BUILD_SHARED_LIBS",
-    "GGML_BACKEND_DL",
-    "GGML_CPU",
-    "GGML_NATIVE",
-    "LLAMA_BUILD_TOOLS",
-    "CMAKE_BUILD_WITH_INSTALL_RPATH",
-    "CMAKE_INSTALL_RPATH",
-}
+# llama-bench is built from the same source as a plain program against llama.cpp's shared
+# libraries, with no backend of its own: it runs on the runtime's libllama, CPU variants and
+# GPU module, the very files Bastion loads (see llama_bench).
 LLAMA_BENCH_ARGS = (
-    "-DBUILD_SHARED_LIBS=OFF",
-    "-DGGML_BACKEND_DL=OFF",
-    "-DGGML_CPU=ON",
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DBUILD_SHARED_LIBS=ON",
+    "-DGGML_BACKEND_DL=ON",
+    "-DGGML_CPU=OFF",
     "-DGGML_NATIVE=OFF",
     "-DLLAMA_BUILD_TOOLS=ON",
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_BUILD_SERVER=OFF",
+    "-DLLAMA_CURL=OFF",
     "-DLLAMA_OPENSSL=OFF",
+    # Found through LD_LIBRARY_PATH, the runtime's folder first (no RUNPATH to override).
+    "-DCMAKE_SKIP_RPATH=ON",
 )
 LLAMA_BENCH = "llama-bench.exe" if sys.platform == "win32" else "llama-bench"
 
@@ -232,17 +240,21 @@ def nvcc_release() -> str | None:
 
 
 def default_flavours() -> list[str]:
-    """Vulkan (what the installers ship), and cuda_v12 where a CUDA 12 nvcc is."""
-    release = nvcc_release()
-    return ["vulkan", *(["cuda_v12"] if release and release.startswith("12.") else [])]
+    """Vulkan (what the installers ship), and the CUDA flavour of the nvcc on PATH."""
+    gpu, _ = build_scripts()
+    release = (nvcc_release() or "").split(".")[0]
+    cuda = [f for f, (major, _) in gpu.CUDA_FLAVOURS.items() if major == release]
+    return ["vulkan", *cuda]
 
 
 def check_toolchain(flavour: str) -> None:
-    if flavour == "cuda_v12":
+    gpu, _ = build_scripts()
+    if flavour in gpu.CUDA_FLAVOURS:
+        major = gpu.CUDA_FLAVOURS[flavour][0]
         release = nvcc_release()
-        if release is None or not release.startswith("12."):
+        if release is None or release.split(".")[0] != major:
             found = f"nvcc {release}" if release else "no nvcc on PATH"
-            raise BenchmarkError(f"cuda_v12 needs CUDA 12's nvcc on PATH; found {found}")
+            raise BenchmarkError(f"{flavour} needs CUDA {major}'s nvcc on PATH; found {found}")
 
 
 def gpu_runtime(flavour: str, scratch: Path) -> dict[str, Any]:
@@ -258,46 +270,44 @@ def gpu_runtime(flavour: str, scratch: Path) -> dict[str, Any]:
     root = scratch / f"runtime-{flavour}"
     with zipfile.ZipFile(combined) as archive:
         archive.extractall(root)
-    shipped = root / "llama_cpp" / "lib" / flavour / module.name
-    if not shipped.is_file():
+    if not shipped_module(root, flavour).is_file():
         raise BenchmarkError(f"{combined} holds no llama_cpp/lib/{flavour}/{module.name}")
     return {"root": root, "module": module, "wheel": combined}
+
+
+def shipped_module(root: Path, flavour: str) -> Path:
+    """`flavour`'s module in the runtime unpacked at `root`."""
+    gpu, _ = build_scripts()
+    return root / "llama_cpp" / "lib" / flavour / str(gpu.module_file_name(flavour))
 
 
 # --- llama-bench ------------------------------------------------------------------------
 
 
-def _cmake_name(argument: str) -> str:
-    return argument.removeprefix("-D").split("=", 1)[0].split(":", 1)[0]
+def _runtime_library(name: str) -> bool:
+    """Whether a library of llama-bench's build is one the runtime ships (libllama, libggml,
+    libggml-base, the backends): llama-bench must use the runtime's copy."""
+    stem = name.split(".", 1)[0].removeprefix("lib")
+    return stem in ("llama", "ggml", "ggml-base") or stem.startswith("ggml-")
 
 
-def llama_bench_cmake_args(flavour: str) -> list[str]:
-    gpu, runtime = build_scripts()
-    try:
-        module_args = list(gpu.flavour_cmake_args(flavour))
-    except runtime.BuildError as error:
-        raise BenchmarkError(f"the {flavour} toolchain is incomplete: {error}") from error
-    kept = [a for a in module_args if _cmake_name(a) not in LLAMA_BENCH_REPLACED]
-    return [*kept, *LLAMA_BENCH_ARGS]
-
-
-def llama_bench(flavour: str, source: Source) -> tuple[Path, list[str]]:
-    """llama-bench with `flavour`'s backend, built (many minutes) the first time."""
+def llama_bench(source: Source) -> Path:
+    """A folder with llama-bench and the libraries of its own (llama-common), built once
+    (a few minutes: no backend) from the source the runtime was built from."""
     _, runtime = build_scripts()
     version = runtime.pinned_version()
-    args = llama_bench_cmake_args(flavour)
+    args = list(LLAMA_BENCH_ARGS)
     inputs = (version, *args, sys.platform, platform.machine())
     key = hashlib.sha256("\0".join(inputs).encode()).hexdigest()[:16]
-    folder = cache_root() / "llama-bench" / f"llama-bench-{flavour}-{version}-{key}"
-    binary = folder / LLAMA_BENCH
-    if binary.is_file():
-        log(f"reusing {binary}")
-        return binary, args
-    build = source.scratch / f"llama-bench-{flavour}"
+    folder = cache_root() / "llama-bench" / f"llama-bench-dl-{version}-{key}"
+    if (folder / LLAMA_BENCH).is_file():
+        log(f"reusing {folder / LLAMA_BENCH}")
+        return folder
+    build = source.scratch / "llama-bench"
     env = dict(os.environ)
     # ggml reads it to choose its default instruction sets (see build_runtime.py).
     env.pop("SOURCE_DATE_EPOCH", None)
-    log(f"building llama-bench ({flavour}) of llama.cpp in llama-cpp-python {version}")
+    log(f"building llama-bench of llama.cpp in llama-cpp-python {version}")
     started = time.monotonic()
     for command in (
         ["cmake", "-S", str(source.get()), "-B", str(build), *args],
@@ -305,7 +315,7 @@ def llama_bench(flavour: str, source: Source) -> tuple[Path, list[str]]:
     ):
         log("$ " + shlex.join(command))
         if subprocess.run(command, env=env, check=False).returncode != 0:
-            raise BenchmarkError(f"building llama-bench ({flavour}) failed")
+            raise BenchmarkError("building llama-bench failed")
     built = next((p for p in build.rglob(LLAMA_BENCH) if p.is_file()), None)
     if built is None:
         raise BenchmarkError(f"the llama-bench build made no {LLAMA_BENCH}")
@@ -314,10 +324,14 @@ def llama_bench(flavour: str, source: Source) -> tuple[Path, list[str]]:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     shutil.copy2(built, partial / LLAMA_BENCH)
+    suffix = ".dll" if sys.platform == "win32" else ".so"
+    for library in built.parent.iterdir():
+        if suffix in library.name and not _runtime_library(library.name):
+            shutil.copy2(library, partial / library.name, follow_symlinks=False)
     (partial / "cmake-args.txt").write_text(shlex.join(args) + "\n", encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     partial.replace(folder)
-    return binary, args
+    return folder
 
 
 @dataclass(frozen=True)
@@ -327,21 +341,48 @@ class BenchRun:
     info: dict[str, Any]
 
 
+def llama_bench_environment(bench: Path, module: Path) -> tuple[dict[str, str], Path]:
+    """llama-bench's environment and working folder: the runtime's libraries first on the
+    library path, its CPU variants found in the working folder (ggml looks there), and
+    `module`, the flavour's GPU backend, named in GGML_BACKEND_PATH."""
+    lib = module.parent.parent
+    env = dict(os.environ)
+    variable = "PATH" if sys.platform == "win32" else "LD_LIBRARY_PATH"
+    env[variable] = os.pathsep.join(filter(None, (str(bench), str(lib), env.get(variable))))
+    env["GGML_BACKEND_PATH"] = str(module)
+    return env, lib
+
+
 def run_llama_bench(
-    binary: Path, model: Path, *, threads: int, pp_tokens: int, max_tokens: int, flash_attn: str
+    bench: Path,
+    module: Path,
+    model: Path,
+    *,
+    threads: int,
+    pp_tokens: int,
+    max_tokens: int,
+    flash_attn: str,
 ) -> BenchRun:
-    """One llama-bench process: a prompt of `pp_tokens` and `max_tokens` generated, once
-    each after its own warm-up; tokens/s of each."""
-    command = [str(binary), "-m", str(model), "-ngl", "99", "-p", str(pp_tokens)]
+    """One llama-bench process on the runtime's libraries and `module`: a prompt of
+    `pp_tokens` and `max_tokens` generated, once each after its own warm-up; tokens/s of
+    each."""
+    command = [str(bench / LLAMA_BENCH), "-m", str(model), "-ngl", "99", "-p", str(pp_tokens)]
     command += ["-n", str(max_tokens), "-r", "1", "-b", str(BATCH), "-ub", str(BATCH)]
     command += ["-fa", flash_attn, "-t", str(threads), "-o", "json"]
     nice = shutil.which("nice")
     if nice and sys.platform != "win32":
         # The model host lowers its priority by as much (host_process.yield_to_the_app).
         command = [nice, "-n", str(HOST_NICENESS), *command]
+    env, cwd = llama_bench_environment(bench, module)
     try:
         result = subprocess.run(
-            command, capture_output=True, text=True, timeout=LLAMA_BENCH_TIMEOUT_S, check=False
+            command,
+            capture_output=True,
+            text=True,
+            timeout=LLAMA_BENCH_TIMEOUT_S,
+            check=False,
+            env=env,
+            cwd=cwd,
         )
     except subprocess.TimeoutExpired as error:
         raise BenchmarkError(f"llama-bench ran over {LLAMA_BENCH_TIMEOUT_S} s") from error
@@ -652,6 +693,248 @@ def prepare_models(
     return models, unavailable
 
 
+# --- a GPU machine without a network ------------------------------------------------------
+#
+# `--pack DIR`, on a machine with the network and the toolchains, puts into DIR all that
+# `--packed DIR` needs on a GPU machine that has neither: the runtime (the CPU-variant
+# wheel unpacked), each flavour's module alone, llama-bench, the pure-Python packages the
+# model host needs besides numpy and jinja2, gguf-py, and the starter's and the instruct
+# model's heads (metadata, vocabulary, tensor table: a few MiB). There the models are
+# written again with the same tensors, types and tokenizer and random weights ("shape
+# clones": speed depends on the shapes, not on the weights), and a CUDA module links the
+# machine's own CUDA runtime libraries of its release.
+
+PACK_FORMAT = 1
+PACK_MANIFEST = "pack.json"
+# The packages the model host imports that a GPU machine's Python may lack (pure Python,
+# or one binary wheel for the pack's Python: pydantic-core).
+PACK_PACKAGES = (
+    "pydantic",
+    "pydantic-core",
+    "annotated-types",
+    "typing-inspection",
+    "typing-extensions",
+    "diskcache",
+)
+CLONED_MODELS = ("starter", "instruct")
+# ggml type -> (bytes a block, offsets of its fp16 scale, of its fp16 minimum, standard
+# deviation of the block's integer weights times its scale factors): random blocks with
+# these scales dequantize to weights of about the deviation asked for.
+BLOCKS = {
+    2: (18, (0,), (), 4.6),  # Q4_0
+    3: (20, (0,), (2,), 4.6),  # Q4_1
+    6: (22, (0,), (), 9.2),  # Q5_0
+    7: (24, (0,), (2,), 9.2),  # Q5_1
+    8: (34, (0,), (), 74.0),  # Q8_0
+    10: (84, (80,), (82,), 40.0),  # Q2_K
+    11: (110, (108,), (), 60.0),  # Q3_K
+    12: (144, (0,), (2,), 140.0),  # Q4_K
+    13: (176, (0,), (2,), 280.0),  # Q5_K
+    14: (210, (208,), (), 1300.0),  # Q6_K
+}
+
+
+class PackedSource(Source):
+    """No source archive on a machine without the network: gguf comes from the pack."""
+
+    def get(self) -> Path:
+        raise BenchmarkError("no source archive here (a packed run): the pack's gguf")
+
+
+def _pip_download(packages: list[str], into: Path, python: str) -> None:
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    command += ["--dest", str(into), "--python-version", python, "--implementation", "cp"]
+    for tag in ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64"):
+        command += ["--platform", tag]
+    result = subprocess.run(command + packages, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BenchmarkError(f"pip could not download {packages}: {result.stderr[-500:]}")
+
+
+def pack(folder: Path, config: Config, home: Path, scratch: Path, python: str) -> None:
+    """Everything `--packed` needs, into `folder` (see above)."""
+    from importlib.metadata import version
+
+    gpu, runtime = build_scripts()
+    source = Source(scratch)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        wheel = Path(runtime.build_wheel())
+        modules = {flavour: Path(gpu.build_module(flavour)) for flavour in config.flavours}
+    except runtime.BuildError as error:
+        raise BenchmarkError(f"building the runtime failed: {error}") from error
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(folder / "runtime")
+    for flavour, module in modules.items():
+        (folder / "modules" / flavour).mkdir(parents=True)
+        shutil.copy2(module, folder / "modules" / flavour / module.name)
+    shutil.copytree(llama_bench(source), folder / "llama-bench", symlinks=True)
+    site = folder / "site"
+    downloads = scratch / "pack-wheels"
+    _pip_download([f"{name}=={version(name)}" for name in PACK_PACKAGES], downloads, python)
+    for wheel_file in sorted(downloads.glob("*.whl")):
+        with zipfile.ZipFile(wheel_file) as archive:
+            archive.extractall(site)
+    shutil.copytree(source.get() / "gguf-py" / "gguf", site / "gguf")
+    models = folder / "models"
+    models.mkdir()
+    for name in (n for n in config.models if n in CLONED_MODELS):
+        path = prepare_home(home) if name == "starter" else instruct_model(scratch)
+        description, head = model_skeleton(path)
+        (models / f"{name}.head").write_bytes(head)
+        (models / f"{name}.json").write_text(json.dumps(description), encoding="utf-8")
+    manifest = {
+        "format": PACK_FORMAT,
+        "llama_cpp_python": runtime.pinned_version(),
+        "python": python,
+        "flavours": list(config.flavours),
+        "models": sorted(p.stem for p in models.glob("*.json")),
+        "module_cmake_args": {f: gpu.flavour_cmake_args(f) for f in config.flavours},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    (folder / PACK_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    log(f"packed into {folder}: {size / 2**20:.1f} MiB")
+
+
+def model_skeleton(path: Path) -> tuple[dict[str, Any], bytes]:
+    """What a shape clone of the model at `path` is written from: a description of its
+    tensors (name, ggml type, offset, bytes, shape) and its head, the bytes before its
+    tensor data (metadata, tokenizer, tensor table)."""
+    from bastion_desktop.core.hub.gguf_metadata import read_gguf_file
+
+    table = read_gguf_file(path)
+    with path.open("rb") as model:
+        head = model.read(table.data_offset)
+    description = {
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "file_size": table.file_size,
+        "data_offset": table.data_offset,
+        "tensors": [
+            [t.name, t.ggml_type, t.offset, t.nbytes, list(t.shape)] for t in table.tensors
+        ],
+    }
+    return description, head
+
+
+def read_pack(packed: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((packed / PACK_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise BenchmarkError(f"{packed} is not a pack made by --pack: {error}") from error
+    if manifest.get("format") != PACK_FORMAT:
+        raise BenchmarkError(f"{packed} is a pack of another format")
+    return dict(manifest)
+
+
+def cuda_runtime_folders() -> list[Path]:
+    """Where a machine's CUDA runtime libraries may be: the toolkit, then pip's nvidia
+    packages, then the system's."""
+    folders = [Path(os.environ[v]) / "lib64" for v in ("CUDA_HOME", "CUDA_PATH") if v in os.environ]
+    folders += [Path("/usr/local/cuda/lib64"), *sorted(Path("/usr/local").glob("cuda-*/lib*"))]
+    for entry in sys.path:
+        folders += sorted(Path(entry).glob("nvidia/*/lib")) if entry else []
+    folders += [Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib64")]
+    return folders
+
+
+def link_cuda_runtime(into: Path, release: str) -> list[str]:
+    """Links beside a CUDA module to this machine's cudart and cublas of `release` (where
+    a shipped module has its own copies)."""
+    gpu, _ = build_scripts()
+    linked = []
+    for stem in gpu.CUDA_RUNTIME:
+        name = f"{stem}.{release}"
+        found = next((f / name for f in cuda_runtime_folders() if (f / name).is_file()), None)
+        if found is None:
+            raise BenchmarkError(f"no {name} on this machine (a CUDA {release} runtime)")
+        (into / name).symlink_to(found)
+        linked.append(str(found))
+    return linked
+
+
+def packed_runtime(packed: Path, flavour: str, scratch: Path) -> dict[str, Any]:
+    """The pack's runtime with `flavour`'s module alone, in a folder of its own (the probe
+    must find that flavour and no other)."""
+    gpu, _ = build_scripts()
+    module = packed / "modules" / flavour / gpu.module_file_name(flavour)
+    if not module.is_file():
+        raise BenchmarkError(f"the pack has no {flavour} module")
+    root = scratch / f"runtime-{flavour}"
+    shutil.copytree(packed / "runtime", root)
+    target = root / "llama_cpp" / "lib" / flavour
+    target.mkdir()
+    shutil.copy2(module, target / module.name)
+    result: dict[str, Any] = {"root": root, "module": module, "wheel": packed / "runtime"}
+    if flavour in gpu.CUDA_FLAVOURS:
+        result["cuda_runtime"] = link_cuda_runtime(target, gpu.CUDA_FLAVOURS[flavour][0])
+    return result
+
+
+def write_clone(description: dict[str, Any], head: bytes, path: Path, seed: int) -> None:
+    """A GGUF file with `head` (metadata and tensor table) and random tensor data of the
+    same types and sizes: float norms of 1, other float weights and quantized blocks of a
+    standard deviation of 1/sqrt(inputs)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    data_offset = int(description["data_offset"])
+    with path.open("wb") as out:
+        out.write(head)
+        for name, kind, offset, nbytes, shape in sorted(description["tensors"], key=lambda t: t[2]):
+            out.seek(data_offset + offset)
+            elements = math.prod(shape)
+            deviation = 1.0 / math.sqrt(shape[0])  # ggml's first dimension: the inputs
+            if kind in (0, 1):  # F32, F16
+                dtype = np.float32 if kind == 0 else np.float16
+                if len(shape) == 1:
+                    values = np.ones(elements, dtype=np.float32)
+                else:
+                    values = rng.standard_normal(elements, dtype=np.float32) * deviation
+                out.write(values.astype(dtype).tobytes())
+            elif kind in BLOCKS:
+                size, scales, minimums, spread = BLOCKS[kind]
+                blocks = rng.integers(0, 256, (nbytes // size, size), dtype=np.uint8)
+                scale = np.float16(deviation / spread)
+                for where, value in [(o, scale) for o in scales] + [
+                    (o, np.float16(deviation / spread * 7.5)) for o in minimums
+                ]:
+                    blocks[:, where : where + 2] = np.frombuffer(value.tobytes(), np.uint8)
+                out.write(blocks.tobytes())
+            else:
+                raise BenchmarkError(f"{name}: ggml type {kind} cannot be cloned")
+        out.truncate(int(description["file_size"]))
+
+
+def packed_models(packed: Path, config: Config) -> list[Model]:
+    """The models asked for, on a packed run: the starter's and the instruct model's shape
+    clones, and the random model."""
+    models = []
+    for name in config.models:
+        started = time.perf_counter()
+        if name in CLONED_MODELS:
+            description = json.loads((packed / "models" / f"{name}.json").read_text("utf-8"))
+            path = cache_root() / "bench-models" / f"{name}-shape-{description['sha256'][:12]}.gguf"
+            if not path.is_file():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(path.name + ".partial")
+                head = (packed / "models" / f"{name}.head").read_bytes()
+                write_clone(description, head, partial, config.seed)
+                partial.replace(path)
+            model = Model(f"{name}-shape", path)
+        else:
+            shape = SHAPES[config.shape]
+            path = random_model(shape, config.quant, config.seed, PackedSource(packed))
+            model = Model(f"random-{config.shape}-{config.quant}", path)
+        size = model.path.stat().st_size / 2**20
+        elapsed = time.perf_counter() - started
+        log(f"model {model.key} ready in {elapsed:.1f} s: {model.path} ({size:,.0f} MiB)")
+        models.append(model)
+    return models
+
+
 # --- the GPU ------------------------------------------------------------------------------
 
 
@@ -908,7 +1191,7 @@ async def measure_round(
 
 
 async def measure_model(
-    flavour: str, model: Model, binary: Path, root: Path, config: Config
+    flavour: str, model: Model, bench_folder: Path, root: Path, config: Config
 ) -> dict[str, Any]:
     options = LoadOptions(context_length=config.n_ctx, gpu_layers=-1)
     host = ModelHost(model.path, options)
@@ -941,7 +1224,8 @@ async def measure_model(
 
         def bench(flash_attn: str) -> BenchRun:
             return run_llama_bench(
-                binary,
+                bench_folder,
+                shipped_module(root, flavour),
                 model.path,
                 threads=facts.threads,
                 pp_tokens=pp_tokens,
@@ -1006,12 +1290,12 @@ def summarize_rounds(rounds: list[Round], config: Config) -> dict[str, Any]:
 
 
 async def measure_flavour(
-    flavour: str, models: list[Model], binary: Path, root: Path, config: Config
+    flavour: str, models: list[Model], bench: Path, root: Path, config: Config
 ) -> list[dict[str, Any]]:
     results = []
     for model in models:
         try:
-            results.append(await measure_model(flavour, model, binary, root, config))
+            results.append(await measure_model(flavour, model, bench, root, config))
         except Exception as error:  # one model's failure is reported, the others still run
             log(f"  {model.key} failed: {type(error).__name__}: {error}")
             results.append({"model": model.key, "error": f"{type(error).__name__}: {error}"})
@@ -1021,15 +1305,18 @@ async def measure_flavour(
 # --- the run ----------------------------------------------------------------------------
 
 
-def run(config: Config, home: Path, scratch: Path) -> dict[str, Any]:
+def run(config: Config, home: Path, scratch: Path, packed: Path | None) -> dict[str, Any]:
     source = Source(scratch)
+    bench = packed / "llama-bench" if packed else llama_bench(source)
     flavours: dict[str, Any] = {}
     for flavour in config.flavours:
-        log(f"== {flavour}: the runtime and llama-bench")
+        log(f"== {flavour}: the runtime")
         try:
-            check_toolchain(flavour)
-            runtime = gpu_runtime(flavour, scratch)
-            binary, bench_args = llama_bench(flavour, source)
+            if packed:
+                runtime = packed_runtime(packed, flavour, scratch)
+            else:
+                check_toolchain(flavour)
+                runtime = gpu_runtime(flavour, scratch)
         except BenchmarkError as error:
             log(f"{flavour}: {error}")
             flavours[flavour] = {"error": str(error)}
@@ -1038,20 +1325,21 @@ def run(config: Config, home: Path, scratch: Path) -> dict[str, Any]:
             "module": str(runtime["module"]),
             "wheel": str(runtime["wheel"]),
             "root": runtime["root"],
-            "llama_bench": str(binary),
-            "llama_bench_cmake_args": bench_args,
+            "llama_bench": str(bench / LLAMA_BENCH),
+            "llama_bench_cmake_args": list(LLAMA_BENCH_ARGS),
             "gpu": gpu_details(flavour),
         }
-    models, unavailable = prepare_models(config, home, scratch, source)
+    if packed:
+        models, unavailable = packed_models(packed, config), dict[str, str]()
+    else:
+        models, unavailable = prepare_models(config, home, scratch, source)
     for flavour, entry in flavours.items():
         if "error" in entry:
             continue
         root = entry.pop("root")
         log(f"== {flavour}: measuring ({config.rounds} rounds a model)")
         with runtime_on_path(root):
-            entry["models"] = asyncio.run(
-                measure_flavour(flavour, models, Path(entry["llama_bench"]), root, config)
-            )
+            entry["models"] = asyncio.run(measure_flavour(flavour, models, bench, root, config))
     return {
         "benchmark": "gpu",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -1174,7 +1462,27 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
         "--flavour",
         nargs="+",
         choices=sorted(gpu.FLAVOURS),
-        help="GPU backends to measure (default: vulkan, and cuda_v12 where CUDA 12's nvcc is)",
+        help="GPU backends to measure (default: vulkan, and the CUDA flavour of the nvcc on "
+        "PATH; a packed run: the pack's)",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--pack",
+        type=Path,
+        metavar="DIR",
+        help="build what a GPU machine without a network needs into DIR, and stop",
+    )
+    where.add_argument(
+        "--packed",
+        type=Path,
+        metavar="DIR",
+        help="measure from a folder made by --pack (no network, no toolchain needed)",
+    )
+    parser.add_argument(
+        "--pack-python",
+        default=platform.python_version().rsplit(".", 1)[0],
+        metavar="X.Y",
+        help="the GPU machine's Python, for the pack's one binary package (default: this one)",
     )
     parser.add_argument(
         "--models",
@@ -1213,8 +1521,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
             models.append(name)
     if args.pp_tokens + 128 > args.n_ctx:
         parser.error("--n-ctx must hold --pp-tokens and 128 more")
+    flavours = args.flavour
+    if not flavours:
+        flavours = read_pack(args.packed)["flavours"] if args.packed else default_flavours()
     config = Config(
-        flavours=tuple(dict.fromkeys(args.flavour or default_flavours())),
+        flavours=tuple(dict.fromkeys(flavours)),
         models=tuple(models),
         shape=shape or "7b",
         quant=args.quant,
@@ -1232,13 +1543,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_private_environment()
     # Ended from outside: still stop the model hosts and remove the temporary folders.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    config, args = parse_args(argv)
+    try:
+        config, args = parse_args(argv)
+    except BenchmarkError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        return 1
     os.environ.pop("LLAMA_CPP_LIB_PATH", None)  # llama_cpp must load its own lib folder
     log(f"flavours: {', '.join(config.flavours)}; models: {', '.join(config.models)}")
     scratch = Path(tempfile.mkdtemp(prefix="bastion-bench-gpu-"))
     try:
         home = args.home.resolve() if args.home else scratch / "home"
-        result = run(config, home, scratch)
+        if args.pack:
+            pack(args.pack.resolve(), config, home, scratch, args.pack_python)
+            return 0
+        packed = args.packed.resolve() if args.packed else None
+        if packed:
+            read_pack(packed)
+        result = run(config, home, scratch, packed)
     except BenchmarkError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         return 1
