@@ -35,7 +35,14 @@ from bastion_desktop.core.inference.runtime_probe import (
     llama_lib_dir,
     runtime_report,
 )
-from bastion_desktop.core.inference.types import LoadOptions, ModelFacts
+from bastion_desktop.core.inference.types import (
+    ChatMessage,
+    GenerationFinished,
+    LoadOptions,
+    ModelFacts,
+    Role,
+    SamplingParams,
+)
 
 pytestmark = pytest.mark.model
 
@@ -110,6 +117,52 @@ def test_the_starter_runs_on_vulkan_and_answers_as_on_the_cpu(
     # two a dozen tokens later, on a near tie).
     assert gpu_text == cpu_text
     assert gpu_text.strip()
+
+
+async def _reply(host: ModelHost, params: SamplingParams) -> GenerationFinished:
+    finished = None
+    async for event in host.stream([ChatMessage(Role.USER, "Name a colour.")], params):
+        if isinstance(event, GenerationFinished):
+            finished = event
+    assert finished is not None
+    return finished
+
+
+def test_a_reply_on_the_gpu_samples_from_the_top_tokens_the_gpu_keeps(
+    lavapipe: None, starter_path: Path
+) -> None:
+    """A reply's sampler runs over the best tokens the GPU sends (llama.cpp's backend
+    top-k), not over all 262,144 logits; a greedy completion, a request for every token
+    (top_k 0) and a grammar read every logit, on a second context, and the seeded reply
+    is the same after them."""
+    seeded = SamplingParams(seed=3, max_tokens=6)
+    json_only = SamplingParams(seed=3, max_tokens=6, output_format="json")
+
+    async def run() -> tuple[str, str, list[GenerationFinished]]:
+        host = ModelHost(starter_path, LoadOptions(512))
+        try:
+            await host.load()
+            greedy_before = (await host.complete(PROMPT, 3)).text
+            first = await _reply(host, seeded)
+            greedy_after = (await host.complete(PROMPT, 3)).text
+            every_token = await _reply(host, SamplingParams(seed=3, max_tokens=6, top_k=0))
+            grammar = await _reply(host, json_only)
+            again = await _reply(host, seeded)
+            return greedy_before, greedy_after, [first, every_token, grammar, again]
+        finally:
+            await host.close()
+
+    greedy_before, greedy_after, (first, every_token, grammar, again) = asyncio.run(run())
+    assert first.stats.gpu_top_k == 64
+    assert first.stats.generated_tokens > 0
+    assert greedy_after == greedy_before  # the second context reads the same logits
+    assert greedy_before.strip()
+    assert every_token.stats.gpu_top_k == 0
+    assert every_token.stats.generated_tokens > 0
+    assert grammar.stats.gpu_top_k == 0
+    assert grammar.text.strip()
+    assert again.stats.gpu_top_k == 64
+    assert again.text == first.text
 
 
 def test_a_device_short_of_memory_walks_down_to_a_partial_offload(

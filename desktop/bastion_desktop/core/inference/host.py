@@ -366,7 +366,7 @@ class ModelHost:
                         yield trimmed
                     elif kind == "done":
                         complete = True
-                        yield reply.finished(message[2], message[3], message[4])
+                        yield reply.finished(*message[2:6])
                         return
                     elif kind == "failed":
                         complete = True
@@ -497,7 +497,7 @@ class _ReplyClock:
         self.parts.append(text)
 
     def finished(
-        self, prompt_tokens: int, generated: int, finish: FinishReason
+        self, prompt_tokens: int, generated: int, finish: FinishReason, gpu_top_k: int = 0
     ) -> GenerationFinished:
         end = time.perf_counter()
         first = self.first
@@ -513,5 +513,6 @@ class _ReplyClock:
             tokens_per_second=rate,
             total_ms=(end - self.sent) * 1000.0,
             finish_reason=finish,
+            gpu_top_k=gpu_top_k,
         )
         return GenerationFinished(stats, "".join(self.parts))

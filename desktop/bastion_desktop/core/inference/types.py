@@ -95,6 +95,9 @@ class GenerationStats:
     tokens_per_second: float
     total_ms: float
     finish_reason: FinishReason
+    # The best tokens the GPU kept for the sampler (llama.cpp's backend top-k); 0 when
+    # the sampler chose from every token's logit.
+    gpu_top_k: int = 0
 
 
 @dataclass(frozen=True)
