@@ -1127,6 +1127,7 @@ class Round:
     bastion_tg_tokens: int
     bastion_tg_finish: str
     bastion_tg_gpu_top_k: int  # the best tokens the GPU kept for the sampler (0: every logit)
+    bastion_tg_tokens_per_second_at_the_host: float  # before the pipe and the app
     bastion_pp_tokens_per_second: float
     bastion_pp_s: float
     bench_tg_tokens_per_second: float
@@ -1182,6 +1183,7 @@ async def measure_round(
         bastion_tg_tokens=tg.generated_tokens,
         bastion_tg_finish=tg.finish_reason,
         bastion_tg_gpu_top_k=tg.gpu_top_k,
+        bastion_tg_tokens_per_second_at_the_host=tg.host_tokens_per_second,
         bastion_pp_tokens_per_second=pp.prompt_tokens / pp_s if pp_s > 0 else 0.0,
         bastion_pp_s=pp_s,
         bench_tg_tokens_per_second=ran.tg_tokens_per_second,
@@ -1246,7 +1248,8 @@ async def measure_model(
             rounds.append(run)
             log(
                 f"  round {index + 1}/{config.rounds}: tg Bastion "
-                f"{run.bastion_tg_tokens_per_second:7.1f} llama-bench "
+                f"{run.bastion_tg_tokens_per_second:7.1f} (at the host "
+                f"{run.bastion_tg_tokens_per_second_at_the_host:7.1f}) llama-bench "
                 f"{run.bench_tg_tokens_per_second:7.1f} tok/s | pp Bastion "
                 f"{run.bastion_pp_tokens_per_second:8.1f} llama-bench "
                 f"{run.bench_pp_tokens_per_second:8.1f} tok/s | sampled from the GPU's top "

@@ -102,12 +102,69 @@ def measure(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
     }
 
 
+class _Pipe:
+    """The model host's pipe to the app, kept in memory: when each piece of text left."""
+
+    def __init__(self) -> None:
+        self.sent: list[float] = []
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        if message[0] == "text":
+            self.sent.append(time.perf_counter())
+
+    def poll(self) -> bool:
+        return False
+
+
+def measure_host(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
+    """The model host's own loop (LoadedModel.generate, with whatever it samples on), in
+    this process: milliseconds a token between pieces of text handed to the pipe, and how
+    much of it was spent inside llama-cpp-python's generate (decode and sampling)."""
+    from bastion_desktop.core.inference.host_process import LoadedModel
+    from bastion_desktop.core.inference.types import ChatMessage, LoadOptions, Role
+
+    model = LoadedModel(path, LoadOptions(context_length=2048, gpu_layers=-1))
+    model.sample_from_gpu_top_k()  # as run_host does for the chat model
+    KEPT.append(model)
+    inside: list[float] = []
+    original = model.llm.generate
+
+    def timed_generate(*args: Any, **kwargs: Any) -> Any:
+        steps = original(*args, **kwargs)
+        while True:
+            started = time.perf_counter()
+            try:
+                token = next(steps)
+            except StopIteration:
+                return
+            inside.append(time.perf_counter() - started)
+            yield token
+
+    model.llm.generate = timed_generate  # type: ignore[method-assign]
+    params = SamplingParams(seed=1, max_tokens=tokens + 1)
+    request = ([ChatMessage(Role.USER, PROMPT)], params)
+    runs: dict[str, list[float]] = {"host_loop": [], "inside_generate": []}
+    sampled_on_gpu = False
+    for index in range(rounds + 1):  # the first warms up
+        pipe, inside[:] = _Pipe(), []
+        model.generate(pipe, 1, request)  # type: ignore[arg-type]
+        sampled_on_gpu = bool(model._gpu_top_k)
+        if index and len(pipe.sent) > 2:
+            span = len(pipe.sent) - 1
+            runs["host_loop"].append((pipe.sent[-1] - pipe.sent[0]) / span * 1000)
+            runs["inside_generate"].append(statistics.median(inside[1:]) * 1000)
+    medians = {name: statistics.median(values) for name, values in runs.items() if values}
+    return {"ms_per_token": medians, "runs": runs, "sampled_on_gpu": sampled_on_gpu}
+
+
 def _measure_in_child(conn: Connection, module: Path, path: Path, tokens: int, rounds: int) -> None:
     """One model in a process of its own: a second model in the same process, or freeing
     the first, crashed llama.cpp on lavapipe. It leaves without tearing down."""
     try:
         load_backends(gpu_modules=[module])
-        conn.send(("ok", measure(path, tokens, rounds)))
+        result = measure(path, tokens, rounds)
+        result["host"] = measure_host(path, tokens, rounds)
+        conn.send(("ok", result))
     except Exception as error:  # reported by the parent
         conn.send(("error", f"{type(error).__name__}: {error}"))
     conn.close()
@@ -184,6 +241,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"loop {result['python_loop_ms']:.3f} = {ms['generate_loop']:.3f} ms "
                     f"({result['tokens_per_second']['generate_loop']:.0f} against "
                     f"{result['tokens_per_second']['decode']:.0f} tokens/s)",
+                    flush=True,
+                )
+                host = result["host"]["ms_per_token"]
+                print(
+                    f"  the model host's loop: {host.get('host_loop', 0):.3f} ms a token, "
+                    f"{host.get('inside_generate', 0):.3f} inside llama-cpp-python's generate "
+                    f"(sampling on the GPU: {result['host']['sampled_on_gpu']})",
                     flush=True,
                 )
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)

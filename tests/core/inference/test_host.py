@@ -93,6 +93,10 @@ async def test_streams_and_the_same_seed_gives_the_same_text(starter_path: Path)
     assert stats.prompt_tokens > 5
     assert stats.tokens_per_second > 0
     assert 0 < stats.ttft_ms < stats.total_ms
+    # As the model host produced the text (the app's figure adds the pipe); on the CPU
+    # the sampler chooses from every logit.
+    assert stats.host_tokens_per_second > 0
+    assert stats.gpu_top_k == 0
 
 
 async def test_stop_strings_end_the_reply_before_the_stop_text(starter_path: Path) -> None:

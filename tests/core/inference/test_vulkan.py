@@ -131,10 +131,10 @@ async def _reply(host: ModelHost, params: SamplingParams) -> GenerationFinished:
 def test_a_reply_on_the_gpu_samples_from_the_top_tokens_the_gpu_keeps(
     lavapipe: None, starter_path: Path
 ) -> None:
-    """A reply's sampler runs over the best tokens the GPU sends (llama.cpp's backend
-    top-k), not over all 262,144 logits; a greedy completion, a request for every token
-    (top_k 0) and a grammar read every logit, on a second context, and the seeded reply
-    is the same after them."""
+    """A sampled reply's sampler runs over the best tokens the GPU sends (llama.cpp's
+    backend top-k), not over all 262,144 logits; a greedy completion, a request for every
+    token (top_k 0) and a grammar read every logit, on a second context, and the seeded
+    reply is the same after them."""
     seeded = SamplingParams(seed=3, max_tokens=6)
     json_only = SamplingParams(seed=3, max_tokens=6, output_format="json")
 
@@ -143,6 +143,9 @@ def test_a_reply_on_the_gpu_samples_from_the_top_tokens_the_gpu_keeps(
         try:
             await host.load()
             greedy_before = (await host.complete(PROMPT, 3)).text
+            # A greedy reply reads every logit too.
+            verdict = await _reply(host, SamplingParams(temperature=0.0, max_tokens=2))
+            assert verdict.stats.gpu_top_k == 0
             first = await _reply(host, seeded)
             greedy_after = (await host.complete(PROMPT, 3)).text
             every_token = await _reply(host, SamplingParams(seed=3, max_tokens=6, top_k=0))

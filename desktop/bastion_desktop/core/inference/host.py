@@ -366,7 +366,7 @@ class ModelHost:
                         yield trimmed
                     elif kind == "done":
                         complete = True
-                        yield reply.finished(*message[2:6])
+                        yield reply.finished(*message[2:7])
                         return
                     elif kind == "failed":
                         complete = True
@@ -497,7 +497,12 @@ class _ReplyClock:
         self.parts.append(text)
 
     def finished(
-        self, prompt_tokens: int, generated: int, finish: FinishReason, gpu_top_k: int = 0
+        self,
+        prompt_tokens: int,
+        generated: int,
+        finish: FinishReason,
+        gpu_top_k: int = 0,
+        host_rate: float = 0.0,
     ) -> GenerationFinished:
         end = time.perf_counter()
         first = self.first
@@ -514,5 +519,6 @@ class _ReplyClock:
             total_ms=(end - self.sent) * 1000.0,
             finish_reason=finish,
             gpu_top_k=gpu_top_k,
+            host_tokens_per_second=host_rate,
         )
         return GenerationFinished(stats, "".join(self.parts))

@@ -10,7 +10,8 @@ Messages in:  ("generate", id, messages, params) | ("cancel", id) | ("shutdown",
 Messages out: ("attempt", n_gpu_layers) ... then ("loaded", facts, RuntimeInfo)
               | ("load_failed", sentence)
               ("trimmed", id, PromptTrimmed) | ("text", id, str)
-              ("done", id, prompt_tokens, generated_tokens, finish_reason, gpu_top_k)
+              ("done", id, prompt_tokens, generated_tokens, finish_reason, gpu_top_k,
+               tokens_per_second_at_the_host)
               ("completed", id, text, prompt_tokens, generated_tokens, finish_reason)
               ("scored", id, masses, prompt_tokens, evaluated_tokens)
               ("failed", id, error class name, sentence)
@@ -27,6 +28,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -81,7 +83,7 @@ CLEAN_KEPT = 4096
 
 # Tokens kept free for the reply when deciding whether the history fits.
 MIN_REPLY_RESERVE = 16
-# The best tokens a GPU keeps for the sampler (see LoadedModel._sample_on_gpu). A request
+# The best tokens a GPU keeps for the sampler (see LoadedModel.sample_from_gpu_top_k). A request
 # with a top-k up to this is sampled exactly as from every logit; more, or none (0), or a
 # grammar reads every logit.
 GPU_TOP_K = 64
@@ -152,7 +154,7 @@ def _load_attempts(first: int, path: Path) -> list[int]:
 
 
 class LoadedModel:
-    # Sampling from the top k on the GPU (see _sample_on_gpu): whether the context has
+    # Sampling from the top k on the GPU (see sample_from_gpu_top_k): whether the context has
     # it, its sampler chain (the context keeps none alive), whether the backend refused
     # it, and the second context that reads every logit, once one was needed:
     # (context, tokens it holds, their ids).
@@ -408,8 +410,12 @@ class LoadedModel:
         stops = tuple(s for s in (*params.stop, *rendered.stops) if s)
         max_new = min(params.max_tokens, self.facts.context_length - len(tokens))
 
+        sent: list[float] = []  # when the first and the latest text left
+
         def send(ready: str) -> None:
             conn.send(("text", request_id, ready))
+            now = time.perf_counter()
+            sent[:] = [sent[0] if sent else now, now]
 
         sampling = {
             "top_k": params.top_k,
@@ -422,18 +428,21 @@ class LoadedModel:
         }
         if params.output_format is not None:
             sampling["grammar"] = _grammar(params.output_format)
-        # A grammar must see every token, not the best few.
+        # A reply that samples, without a grammar (which must see every token).
         plain = params.output_format is None and 0 < params.top_k <= GPU_TOP_K
-        on_gpu = plain and self._sample_on_gpu()
+        on_gpu = plain and params.temperature > 0 and self._gpu_top_k
         with contextlib.nullcontext() if on_gpu else self._every_logit():
             generated, finish, keep_running = self._decode(
                 conn, tokens, max_new, stops=stops, emit=send, sampling=sampling
             )
         gpu_top_k = GPU_TOP_K if on_gpu else 0
-        conn.send(("done", request_id, len(tokens), generated, finish, gpu_top_k))
+        # The decode speed as this process produced the text, before the pipe and the app.
+        span = sent[1] - sent[0] if sent else 0.0
+        rate = (generated - 1) / span if generated > 1 and span > 0 else 0.0
+        conn.send(("done", request_id, len(tokens), generated, finish, gpu_top_k, rate))
         return keep_running
 
-    def _sample_on_gpu(self) -> bool:
+    def sample_from_gpu_top_k(self) -> bool:
         """Have the GPU send the sampler its GPU_TOP_K best tokens instead of every
         token's logit, where the output layer is on the GPU. Whether it does.
 
@@ -444,9 +453,11 @@ class LoadedModel:
         same chain runs over the best GPU_TOP_K, which is exact for any top-k up to that
         (a repeat penalty can push a token below the 40th, and the 41st is still there).
 
-        Once attached it stays: detaching it crashed llama.cpp's next decode (seen on
-        Mesa's lavapipe). Requests that need every logit go to a second context instead
-        (_every_logit); judges, which only score and complete, never attach it."""
+        The chat model's host attaches it as it loads, before its first decode, and it
+        stays: detaching it crashed llama.cpp's next decode, and attaching it after
+        decodes crashed one now and then (both seen on Mesa's lavapipe). Requests that
+        need every logit go to a second context instead (_every_logit). Judges' hosts,
+        which mostly score, never attach it."""
         if self._gpu_top_k:
             return True
         facts = self.facts
@@ -755,6 +766,8 @@ def run_host(
     except Exception as error:
         conn.send(("load_failed", f"Could not load {Path(model_path).name}: {error}"))
         return
+    if not background:  # the chat model samples; a judge mostly scores
+        model.sample_from_gpu_top_k()
     conn.send(("loaded", model.facts, model.runtime))
     while True:
         try:

@@ -98,6 +98,8 @@ class GenerationStats:
     # The best tokens the GPU kept for the sampler (llama.cpp's backend top-k); 0 when
     # the sampler chose from every token's logit.
     gpu_top_k: int = 0
+    # tokens_per_second as the model host produced the text, before the pipe and the app.
+    host_tokens_per_second: float = 0.0
 
 
 @dataclass(frozen=True)
