@@ -143,9 +143,9 @@ def test_a_reply_on_the_gpu_samples_from_the_top_tokens_the_gpu_keeps(
         try:
             await host.load()
             greedy_before = (await host.complete(PROMPT, 3)).text
-            # A greedy reply reads every logit too.
-            verdict = await _reply(host, SamplingParams(temperature=0.0, max_tokens=2))
-            assert verdict.stats.gpu_top_k == 0
+            # A greedy reply takes the best of the GPU's best tokens.
+            greedy_reply = await _reply(host, SamplingParams(temperature=0.0, max_tokens=2))
+            assert greedy_reply.stats.gpu_top_k == 64
             first = await _reply(host, seeded)
             greedy_after = (await host.complete(PROMPT, 3)).text
             every_token = await _reply(host, SamplingParams(seed=3, max_tokens=6, top_k=0))

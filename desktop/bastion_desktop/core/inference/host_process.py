@@ -428,9 +428,10 @@ class LoadedModel:
         }
         if params.output_format is not None:
             sampling["grammar"] = _grammar(params.output_format)
-        # A reply that samples, without a grammar (which must see every token).
+        # Without a grammar, which must see every token. Greedy (temperature 0) too: the
+        # best token is among the GPU's best.
         plain = params.output_format is None and 0 < params.top_k <= GPU_TOP_K
-        on_gpu = plain and params.temperature > 0 and self._gpu_top_k
+        on_gpu = plain and self._gpu_top_k
         with contextlib.nullcontext() if on_gpu else self._every_logit():
             generated, finish, keep_running = self._decode(
                 conn, tokens, max_new, stops=stops, emit=send, sampling=sampling
@@ -451,7 +452,8 @@ class LoadedModel:
         2.9 ms a token on an H200 that decodes one in 1.1 ms (gpu_token_costs.py): most of
         a token's time. With a top-k in llama.cpp's own graph (its backend sampling) the
         same chain runs over the best GPU_TOP_K, which is exact for any top-k up to that
-        (a repeat penalty can push a token below the 40th, and the 41st is still there).
+        (a repeat penalty can push a token below the 40th, and the 41st is still there),
+        unless the penalty pushes all of them below the next one.
 
         The chat model's host attaches it as it loads, before its first decode, and it
         stays: detaching it crashed llama.cpp's next decode, and attaching it after
