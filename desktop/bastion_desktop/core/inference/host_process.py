@@ -493,9 +493,18 @@ class LoadedModel:
 
         llm = self.llm
         if self._every_logit_context is None:
-            context = _internals.LlamaContext(
-                model=llm._model, params=llm.context_params, verbose=False
-            )
+            try:
+                context = _internals.LlamaContext(
+                    model=llm._model, params=llm.context_params, verbose=False
+                )
+            except Exception as error:  # llama.cpp says no more than that it failed
+                reason = self._log.last_error() or str(error)
+                raise BastionError(
+                    "This request reads every token's score, which needs a second context "
+                    f"for {self.facts.path.name} on the GPU, and llama.cpp could not make "
+                    f"one ({reason}). A top-k between 1 and {GPU_TOP_K} and no output "
+                    "format avoid it; so does a smaller context length."
+                ) from error
             self._every_logit_context = (context, 0, np.ndarray(llm.input_ids.shape, np.intc))
         sampling_on_gpu = (llm._ctx, llm.n_tokens, llm.input_ids)
         llm._ctx, llm.n_tokens, llm.input_ids = self._every_logit_context
