@@ -95,11 +95,13 @@ class GenerationStats:
     tokens_per_second: float
     total_ms: float
     finish_reason: FinishReason
-    # The best tokens the GPU kept for the sampler (llama.cpp's backend top-k); 0 when
-    # the sampler chose from every token's logit.
-    gpu_top_k: int = 0
-    # tokens_per_second as the model host produced the text, before the pipe and the app.
-    host_tokens_per_second: float = 0.0
+    # How this reply was made, for diagnosis (benchmarks/bench_gpu.py); the history does
+    # not keep them, and a reply read back equals the one streamed. The best tokens the
+    # GPU kept for the sampler (llama.cpp's backend top-k), 0 when the sampler chose from
+    # every token's logit; tokens_per_second as the model host produced the text, before
+    # the pipe and the app.
+    gpu_top_k: int = field(default=0, compare=False)
+    host_tokens_per_second: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True)
