@@ -124,7 +124,7 @@ def measure_host(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
     from bastion_desktop.core.inference.types import ChatMessage, LoadOptions, Role
 
     model = LoadedModel(path, LoadOptions(context_length=2048, gpu_layers=-1))
-    model.sample_from_gpu_top_k()  # as run_host does for the chat model
+    sampled_on_gpu = model.sample_from_gpu_top_k()  # as run_host does for the chat model
     KEPT.append(model)
     inside: list[float] = []
     original = model.llm.generate
@@ -144,11 +144,9 @@ def measure_host(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
     params = SamplingParams(seed=1, max_tokens=tokens + 1)
     request = ([ChatMessage(Role.USER, PROMPT)], params)
     runs: dict[str, list[float]] = {"host_loop": [], "inside_generate": []}
-    sampled_on_gpu = False
     for index in range(rounds + 1):  # the first warms up
         pipe, inside[:] = _Pipe(), []
         model.generate(pipe, 1, request)  # type: ignore[arg-type]
-        sampled_on_gpu = bool(model._gpu_top_k)
         if index and len(pipe.sent) > 2:
             span = len(pipe.sent) - 1
             runs["host_loop"].append((pipe.sent[-1] - pipe.sent[0]) / span * 1000)

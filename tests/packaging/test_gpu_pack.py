@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -109,20 +106,12 @@ def test_llama_bench_runs_on_the_runtimes_libraries_and_the_flavours_module(
     assert kept == ["libllama-common.so"]
 
 
-def _nvcc_major() -> str | None:
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        return None
-    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False)
-    found = re.search(r"release (\d+)\.", out.stdout)
-    return found.group(1) if found else None
-
-
 def test_each_cuda_flavour_needs_its_own_releases_nvcc(
     build_gpu: ModuleType,  # noqa: F811
+    bench_gpu: ModuleType,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    major = _nvcc_major()
+    major = (bench_gpu.nvcc_release() or "").split(".")[0]
     if major not in ("12", "13"):
         pytest.skip("no CUDA 12 or 13 nvcc on PATH")
     other = "cuda_v12" if major == "13" else "cuda_v13"

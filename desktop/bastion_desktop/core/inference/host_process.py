@@ -154,11 +154,10 @@ def _load_attempts(first: int, path: Path) -> list[int]:
 
 
 class LoadedModel:
-    # Sampling from the top k on the GPU (see sample_from_gpu_top_k): whether the context has
-    # it, its sampler chain (the context keeps none alive), whether the backend refused
-    # it, and the second context that reads every logit, once one was needed:
-    # (context, tokens it holds, their ids).
-    _gpu_top_k = False
+    # Sampling from the top k on the GPU (see sample_from_gpu_top_k): the sampler chain
+    # attached to the context (None: none is; the context keeps none alive), whether the
+    # backend refused it, and the second context that reads every logit, once one was
+    # needed: (context, tokens it holds, their ids).
     _gpu_top_k_chain: Any = None
     _gpu_top_k_refused = False
     _every_logit_context: tuple[Any, int, Any] | None = None
@@ -431,7 +430,7 @@ class LoadedModel:
         # Without a grammar, which must see every token. Greedy (temperature 0) too: the
         # best token is among the GPU's best.
         plain = params.output_format is None and 0 < params.top_k <= GPU_TOP_K
-        on_gpu = plain and self._gpu_top_k
+        on_gpu = plain and self._gpu_top_k_chain is not None
         with contextlib.nullcontext() if on_gpu else self._every_logit():
             generated, finish, keep_running = self._decode(
                 conn, tokens, max_new, stops=stops, emit=send, sampling=sampling
@@ -460,7 +459,7 @@ class LoadedModel:
         decodes crashed one now and then (both seen on Mesa's lavapipe). Requests that
         need every logit go to a second context instead (_every_logit). Judges' hosts,
         which mostly score, never attach it."""
-        if self._gpu_top_k:
+        if self._gpu_top_k_chain is not None:
             return True
         facts = self.facts
         if self._gpu_top_k_refused or not (
@@ -476,7 +475,7 @@ class LoadedModel:
             llama_cpp.llama_sampler_free(chain)
             self._gpu_top_k_refused = True
             return False
-        self._gpu_top_k, self._gpu_top_k_chain = True, chain
+        self._gpu_top_k_chain = chain
         return True
 
     @contextlib.contextmanager
@@ -485,7 +484,7 @@ class LoadedModel:
         a grammar, a top-k over GPU_TOP_K). Where the GPU samples from its top tokens,
         on a second context of the same model, made on first use; it keeps its own
         cached prefix."""
-        if not self._gpu_top_k:
+        if self._gpu_top_k_chain is None:
             yield
             return
         import numpy as np
