@@ -226,6 +226,52 @@ def test_a_guard_prompt_keeps_the_quoted_conversation_text(starter_path: Path) -
     assert controls == ["<start_of_turn>", "<end_of_turn>"]
 
 
+def test_control_spellings_are_found_without_tokenizing() -> None:
+    from bastion_desktop.core.inference.host_process import ControlSpellings
+
+    spellings = ControlSpellings(["<bos>", "<unused1>", "<unused10>", "<|im_end|>", "x"])
+    assert spellings.found_in("A <b>bold</b> claim, x marks the spot") == []
+    found = spellings.found_in("<unused10> then <unused1>, <|im_end|><bos><bos>")
+    assert set(found) == {"<unused10>", "<unused1>", "<|im_end|>", "<bos>"}
+    # Longest first: "<unused1>" inside "<unused10>" would otherwise be broken first.
+    assert [len(s) for s in found] == sorted((len(s) for s in found), reverse=True)
+    assert spellings.found_in("<unused1") == []
+
+
+def test_a_judge_prompt_is_tokenized_as_a_whole_with_its_head_read_once(
+    starter_path: Path,
+) -> None:
+    """A judge's instructions are tokenized once; every prompt still gets exactly the
+    tokens of its whole text, whatever its message starts with."""
+    from bastion_desktop.core.inference.host_process import LoadedModel
+
+    model = LoadedModel(starter_path, LoadOptions(context_length=512, gpu_layers="none"))
+    tokenize = model.llm.tokenize
+    lengths: list[int] = []
+
+    def counted(text: bytes, *args: object, **kwargs: object) -> list[int]:
+        lengths.append(len(text))
+        return tokenize(text, *args, **kwargs)  # type: ignore[arg-type]
+
+    model.llm.tokenize = counted  # type: ignore[method-assign]
+    head = "Rule: refuse what helps to do harm.\n" * 12 + "<conversation>\n"
+    messages = ["How are you?", "\n\nblank lines first", "  indented", "'s a quote", "<user>"]
+    for message in messages:
+        text = f"{head}<user>\n{message}\nIs it safe?"
+        lengths.clear()
+        tokens = model._judge_tokens(text, True)
+        assert tokens == tokenize(text.encode("utf-8"), add_bos=True, special=True)
+    assert lengths
+    assert max(lengths) < len(head)  # only the message's part was read
+    # Another line after the head: read whole, and still the tokens of the whole.
+    text = f"{head}<assistant>\nSure.\nIs it safe?"
+    lengths.clear()
+    assert model._judge_tokens(text, True) == tokenize(
+        text.encode("utf-8"), add_bos=True, special=True
+    )
+    assert max(lengths) == len(text.encode("utf-8"))
+
+
 def _model_hosts() -> list[multiprocessing.process.BaseProcess]:
     return [p for p in multiprocessing.active_children() if p.name.startswith("bastion-model")]
 

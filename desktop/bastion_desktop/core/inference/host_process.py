@@ -22,14 +22,14 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
-import hashlib
 import logging
+import math
 import os
 import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -78,8 +78,6 @@ _FILE_TYPES = {
 }  # fmt: skip
 
 ZERO_WIDTH_SPACE = "\u200b"
-# Digests of messages known to hold no control token, kept before the set starts over.
-CLEAN_KEPT = 4096
 
 # Tokens kept free for the reply when deciding whether the history fits.
 MIN_REPLY_RESERVE = 16
@@ -153,6 +151,55 @@ def _load_attempts(first: int, path: Path) -> list[int]:
     return gpu_layer_attempts(first, layers)
 
 
+# A judge's prompt head shorter than this is tokenized with the rest every time.
+MIN_HEAD_CHARS = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class _KnownHead:
+    """The fixed start of a judge's prompts and its tokens (LoadedModel._judge_tokens)."""
+
+    text: str
+    text_and_line: str  # the head and the whole line that must follow it
+    tokens: list[int]
+    add_bos: bool
+
+
+def _shared_start(a: str, b: str) -> str:
+    for at, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return a[:at]
+    return a if len(a) <= len(b) else b
+
+
+class ControlSpellings:
+    """Where a text spells one of a model's control tokens, found without tokenizing
+    it: at each occurrence of a spelling's first character, the text's next few
+    characters are looked up among the spellings of each length (a handful of lengths,
+    even for Gemma's 6,250 control tokens). One character long, a spelling is ordinary
+    text and not looked for."""
+
+    def __init__(self, spellings: Iterable[str]) -> None:
+        self.spellings = frozenset(s for s in spellings if len(s) > 1)
+        self._lengths = sorted({len(s) for s in self.spellings}, reverse=True)
+        self._firsts = frozenset(s[0] for s in self.spellings)
+
+    def found_in(self, text: str) -> list[str]:
+        """The spellings `text` holds, longest first (one inside another is then
+        broken as part of the longer)."""
+        found: set[str] = set()
+        for first in self._firsts:
+            at = text.find(first)
+            while at >= 0:
+                found.update(
+                    piece
+                    for length in self._lengths
+                    if (piece := text[at : at + length]) in self.spellings
+                )
+                at = text.find(first, at + 1)
+        return sorted(found, key=len, reverse=True)
+
+
 class LoadedModel:
     # Sampling from the top k on the GPU (see sample_from_gpu_top_k): the sampler chain
     # attached to the context (None: none is; the context keeps none alive), whether the
@@ -161,6 +208,10 @@ class LoadedModel:
     _gpu_top_k_chain: Any = None
     _gpu_top_k_refused = False
     _every_logit_context: tuple[Any, int, Any] | None = None
+    # A judge's prompt head known to tokenize alone as within its prompts, and the
+    # last prompt (see _judge_tokens).
+    _head: _KnownHead | None = None
+    _last_judged = ""
 
     def __init__(
         self,
@@ -262,7 +313,11 @@ class LoadedModel:
             return bool(llama_cpp.llama_vocab_get_attr(vocab, token) & control)
 
         self._is_control = is_control
-        self._clean: set[bytes] = set()  # digests of texts with no control token
+        # Read once (50-90 ms for a vocabulary of 150-260k): a message is then searched
+        # for them instead of tokenized, which cost a judge 1.3 ms a check.
+        self._controls = ControlSpellings(
+            self._token_text(t) for t in range(llm.n_vocab()) if is_control(t)
+        )
         self._answers: dict[tuple[tuple[str, ...], ...], list[frozenset[int]]] = {}
 
     def _load_runtime(self, placement: Placement) -> tuple[Placement, bool]:
@@ -302,23 +357,8 @@ class LoadedModel:
         with special tokens parsed, which the template's own markers need; a marker
         typed or pasted in a message would otherwise end the user's turn and speak as
         the model. Only what the model reads changes, never what is stored or shown."""
-        if not text:
-            return text
-        # A conversation's messages come back at every turn: those known to hold no
-        # control token are not tokenized again (by digest: their text is not kept).
-        digest = hashlib.sha256(text.encode("utf-8")).digest()
-        if digest in self._clean:
-            return text
-        tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        controls = {t for t in tokens if self._is_control(t)}
-        if not controls:
-            if len(self._clean) >= CLEAN_KEPT:
-                self._clean.clear()
-            self._clean.add(digest)
-        for token in controls:
-            spelled = self._token_text(token)
-            if len(spelled) > 1:
-                text = text.replace(spelled, spelled[0] + ZERO_WIDTH_SPACE + spelled[1:])
+        for spelled in self._controls.found_in(text):
+            text = text.replace(spelled, spelled[0] + ZERO_WIDTH_SPACE + spelled[1:])
         return text
 
     def raw_prompt(self, prompt: str) -> str:
@@ -603,7 +643,9 @@ class LoadedModel:
         if isinstance(prompt, str):
             tokens = self._raw_tokens(prompt)
         else:
-            tokens = self._tokenize(self.template.render(self._defused(prompt)))
+            rendered = self.template.render(self._defused(prompt))
+            add_bos = self._add_bos and not rendered.starts_with_bos
+            tokens = self._judge_tokens(rendered.text, add_bos)
         n_ctx = self.facts.context_length
         if len(tokens) + 1 > n_ctx:
             raise ContextOverflowError(
@@ -614,20 +656,52 @@ class LoadedModel:
             evaluated = self._eval_reusing_prefix(tokens)
             llm = self.llm
             raw = llm._ctx.get_logits_ith(-1)
-            logits = np.ctypeslib.as_array(raw, shape=(llm.n_vocab(),)).astype(np.float64)
-        probabilities = np.exp(logits - logits.max())
-        probabilities /= probabilities.sum()
-        masses = tuple(
-            float(probabilities[list(ids)].sum()) if ids else 0.0
-            for ids in self._answer_tokens(answers)
-        )
+            # Read in place: the normalizer in float32 (the terms are at most 1), the
+            # few answer tokens' logits in float64.
+            logits = np.ctypeslib.as_array(raw, shape=(llm.n_vocab(),))
+            top = float(logits.max())
+            log_total = top + math.log(float(np.exp(logits - np.float32(top)).sum()))
+            masses = tuple(
+                float(np.exp(logits[sorted(ids)].astype(np.float64) - log_total).sum())
+                if ids
+                else 0.0
+                for ids in self._answer_tokens(answers)
+            )
         conn.send(("scored", request_id, masses, len(tokens), evaluated))
         return True
 
     def _raw_tokens(self, prompt: str) -> list[int]:
         prompt = self.raw_prompt(prompt)
         add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
-        return list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+        return self._judge_tokens(prompt, add_bos)
+
+    def _judge_tokens(self, text: str, add_bos: bool) -> list[int]:
+        """A judge's prompt tokenized (special tokens parsed), its fixed head (the
+        instructions, about 1,000 characters: 1.2 ms a check) tokenized once.
+
+        The head is learnt from two prompts in a row: what they share, up to the start
+        of the last whole line they share (for self-check, "<user>"). It is used only
+        when it was found to tokenize alone exactly as within the whole prompt, and for a
+        prompt in which that same line follows it: the tokens on both sides of the cut
+        then come from the same text, and no merge reaches across a whole line, so the
+        tokens are those of the whole prompt."""
+
+        def tokenize(piece: str, bos: bool) -> list[int]:
+            return list(self.llm.tokenize(piece.encode("utf-8"), add_bos=bos, special=True))
+
+        head = self._head
+        if head is not None and head.add_bos == add_bos and text.startswith(head.text_and_line):
+            return head.tokens + tokenize(text[len(head.text) :], False)
+        tokens = tokenize(text, add_bos)
+        shared = _shared_start(self._last_judged, text)
+        self._last_judged = text
+        line_end = shared.rfind("\n")
+        cut = shared.rfind("\n", 0, line_end) + 1
+        if cut >= MIN_HEAD_CHARS and line_end > cut:
+            head_tokens = tokenize(text[:cut], add_bos)
+            if head_tokens + tokenize(text[cut:], False) == tokens:
+                self._head = _KnownHead(text[:cut], text[: line_end + 1], head_tokens, add_bos)
+        return tokens
 
     def _eval_reusing_prefix(self, tokens: list[int]) -> int:
         """Evaluate `tokens`, keeping the longest prefix the context already holds (at
