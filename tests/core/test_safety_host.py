@@ -210,10 +210,16 @@ async def test_self_check_starts_its_own_host_lazily_and_closes_with_the_app(
         pid = host.pid
         assert pid is not None
         # A judge runs below the chat model's host (nice 10): it checks a streaming
-        # reply with the cores the reply leaves free.
+        # reply with the cores the reply leaves free. On Linux every thread of it,
+        # llama.cpp's included (started by the check), runs only on idle cores.
         if hasattr(os, "getpriority"):
             own = os.getpriority(os.PRIO_PROCESS, 0)
             assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, own + BACKGROUND_NICENESS)
+        if hasattr(os, "SCHED_IDLE"):
+            threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+            assert len(threads) > 1
+            assert {os.sched_getscheduler(tid) for tid in threads} == {os.SCHED_IDLE}
+            assert os.sched_getscheduler(0) == os.SCHED_OTHER
     finally:
         await guard_models.aclose()
     assert not host.is_running

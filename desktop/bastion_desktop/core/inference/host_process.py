@@ -805,9 +805,13 @@ class _StopFilter:
 # cores; at 10 (a tenth) 0.4-0.7 ms.
 HOST_NICENESS = 10
 # A background host (a judge checking a reply while it streams) yields to the chat
-# model's host as well: at 19 it has about a seventh of the chat host's weight, so on a
-# machine whose cores the reply keeps busy the checks wait instead of slowing the reply
-# (on two cores, equal priority cut a 0.5B model's reply to a third of its speed).
+# model's host as well. A nice level alone still gives it a share of a busy CPU (at 19
+# a seventh of the chat host's weight: checks took a 0.5B model's reply on 2 cores to
+# 0.85 of its speed), so on Linux it also takes the idle policy: it runs only on cores
+# nothing else wants. With the chat model on a GPU, or cores to spare, checks keep pace
+# with the reply; on a CPU the reply keeps busy they fall behind and catch up as it
+# ends (Standard withdraws a reply flagged then; Strict shows text later). Windows'
+# idle class already works that way; macOS keeps the nice level.
 BACKGROUND_NICENESS = 19
 
 
@@ -815,7 +819,9 @@ def yield_to_the_app(background: bool = False) -> None:
     """Run this process below the app's priority. Decoding uses every core it is given;
     at equal priority the window's thread waits its turn behind the model's threads,
     and the window stutters while a reply streams. Lower, the model loses nothing when
-    the machine is otherwise idle and gives way only for the moments the app works."""
+    the machine is otherwise idle and gives way only for the moments the app works.
+    Called before llama.cpp starts its threads: they inherit the calling thread's
+    policy, which Linux keeps per thread."""
     try:
         if sys.platform == "win32":
             import ctypes
@@ -826,6 +832,8 @@ def yield_to_the_app(background: bool = False) -> None:
             kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), priority)
         else:
             os.nice(BACKGROUND_NICENESS if background else HOST_NICENESS)
+            if background and hasattr(os, "SCHED_IDLE"):
+                os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (OSError, AttributeError):  # a sandbox that refuses: run as it is
         log.info("the model host keeps the app's priority")
 
