@@ -24,6 +24,17 @@ class Stage(StrEnum):
 
 
 @dataclass(frozen=True)
+class Judgement:
+    """The judge behind a content-safety block, for the sentence and the badge (kept in
+    the history with the decision: a name and two numbers, no text)."""
+
+    judge: str  # "Llama Guard 3 1B", or the chat model's name
+    self_check: bool
+    probability: float | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
 class RailTrace:
     """One rail's part in a check, as NeMo's activated-rails log reports it."""
 
@@ -44,6 +55,7 @@ class GuardDecision:
     rewritten: str | None = field(default=None, repr=False)
     masked: tuple[str, ...] = ()
     trace: tuple[RailTrace, ...] = ()
+    judgement: Judgement | None = None  # who flagged it, for a content-safety block
 
     @property
     def blocked(self) -> bool:

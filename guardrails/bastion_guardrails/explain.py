@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from bastion_guardrails.decisions import Stage
+from bastion_guardrails.decisions import Judgement, Stage
 from bastion_guardrails.models import (
     SAFETY_CATEGORIES,
     SAFETY_ROLE,
@@ -15,7 +15,7 @@ from bastion_guardrails.models import (
     SafetyDownload,
 )
 from bastion_guardrails.plan import PlannedRail, ProfilePlan
-from bastion_guardrails.rail_actions import LIBRARY_FLOWS, UNSAFE_CONTENT, Judgement
+from bastion_guardrails.rail_actions import LIBRARY_FLOWS, UNSAFE_CONTENT
 
 
 def join_words(items: Iterable[str]) -> str:
@@ -110,17 +110,20 @@ def recorded(
     verdict: str,
     stage: str,
     profile_name: str,
+    *,
     rail: str | None = None,
     category: str | None = None,
+    judgement: Judgement | None = None,
 ) -> str:
     """The sentence for a decision read back from the history (a GuardEventRecord), in
     the words the live decision used, as near as the record allows: the record names
-    the rail and the category, not what the rail found, so "an email address" stands
-    for the findings, and a check that failed reads as the block it caused."""
+    the rail, the category and the judge of a content-safety block, not what the rail
+    found, so "an email address" stands for the findings, and a check that failed reads
+    as the block it caused."""
     where = Stage(stage)
     library = LIBRARY_FLOWS.get(rail) if rail else None
     if verdict == "blocked":
-        return _recorded_block(where, profile_name, rail, category)
+        return _recorded_block(where, profile_name, rail, category, judgement)
     if verdict == "masked":
         finding = "text the profile's own rail chose"
         if library is not None:
@@ -133,7 +136,13 @@ def recorded(
     return f"The {profile_name} profile checked {what} ({verdict})."
 
 
-def _recorded_block(where: Stage, profile_name: str, rail: str | None, category: str | None) -> str:
+def _recorded_block(
+    where: Stage,
+    profile_name: str,
+    rail: str | None,
+    category: str | None,
+    judgement: Judgement | None,
+) -> str:
     library = LIBRARY_FLOWS.get(rail) if rail else None
     safety_key = (category or "").replace(" ", "_")
     if library is not None and library.spec.role is None:
@@ -141,7 +150,8 @@ def _recorded_block(where: Stage, profile_name: str, rail: str | None, category:
         sentence = blocked(where, profile_name, [finding])
     elif library is not None or category == UNSAFE_CONTENT or safety_key in SAFETY_CATEGORIES:
         # The safety model's verdict: the record keeps its first category, in words.
-        sentence = flagged(where, [safety_key] if safety_key in SAFETY_CATEGORIES else [])
+        categories = [safety_key] if safety_key in SAFETY_CATEGORIES else []
+        sentence = flagged(where, categories, judgement)
     elif rail:
         sentence = blocked_by_flow(where, rail)
     elif where is Stage.INPUT:

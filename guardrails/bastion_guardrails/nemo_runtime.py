@@ -8,11 +8,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bastion_guardrails import explain
-from bastion_guardrails.decisions import GuardDecision, RailTrace, Stage, Verdict
+from bastion_guardrails.decisions import GuardDecision, Judgement, RailTrace, Stage, Verdict
 from bastion_guardrails.judged import judged
 from bastion_guardrails.models import SAFETY_ROLE
 from bastion_guardrails.plan import Lane, PlannedRail, ProfilePlan
@@ -21,7 +21,6 @@ from bastion_guardrails.rail_actions import (
     JUDGEMENT_KEY,
     RECORDER_KEY,
     UNSAFE_CONTENT,
-    Judgement,
     VerdictRecorder,
     findings_of,
 )
@@ -347,12 +346,14 @@ class NemoProfileRuntime:
         metadata = getattr(outcome, "metadata", None) or {}
         found = categories if categories is not None else metadata.get(CATEGORIES_KEY)
         findings = findings_of(metadata)
+        judged_by = None  # only a content-safety verdict has a judge
         if failed:
             sentence = explain.failed(stage, title)
         elif found is not None:
-            if judgement is None and isinstance(metadata.get(JUDGEMENT_KEY), Judgement):
-                judgement = metadata[JUDGEMENT_KEY]
-            sentence = explain.flagged(stage, found, judgement)
+            judged_by = judgement
+            if judged_by is None and isinstance(metadata.get(JUDGEMENT_KEY), Judgement):
+                judged_by = metadata[JUDGEMENT_KEY]
+            sentence = explain.flagged(stage, found, judged_by)
             category = found[0].replace("_", " ") if found else UNSAFE_CONTENT
         elif findings:
             sentence = explain.blocked(stage, self._name, [f.label for f in findings])
@@ -367,6 +368,7 @@ class NemoProfileRuntime:
             category=category,
             latency_ms=(time.perf_counter() - started) * 1000.0,
             trace=tuple(trace),
+            judgement=judged_by,
         )
 
     # --- streaming ----------------------------------------------------------------------
@@ -497,18 +499,7 @@ class NemoProfileRuntime:
             judgement=recorder.judgement,
         )
         trace = (RailTrace(rail, "failed" if failed else "block", decision.latency_ms),)
-        return OutputBlocked(
-            GuardDecision(
-                decision.verdict,
-                decision.stage,
-                decision.profile_id,
-                decision.explanation,
-                rail=decision.rail,
-                category=decision.category,
-                latency_ms=decision.latency_ms,
-                trace=trace,
-            )
-        )
+        return OutputBlocked(replace(decision, trace=trace))
 
 
 def _is_model_rail(rail: PlannedRail) -> bool:

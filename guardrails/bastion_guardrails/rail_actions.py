@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion_guardrails.decisions import Stage
+from bastion_guardrails.decisions import Judgement, Stage
 from bastion_guardrails.detectors import (
     Detector,
     EmailDetector,
@@ -63,16 +63,6 @@ def windows(text: str) -> list[str]:
 
 # Who judged a flagged message, with the probability and threshold: a `Judgement`.
 JUDGEMENT_KEY = "bastion_judgement"
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """The judge behind a content-safety block, for the sentence and the badge."""
-
-    judge: str  # "Llama Guard 3 1B", or the chat model's name
-    self_check: bool
-    probability: float | None = None
-    threshold: float | None = None
 
 
 class VerdictRecorder:

@@ -1,5 +1,5 @@
 """`explain.recorded`: the sentence for a decision read back from the history, which
-keeps the verdict, stage, profile, rail and category but not the explanation. Each case
+keeps the verdict, stage, profile, rail, category and judge but not the explanation. Each case
 starts from a real decision of the real engine, keeps only what the history keeps, and
 checks that the rebuilt sentence says the same thing in the same words as the live one."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bastion_guardrails import explain
-from bastion_guardrails.decisions import GuardDecision, Stage
+from bastion_guardrails.decisions import GuardDecision, Judgement, Stage
 from bastion_guardrails.engine import GuardEngine
 from bastion_guardrails.runtime import GuardMessage, OutputBlocked
 
@@ -21,8 +21,9 @@ def rebuilt(decision: GuardDecision, profile_name: str) -> str:
         decision.verdict.value,
         decision.stage.value,
         profile_name,
-        decision.rail,
-        decision.category,
+        rail=decision.rail,
+        category=decision.category,
+        judgement=decision.judgement,
     )
 
 
@@ -96,16 +97,29 @@ async def test_a_message_let_through(engine: GuardEngine) -> None:
 
 
 def test_the_safety_model_and_a_profiles_own_rail() -> None:
+    safety_rail = "bastion content safety on input"
     flagged = explain.recorded(
-        "blocked", "input", "Strict", "bastion content safety on input", "violent crimes"
+        "blocked", "input", "Strict", rail=safety_rail, category="violent crimes"
     )
     assert flagged == explain.flagged(Stage.INPUT, ["violent_crimes"])
+    # A decision recorded before the history kept its judge: the judge goes unnamed.
     assert flagged == "Your message was not sent: the safety model flagged it as violent crime."
-    unsure = explain.recorded(
-        "blocked", "output", "Strict", "bastion content safety on output", "unsafe content"
+    judgement = Judgement("Qwen2.5 7B Instruct", self_check=True, probability=0.93, threshold=0.4)
+    named = explain.recorded(
+        "blocked", "input", "Strict", rail=safety_rail, category="violent crimes",
+        judgement=judgement,
+    )  # fmt: skip
+    assert named == (
+        "Your message was not sent: the chat model's own safety check (Qwen2.5 7B Instruct) "
+        "flagged it as violent crime (it rated it unsafe with probability 0.93; this profile "
+        "blocks from 0.40)."
     )
+    unsure = explain.recorded(
+        "blocked", "output", "Strict", rail="bastion content safety on output",
+        category="unsafe content",
+    )  # fmt: skip
     assert unsure == "The reply was withdrawn: the safety model flagged it."
-    own = explain.recorded("blocked", "output", "Mine", "block the word banana", None)
+    own = explain.recorded("blocked", "output", "Mine", rail="block the word banana")
     assert own == "The reply was withdrawn: the profile's rail 'block the word banana' blocked it."
-    rewritten = explain.recorded("masked", "input", "Mine", "rewrite politely", None)
+    rewritten = explain.recorded("masked", "input", "Mine", rail="rewrite politely")
     assert rewritten.startswith("Before the model saw your message, ")

@@ -146,6 +146,9 @@ async def test_shieldgemma_asks_each_policy_and_blocks_a_reply() -> None:
     blocked = events[-1]
     assert isinstance(blocked, OutputBlocked)
     assert all(isinstance(e, PassedText) for e in events[:-1])
+    assert blocked.decision.judgement is not None
+    assert blocked.decision.judgement.judge == "scripted-guard"
+    assert not blocked.decision.judgement.self_check
     assert blocked.decision.explanation == (
         "The reply was withdrawn: the safety model (scripted-guard) flagged it as hate speech."
     )

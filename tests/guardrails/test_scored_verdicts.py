@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from bastion_guardrails.decisions import Stage, Verdict
+from bastion_guardrails import explain
+from bastion_guardrails.decisions import Judgement, Stage, Verdict
 from bastion_guardrails.engine import GuardEngine
 from bastion_guardrails.models import ModelSet, SafetyMessage
 from bastion_guardrails.nemo_runtime import NemoProfileRuntime
@@ -141,6 +142,23 @@ async def test_the_explanation_names_the_judge_and_shows_the_probability() -> No
         "weapons of mass harm (it rated it unsafe with probability 0.90; this profile blocks "
         f"from {CALIBRATED.strict_threshold:.2f})."
     )
+    assert decision.judgement == Judgement(
+        "Judge",
+        self_check=True,
+        probability=pytest.approx(0.9),
+        threshold=pytest.approx(CALIBRATED.strict_threshold),
+    )
+    # Read back from the history, which keeps the rail, the category and the judge (no
+    # text): the same sentence.
+    rebuilt = explain.recorded(
+        "blocked",
+        "input",
+        "Strict",
+        rail=decision.rail,
+        category=decision.category,
+        judgement=decision.judgement,
+    )
+    assert rebuilt == decision.explanation
     assert (await runtime.check_input([], BREAD)).verdict is Verdict.ALLOWED
 
 

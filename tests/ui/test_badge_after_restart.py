@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
-from bastion_desktop.core.conversation_store import MessageState
+from bastion_desktop.core.conversation_store import GuardEventRecord, MessageState
+from bastion_desktop.ui.message_widget import Badge
 from bastion_desktop.ui.qt import QtCore
+from bastion_guardrails import explain
+from bastion_guardrails.decisions import Judgement, Stage
 from tests.ui.desktop_fixtures import Desktop, open_desktop, screenshot
 
 pytestmark = pytest.mark.model
@@ -61,3 +64,18 @@ def test_a_blocked_messages_badge_explains_itself_after_a_restart(
         details.close()
     finally:
         again.close()
+
+
+def test_a_content_safety_badge_read_back_names_its_judge() -> None:
+    """The history keeps who flagged a message (a name and two numbers), so the badge
+    read back names the chat model's own check, not "the safety model"."""
+    judgement = Judgement("Qwen2.5 7B Instruct", self_check=True, probability=0.93, threshold=0.4)
+    record = GuardEventRecord(
+        "c1", 1, "blocked", "input", "strict", "bastion content safety on input",
+        "violent crimes", 120.0, 0.0, judgement,
+    )  # fmt: skip
+    badge = Badge.from_record(record, "Strict")
+    assert badge.explanation == explain.flagged(Stage.INPUT, ["violent_crimes"], judgement)
+    assert badge.explanation.startswith(
+        "Your message was not sent: the chat model's own safety check (Qwen2.5 7B Instruct) "
+    )

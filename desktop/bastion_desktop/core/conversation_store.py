@@ -13,7 +13,7 @@ from typing import Protocol
 
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.inference.types import GenerationStats, Role
-from bastion_guardrails.decisions import GuardDecision
+from bastion_guardrails.decisions import GuardDecision, Judgement
 
 
 class MessageState(StrEnum):
@@ -82,6 +82,7 @@ class GuardEventRecord:
     category: str | None
     latency_ms: float
     created_at: float
+    judgement: Judgement | None = None  # who flagged it (a content-safety block)
 
 
 class ConversationStore(Protocol):
@@ -244,6 +245,7 @@ class InMemoryConversationStore:
                 decision.category,
                 decision.latency_ms,
                 time.time(),
+                decision.judgement,
             )
         )
 

@@ -68,7 +68,12 @@ class Badge:
         verdict = {"allowed": "passed"}.get(record.verdict, record.verdict)
         profile = profile_name or record.profile_id
         explanation = explain.recorded(
-            record.verdict, record.stage, profile, record.rail, record.category
+            record.verdict,
+            record.stage,
+            profile,
+            rail=record.rail,
+            category=record.category,
+            judgement=record.judgement,
         )
         return cls(verdict, profile, record.rail, record.category, explanation)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import apsw
@@ -26,6 +27,7 @@ from bastion_desktop.core.history.errors import (
 )
 from bastion_desktop.core.history.schema import SCHEMA_VERSION
 from bastion_desktop.core.inference.types import Role
+from bastion_guardrails.decisions import GuardDecision, Judgement, Stage, Verdict
 
 from .conftest import conversation_with, fingerprints, remount, sha256
 
@@ -100,6 +102,44 @@ async def test_a_newer_schema_is_refused_without_a_write(history_path: Path, key
         EncryptedConversationStore.open(history_path, key)
     assert_one_sentence(raised.value)
     assert fingerprints(history_path.parent) == before
+
+
+async def test_a_version_1_history_gains_the_judge_and_keeps_its_decisions(
+    history_path: Path, key: bytes
+) -> None:
+    """The first schema change: a history written before it opens, keeps every decision,
+    and records which judge flagged a message from then on."""
+    # A history as version 1 wrote it: this version's, less what version 2 added.
+    await make_history(history_path, key, conversations=0)
+    connection = raw_connection(history_path, key)
+    for column in ("judge", "self_check", "probability", "threshold"):
+        connection.execute(f"ALTER TABLE guard_events DROP COLUMN {column}")
+    connection.execute("PRAGMA user_version = 1")
+    connection.execute(
+        "INSERT INTO conversations (id, title, model_id, profile_id, system_prompt, "
+        "created_at, updated_at) VALUES ('c1', 'Old', 'starter', 'standard', '', 1.0, 1.0)"
+    )
+    connection.execute(
+        "INSERT INTO guard_events (conversation_id, message_id, verdict, stage, profile_id, "
+        "rail, category, latency_ms, created_at) VALUES "
+        "('c1', NULL, 'blocked', 'input', 'standard', 'safety', 'violent crime', 5.0, 1.0)"
+    )
+    connection.close()
+    judgement = Judgement("Llama Guard 3 1B", self_check=False, probability=0.97, threshold=0.31)
+    with EncryptedConversationStore.open(history_path, key) as store:
+        (old,) = await store.list_guard_events("c1")
+        assert (old.verdict, old.category, old.judgement) == ("blocked", "violent crime", None)
+        decision = GuardDecision(
+            Verdict.BLOCKED, Stage.INPUT, "standard", "not kept", rail="safety",
+            category="violent crime", judgement=judgement,
+        )  # fmt: skip
+        await store.record_guard_event("c1", None, decision)
+        await store.record_guard_event("c1", None, replace(decision, judgement=None))
+        events = await store.list_guard_events("c1")
+    assert [e.judgement for e in events] == [None, judgement, None]
+    connection = raw_connection(history_path, key)
+    assert connection.execute("PRAGMA user_version").get == SCHEMA_VERSION
+    connection.close()
 
 
 def damage_header(path: Path) -> None:

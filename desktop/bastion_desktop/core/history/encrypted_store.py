@@ -278,13 +278,22 @@ class EncryptedConversationStore:
         self, conversation_id: str, message_id: int | None, decision: GuardDecision
     ) -> None:
         await self._writer_free()
-        # Which rail decided what, and how fast: never the explanation or the rewritten
-        # text, which can quote what was said.
+        # Which rail decided what, and how fast, and which judge: never the explanation
+        # or the rewritten text, which can quote what was said.
+        judgement = decision.judgement
+        judged: tuple[str | int | float | None, ...] = (None, None, None, None)
+        if judgement is not None:
+            judged = (
+                judgement.judge,
+                int(judgement.self_check),
+                judgement.probability,
+                judgement.threshold,
+            )
         with self._db.transaction() as connection:
             connection.execute(
                 "INSERT INTO guard_events (conversation_id, message_id, verdict, stage, "
-                "profile_id, rail, category, latency_ms, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "profile_id, rail, category, latency_ms, created_at, judge, self_check, "
+                "probability, threshold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     conversation_id,
                     message_id,
@@ -295,6 +304,7 @@ class EncryptedConversationStore:
                     decision.category,
                     decision.latency_ms,
                     time.time(),
+                    *judged,
                 ),
             )
 

@@ -14,6 +14,7 @@ from bastion_desktop.core.conversation_store import (
     StoredMessage,
 )
 from bastion_desktop.core.inference.types import FinishReason, GenerationStats, Role
+from bastion_guardrails.decisions import Judgement
 
 CONVERSATION_COLUMNS: Final = (
     "c.id, c.title, c.model_id, c.profile_id, c.system_prompt, c.created_at, c.updated_at, "
@@ -31,7 +32,7 @@ MESSAGE_COLUMNS: Final = """m.id, m.conversation_id, m.role, m.content, m.state,
 
 GUARD_EVENT_COLUMNS: Final = (
     "conversation_id, message_id, verdict, stage, profile_id, rail, category, latency_ms, "
-    "created_at"
+    "created_at, judge, self_check, probability, threshold"
 )
 
 # The branch shown: from the conversation's shown message up through its parents.
@@ -71,6 +72,10 @@ def _real(value: apsw.SQLiteValue) -> float:
     if not isinstance(value, int | float):
         raise TypeError(f"expected a number in the history, found {type(value).__name__}")
     return float(value)
+
+
+def _optional_real(value: apsw.SQLiteValue) -> float | None:
+    return None if value is None else _real(value)
 
 
 def conversation(row: apsw.SQLiteValues) -> Conversation:
@@ -125,6 +130,19 @@ def guard_event(row: apsw.SQLiteValues) -> GuardEventRecord:
         category=_optional_text(row[6]),
         latency_ms=_real(row[7]),
         created_at=_real(row[8]),
+        judgement=_judgement(row[9:13]),
+    )
+
+
+def _judgement(row: apsw.SQLiteValues) -> Judgement | None:
+    judge, self_check, probability, threshold = row
+    if judge is None:
+        return None
+    return Judgement(
+        _text(judge),
+        bool(_integer(self_check)),
+        _optional_real(probability),
+        _optional_real(threshold),
     )
 
 

@@ -119,7 +119,17 @@ WHEN old.content IS NOT new.content
 END;
 """
 
-MIGRATIONS: tuple[str, ...] = (_VERSION_1,)
+# Who flagged a content-safety block: the judge's name, whether it was the chat model's
+# own check, and the probability it gave against the profile's threshold. A name and
+# two numbers, never text: the sentence read back names the judge as the live one did.
+_VERSION_2 = """
+ALTER TABLE guard_events ADD COLUMN judge TEXT;
+ALTER TABLE guard_events ADD COLUMN self_check INTEGER CHECK (self_check IN (0, 1));
+ALTER TABLE guard_events ADD COLUMN probability REAL;
+ALTER TABLE guard_events ADD COLUMN threshold REAL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_VERSION_1, _VERSION_2)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
