@@ -88,6 +88,8 @@ class Turn:
     finish: str
     text: str
     input_check_ms: float
+    # From the last token to the turn's end: the output checks still to finish.
+    settle_ms: float = 0.0
 
     @property
     def tokens_per_second(self) -> float:
@@ -104,6 +106,7 @@ class Turn:
             "tokens_per_second": round(self.tokens_per_second, 3),
             "finish": self.finish,
             "input_check_ms": round(self.input_check_ms, 3),
+            "settle_ms": round(self.settle_ms, 3),
             "text_chars": len(self.text),
         }
 
@@ -117,6 +120,7 @@ async def run_turn(
     stamps: list[float] = []
     parts: list[str] = []
     done: DoneEvent | None = None
+    ended = 0.0
     check_ms = 0.0
     start = time.perf_counter()
     async for event in service.send(conversation.id, PROMPT_TEXT, params):
@@ -127,7 +131,7 @@ async def run_turn(
         elif isinstance(event, GuardEvent):
             check_ms = event.decision.latency_ms
         elif isinstance(event, DoneEvent):
-            done = event
+            done, ended = event, now
         elif isinstance(event, ErrorEvent):
             raise BenchmarkError(f"the turn failed: {event.kind}: {event.message}")
         elif isinstance(event, BlockedEvent):
@@ -142,6 +146,7 @@ async def run_turn(
         done.finish_reason,
         "".join(parts),
         check_ms,
+        (ended - stamps[-1]) * 1000.0,
     )
 
 

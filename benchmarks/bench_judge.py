@@ -11,7 +11,10 @@
     is a median ratio of at most 1.0.
 (b) A chat turn through `ChatService` with Standard and that judge against Off:
     first-token delay (median of paired differences) and tokens/s while the output
-    checks run (median of paired ratios; target at least 0.9).
+    checks run (median of paired ratios; target at least 0.9), how long the last
+    check runs after the reply's last token, and the whole turn's time against Off's.
+    Strict, which shows text only once a check covering it passed, is reported the
+    same way: its "first token" is the first text shown.
 
 The judge is used here whatever its calibration said: Qwen2.5 Coder 0.5B does not
 qualify (it cannot tell harmful requests from harmless ones), and no model that does
@@ -43,10 +46,10 @@ from bastion_desktop.core.inference.hardware import physical_cores
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import (
     ChatMessage,
-    GenerationFinished,
     LoadOptions,
     Role,
     SamplingParams,
+    TokenText,
 )
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.privacy import apply_private_environment
@@ -75,16 +78,21 @@ MESSAGES = (
     "What is a closure in JavaScript? Give a short example.",
     "Plan a three-day trip to Lisbon on a small budget.",
 )
+SETTLE_SECONDS = 0.1
 # Thresholds above any probability: the judge checks everything and blocks nothing.
 NEVER_BLOCKS = derive([1.0 - 1e-9] * 4, [1.0 - 1e-9] * 4, set_version=0)
 
 
 async def first_token_ms(host: ModelHost, text: str) -> float:
+    """From the call to the first text, as its caller sees it (a check is timed alike)."""
     params = SamplingParams(temperature=0.0, top_k=1, max_tokens=1)
+    started, first = time.perf_counter(), 0.0
     async for event in host.stream([ChatMessage(Role.USER, text)], params):
-        if isinstance(event, GenerationFinished):
-            return event.stats.ttft_ms
-    raise BenchmarkError("the reply ended without its statistics")
+        if isinstance(event, TokenText) and not first:
+            first = time.perf_counter()
+    if not first:
+        raise BenchmarkError("the reply ended without text")
+    return (first - started) * 1000.0
 
 
 async def measure_checks(model: Path, rounds: int, options: LoadOptions) -> dict[str, Any]:
@@ -101,6 +109,11 @@ async def measure_checks(model: Path, rounds: int, options: LoadOptions) -> dict
             order = ["ttft", "check"] if index % 2 == 0 else ["check", "ttft"]
             row: dict[str, float] = {}
             for what in order:
+                # Each starts on a quiet machine, as an input check does at the start of
+                # a turn: not while the other host's threads still spin after its work
+                # (llama.cpp's OpenMP threads wait busily for a few milliseconds), which
+                # cost whichever came second, the judge more (it yields to everything).
+                await asyncio.sleep(SETTLE_SECONDS)
                 if what == "ttft":
                     row["ttft_ms"] = await first_token_ms(chat_host, text)
                 else:
@@ -134,49 +147,73 @@ async def measure_turns(
 
     judge_host = ModelHost(model, options, background=True)
     judge = PromptedSafetyModel(HostLLM(judge_host, "qwen"), None, calibration=NEVER_BLOCKS)
-    standard = GuardEngine().runtime("standard", ModelSet(judge, "Qwen", self_check=True))
-    off = OffProfile()
+    engine = GuardEngine()
+    guards = {
+        "off": OffProfile(),
+        "standard": engine.runtime("standard", ModelSet(judge, "Qwen", self_check=True)),
+        "strict": engine.runtime("strict", ModelSet(judge, "Qwen", self_check=True)),
+    }
     store = InMemoryConversationStore()
     slot = ChatModelSlot(options)
-    service = ChatService(store, slot, lambda _model_id: model, off)
+    service = ChatService(store, slot, lambda _model_id: model, guards["off"])
     params = SamplingParams(seed=7, max_tokens=max_tokens)
-    turns: dict[str, list[Turn]] = {"off": [], "standard": []}
+    turns: dict[str, list[Turn]] = {name: [] for name in guards}
     try:
         await asyncio.gather(slot.host_for(model), judge_host.load())
-        for guard, name in ((off, "off"), (standard, "standard")):  # warm both paths
+        for name, guard in guards.items():  # warm every path
             service.guard = guard
             await run_turn(service, store, params, name)
         for index in range(rounds):
-            order = [(off, "off"), (standard, "standard")]
-            if index % 2:
-                order.reverse()
-            for guard, name in order:
-                service.guard = guard
+            order = list(guards)
+            order = order[index % len(order) :] + order[: index % len(order)]
+            for name in order:
+                service.guard = guards[name]
                 turns[name].append(await run_turn(service, store, params, name))
-            o, s = turns["off"][-1], turns["standard"][-1]
             print(
-                f"  round {index + 1}/{rounds}: off {o.tokens_per_second:6.1f} tok/s "
-                f"{o.ttft_ms:6.1f} ms | standard {s.tokens_per_second:6.1f} tok/s "
-                f"{s.ttft_ms:6.1f} ms ({s.tokens} tokens)",
+                f"  round {index + 1}/{rounds}: "
+                + " | ".join(_turn_line(name, turns[name][-1]) for name in guards)
+                + f" ({turns['off'][-1].tokens} tokens)",
                 flush=True,
             )
     finally:
         await asyncio.gather(slot.close(), judge_host.close())
-    pairs = list(zip(turns["off"], turns["standard"], strict=True))
-    return {
-        "off": [t.as_json() for t in turns["off"]],
-        "standard": [t.as_json() for t in turns["standard"]],
-        "ttft_delay_ms": median([s.ttft_ms - o.ttft_ms for o, s in pairs]),
-        "tokens_per_second_ratio": median(
-            [s.tokens_per_second / o.tokens_per_second for o, s in pairs if o.tokens_per_second]
-        ),
-    }
+    result: dict[str, Any] = {name: [t.as_json() for t in turns[name]] for name in guards}
+
+    def pairs_of(name: str) -> list[tuple[Turn, Turn]]:
+        pairs = zip(turns["off"], turns[name], strict=True)
+        return [(o, s) for o, s in pairs if o.tokens_per_second]
+
+    for name in ("standard", "strict"):
+        pairs = pairs_of(name)
+        result[name + "_summary"] = {
+            "ttft_delay_ms": median([s.ttft_ms - o.ttft_ms for o, s in pairs]),
+            "settle_ms": median([s.settle_ms for s in turns[name]]),
+            "turn_ratio": median([_turn_s(s) / _turn_s(o) for o, s in pairs]),
+        }
+    result["standard_summary"]["tokens_per_second_ratio"] = median(
+        [s.tokens_per_second / o.tokens_per_second for o, s in pairs_of("standard")]
+    )
+    return result
+
+
+def _turn_line(name: str, turn: Turn) -> str:
+    if name == "strict":  # text shown in the pieces checks passed: no rate to speak of
+        return f"strict first text {turn.ttft_ms:6.0f} ms, done {_turn_s(turn):5.2f} s"
+    line = f"{name} {turn.tokens_per_second:5.1f} tok/s, first {turn.ttft_ms:5.0f} ms"
+    if name != "off":
+        line += f", checks end {turn.settle_ms:4.0f} ms after"
+    return line + f", done {_turn_s(turn):5.2f} s"
+
+
+def _turn_s(turn: Turn) -> float:
+    """From sending to the turn's end, as the person waits for it."""
+    return turn.ttft_ms / 1000.0 + turn.decode_s + turn.settle_ms / 1000.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     apply_private_environment()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--rounds", type=positive, default=12, help="paired checks in (a)")
+    parser.add_argument("--rounds", type=positive, default=24, help="paired checks in (a)")
     parser.add_argument("--turns", type=positive, default=4, help="paired turns in (b)")
     parser.add_argument("--max-tokens", type=positive, default=160, help="reply length in (b)")
     parser.add_argument("--threads", type=positive, default=physical_cores())
@@ -208,17 +245,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-    ratio, delay, tps = (
-        checks["check_over_ttft"],
-        turns["ttft_delay_ms"],
-        turns["tokens_per_second_ratio"],
-    )
+    ratio = checks["check_over_ttft"]
+    standard, strict = turns["standard_summary"], turns["strict_summary"]
     print(
         f"\n(a) check {checks['median_check_ms']:.1f} ms (reading "
         f"{checks['median_check_tokens']:.0f} tokens) against a first token in "
         f"{checks['median_ttft_ms']:.1f} ms: ratio {ratio:.2f}, target <= 1.0: {met(ratio <= 1.0)}"
-        f"\n(b) Standard with the judge: first token {delay:+.1f} ms later; tokens/s "
-        f"{tps:.2f} of Off, target >= 0.9: {met(tps >= 0.9)}\nresults: {RESULTS_FILE}"
+        f"\n(b) Standard with the judge: first token {standard['ttft_delay_ms']:+.1f} ms later; "
+        f"tokens/s {standard['tokens_per_second_ratio']:.2f} of Off, target >= 0.9: "
+        f"{met(standard['tokens_per_second_ratio'] >= 0.9)}; the last check ends "
+        f"{standard['settle_ms']:.0f} ms after the reply; the whole turn "
+        f"{standard['turn_ratio']:.2f} of Off's time"
+        f"\n    Strict (text shown once checked): first text {strict['ttft_delay_ms']:+.0f} ms "
+        f"later; the turn {strict['turn_ratio']:.2f} of Off's time\nresults: {RESULTS_FILE}"
     )
     return 0
 
