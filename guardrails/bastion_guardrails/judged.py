@@ -15,7 +15,11 @@ sentences:
 - while one check runs the reply keeps streaming; the next starts when it is done;
 - `stream_first` (Standard): pieces are shown at once and the reply is withdrawn if a
   check flags it; otherwise (Strict) a piece is shown only once a check covering it
-  has passed.
+  has passed;
+- held text (Strict) waits no further than `HOLD_AFTER_CHARS` behind the reply: past
+  that, while a check runs, the model is asked to wait (`pace`) until it ends. A judge
+  that gets only idle cores (see host_process.yield_to_the_app) cannot check a reply the
+  CPU is busy writing; without the wait Strict showed a reply only once it had ended.
 
 A check that fails (the judge crashed) stops the reply, as every output rail fails
 closed. The reply is complete only after its last piece has been checked.
@@ -28,7 +32,7 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from bastion_guardrails.runtime import OutputBlocked, OutputEvent, PassedText
+from bastion_guardrails.runtime import OutputBlocked, OutputEvent, Pace, PassedText
 
 # A sentence ends at ., !, ? or an ellipsis (closing quotes and brackets included)
 # followed by white space, or at a line end.
@@ -39,6 +43,8 @@ MIN_PARAGRAPH_CHARS = 40
 # The most reply text one check reads (about 750 tokens: with the rules and the user's
 # message it fits a 2,048-token judge); past it the window moves to what was checked.
 MAX_WINDOW_CHARS = 3000
+# How far held text may run ahead of what has passed while a check runs (Strict).
+HOLD_AFTER_CHARS = 2 * MIN_NEW_CHARS
 
 Judge = Callable[[str], Awaitable[OutputBlocked | None]]
 
@@ -59,9 +65,11 @@ def next_cut(reply: str, checked: int) -> int | None:
 class _Reply:
     """The reply as it streams: its text, how far it has passed, the check running."""
 
-    def __init__(self, judge: Judge, stream_first: bool) -> None:
+    def __init__(self, judge: Judge, stream_first: bool, pace: Pace | None = None) -> None:
         self.judge = judge
         self.stream_first = stream_first
+        self.pace = pace
+        self.waiting = False  # the model was asked to wait for the running check
         self.text = ""
         self.checked = 0  # the text up to here has passed
         self.window = 0  # where the text a check reads starts
@@ -82,7 +90,22 @@ class _Reply:
                 return ready  # withdrawn: no further check
         if self.running is None and (cut := next_cut(self.text, self.checked)) is not None:
             self._start(cut)
+        if (
+            self.pace is not None
+            and not self.stream_first
+            and not self.waiting
+            and self.running is not None
+            and len(self.text) - self.checked >= HOLD_AFTER_CHARS
+        ):
+            self.waiting = True
+            self.pace(True)
+            self.running.add_done_callback(lambda _check: self._go())
         return ready
+
+    def _go(self) -> None:
+        if self.waiting and self.pace is not None:
+            self.waiting = False
+            self.pace(False)
 
     async def finish(self) -> list[OutputEvent]:
         ready: list[OutputEvent] = []
@@ -101,6 +124,7 @@ class _Reply:
     def cancel(self) -> None:
         if self.running is not None and not self.running.done():
             self.running.cancel()
+        self._go()
 
     @staticmethod
     def _blocked(events: list[OutputEvent]) -> bool:
@@ -125,11 +149,16 @@ class _Reply:
 
 
 async def judged(
-    released: AsyncIterator[OutputEvent], judge: Judge, *, stream_first: bool
+    released: AsyncIterator[OutputEvent],
+    judge: Judge,
+    *,
+    stream_first: bool,
+    pace: Pace | None = None,
 ) -> AsyncIterator[OutputEvent]:
     """`released` (the model-free rails' output) with `judge` checking the reply text
-    at boundaries; see the module."""
-    reply = _Reply(judge, stream_first)
+    at boundaries; see the module. `pace` asks the model to wait for a check, or to
+    go on."""
+    reply = _Reply(judge, stream_first, pace)
     try:
         async for event in released:
             ready = [event] if isinstance(event, OutputBlocked) else reply.add(event)

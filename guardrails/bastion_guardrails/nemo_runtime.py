@@ -24,7 +24,13 @@ from bastion_guardrails.rail_actions import (
     VerdictRecorder,
     findings_of,
 )
-from bastion_guardrails.runtime import GuardMessage, OutputBlocked, OutputEvent, PassedText
+from bastion_guardrails.runtime import (
+    GuardMessage,
+    OutputBlocked,
+    OutputEvent,
+    Pace,
+    PassedText,
+)
 from bastion_guardrails.streaming import (
     Cleared,
     OutputReleaser,
@@ -121,7 +127,11 @@ class NemoProfileRuntime:
         return await self._check(Stage.OUTPUT, text, _last_user_message(history))
 
     async def guard_output(
-        self, history: Sequence[GuardMessage], stream: AsyncIterator[str]
+        self,
+        history: Sequence[GuardMessage],
+        stream: AsyncIterator[str],
+        *,
+        pace: Pace | None = None,
     ) -> AsyncIterator[OutputEvent]:
         releaser = OutputReleaser([d.stream for d in self._direct[Stage.OUTPUT]], self._dispatch)
         released = self._released(releaser, stream)
@@ -136,7 +146,7 @@ class NemoProfileRuntime:
             async def judge(text: str) -> OutputBlocked | None:
                 return await self._judge(text, user_message)
 
-            async for event in judged(released, judge, stream_first=stream_first):
+            async for event in judged(released, judge, stream_first=stream_first, pace=pace):
                 yield event
             return
         async for event in self._through_nemo(released, user_message):

@@ -9,7 +9,7 @@ profile, implementing the same protocol.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +40,8 @@ class OutputBlocked:
 
 
 OutputEvent = PassedText | OutputBlocked
+# Asks the model writing a reply to wait between two tokens (True), or to go on (False).
+Pace = Callable[[bool], None]
 
 
 class GuardProfileRuntime(Protocol):
@@ -64,11 +66,17 @@ class GuardProfileRuntime(Protocol):
         ...
 
     def guard_output(
-        self, history: Sequence[GuardMessage], stream: AsyncIterator[str]
+        self,
+        history: Sequence[GuardMessage],
+        stream: AsyncIterator[str],
+        *,
+        pace: Pace | None = None,
     ) -> AsyncIterator[OutputEvent]:
         """`history` is the conversation the reply answers, ending with the user's
         (possibly masked) message; output rails that weigh a reply against the question
-        (content safety) read that last user message."""
+        (content safety) read that last user message. `pace`, where the model can wait,
+        lets a profile that holds text until it is checked make the reply wait for its
+        checks (see judged.py)."""
         ...
 
 
@@ -99,7 +107,11 @@ class OffProfile:
         )
 
     async def guard_output(
-        self, history: Sequence[GuardMessage], stream: AsyncIterator[str]
+        self,
+        history: Sequence[GuardMessage],
+        stream: AsyncIterator[str],
+        *,
+        pace: Pace | None = None,
     ) -> AsyncIterator[OutputEvent]:
         async for text in stream:
             yield PassedText(text)

@@ -7,7 +7,7 @@ can stop the output after a number of chunks, so each path of the service is exe
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -62,7 +62,11 @@ class WordListProfile:
         return GuardDecision(Verdict.ALLOWED, Stage.INPUT, self.profile_id, "Nothing found.")
 
     async def guard_output(
-        self, history: Sequence[GuardMessage], stream: AsyncIterator[str]
+        self,
+        history: Sequence[GuardMessage],
+        stream: AsyncIterator[str],
+        *,
+        pace: Callable[[bool], None] | None = None,
     ) -> AsyncIterator[OutputEvent]:
         self.output_history = list(history)
         count = 0

@@ -9,7 +9,7 @@ import itertools
 from collections.abc import AsyncIterator
 
 from bastion_guardrails.decisions import GuardDecision, Stage, Verdict
-from bastion_guardrails.judged import MIN_NEW_CHARS, judged, next_cut
+from bastion_guardrails.judged import HOLD_AFTER_CHARS, MIN_NEW_CHARS, judged, next_cut
 from bastion_guardrails.runtime import OutputBlocked, OutputEvent, PassedText
 
 SENTENCE = "The river ran slowly past the mill, and the miller watched it from his door. "
@@ -136,3 +136,64 @@ async def test_no_check_starts_after_one_blocked() -> None:
         await asyncio.sleep(0)  # the consumer awaits too: a task started now would run
     assert events[-1] is BLOCK
     assert len(calls) == 1
+
+
+class PacedModel:
+    """A model that waits between two pieces when asked to (as ModelHost.pace does)."""
+
+    def __init__(self, text: str) -> None:
+        self.words = words_of(text)
+        self.written = 0  # characters produced so far
+        self.calls: list[bool] = []
+        self._go = asyncio.Event()
+        self._go.set()
+
+    def pace(self, wait: bool) -> None:
+        self.calls.append(wait)
+        if wait:
+            self._go.clear()
+        else:
+            self._go.set()
+
+    async def pieces(self) -> AsyncIterator[OutputEvent]:
+        for word in self.words:
+            await self._go.wait()
+            self.written += len(word)
+            yield PassedText(word)
+            await asyncio.sleep(0)
+
+
+async def slow_judge(text: str) -> OutputBlocked | None:
+    for _ in range(200):  # a check takes as long as 200 pieces (a starved judge)
+        await asyncio.sleep(0)
+    return None
+
+
+async def furthest_ahead(model: PacedModel, *, stream_first: bool, paced: bool) -> int:
+    """How far the model's text ran ahead of the text shown, at most."""
+    shown, ahead = 0, 0
+    pace = model.pace if paced else None
+    async for event in judged(model.pieces(), slow_judge, stream_first=stream_first, pace=pace):
+        assert isinstance(event, PassedText)
+        shown += len(event.text)
+        ahead = max(ahead, model.written - shown)
+    assert shown == sum(len(word) for word in model.words)
+    return ahead
+
+
+async def test_held_text_makes_the_model_wait_for_its_checks() -> None:
+    """Strict: a judge slower than the model would otherwise show the reply only once
+    it ended; asked to wait, the model stays at most HOLD_AFTER_CHARS (and a check's
+    text) ahead of what is shown, and every wait is followed by a go."""
+    text = SENTENCE * 12
+    unpaced = PacedModel(text)
+    assert await furthest_ahead(unpaced, stream_first=False, paced=False) > 2 * HOLD_AFTER_CHARS
+    paced = PacedModel(text)
+    ahead = await furthest_ahead(paced, stream_first=False, paced=True)
+    assert ahead <= HOLD_AFTER_CHARS + MIN_NEW_CHARS + len(SENTENCE)
+    assert paced.calls
+    assert paced.calls == [True, False] * (len(paced.calls) // 2)
+    # Standard shows text at once: its model never waits.
+    standard = PacedModel(text)
+    await furthest_ahead(standard, stream_first=True, paced=True)
+    assert standard.calls == []

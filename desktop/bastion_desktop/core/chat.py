@@ -419,7 +419,7 @@ class ChatService:
                 else:
                     reply.stats = event.stats
 
-        async for item in self.guard.guard_output(guard_history, model_text()):
+        async for item in self.guard.guard_output(guard_history, model_text(), pace=host.pace):
             # Notices arrive before the text they concern: pass them on first.
             while notices:
                 yield notices.pop(0)

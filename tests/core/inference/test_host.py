@@ -226,6 +226,60 @@ def test_a_guard_prompt_keeps_the_quoted_conversation_text(starter_path: Path) -
     assert controls == ["<start_of_turn>", "<end_of_turn>"]
 
 
+async def _texts_stop_coming(received: list[str], deadline_seconds: float = 15.0) -> int:
+    """How many texts had come once none came for half a second (polled: the host
+    waits at its next token boundary, and nothing announces it)."""
+    count = -1
+    for _ in range(int(deadline_seconds / 0.5)):
+        if len(received) == count:
+            return count
+        count = len(received)
+        await asyncio.sleep(0.5)
+    raise AssertionError("the reply kept coming while it was held")
+
+
+async def test_a_held_reply_waits_and_goes_on_or_is_cancelled(starter_path: Path) -> None:
+    """Strict's checks can make the reply wait (ModelHost.pace): no text comes while it
+    is held, it goes on to its full length after, and a cancel ends a held reply."""
+    host = ModelHost(starter_path, LoadOptions(context_length=1024))
+    try:
+        for then_cancel in (False, True):
+            received: list[str] = []
+            under_way = asyncio.Event()
+
+            async def consume(
+                into: list[str] = received, started: asyncio.Event = under_way
+            ) -> GenerationFinished:
+                async for event in host.stream(HELLO, SamplingParams(max_tokens=400, seed=3)):
+                    if isinstance(event, TokenText):
+                        into.append(event.text)
+                        if len(into) == 3:
+                            started.set()
+                    elif isinstance(event, GenerationFinished):
+                        return event
+                raise AssertionError("the reply ended without its statistics")
+
+            reply = asyncio.create_task(consume())
+            await under_way.wait()
+            host.pace(True)
+            held = await _texts_stop_coming(received)
+            assert not reply.done()
+            if then_cancel:
+                host.cancel()
+                finished = await reply
+                assert finished.stats.finish_reason == "cancelled"
+                assert len(received) == held
+            else:
+                host.pace(False)
+                finished = await reply
+                assert len(received) > held
+                assert finished.stats.generated_tokens == 400 or (
+                    finished.stats.finish_reason == "stop"
+                )
+    finally:
+        await host.close()
+
+
 def test_control_spellings_are_found_without_tokenizing() -> None:
     from bastion_desktop.core.inference.host_process import ControlSpellings
 

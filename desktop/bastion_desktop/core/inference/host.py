@@ -464,6 +464,15 @@ class ModelHost:
             loop = asyncio.get_running_loop()
             self._cancel_handle = loop.call_later(CANCEL_GRACE_SECONDS, self._kill_on_cancel)
 
+    def pace(self, wait: bool) -> None:
+        """Have the reply in progress wait between two tokens (`wait`), or go on. Strict
+        holds a reply's text until a check covering it passed: when its checks fall
+        behind (a judge that gets only idle cores, on a CPU the reply keeps busy), the
+        reply waits for them instead of running to its end unseen. Every wait must be
+        followed by a go; a cancel ends a waiting reply too."""
+        if self._active_request is not None and self._process is not None:
+            self._process.send(("hold" if wait else "go", self._active_request))
+
     def _kill_on_cancel(self) -> None:
         self._cancel_handle = None
         if self._active_request is not None and self._process is not None:

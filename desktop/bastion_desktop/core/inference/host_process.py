@@ -5,6 +5,7 @@ can re-execute), loads its model, then serves generate requests over a pipe unti
 is told to stop or its parent goes away. A llama.cpp crash ends this process only.
 
 Messages in:  ("generate", id, messages, params) | ("cancel", id) | ("shutdown",)
+              ("hold", id) | ("go", id): wait between two tokens, then go on
               ("complete", id, prompt, max_tokens, stops): a raw prompt, greedy, whole
               ("score", id, prompt, answers): the first answer token's probabilities
 Messages out: ("attempt", n_gpu_layers) ... then ("loaded", facts, RuntimeInfo)
@@ -564,8 +565,9 @@ class LoadedModel:
         sampling: dict[str, Any],
     ) -> tuple[int, FinishReason, bool]:
         """Generate after `tokens`, handing `emit` the text as it is cleared of stop
-        strings; a cancel or shutdown from the app ends it between tokens. Returns the
-        tokens generated, why it ended, and False when a shutdown arrived."""
+        strings; a cancel or shutdown from the app ends it between tokens, a hold makes
+        it wait there for the next message (a go, a cancel). Returns the tokens
+        generated, why it ended, and False when a shutdown arrived."""
         import llama_cpp
 
         llm = self.llm
@@ -590,6 +592,8 @@ class LoadedModel:
                 break
             if conn.poll():
                 message = conn.recv()
+                while message[0] == "hold":  # the app's checks fell behind: wait for them
+                    message = conn.recv()
                 keep_running = message[0] != "shutdown"
                 if message[0] in ("cancel", "shutdown"):
                     finish = "cancelled"
