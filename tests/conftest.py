@@ -331,3 +331,13 @@ def _wait_for_bus_name(env: dict[str, str], name: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"{name} never appeared on the test's D-Bus session")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """llama-cpp-python opens two handles on the null device as it is imported and never
+    closes them; closed here, they no longer print a ResourceWarning after the summary."""
+    utils = sys.modules.get("llama_cpp._utils")
+    for name in ("outnull_file", "errnull_file"):
+        handle = getattr(utils, name, None)
+        if handle is not None:
+            handle.close()
