@@ -168,6 +168,7 @@ async def measure_turns(
             order = order[index % len(order) :] + order[: index % len(order)]
             for name in order:
                 service.guard = guards[name]
+                await asyncio.sleep(SETTLE_SECONDS)  # as in (a): each on a quiet machine
                 turns[name].append(await run_turn(service, store, params, name))
             print(
                 f"  round {index + 1}/{rounds}: "
@@ -214,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_private_environment()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--rounds", type=positive, default=24, help="paired checks in (a)")
-    parser.add_argument("--turns", type=positive, default=4, help="paired turns in (b)")
+    parser.add_argument(
+        "--turns", type=positive, default=6, help="rounds of (b): each variant in each place twice"
+    )
     parser.add_argument("--max-tokens", type=positive, default=160, help="reply length in (b)")
     parser.add_argument("--threads", type=positive, default=physical_cores())
     args = parser.parse_args(argv)

@@ -216,7 +216,7 @@ async def test_self_check_starts_its_own_host_lazily_and_closes_with_the_app(
             own = os.getpriority(os.PRIO_PROCESS, 0)
             assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, own + BACKGROUND_NICENESS)
         if hasattr(os, "SCHED_IDLE"):
-            threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+            threads = [int(task.name) for task in Path(f"/proc/{pid}/task").iterdir()]
             assert len(threads) > 1
             assert {os.sched_getscheduler(tid) for tid in threads} == {os.SCHED_IDLE}
             assert os.sched_getscheduler(0) == os.SCHED_OTHER

@@ -405,21 +405,32 @@ class ChatService:
     ) -> AsyncIterator[ChatEvent]:
         """Model text through the output guard; fills `reply` as it goes."""
         notices: list[ChatEvent] = []
+        writing = True  # the model's reply is still under way
 
         async def model_text() -> AsyncIterator[str]:
-            async for event in host.stream(messages, params):
-                if isinstance(event, TokenText):
-                    yield event.text
-                elif isinstance(event, PromptTrimmed):
-                    notices.append(
-                        ContextTrimmedEvent(
-                            event.dropped_messages, event.prompt_tokens, event.context_length
+            nonlocal writing
+            try:
+                async for event in host.stream(messages, params):
+                    if isinstance(event, TokenText):
+                        yield event.text
+                    elif isinstance(event, PromptTrimmed):
+                        notices.append(
+                            ContextTrimmedEvent(
+                                event.dropped_messages, event.prompt_tokens, event.context_length
+                            )
                         )
-                    )
-                else:
-                    reply.stats = event.stats
+                    else:
+                        reply.stats = event.stats
+            finally:
+                writing = False
 
-        async for item in self.guard.guard_output(guard_history, model_text(), pace=host.pace):
+        def pace(wait: bool) -> None:
+            # Text the rails release after the reply ended must not hold the host's next
+            # request (another conversation's, an API client's).
+            if writing or not wait:
+                host.pace(wait)
+
+        async for item in self.guard.guard_output(guard_history, model_text(), pace=pace):
             # Notices arrive before the text they concern: pass them on first.
             while notices:
                 yield notices.pop(0)

@@ -325,6 +325,23 @@ def test_a_judge_prompt_is_tokenized_as_a_whole_with_its_head_read_once(
     )
     assert max(lengths) == len(text.encode("utf-8"))
 
+    # A tokenizer that starts every text with a space token (SentencePiece's space
+    # prefix): a head never tokenizes alone as within its prompt, so prompts are read
+    # whole, and the head is not tried again at every check.
+    model = LoadedModel(starter_path, LoadOptions(context_length=512, gpu_layers="none"))
+    space = tokenize(b" ", add_bos=False, special=False)
+
+    def prefixed(text: bytes, *args: object, **kwargs: object) -> list[int]:
+        lengths.append(len(text))
+        return space + tokenize(text, *args, **kwargs)  # type: ignore[arg-type]
+
+    model.llm.tokenize = prefixed  # type: ignore[method-assign]
+    for message in messages:
+        text = f"{head}<user>\n{message}\nIs it safe?"
+        lengths.clear()
+        assert model._judge_tokens(text, True) == prefixed(text.encode("utf-8"), add_bos=True)
+    assert len(lengths) == 2  # the prompt, and the comparison just above
+
 
 def _model_hosts() -> list[multiprocessing.process.BaseProcess]:
     return [p for p in multiprocessing.active_children() if p.name.startswith("bastion-model")]

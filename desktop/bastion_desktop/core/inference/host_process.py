@@ -213,6 +213,7 @@ class LoadedModel:
     # last prompt (see _judge_tokens).
     _head: _KnownHead | None = None
     _last_judged = ""
+    _unfit_head = ""  # the last head that did not tokenize alone as within its prompt
 
     def __init__(
         self,
@@ -593,7 +594,10 @@ class LoadedModel:
             if conn.poll():
                 message = conn.recv()
                 while message[0] == "hold":  # the app's checks fell behind: wait for them
-                    message = conn.recv()
+                    try:
+                        message = conn.recv()
+                    except (EOFError, OSError):  # the app went away while it waited
+                        message = ("shutdown",)
                 keep_running = message[0] != "shutdown"
                 if message[0] in ("cancel", "shutdown"):
                     finish = "cancelled"
@@ -701,10 +705,12 @@ class LoadedModel:
         self._last_judged = text
         line_end = shared.rfind("\n")
         cut = shared.rfind("\n", 0, line_end) + 1
-        if cut >= MIN_HEAD_CHARS and line_end > cut:
+        if cut >= MIN_HEAD_CHARS and line_end > cut and text[:cut] != self._unfit_head:
             head_tokens = tokenize(text[:cut], add_bos)
             if head_tokens + tokenize(text[cut:], False) == tokens:
                 self._head = _KnownHead(text[:cut], text[: line_end + 1], head_tokens, add_bos)
+            else:  # a tokenizer that starts every text with a space, say: not tried again
+                self._unfit_head = text[:cut]
         return tokens
 
     def _eval_reusing_prefix(self, tokens: list[int]) -> int:
