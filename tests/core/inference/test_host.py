@@ -281,7 +281,7 @@ async def test_a_held_reply_waits_and_goes_on_or_is_cancelled(starter_path: Path
 
 
 def test_control_spellings_are_found_without_tokenizing() -> None:
-    from bastion_desktop.core.inference.host_process import ControlSpellings
+    from bastion_desktop.core.inference.host_text import ControlSpellings
 
     spellings = ControlSpellings(["<bos>", "<unused1>", "<unused10>", "<|im_end|>", "x"])
     assert spellings.found_in("A <b>bold</b> claim, x marks the spot") == []

@@ -20,7 +20,6 @@ Messages out: ("attempt", n_gpu_layers) ... then ("loaded", facts, RuntimeInfo)
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import dataclasses
 import logging
@@ -30,7 +29,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -53,6 +52,12 @@ from bastion_desktop.core.inference.backends import (
 )
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
 from bastion_desktop.core.inference.hardware import physical_cores
+from bastion_desktop.core.inference.host_text import (
+    ControlSpellings,
+    JudgePromptTokens,
+    StopFilter,
+    broken,
+)
 from bastion_desktop.core.inference.runtime_probe import GPU_TYPES, Placement
 from bastion_desktop.core.inference.templates import ChatTemplate, RenderedPrompt, choose_template
 from bastion_desktop.core.inference.types import (
@@ -77,8 +82,6 @@ _FILE_TYPES = {
     28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0",
     37: "TQ2_0", 38: "MXFP4",
 }  # fmt: skip
-
-ZERO_WIDTH_SPACE = "\u200b"
 
 # Tokens kept free for the reply when deciding whether the history fits.
 MIN_REPLY_RESERVE = 16
@@ -152,55 +155,6 @@ def _load_attempts(first: int, path: Path) -> list[int]:
     return gpu_layer_attempts(first, layers)
 
 
-# A judge's prompt head shorter than this is tokenized with the rest every time.
-MIN_HEAD_CHARS = 256
-
-
-@dataclasses.dataclass(frozen=True)
-class _KnownHead:
-    """The fixed start of a judge's prompts and its tokens (LoadedModel._judge_tokens)."""
-
-    text: str
-    text_and_line: str  # the head and the whole line that must follow it
-    tokens: list[int]
-    add_bos: bool
-
-
-def _shared_start(a: str, b: str) -> str:
-    for at, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return a[:at]
-    return a if len(a) <= len(b) else b
-
-
-class ControlSpellings:
-    """Where a text spells one of a model's control tokens, found without tokenizing
-    it: at each occurrence of a spelling's first character, the text's next few
-    characters are looked up among the spellings of each length (a handful of lengths,
-    even for Gemma's 6,250 control tokens). One character long, a spelling is ordinary
-    text and not looked for."""
-
-    def __init__(self, spellings: Iterable[str]) -> None:
-        self.spellings = frozenset(s for s in spellings if len(s) > 1)
-        self._lengths = sorted({len(s) for s in self.spellings}, reverse=True)
-        self._firsts = frozenset(s[0] for s in self.spellings)
-
-    def found_in(self, text: str) -> list[str]:
-        """The spellings `text` holds, longest first (one inside another is then
-        broken as part of the longer)."""
-        found: set[str] = set()
-        for first in self._firsts:
-            at = text.find(first)
-            while at >= 0:
-                found.update(
-                    piece
-                    for length in self._lengths
-                    if (piece := text[at : at + length]) in self.spellings
-                )
-                at = text.find(first, at + 1)
-        return sorted(found, key=len, reverse=True)
-
-
 class LoadedModel:
     # Sampling from the top k on the GPU (see sample_from_gpu_top_k): the sampler chain
     # attached to the context (None: none is; the context keeps none alive), whether the
@@ -209,11 +163,6 @@ class LoadedModel:
     _gpu_top_k_chain: Any = None
     _gpu_top_k_refused = False
     _every_logit_context: tuple[Any, int, Any] | None = None
-    # A judge's prompt head known to tokenize alone as within its prompts, and the
-    # last prompt (see _judge_tokens).
-    _head: _KnownHead | None = None
-    _last_judged = ""
-    _unfit_head = ""  # the last head that did not tokenize alone as within its prompt
 
     def __init__(
         self,
@@ -320,6 +269,7 @@ class LoadedModel:
         self._controls = ControlSpellings(
             self._token_text(t) for t in range(llm.n_vocab()) if is_control(t)
         )
+        self._judge_prompts = JudgePromptTokens(llm)
         self._answers: dict[tuple[tuple[str, ...], ...], list[frozenset[int]]] = {}
 
     def _load_runtime(self, placement: Placement) -> tuple[Placement, bool]:
@@ -360,7 +310,7 @@ class LoadedModel:
         typed or pasted in a message would otherwise end the user's turn and speak as
         the model. Only what the model reads changes, never what is stored or shown."""
         for spelled in self._controls.found_in(text):
-            text = text.replace(spelled, spelled[0] + ZERO_WIDTH_SPACE + spelled[1:])
+            text = text.replace(spelled, broken(spelled))
         return text
 
     def raw_prompt(self, prompt: str) -> str:
@@ -574,7 +524,7 @@ class LoadedModel:
         llm = self.llm
         is_eog = llama_cpp.llama_vocab_is_eog
         vocab = llm._model.vocab
-        text = _StopFilter(stops)
+        text = StopFilter(stops)
         generated = 0
         finish: FinishReason = "length"
         keep_running = True
@@ -684,34 +634,8 @@ class LoadedModel:
         return self._judge_tokens(prompt, add_bos)
 
     def _judge_tokens(self, text: str, add_bos: bool) -> list[int]:
-        """A judge's prompt tokenized (special tokens parsed), its fixed head (the
-        instructions, about 1,000 characters: 1.2 ms a check) tokenized once.
-
-        The head is learnt from two prompts in a row: what they share, up to the start
-        of the last whole line they share (for self-check, "<user>"). It is used only
-        when it was found to tokenize alone exactly as within the whole prompt, and for a
-        prompt in which that same line follows it: the tokens on both sides of the cut
-        then come from the same text, and no merge reaches across a whole line, so the
-        tokens are those of the whole prompt."""
-
-        def tokenize(piece: str, bos: bool) -> list[int]:
-            return list(self.llm.tokenize(piece.encode("utf-8"), add_bos=bos, special=True))
-
-        head = self._head
-        if head is not None and head.add_bos == add_bos and text.startswith(head.text_and_line):
-            return head.tokens + tokenize(text[len(head.text) :], False)
-        tokens = tokenize(text, add_bos)
-        shared = _shared_start(self._last_judged, text)
-        self._last_judged = text
-        line_end = shared.rfind("\n")
-        cut = shared.rfind("\n", 0, line_end) + 1
-        if cut >= MIN_HEAD_CHARS and line_end > cut and text[:cut] != self._unfit_head:
-            head_tokens = tokenize(text[:cut], add_bos)
-            if head_tokens + tokenize(text[cut:], False) == tokens:
-                self._head = _KnownHead(text[:cut], text[: line_end + 1], head_tokens, add_bos)
-            else:  # a tokenizer that starts every text with a space, say: not tried again
-                self._unfit_head = text[:cut]
-        return tokens
+        """A judge's prompt tokenized, its fixed head tokenized once (JudgePromptTokens)."""
+        return self._judge_prompts.tokens(text, add_bos)
 
     def _eval_reusing_prefix(self, tokens: list[int]) -> int:
         """Evaluate `tokens`, keeping the longest prefix the context already holds (at
@@ -763,49 +687,6 @@ def _grammar(output_format: str) -> Any:
         raise OutputFormatError(
             f"The JSON Schema in response_format cannot be enforced: {error}."
         ) from error
-
-
-class _StopFilter:
-    """Turns token bytes into text that is safe to show: whole UTF-8 characters only,
-    cut at the first stop string, and holding back a tail that may begin one."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = stops
-        self.stopped = False
-        self._longest = max((len(s) for s in stops), default=0)
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._pending = ""
-
-    def feed(self, data: bytes) -> str:
-        self._pending += self._decoder.decode(data)
-        if not self.stops:
-            ready, self._pending = self._pending, ""
-            return ready
-        found = [i for i in (self._pending.find(s) for s in self.stops) if i >= 0]
-        if found:
-            self.stopped = True
-            ready, self._pending = self._pending[: min(found)], ""
-            return ready
-        held = self._partial_stop_length()
-        split = len(self._pending) - held
-        ready, self._pending = self._pending[:split], self._pending[split:]
-        return ready
-
-    def _partial_stop_length(self) -> int:
-        """How many trailing characters could be the start of a stop string."""
-        text = self._pending
-        for size in range(min(self._longest - 1, len(text)), 0, -1):
-            tail = text[-size:]
-            if any(s.startswith(tail) for s in self.stops):
-                return size
-        return 0
-
-    def flush(self) -> str:
-        if self.stopped:
-            return ""
-        rest = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
-        return rest
 
 
 # How much lower the model host runs than the app (POSIX nice increment). Windows'
