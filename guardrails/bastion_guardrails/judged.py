@@ -68,7 +68,8 @@ class _Reply:
     def __init__(self, judge: Judge, stream_first: bool, pace: Pace | None = None) -> None:
         self.judge = judge
         self.stream_first = stream_first
-        self.pace = pace
+        # Only held text waits for a check: Standard shows its text at once.
+        self.pace = None if stream_first else pace
         self.waiting = False  # the model was asked to wait for the running check
         self.text = ""
         self.checked = 0  # the text up to here has passed
@@ -92,7 +93,6 @@ class _Reply:
             self._start(cut)
         if (
             self.pace is not None
-            and not self.stream_first
             and not self.waiting
             and self.running is not None
             and len(self.text) - self.checked >= HOLD_AFTER_CHARS
