@@ -1,15 +1,20 @@
-"""Where a generated token's time goes on a GPU, in one process and one model: llama.cpp's
-decode alone (what llama-bench's tg measures), then with the sampler chain Bastion's
-default sampling builds, then llama-cpp-python's generate loop with detokenizing (the
-model host's loop without the pipe to the app).
+"""Where a generated token's time goes, in one process and one model: llama.cpp's decode
+alone (what llama-bench's tg measures), then with the sampler chain Bastion's default
+sampling builds, then llama-cpp-python's generate loop with detokenizing; and the model
+host's own loop (LoadedModel.generate without the pipe to the app) against sampling and
+decoding alone on the same loaded model (with the GPU's top-k where it has one).
 
     python benchmarks/gpu_token_costs.py --packed DIR [--flavour cuda_v13] [--tokens 128]
+    python benchmarks/gpu_token_costs.py --model FILE.gguf [--gpu-layers 0]
 
-It runs where bench_gpu.py runs, from the same pack (`bench_gpu.py --pack`), on the same
-models (`--models`, default all three), every layer on the GPU. Each figure is the median
-of `--rounds` runs, in milliseconds a token; bench_gpu.py's own result for the same model
-adds the pipe and the app. Printed, and written to benchmarks/results/gpu-token-costs.json.
-No target: it says which part to make faster when bench_gpu.py's ratio falls short.
+With `--packed` it runs where bench_gpu.py runs, from the same pack (`bench_gpu.py
+--pack`), on the same models (`--models`, default all three), every layer on the GPU.
+With `--model` it runs on this machine's runtime (the CPU unless layers are offloaded):
+the host loop's own cost shows best with a model that decodes in about a millisecond,
+such as bench_gpu.py's random `tiny` shape. Each figure is the median of `--rounds` runs,
+in milliseconds a token; bench_gpu.py's own result for the same model adds the pipe and
+the app. Printed, and written to benchmarks/results/gpu-token-costs.json. No target: it
+says which part to make faster when bench_gpu.py's ratio falls short.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 import bench_gpu
 from bastion_desktop.core.inference.backends import load_backends
+from bastion_desktop.core.inference.host_process import sampler_settings
 from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.privacy import apply_private_environment
 
@@ -40,21 +46,23 @@ KEPT: list[Any] = []
 PROMPT = "Write a long story about a lighthouse keeper who finds an old map."
 
 
-def measure(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
+def measure(path: Path, tokens: int, rounds: int, gpu_layers: int = -1) -> dict[str, Any]:
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(path), n_ctx=2048, n_gpu_layers=-1, verbose=False, seed=1)
+    from bastion_desktop.core.inference.hardware import physical_cores
+
+    llm = llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=2048,
+        n_gpu_layers=gpu_layers,
+        n_threads=physical_cores(),  # as the model host runs
+        verbose=False,
+        seed=1,
+    )
     ctx = llm._ctx.ctx
     memory = llama_cpp.llama_get_memory(ctx)
     prompt = llm.tokenize(PROMPT.encode(), add_bos=True)
-    defaults = SamplingParams()
-    sampling: dict[str, Any] = {
-        "top_k": defaults.top_k,
-        "top_p": defaults.top_p,
-        "min_p": defaults.min_p,
-        "temp": defaults.temperature,
-        "repeat_penalty": defaults.repeat_penalty,
-    }
+    sampling = sampler_settings(SamplingParams())
 
     def decode_only(sample: bool) -> float:
         llama_cpp.llama_memory_clear(memory, True)
@@ -116,52 +124,73 @@ class _Pipe:
         return False
 
 
-def measure_host(path: Path, tokens: int, rounds: int) -> dict[str, Any]:
+def measure_host(path: Path, tokens: int, rounds: int, gpu_layers: int = -1) -> dict[str, Any]:
     """The model host's own loop (LoadedModel.generate, with whatever it samples on), in
-    this process: milliseconds a token between pieces of text handed to the pipe, and how
-    much of it was spent inside llama-cpp-python's generate (decode and sampling)."""
+    this process: milliseconds a token between pieces of text handed to the pipe, against
+    the same sampler chain and decode alone on the same model, with nothing else in the
+    loop (its floor). Both draw the same seeded tokens."""
+    import llama_cpp
+
     from bastion_desktop.core.inference.host_process import LoadedModel
+    from bastion_desktop.core.inference.token_loop import eval_reusing_prefix
     from bastion_desktop.core.inference.types import ChatMessage, LoadOptions, Role
 
-    model = LoadedModel(path, LoadOptions(context_length=2048, gpu_layers=-1))
+    model = LoadedModel(path, LoadOptions(context_length=2048, gpu_layers=gpu_layers))
     sampled_on_gpu = model.sample_from_gpu_top_k()  # as run_host does for the chat model
     KEPT.append(model)
-    inside: list[float] = []
-    original = model.llm.generate
-
-    def timed_generate(*args: Any, **kwargs: Any) -> Any:
-        steps = original(*args, **kwargs)
-        while True:
-            started = time.perf_counter()
-            try:
-                token = next(steps)
-            except StopIteration:
-                return
-            inside.append(time.perf_counter() - started)
-            yield token
-
-    model.llm.generate = timed_generate  # type: ignore[method-assign]
     params = SamplingParams(seed=1, max_tokens=tokens + 1)
-    request = ([ChatMessage(Role.USER, PROMPT)], params)
-    runs: dict[str, list[float]] = {"host_loop": [], "inside_generate": []}
+    messages = [ChatMessage(Role.USER, PROMPT)]
+    prompt, _rendered, _dropped = model.fit_prompt(messages, params)
+    llm = model.llm
+
+    def host_loop() -> float | None:
+        pipe = _Pipe()
+        model.generate(pipe, 1, (messages, params))  # type: ignore[arg-type]
+        if len(pipe.sent) < tokens // 2:
+            return None  # the reply ended early: too few tokens to time
+        return (pipe.sent[-1] - pipe.sent[0]) / (len(pipe.sent) - 1) * 1000
+
+    def floor() -> float:
+        llm.reset()  # type: ignore[no-untyped-call]
+        llm.set_seed(1)
+        eval_reusing_prefix(llm, prompt)
+        sampler = llm._init_sampler(**sampler_settings(params))
+        ctx, token = llm._ctx.ctx, llama_cpp.llama_token(0)
+        batch = llama_cpp.llama_batch_get_one(ctypes.pointer(token), 1)
+        started = time.perf_counter()
+        for _ in range(tokens):
+            token.value = llama_cpp.llama_sampler_sample(sampler.sampler, ctx, -1)
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed")
+        llama_cpp.llama_synchronize(ctx)
+        return (time.perf_counter() - started) / tokens * 1000
+
+    runs: dict[str, list[float]] = {"host_loop": [], "sample_and_decode": []}
     for index in range(rounds + 1):  # the first warms up
-        pipe, inside[:] = _Pipe(), []
-        model.generate(pipe, 1, request)  # type: ignore[arg-type]
-        if index and len(pipe.sent) > 2:
-            span = len(pipe.sent) - 1
-            runs["host_loop"].append((pipe.sent[-1] - pipe.sent[0]) / span * 1000)
-            runs["inside_generate"].append(statistics.median(inside[1:]) * 1000)
+        ms = host_loop()
+        floor_ms = floor()
+        if index and ms is not None:
+            runs["host_loop"].append(ms)
+            runs["sample_and_decode"].append(floor_ms)
     medians = {name: statistics.median(values) for name, values in runs.items() if values}
-    return {"ms_per_token": medians, "runs": runs, "sampled_on_gpu": sampled_on_gpu}
+    overhead = medians["host_loop"] - medians["sample_and_decode"] if len(medians) == 2 else None
+    return {
+        "ms_per_token": medians,
+        "host_loop_ms": overhead,
+        "runs": runs,
+        "sampled_on_gpu": sampled_on_gpu,
+    }
 
 
-def _measure_in_child(conn: Connection, module: Path, path: Path, tokens: int, rounds: int) -> None:
+def _measure_in_child(
+    conn: Connection, module: Path | None, path: Path, tokens: int, rounds: int, *, gpu_layers: int
+) -> None:
     """One model in a process of its own: a second model in the same process, or freeing
     the first, crashed llama.cpp on lavapipe. It leaves without tearing down."""
     try:
-        load_backends(gpu_modules=[module])
-        result = measure(path, tokens, rounds)
-        result["host"] = measure_host(path, tokens, rounds)
+        load_backends(gpu_modules=[module] if module else ())
+        result = measure(path, tokens, rounds, gpu_layers)
+        result["host"] = measure_host(path, tokens, rounds, gpu_layers)
         conn.send(("ok", result))
     except Exception as error:  # reported by the parent
         conn.send(("error", f"{type(error).__name__}: {error}"))
@@ -169,10 +198,16 @@ def _measure_in_child(conn: Connection, module: Path, path: Path, tokens: int, r
     os._exit(0)
 
 
-def measure_apart(module: Path, path: Path, tokens: int, rounds: int) -> dict[str, Any]:
+def measure_apart(
+    module: Path | None, path: Path, tokens: int, rounds: int, gpu_layers: int = -1
+) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    child = context.Process(target=_measure_in_child, args=(theirs, module, path, tokens, rounds))
+    child = context.Process(
+        target=_measure_in_child,
+        args=(theirs, module, path, tokens, rounds),
+        kwargs={"gpu_layers": gpu_layers},
+    )
     child.start()
     theirs.close()
     try:
@@ -190,16 +225,58 @@ def measure_apart(module: Path, path: Path, tokens: int, rounds: int) -> dict[st
     return dict(result)
 
 
+def report(key: str, result: dict[str, Any]) -> None:
+    ms = result["ms_per_token"]
+    print(
+        f"{key} (vocabulary {result['n_vocab']:,}): decode {ms['decode']:.3f} "
+        f"ms/token, + sampling {result['sampling_ms']:.3f}, + llama-cpp-python's "
+        f"loop {result['python_loop_ms']:.3f} = {ms['generate_loop']:.3f} ms "
+        f"({result['tokens_per_second']['generate_loop']:.0f} against "
+        f"{result['tokens_per_second']['decode']:.0f} tokens/s)",
+        flush=True,
+    )
+    host = result["host"]
+    timed = host["ms_per_token"]
+    if host["host_loop_ms"] is None:
+        print("  the model host's loop: its replies ended too early to time", flush=True)
+        return
+    print(
+        f"  the model host's loop: {timed['host_loop']:.3f} ms a token, of which sampling "
+        f"and decoding alone {timed['sample_and_decode']:.3f}: the loop's own "
+        f"{host['host_loop_ms']:.3f} ms ({timed['sample_and_decode'] / timed['host_loop']:.3f} "
+        f"of its floor's speed; sampling on the GPU: {host['sampled_on_gpu']})",
+        flush=True,
+    )
+
+
+def _measure_here(args: argparse.Namespace) -> dict[str, Any]:
+    """--model: one file on this machine's runtime."""
+    result = measure_apart(None, args.model.resolve(), args.tokens, args.rounds, args.gpu_layers)
+    report(args.model.name, result)
+    return {"flavour": "this machine", "models": {args.model.name: result}}
+
+
 def main(argv: list[str] | None = None) -> int:
     apply_private_environment()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--packed", type=Path, required=True, metavar="DIR")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--packed", type=Path, metavar="DIR")
+    where.add_argument("--model", type=Path, metavar="FILE", help="a GGUF, on this machine")
+    parser.add_argument("--gpu-layers", type=int, default=0, help="with --model (default 0)")
     parser.add_argument("--flavour", default="cuda_v13")
     parser.add_argument("--models", nargs="+", default=["starter", "instruct", "random"])
     parser.add_argument("--shape", choices=sorted(bench_gpu.SHAPES), default="7b")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.model is not None:
+        try:
+            here = _measure_here(args)
+        except bench_gpu.BenchmarkError as error:
+            print(f"failed: {error}", file=sys.stderr)
+            return 1
+        _write(here)
+        return 0
     packed = args.packed.resolve()
     config = bench_gpu.Config(
         flavours=(args.flavour,),
@@ -232,25 +309,14 @@ def main(argv: list[str] | None = None) -> int:
                     results["models"][model.key] = {"error": str(error)}
                     continue
                 results["models"][model.key] = result
-                ms = result["ms_per_token"]
-                print(
-                    f"{model.key} (vocabulary {result['n_vocab']:,}): decode {ms['decode']:.3f} "
-                    f"ms/token, + sampling {result['sampling_ms']:.3f}, + llama-cpp-python's "
-                    f"loop {result['python_loop_ms']:.3f} = {ms['generate_loop']:.3f} ms "
-                    f"({result['tokens_per_second']['generate_loop']:.0f} against "
-                    f"{result['tokens_per_second']['decode']:.0f} tokens/s)",
-                    flush=True,
-                )
-                host = result["host"]["ms_per_token"]
-                print(
-                    f"  the model host's loop: {host.get('host_loop', 0):.3f} ms a token, "
-                    f"{host.get('inside_generate', 0):.3f} inside llama-cpp-python's generate "
-                    f"(sampling on the GPU: {result['host']['sampled_on_gpu']})",
-                    flush=True,
-                )
+                report(model.key, result)
+    _write(results)
+    return 0
+
+
+def _write(results: dict[str, Any]) -> None:
     RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_FILE.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    return 0
 
 
 if __name__ == "__main__":

@@ -60,6 +60,11 @@ from bastion_desktop.core.inference.host_text import (
 )
 from bastion_desktop.core.inference.runtime_probe import GPU_TYPES, Placement
 from bastion_desktop.core.inference.templates import ChatTemplate, RenderedPrompt, choose_template
+from bastion_desktop.core.inference.token_loop import (
+    TokenPieces,
+    eval_reusing_prefix,
+    sampled_tokens,
+)
 from bastion_desktop.core.inference.types import (
     ChatMessage,
     FinishReason,
@@ -225,6 +230,7 @@ class LoadedModel:
                 f"The GPU ran out of memory with {tried} on it; the model was loaded {instead}."
             )
         self.llm = llm
+        self._spelled = TokenPieces(llm._model.vocab, special=True)
         metadata: dict[str, str] = dict(llm.metadata)
         arch = metadata.get("general.architecture", "unknown")
         layers = _int(metadata, f"{arch}.block_count")
@@ -257,6 +263,13 @@ class LoadedModel:
         )
         self._add_bos = metadata.get("tokenizer.ggml.add_bos_token", "true") != "false"
         self._bos_text = bos
+        self._read_vocabulary()
+
+    def _read_vocabulary(self) -> None:
+        """What the host reads from the vocabulary once, at load."""
+        import llama_cpp
+
+        llm = self.llm
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL  # turn markers, BOS, EOS
 
@@ -270,6 +283,7 @@ class LoadedModel:
             self._token_text(t) for t in range(llm.n_vocab()) if is_control(t)
         )
         self._judge_prompts = JudgePromptTokens(llm)
+        self._pieces = TokenPieces(vocab)
         self._answers: dict[tuple[tuple[str, ...], ...], list[frozenset[int]]] = {}
 
     def _load_runtime(self, placement: Placement) -> tuple[Placement, bool]:
@@ -301,7 +315,7 @@ class LoadedModel:
     def _token_text(self, token: int) -> str:
         if token < 0:
             return ""
-        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+        return self._spelled(token).decode("utf-8", errors="replace")
 
     def defuse(self, text: str) -> str:
         """`text` with every spelling of one of the model's control tokens broken by a
@@ -408,17 +422,7 @@ class LoadedModel:
             now = time.perf_counter()
             sent[:] = [sent[0] if sent else now, now]
 
-        sampling = {
-            "top_k": params.top_k,
-            "top_p": params.top_p,
-            "min_p": params.min_p,
-            "temp": params.temperature,
-            "repeat_penalty": params.repeat_penalty,
-            "frequency_penalty": params.frequency_penalty,
-            "presence_penalty": params.presence_penalty,
-        }
-        if params.output_format is not None:
-            sampling["grammar"] = _grammar(params.output_format)
+        sampling = sampler_settings(params)
         # Without a grammar, which must see every token. Greedy (temperature 0) too: the
         # best token is among the GPU's best.
         plain = params.output_format is None and 0 < params.top_k <= GPU_TOP_K
@@ -524,16 +528,19 @@ class LoadedModel:
         llm = self.llm
         is_eog = llama_cpp.llama_vocab_is_eog
         vocab = llm._model.vocab
+        pieces = self._pieces
         text = StopFilter(stops)
         generated = 0
         finish: FinishReason = "length"
         keep_running = True
-        for token in llm.generate(tokens, **sampling):
+        sampler = llm._init_sampler(**sampling)
+        eval_reusing_prefix(llm, tokens)
+        for token in sampled_tokens(llm, sampler):
             if is_eog(vocab, token):
                 finish = "stop"
                 break
             generated += 1
-            ready = text.feed(llm.detokenize([token]))
+            ready = text.feed(pieces(token))
             if ready:
                 emit(ready)
             if text.stopped:
@@ -569,7 +576,7 @@ class LoadedModel:
                 f"{n_ctx:,} with {max_tokens} kept for its answer."
             )
         parts: list[str] = []
-        # temp=0 is llama.cpp's greedy sampler; generate() reuses the longest cached
+        # temp=0 is llama.cpp's greedy sampler; the decode reuses the longest cached
         # prefix of the previous prompt, so prompts sharing a conversation are cheap.
         sampling = {"temp": 0.0, "repeat_penalty": 1.0}
         with self._every_logit():
@@ -611,7 +618,7 @@ class LoadedModel:
                 f"{n_ctx:,}."
             )
         with self._every_logit():
-            evaluated = self._eval_reusing_prefix(tokens)
+            evaluated = eval_reusing_prefix(self.llm, tokens)
             llm = self.llm
             raw = llm._ctx.get_logits_ith(-1)
             # Read in place: the normalizer in float32 (the terms are at most 1), the
@@ -637,23 +644,6 @@ class LoadedModel:
         """A judge's prompt tokenized, its fixed head tokenized once (JudgePromptTokens)."""
         return self._judge_prompts.tokens(text, add_bos)
 
-    def _eval_reusing_prefix(self, tokens: list[int]) -> int:
-        """Evaluate `tokens`, keeping the longest prefix the context already holds (at
-        least the last token is evaluated, for its logits). Returns how many were."""
-        import numpy as np
-
-        llm = self.llm
-        cached = llm._input_ids
-        common = min(len(cached), len(tokens))
-        differ = np.flatnonzero(cached[:common] != np.asarray(tokens[:common], cached.dtype))
-        keep = min(int(differ[0]) if differ.size else common, len(tokens) - 1)
-        if not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
-            llm.reset()  # type: ignore[no-untyped-call]  # a recurrent model: read it all
-            keep = 0
-        llm.n_tokens = keep
-        llm.eval(tokens[keep:])
-        return len(tokens) - keep
-
     def _answer_tokens(self, answers: Sequence[Sequence[str]]) -> list[frozenset[int]]:
         key = tuple(tuple(words) for words in answers)
         known = self._answers.get(key)
@@ -672,6 +662,22 @@ class LoadedModel:
             ]
             self._answers[key] = known
         return known
+
+
+def sampler_settings(params: SamplingParams) -> dict[str, Any]:
+    """`Llama._init_sampler`'s arguments for a request: the sampler chain it builds."""
+    settings: dict[str, Any] = {
+        "top_k": params.top_k,
+        "top_p": params.top_p,
+        "min_p": params.min_p,
+        "temp": params.temperature,
+        "repeat_penalty": params.repeat_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "presence_penalty": params.presence_penalty,
+    }
+    if params.output_format is not None:
+        settings["grammar"] = _grammar(params.output_format)
+    return settings
 
 
 def _grammar(output_format: str) -> Any:
