@@ -96,7 +96,8 @@ def test_the_context_keeps_its_record_and_the_next_request_reuses_it(model: Load
 
 def test_every_token_is_spelled_whole(model: LoadedModel) -> None:
     """llama-cpp-python's detokenize spells a token longer than 32 bytes as nothing: the
-    starter has 379 (long words in Bengali and Hindi), Qwen2.5 Coder 240 runs of spaces.
+    starter has 379 (long words in Bengali and Hindi), Qwen2.5 Coder 240 (rules of
+    dashes or stars in comments, long runs of spaces).
     The host's pieces are what detokenize gives for the others, and the long ones whole."""
     llm = model.llm
     pieces = TokenPieces(llm._model.vocab)

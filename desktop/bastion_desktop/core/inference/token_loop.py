@@ -27,9 +27,9 @@ class TokenPieces:
     met and kept for the model's lifetime.
 
     `Llama.detokenize([token])` gives the same bytes, but for a token longer than its
-    32-byte buffer it gives none: a long run of spaces in code (Qwen2.5 Coder has 240
-    such tokens), a long word in Bengali or Hindi (Gemma 3 has 379), dropped from the
-    reply."""
+    32-byte buffer it gives none, and the text is lost from the reply: a comment rule of
+    dashes or stars or 33 spaces of indentation in code (Qwen2.5 Coder has 240 such
+    tokens), a long word in Bengali or Hindi (Gemma 3 has 379)."""
 
     def __init__(self, vocab: Any, *, special: bool = False) -> None:
         self._vocab = vocab
