@@ -34,7 +34,7 @@ from typing import Any
 
 import bench_gpu
 from bastion_desktop.core.inference.backends import load_backends
-from bastion_desktop.core.inference.host_process import sampler_settings
+from bastion_desktop.core.inference.token_loop import sampler_settings
 from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.privacy import apply_private_environment
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from bastion_desktop.core.inference.host_process import LoadedModel, sampler_settings
+from bastion_desktop.core.inference.host_process import LoadedModel
 from bastion_desktop.core.inference.token_loop import (
     TokenPieces,
     eval_reusing_prefix,
     sampled_tokens,
+    sampler_settings,
 )
 from bastion_desktop.core.inference.types import ChatMessage, LoadOptions, Role, SamplingParams
 

@@ -19,12 +19,16 @@ lavapipe; skipped without them, and failed instead when BASTION_REQUIRE_GPU_BACK
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.inference.backends import gpu_module_folders
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.runtime_probe import (
@@ -185,3 +189,81 @@ def test_a_device_short_of_memory_walks_down_to_a_partial_offload(
         "the rest on the CPU."
     )
     assert text.strip()
+
+
+def _every_logit_request_with_no_room_on_the_gpu(conn: Connection, starter: str) -> None:
+    """In a process of its own (the Vulkan backend stays registered in a process that
+    loaded it): the chat model on lavapipe, its GPU top-k attached, then llama.cpp
+    refusing any context whose cache would go to the GPU, as a GPU out of memory does
+    (llama_init_from_model returns NULL). lavapipe's memory is the machine's, so that
+    refusal is the one part made up."""
+    import llama_cpp.llama_cpp as bindings  # what llama-cpp-python's context calls
+
+    from bastion_desktop.core.inference.host import placement_for
+    from bastion_desktop.core.inference.host_process import LoadedModel
+
+    options = LoadOptions(512, gpu_layers=-1)
+    model = LoadedModel(Path(starter), options, None, placement_for(options))
+    assert model.sample_from_gpu_top_k()
+    real = bindings.llama_init_from_model
+
+    def short_of_memory(llama_model: Any, params: Any) -> Any:
+        return None if params.offload_kqv else real(llama_model, params)
+
+    bindings.llama_init_from_model = short_of_memory
+    replies = []
+    for top_k in (40, 0, 40):  # the GPU's top tokens, every logit, the GPU's again
+        pipe = _Pipe()
+        params = SamplingParams(seed=3, max_tokens=6, top_k=top_k)
+        try:
+            request = ([ChatMessage(Role.USER, "Name a colour.")], params)
+            model.generate(cast(Connection, pipe), 1, request)
+        except BastionError as error:  # as run_host reports it
+            pipe.send(("failed", 1, type(error).__name__, str(error)))
+        replies.append(pipe.messages)
+    context = model._every_logit_context
+    conn.send((replies, context is not None and bool(context[0].params.offload_kqv)))
+    conn.close()
+    os._exit(0)  # freeing a context on lavapipe after raw decodes has crashed
+
+
+class _Pipe:
+    def __init__(self) -> None:
+        self.messages: list[tuple[Any, ...]] = []
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self.messages.append(message)
+
+    def poll(self) -> bool:
+        return False
+
+
+def test_a_request_for_every_logit_without_room_on_the_gpu_keeps_its_cache_in_ram(
+    lavapipe: None, starter_path: Path
+) -> None:
+    """The second context that reads every logit is made on first use, after the fit
+    estimate gave the chat's context the GPU's memory: where the GPU cannot hold a second
+    cache, it goes to RAM and the request is answered, instead of failing."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(
+        target=_every_logit_request_with_no_room_on_the_gpu, args=(theirs, str(starter_path))
+    )
+    child.start()
+    theirs.close()
+    try:
+        assert ours.poll(240), "no answer from the measuring process"
+        replies, cache_on_gpu = ours.recv()
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert child.exitcode == 0
+    done = [next(m for m in reply if m[0] in ("done", "failed")) for reply in replies]
+    assert [d[0] for d in done] == ["done", "done", "done"], done
+    assert [d[5] for d in done] == [64, 0, 64]  # gpu_top_k: the GPU's, every logit, the GPU's
+    assert all(d[3] > 0 for d in done)
+    assert not cache_on_gpu
+    texts = ["".join(m[2] for m in reply if m[0] == "text") for reply in replies]
+    assert texts[0] == texts[2]  # the chat's own context is untouched

@@ -39,7 +39,6 @@ from bastion_desktop.core.errors import (
     BastionError,
     ContextOverflowError,
     ModelLoadError,
-    OutputFormatError,
 )
 from bastion_desktop.core.hub.probe import GpuInfo, HardwareProfile
 from bastion_desktop.core.inference.backends import (
@@ -64,6 +63,7 @@ from bastion_desktop.core.inference.token_loop import (
     TokenPieces,
     eval_reusing_prefix,
     sampled_tokens,
+    sampler_settings,
 )
 from bastion_desktop.core.inference.types import (
     ChatMessage,
@@ -484,22 +484,10 @@ class LoadedModel:
             yield
             return
         import numpy as np
-        from llama_cpp import _internals
 
         llm = self.llm
         if self._every_logit_context is None:
-            try:
-                context = _internals.LlamaContext(
-                    model=llm._model, params=llm.context_params, verbose=False
-                )
-            except Exception as error:  # llama.cpp says no more than that it failed
-                reason = self._log.last_error() or str(error)
-                raise BastionError(
-                    "This request reads every token's score, which needs a second context "
-                    f"for {self.facts.path.name} on the GPU, and llama.cpp could not make "
-                    f"one ({reason}). A top-k between 1 and {GPU_TOP_K} and no output "
-                    "format avoid it; so does a smaller context length."
-                ) from error
+            context = self._second_context()
             self._every_logit_context = (context, 0, np.ndarray(llm.input_ids.shape, np.intc))
         sampling_on_gpu = (llm._ctx, llm.n_tokens, llm.input_ids)
         llm._ctx, llm.n_tokens, llm.input_ids = self._every_logit_context
@@ -508,6 +496,35 @@ class LoadedModel:
         finally:
             self._every_logit_context = (llm._ctx, llm.n_tokens, llm.input_ids)
             llm._ctx, llm.n_tokens, llm.input_ids = sampling_on_gpu
+
+    def _second_context(self) -> Any:
+        """A second context of the chat model for requests that read every logit. Its KV
+        cache goes to the GPU beside the first one's where there is room; where there is
+        not (the fit estimate leaves room for the chat's context alone), it is kept in
+        RAM, with attention on the CPU and the layers' weights still on the GPU: slower
+        for those requests, and the chat keeps every layer it was given."""
+        import llama_cpp
+        from llama_cpp import _internals
+
+        llm = self.llm
+        params = llm.context_params
+        try:
+            return _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        except Exception:  # llama.cpp says no more than that it failed
+            reason = self._log.last_error() or "no reason given"
+            log.info("no room on the GPU for a second context (%s): its cache goes to RAM", reason)
+        in_ram = llama_cpp.llama_context_params.from_buffer_copy(params)
+        in_ram.offload_kqv = False
+        try:
+            return _internals.LlamaContext(model=llm._model, params=in_ram, verbose=False)
+        except Exception as error:
+            reason = self._log.last_error() or str(error)
+            raise BastionError(
+                "This request reads every token's score, which needs a second context for "
+                f"{self.facts.path.name}, and llama.cpp could not make one, on the GPU or "
+                f"with its cache in RAM ({reason}). A top-k between 1 and {GPU_TOP_K} and no "
+                "output format avoid it; so does a smaller context length."
+            ) from error
 
     def _decode(
         self,
@@ -662,37 +679,6 @@ class LoadedModel:
             ]
             self._answers[key] = known
         return known
-
-
-def sampler_settings(params: SamplingParams) -> dict[str, Any]:
-    """`Llama._init_sampler`'s arguments for a request: the sampler chain it builds."""
-    settings: dict[str, Any] = {
-        "top_k": params.top_k,
-        "top_p": params.top_p,
-        "min_p": params.min_p,
-        "temp": params.temperature,
-        "repeat_penalty": params.repeat_penalty,
-        "frequency_penalty": params.frequency_penalty,
-        "presence_penalty": params.presence_penalty,
-    }
-    if params.output_format is not None:
-        settings["grammar"] = _grammar(params.output_format)
-    return settings
-
-
-def _grammar(output_format: str) -> Any:
-    """llama.cpp's grammar for an output format: "json" for any JSON value, else the
-    text of a JSON Schema."""
-    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
-    try:
-        if output_format == "json":
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return LlamaGrammar.from_json_schema(output_format, verbose=False)
-    except Exception as error:  # the converter raises whatever the schema trips
-        raise OutputFormatError(
-            f"The JSON Schema in response_format cannot be enforced: {error}."
-        ) from error
 
 
 # How much lower the model host runs than the app (POSIX nice increment). Windows'

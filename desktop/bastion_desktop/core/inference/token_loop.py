@@ -20,6 +20,9 @@ import ctypes
 from collections.abc import Iterator
 from typing import Any
 
+from bastion_desktop.core.errors import OutputFormatError
+from bastion_desktop.core.inference.types import SamplingParams
+
 
 class TokenPieces:
     """Each token's bytes as a reply spells it (no leading space removed; special tokens
@@ -99,3 +102,34 @@ def sampled_tokens(llm: Any, sampler: Any) -> Iterator[int]:
             raise RuntimeError(f"llama_decode returned {status}")
         input_ids[llm.n_tokens] = drawn
         llm.n_tokens += 1
+
+
+def sampler_settings(params: SamplingParams) -> dict[str, Any]:
+    """`Llama._init_sampler`'s arguments for a request: the sampler chain it builds."""
+    settings: dict[str, Any] = {
+        "top_k": params.top_k,
+        "top_p": params.top_p,
+        "min_p": params.min_p,
+        "temp": params.temperature,
+        "repeat_penalty": params.repeat_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        "presence_penalty": params.presence_penalty,
+    }
+    if params.output_format is not None:
+        settings["grammar"] = _grammar(params.output_format)
+    return settings
+
+
+def _grammar(output_format: str) -> Any:
+    """llama.cpp's grammar for an output format: "json" for any JSON value, else the
+    text of a JSON Schema."""
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+    try:
+        if output_format == "json":
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return LlamaGrammar.from_json_schema(output_format, verbose=False)
+    except Exception as error:  # the converter raises whatever the schema trips
+        raise OutputFormatError(
+            f"The JSON Schema in response_format cannot be enforced: {error}."
+        ) from error
