@@ -380,9 +380,27 @@ def add_modules(wheel: Path, folders: list[Path]) -> Path:
     return target
 
 
+# The GPU backends an installer carries, replacing the OS's default: names from FLAVOURS,
+# separated by commas or spaces, e.g. "vulkan,cuda_v12" on a release machine that has the
+# CUDA 12 toolkit (the CUDA runtime and cuBLAS it bundles add about 600 MB); "" for none.
+FLAVOURS_VARIABLE = "BASTION_GPU_FLAVOURS"
+
+
 def default_flavours() -> list[str]:
-    """The GPU backends this OS's installers carry (macOS has Metal built in)."""
-    return [] if sys.platform == "darwin" else ["vulkan"]
+    """The GPU backends this OS's installers carry: Vulkan on Linux and Windows (one build
+    for NVIDIA, AMD and Intel GPUs), none on macOS (Metal is built in), or those named in
+    BASTION_GPU_FLAVOURS."""
+    named = os.environ.get(FLAVOURS_VARIABLE)
+    if named is None:
+        return [] if sys.platform == "darwin" else ["vulkan"]
+    flavours = list(dict.fromkeys(named.replace(",", " ").split()))
+    unknown = [f for f in flavours if f not in FLAVOURS]
+    if unknown:
+        raise BuildError(
+            f"{FLAVOURS_VARIABLE} names {', '.join(unknown)}: the flavours are "
+            f"{', '.join(sorted(FLAVOURS))}."
+        )
+    return flavours
 
 
 def with_gpu_modules(wheel: Path, *, required: bool) -> Path:

@@ -109,3 +109,17 @@ def test_the_shipped_vulkan_module_runs_on_any_x86_64_cpu_and_finds_its_librarie
     ).stdout
     assert "RUNPATH              $ORIGIN/.." in dynamic, "libggml-base lies one folder up"
     assert "NEEDED               libvulkan.so.1" in dynamic
+
+
+def test_the_installers_carry_vulkan_or_the_flavours_a_release_names(
+    build_gpu: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BASTION_GPU_FLAVOURS", raising=False)
+    assert build_gpu.default_flavours() == ([] if sys.platform == "darwin" else ["vulkan"])
+    monkeypatch.setenv("BASTION_GPU_FLAVOURS", "vulkan, cuda_v12 vulkan")
+    assert build_gpu.default_flavours() == ["vulkan", "cuda_v12"]
+    monkeypatch.setenv("BASTION_GPU_FLAVOURS", "")
+    assert build_gpu.default_flavours() == []
+    monkeypatch.setenv("BASTION_GPU_FLAVOURS", "vulkan,cuda")
+    with pytest.raises(build_gpu.BuildError, match="names cuda: the flavours are cuda_v12"):
+        build_gpu.default_flavours()

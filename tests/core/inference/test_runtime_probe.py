@@ -233,3 +233,56 @@ def test_crashing_hanging_and_broken_backends_are_skipped_with_their_reason(
     # The hung child was killed and every probe child reaped: none is left behind.
     left = [p.name for p in multiprocessing.active_children() if "runtime-probe" in p.name]
     assert left == []
+
+
+def _needs_the_nvidia_driver(tmp_path: Path, flavour: str) -> Path:
+    """A module named like a CUDA backend that links the NVIDIA driver's library, as
+    ggml-cuda does, and a stand-in for that library (soname libcuda.so.1) kept apart."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the modules")
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    (tmp_path / "cuInit.c").write_text("int cuInit(unsigned flags) { return 0; }\n")
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(driver / "libcuda.so.1"),
+         str(tmp_path / "cuInit.c")],
+        check=True, timeout=60,
+    )  # fmt: skip
+    (driver / "libcuda.so").symlink_to("libcuda.so.1")
+    folder = tmp_path / "lib" / flavour
+    folder.mkdir(parents=True)
+    (tmp_path / "module.c").write_text(
+        "int cuInit(unsigned); int start(void) { return cuInit(0); }\n"
+    )
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-o", str(folder / "libggml-cuda.so"),
+         str(tmp_path / "module.c"), f"-L{driver}", "-lcuda"],
+        check=True, timeout=60,
+    )  # fmt: skip
+    return driver
+
+
+@pytest.mark.model
+@pytest.mark.skipif(sys.platform != "linux", reason="builds ELF libraries with gcc")
+def test_a_cuda_backend_without_the_nvidia_driver_is_no_gpu_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installers that carry CUDA run on machines without an NVIDIA GPU: there the module
+    cannot load for want of the driver's library, which is as ordinary as Vulkan finding
+    no GPU. With the driver there, a module that still fails is worth telling."""
+    _distribution_runtime()
+    driver = _needs_the_nvidia_driver(tmp_path, "cuda_v12")
+    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+    found = probe_runtime(tmp_path / "lib", timeout=30)
+    (cuda,) = found.gpu_backends
+    assert cuda.problem == "no NVIDIA driver is installed"
+    placement = plan_placement(found, AUTO, compatibility=False)
+    assert placement.sentence() == "Runs on the CPU: no GPU was found."
+    assert placement.skipped == ("CUDA: no NVIDIA driver is installed",)
+    # The driver there, and the module still not a ggml backend: a failure to tell.
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(driver))
+    found = probe_runtime(tmp_path / "lib", timeout=30)
+    (cuda,) = found.gpu_backends
+    assert (cuda.problem or "").startswith("it did not load: "), cuda.problem
+    sentence = plan_placement(found, AUTO, compatibility=False).sentence()
+    assert sentence.startswith("Runs on the CPU: the CUDA backend was skipped: "), sentence

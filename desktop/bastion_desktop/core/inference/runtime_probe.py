@@ -50,6 +50,12 @@ PROBE_TIMEOUT_SECONDS = 90.0 if sys.platform == "win32" else 30.0
 # backend before the portable one.
 FLAVOUR_PREFERENCE = ("cuda_v13", "cuda_v12", "rocm", "vulkan")
 FLAVOUR_NAMES = {"cuda_v13": "CUDA", "cuda_v12": "CUDA", "rocm": "ROCm", "vulkan": "Vulkan"}
+# What a probe says of a flavour that found nothing to run on; neither is worth telling.
+NO_GPU = "it found no GPU"
+# A CUDA module cannot load without the NVIDIA driver's library, which every machine
+# without an NVIDIA GPU lacks: as ordinary as Vulkan finding no GPU.
+NO_NVIDIA_DRIVER = "no NVIDIA driver is installed"
+NVIDIA_DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
 AUTO = "auto"
 CPU_ONLY = "cpu"
 # The CPU variant compatibility mode pins: the baseline every x86-64 CPU runs.
@@ -130,11 +136,24 @@ def _probe_child(conn: Connection, module: str | None, cpu_variant: str | None) 
 
             found = nvidia_gpus()
             nvidia = tuple(found) if found is not None else None
-        conn.send(("ok", info, gpu_offload, nvidia))
+        # A CUDA module that did not load: whether the driver it needs is there at all.
+        cuda = module is not None and Path(module).parent.name.startswith("cuda")
+        driver = _loads(NVIDIA_DRIVER_LIBRARY) if cuda and info.gpu_failures else None
+        conn.send(("ok", info, gpu_offload, nvidia, driver))
     except Exception as error:  # any failure is this probe's answer, not a crash
         conn.send(("failed", f"{type(error).__name__}: {error}"))
     finally:
         conn.close()
+
+
+def _loads(library: str) -> bool:
+    import ctypes
+
+    try:
+        ctypes.CDLL(library)
+    except OSError:
+        return False
+    return True
 
 
 class _Probe:
@@ -196,7 +215,7 @@ def probe_runtime(
     if base[0] != "ok":
         log.warning("llama.cpp cannot run here: %s", base[1])
         return RuntimeReport(None, False, tuple(checks), None, problem=base[1])
-    _, info, gpu_offload, nvidia = base
+    _, info, gpu_offload, nvidia, _driver = base
     return RuntimeReport(info, gpu_offload, tuple(checks), nvidia)
 
 
@@ -205,11 +224,13 @@ def _check(flavour: str, module: Path, answer: tuple[Any, ...]) -> GpuBackendChe
         return GpuBackendCheck(flavour, module, problem=f"its check failed: {answer[1]}")
     info: RuntimeInfo = answer[1]
     if info.gpu_failures:
+        if answer[4] is False:  # a CUDA module, and no driver to run it on
+            return GpuBackendCheck(flavour, module, problem=NO_NVIDIA_DRIVER)
         reason = info.gpu_failures[0].split(": ", 1)[-1]
         return GpuBackendCheck(flavour, module, problem=f"it did not load: {reason}")
     devices = tuple(d for d in info.devices if d.type in GPU_TYPES and d.backend != "CPU")
     if not devices:
-        return GpuBackendCheck(flavour, module, problem="it found no GPU")
+        return GpuBackendCheck(flavour, module, problem=NO_GPU)
     return GpuBackendCheck(flavour, module, devices)
 
 
@@ -316,7 +337,8 @@ def _no_gpu_reason(report: RuntimeReport) -> tuple[str, bool]:
         if report.nvidia:
             return "this build of Bastion has no GPU backend", False
         return "no GPU backend in this build", True
-    failed = [c for c in report.gpu_backends if c.problem and c.problem != "it found no GPU"]
+    ordinary = (NO_GPU, NO_NVIDIA_DRIVER)
+    failed = [c for c in report.gpu_backends if c.problem and c.problem not in ordinary]
     if failed:
         return f"the {failed[0].label} backend was skipped: {failed[0].problem}", False
     return "no GPU was found", True
