@@ -5,16 +5,17 @@ host's own loop (LoadedModel.generate without the pipe to the app) against sampl
 decoding alone on the same loaded model (with the GPU's top-k where it has one).
 
     python benchmarks/gpu_token_costs.py --packed DIR [--flavour cuda_v13] [--tokens 128]
-    python benchmarks/gpu_token_costs.py --model FILE.gguf [--gpu-layers 0]
+    python benchmarks/gpu_token_costs.py --model FILE.gguf|tiny [--gpu-layers 0]
 
 With `--packed` it runs where bench_gpu.py runs, from the same pack (`bench_gpu.py
 --pack`), on the same models (`--models`, default all three), every layer on the GPU.
 With `--model` it runs on this machine's runtime (the CPU unless layers are offloaded):
 the host loop's own cost shows best with a model that decodes in about a millisecond,
-such as bench_gpu.py's random `tiny` shape. Each figure is the median of `--rounds` runs,
-in milliseconds a token; bench_gpu.py's own result for the same model adds the pipe and
-the app. Printed, and written to benchmarks/results/gpu-token-costs.json. No target: it
-says which part to make faster when bench_gpu.py's ratio falls short.
+such as bench_gpu.py's random `tiny` shape (`--model tiny` writes it once, with gguf-py).
+Each figure is the median of `--rounds` runs, in milliseconds a token; bench_gpu.py's own
+result for the same model adds the pipe and the app. Printed, and written to
+benchmarks/results/gpu-token-costs.json (token-costs-here.json with `--model`). No
+target: it says which part to make faster when bench_gpu.py's ratio falls short.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.privacy import apply_private_environment
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "gpu-token-costs.json"
+# --model's results, kept apart from a GPU machine's.
+RESULTS_HERE_FILE = RESULTS_FILE.with_name("token-costs-here.json")
 CHILD_TIMEOUT_S = 600
 # Freeing a context after the raw decode calls below crashed llama.cpp on lavapipe: a
 # measuring process keeps its model until it leaves (without tearing down).
@@ -250,10 +253,16 @@ def report(key: str, result: dict[str, Any]) -> None:
 
 
 def _measure_here(args: argparse.Namespace) -> dict[str, Any]:
-    """--model: one file on this machine's runtime."""
-    result = measure_apart(None, args.model.resolve(), args.tokens, args.rounds, args.gpu_layers)
-    report(args.model.name, result)
-    return {"flavour": "this machine", "models": {args.model.name: result}}
+    """--model: one file, or a random model of one of bench_gpu's shapes ("tiny"), on this
+    machine's runtime."""
+    path = Path(args.model)
+    if args.model in bench_gpu.SHAPES and not path.is_file():
+        with tempfile.TemporaryDirectory(prefix="bastion-token-costs-") as scratch:
+            source = bench_gpu.Source(Path(scratch))
+            path = bench_gpu.random_model(bench_gpu.SHAPES[args.model], "q4_0", 1, source)
+    result = measure_apart(None, path.resolve(), args.tokens, args.rounds, args.gpu_layers)
+    report(path.name, result)
+    return {"flavour": "this machine", "models": {path.name: result}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--packed", type=Path, metavar="DIR")
-    where.add_argument("--model", type=Path, metavar="FILE", help="a GGUF, on this machine")
+    where.add_argument(
+        "--model", metavar="FILE", help=f"a GGUF, or a random {'/'.join(bench_gpu.SHAPES)} one"
+    )
     parser.add_argument("--gpu-layers", type=int, default=0, help="with --model (default 0)")
     parser.add_argument("--flavour", default="cuda_v13")
     parser.add_argument("--models", nargs="+", default=["starter", "instruct", "random"])
@@ -275,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         except bench_gpu.BenchmarkError as error:
             print(f"failed: {error}", file=sys.stderr)
             return 1
-        _write(here)
+        _write(here, RESULTS_HERE_FILE)
         return 0
     packed = args.packed.resolve()
     config = bench_gpu.Config(
@@ -310,13 +321,13 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 results["models"][model.key] = result
                 report(model.key, result)
-    _write(results)
+    _write(results, RESULTS_FILE)
     return 0
 
 
-def _write(results: dict[str, Any]) -> None:
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+def _write(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
