@@ -8,6 +8,7 @@ at all, as broken drivers do; each must cost its flavour, never the calling proc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bastion_desktop.core.inference.backends import DeviceType, RuntimeDevice, RuntimeInfo
+from bastion_desktop.core.inference.nvml import GpuInfo
 from bastion_desktop.core.inference.runtime_probe import (
     AUTO,
     CPU_ONLY,
@@ -235,6 +237,11 @@ def test_crashing_hanging_and_broken_backends_are_skipped_with_their_reason(
     assert left == []
 
 
+def _loads_in_a_fresh_process(library: str) -> bool:
+    code = f"import ctypes\ntry:\n    ctypes.CDLL({library!r})\nexcept OSError:\n    exit(1)"
+    return subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0
+
+
 def _needs_the_nvidia_driver(tmp_path: Path, flavour: str) -> Path:
     """A module named like a CUDA backend that links the NVIDIA driver's library, as
     ggml-cuda does, and a stand-in for that library (soname libcuda.so.1) kept apart."""
@@ -271,14 +278,23 @@ def test_a_cuda_backend_without_the_nvidia_driver_is_no_gpu_not_a_failure(
     cannot load for want of the driver's library, which is as ordinary as Vulkan finding
     no GPU. With the driver there, a module that still fails is worth telling."""
     _distribution_runtime()
-    driver = _needs_the_nvidia_driver(tmp_path, "cuda_v12")
     monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+    if _loads_in_a_fresh_process("libcuda.so.1"):
+        pytest.skip("this machine has the NVIDIA driver")
+    driver = _needs_the_nvidia_driver(tmp_path, "cuda_v12")
     found = probe_runtime(tmp_path / "lib", timeout=30)
     (cuda,) = found.gpu_backends
-    assert cuda.problem == "no NVIDIA driver is installed"
+    missing = "the NVIDIA driver's CUDA library (libcuda.so.1) is not installed"
+    assert cuda.problem == missing
     placement = plan_placement(found, AUTO, compatibility=False)
     assert placement.sentence() == "Runs on the CPU: no GPU was found."
-    assert placement.skipped == ("CUDA: no NVIDIA driver is installed",)
+    assert placement.skipped == (f"CUDA: {missing}",)
+    # NVML saw NVIDIA GPUs, and CUDA's library is missing: worth telling.
+    seen = dataclasses.replace(
+        found, nvidia=(GpuInfo("NVIDIA GeForce RTX 4060", 8 * GIB, 7 * GIB, False, "fixed"),)
+    )
+    told = plan_placement(seen, AUTO, compatibility=False).sentence()
+    assert told == f"Runs on the CPU: the CUDA backend was skipped: {missing}.", told
     # The driver there, and the module still not a ggml backend: a failure to tell.
     monkeypatch.setenv("LD_LIBRARY_PATH", str(driver))
     found = probe_runtime(tmp_path / "lib", timeout=30)

@@ -91,7 +91,7 @@ def test_the_context_keeps_its_record_and_the_next_request_reuses_it(model: Load
     # A follow-up that starts with the whole reply reads only what is new.
     follow_up = prompt + drawn + [prompt[-1]]
     assert eval_reusing_prefix(llm, follow_up) == 2
-    # A different start reads it all again.
+    # A different start keeps only what it shares (the BOS) and reads the rest.
     assert eval_reusing_prefix(llm, [prompt[0], *drawn[:5]]) == 5
 
 
@@ -113,3 +113,57 @@ def test_every_token_is_spelled_whole(model: LoadedModel) -> None:
     for token in long:  # whole: read back, each is its own token again
         assert llm.tokenize(pieces(token), add_bos=False, special=False) == [token]
     assert pieces(long[0]) is pieces(long[0]), "read once, then kept"
+
+
+# A process of its own (llama.cpp's log callback is process-wide): the compute buffer
+# llama.cpp reserves for the starter's context, as its log reports it, made with and
+# without one output per batch.
+COMPUTE_BUFFERS = """
+import ctypes, json, re, sys
+from bastion_desktop.core.inference.backends import load_backends
+load_backends()
+import llama_cpp
+from bastion_desktop.core.inference.token_loop import one_output_per_batch
+lines = []
+@llama_cpp.llama_log_callback
+def keep(level, text, data):
+    lines.append(text.decode("utf-8", "replace"))
+llama_cpp.llama_log_set(keep, ctypes.c_void_p(0))
+sizes = {}
+for name in ("default", "one output"):
+    lines.clear()
+    if name == "default":
+        llm = llama_cpp.Llama(sys.argv[1], n_ctx=4096, verbose=False)
+    else:
+        with one_output_per_batch():
+            llm = llama_cpp.Llama(sys.argv[1], n_ctx=4096, verbose=False)
+    found = re.findall(r"compute buffer size = +([0-9.]+) MiB", "".join(lines))
+    sizes[name] = sum(map(float, found))
+    sizes[name + " n_outputs_max"] = llm.context_params.n_outputs_max
+print(json.dumps(sizes))
+"""
+
+
+def test_a_context_keeps_room_for_one_output_not_a_whole_batch(
+    model: LoadedModel, starter_path: Path
+) -> None:
+    """llama.cpp reserves room for a whole batch of logits by default: with the starter's
+    262,144-token vocabulary, 512 MiB of compute buffer (on the GPU where the output layer
+    is) that the host never uses."""
+    import json
+    import subprocess
+    import sys
+
+    assert model.llm.context_params.n_outputs_max == 1
+    done = subprocess.run(
+        [sys.executable, "-c", COMPUTE_BUFFERS, str(starter_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    sizes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sizes["default n_outputs_max"] == 0
+    assert sizes["one output n_outputs_max"] == 1
+    assert sizes["default"] > 500, sizes  # MiB
+    assert sizes["one output"] < sizes["default"] / 4, sizes

@@ -211,7 +211,7 @@ def _every_logit_request_with_no_room_on_the_gpu(conn: Connection, starter: str)
         return None if params.offload_kqv else real(llama_model, params)
 
     bindings.llama_init_from_model = short_of_memory
-    replies = []
+    replies, kept = [], []
     for top_k in (40, 0, 40):  # the GPU's top tokens, every logit, the GPU's again
         pipe = _Pipe()
         params = SamplingParams(seed=3, max_tokens=6, top_k=top_k)
@@ -221,8 +221,9 @@ def _every_logit_request_with_no_room_on_the_gpu(conn: Connection, starter: str)
         except BastionError as error:  # as run_host reports it
             pipe.send(("failed", 1, type(error).__name__, str(error)))
         replies.append(pipe.messages)
+        kept.append(model.llm.n_tokens)  # what the chat's own context holds
     context = model._every_logit_context
-    conn.send((replies, context is not None and bool(context[0].params.offload_kqv)))
+    conn.send((replies, kept, context is not None and bool(context[0].params.offload_kqv)))
     conn.close()
     os._exit(0)  # freeing a context on lavapipe after raw decodes has crashed
 
@@ -253,7 +254,7 @@ def test_a_request_for_every_logit_without_room_on_the_gpu_keeps_its_cache_in_ra
     theirs.close()
     try:
         assert ours.poll(240), "no answer from the measuring process"
-        replies, cache_on_gpu = ours.recv()
+        replies, kept, cache_on_gpu = ours.recv()
     finally:
         child.join(30)
         if child.is_alive():
@@ -266,4 +267,9 @@ def test_a_request_for_every_logit_without_room_on_the_gpu_keeps_its_cache_in_ra
     assert all(d[3] > 0 for d in done)
     assert not cache_on_gpu
     texts = ["".join(m[2] for m in reply if m[0] == "text") for reply in replies]
-    assert texts[0] == texts[2]  # the chat's own context is untouched
+    assert texts[0] == texts[2]
+    # The seeded request for every logit read its prompt afresh on the second context,
+    # and the chat's context kept its prompt and reply (all but the last token) for the
+    # next turn.
+    prompt_tokens, generated = done[0][2], done[0][3]
+    assert kept == [prompt_tokens + generated - 1] * 3

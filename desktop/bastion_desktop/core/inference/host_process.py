@@ -62,6 +62,7 @@ from bastion_desktop.core.inference.templates import ChatTemplate, RenderedPromp
 from bastion_desktop.core.inference.token_loop import (
     TokenPieces,
     eval_reusing_prefix,
+    one_output_per_batch,
     sampled_tokens,
     sampler_settings,
 )
@@ -197,15 +198,16 @@ class LoadedModel:
                 # failing the load: the app then knows what to retry without.
                 conn.send(("attempt", n_gpu_layers))
             try:
-                llm = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=options.context_length,
-                    n_gpu_layers=n_gpu_layers,
-                    n_threads=threads,
-                    verbose=False,
-                    split_mode=split_mode,
-                    main_gpu=placement.main_gpu or 0,
-                )
+                with one_output_per_batch():
+                    llm = llama_cpp.Llama(
+                        model_path=str(path),
+                        n_ctx=options.context_length,
+                        n_gpu_layers=n_gpu_layers,
+                        n_threads=threads,
+                        verbose=False,
+                        split_mode=split_mode,
+                        main_gpu=placement.main_gpu or 0,
+                    )
                 break
             except Exception as error:
                 from bastion_desktop.core.hub.fit import is_gpu_memory_failure
@@ -404,14 +406,7 @@ class LoadedModel:
             trimmed = PromptTrimmed(dropped, len(tokens), self.facts.context_length)
             conn.send(("trimmed", request_id, trimmed))
         llm = self.llm
-        if params.seed is None:
-            llm.set_seed(random.getrandbits(32))
-        else:
-            # Reusing the cached prompt prefix changes how the prompt is batched, and so
-            # the logits in the last bits; a seeded reply must be reproducible, so it
-            # reads its whole prompt afresh.
-            llm.reset()  # type: ignore[no-untyped-call]
-            llm.set_seed(params.seed)
+        llm.set_seed(random.getrandbits(32) if params.seed is None else params.seed)
         stops = tuple(s for s in (*params.stop, *rendered.stops) if s)
         max_new = min(params.max_tokens, self.facts.context_length - len(tokens))
 
@@ -428,6 +423,11 @@ class LoadedModel:
         plain = params.output_format is None and 0 < params.top_k <= GPU_TOP_K
         on_gpu = plain and self._gpu_top_k_chain is not None
         with contextlib.nullcontext() if on_gpu else self._every_logit():
+            if params.seed is not None:
+                # Reusing the cached prompt prefix changes how the prompt is batched, and
+                # so the logits in the last bits; a seeded reply must be reproducible, so
+                # the context that serves it reads its whole prompt afresh.
+                llm.reset()  # type: ignore[no-untyped-call]
             generated, finish, keep_running = self._decode(
                 conn, tokens, max_new, stops=stops, emit=send, sampling=sampling
             )
@@ -508,6 +508,7 @@ class LoadedModel:
 
         llm = self.llm
         params = llm.context_params
+        self._log.lines.clear()  # the reasons below are this attempt's
         try:
             return _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         except Exception:  # llama.cpp says no more than that it failed
@@ -515,6 +516,7 @@ class LoadedModel:
             log.info("no room on the GPU for a second context (%s): its cache goes to RAM", reason)
         in_ram = llama_cpp.llama_context_params.from_buffer_copy(params)
         in_ram.offload_kqv = False
+        self._log.lines.clear()
         try:
             return _internals.LlamaContext(model=llm._model, params=in_ram, verbose=False)
         except Exception as error:

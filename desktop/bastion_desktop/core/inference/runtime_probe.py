@@ -52,10 +52,11 @@ FLAVOUR_PREFERENCE = ("cuda_v13", "cuda_v12", "rocm", "vulkan")
 FLAVOUR_NAMES = {"cuda_v13": "CUDA", "cuda_v12": "CUDA", "rocm": "ROCm", "vulkan": "Vulkan"}
 # What a probe says of a flavour that found nothing to run on; neither is worth telling.
 NO_GPU = "it found no GPU"
-# A CUDA module cannot load without the NVIDIA driver's library, which every machine
-# without an NVIDIA GPU lacks: as ordinary as Vulkan finding no GPU.
-NO_NVIDIA_DRIVER = "no NVIDIA driver is installed"
+# A CUDA module cannot load without the NVIDIA driver's CUDA library, which every machine
+# without an NVIDIA GPU lacks: as ordinary as Vulkan finding no GPU, unless NVML saw
+# NVIDIA GPUs (a driver installed without it, a container given NVML alone).
 NVIDIA_DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+NO_NVIDIA_DRIVER = f"the NVIDIA driver's CUDA library ({NVIDIA_DRIVER_LIBRARY}) is not installed"
 AUTO = "auto"
 CPU_ONLY = "cpu"
 # The CPU variant compatibility mode pins: the baseline every x86-64 CPU runs.
@@ -337,7 +338,7 @@ def _no_gpu_reason(report: RuntimeReport) -> tuple[str, bool]:
         if report.nvidia:
             return "this build of Bastion has no GPU backend", False
         return "no GPU backend in this build", True
-    ordinary = (NO_GPU, NO_NVIDIA_DRIVER)
+    ordinary = (NO_GPU,) if report.nvidia else (NO_GPU, NO_NVIDIA_DRIVER)
     failed = [c for c in report.gpu_backends if c.problem and c.problem not in ordinary]
     if failed:
         return f"the {failed[0].label} backend was skipped: {failed[0].problem}", False

@@ -10,17 +10,18 @@ its token rewritten, the sampler chain is called directly, and each token's byte
 once per model (`TokenPieces`). The tokens, the sampler chain and the cached prompt prefix
 are the same as llama-cpp-python's, so a seeded reply is the same token for token.
 On 2 CPU cores, with a model that decodes a token in 0.8 ms, the host's loop went from
-0.045 ms a token above sampling and decoding alone to 0.011 (benchmarks/gpu_token_costs.py
---model).
+0.03-0.05 ms a token above sampling and decoding alone to 0.01-0.02
+(benchmarks/gpu_token_costs.py --model tiny).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from collections.abc import Iterator
 from typing import Any
 
-from bastion_desktop.core.errors import OutputFormatError
+from bastion_desktop.core.errors import BastionError, OutputFormatError
 from bastion_desktop.core.inference.types import SamplingParams
 
 
@@ -60,11 +61,41 @@ class TokenPieces:
         return self._buffer.raw[:size]
 
 
+@contextlib.contextmanager
+def one_output_per_batch() -> Iterator[None]:
+    """Contexts made meanwhile keep room for one output a batch (the last token's logits)
+    instead of llama.cpp's default of a whole batch's (n_batch, 512). The model host never
+    asks for more: a prompt's logits for its last token only, a reply's one token at a
+    time. Room for 512 rows of logits is 512 x vocabulary x 4 bytes of compute buffer, on
+    the GPU where the output layer is, and the largest part of that buffer where the
+    vocabulary is large: at a 4,096-token context, the starter's (Gemma 3, 262,144 tokens)
+    fell from 514.5 MiB to 57.8, Qwen2.5 Coder 0.5B's (151,936) from 302.0 to 129.3. The
+    replies are the same. llama-cpp-python's `Llama` has no setting for it: its context
+    parameters start from llama.cpp's defaults, which this swaps for the time of the call
+    (a model host loads on one thread)."""
+    import llama_cpp.llama_cpp as bindings
+
+    defaults = bindings.llama_context_default_params
+
+    def with_one_output() -> Any:
+        params = defaults()
+        params.n_outputs_max = 1
+        return params
+
+    bindings.llama_context_default_params = with_one_output
+    try:
+        yield
+    finally:
+        bindings.llama_context_default_params = defaults
+
+
 def eval_reusing_prefix(llm: Any, tokens: list[int]) -> int:
     """Evaluate `tokens` on `llm`, keeping the longest prefix its context already holds (at
     least the last token is evaluated, for its logits). Returns how many were."""
     import numpy as np
 
+    if not tokens:
+        raise BastionError("There is nothing to read: the prompt is empty.")
     cached = llm._input_ids
     common = min(len(cached), len(tokens))
     differ = np.flatnonzero(cached[:common] != np.asarray(tokens[:common], cached.dtype))
