@@ -123,7 +123,7 @@ import ctypes, json, re, sys
 from bastion_desktop.core.inference.backends import load_backends
 load_backends()
 import llama_cpp
-from bastion_desktop.core.inference.token_loop import one_output_per_batch
+from bastion_desktop.core.inference.token_loop import context_settings
 lines = []
 @llama_cpp.llama_log_callback
 def keep(level, text, data):
@@ -135,8 +135,8 @@ for name in ("default", "one output"):
     if name == "default":
         llm = llama_cpp.Llama(sys.argv[1], n_ctx=4096, verbose=False)
     else:
-        with one_output_per_batch():
-            llm = llama_cpp.Llama(sys.argv[1], n_ctx=4096, verbose=False)
+        with context_settings(flash_attention_auto=False) as settings:
+            llm = llama_cpp.Llama(sys.argv[1], n_ctx=4096, verbose=False, **settings)
     found = re.findall(r"compute buffer size = +([0-9.]+) MiB", "".join(lines))
     sizes[name] = sum(map(float, found))
     sizes[name + " n_outputs_max"] = llm.context_params.n_outputs_max
@@ -155,6 +155,7 @@ def test_a_context_keeps_room_for_one_output_not_a_whole_batch(
     import sys
 
     assert model.llm.context_params.n_outputs_max == 1
+    assert model.llm.context_params.flash_attn_type == 0, "off on the CPU alone"
     done = subprocess.run(
         [sys.executable, "-c", COMPUTE_BUFFERS, str(starter_path)],
         capture_output=True,

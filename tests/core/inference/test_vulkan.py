@@ -205,6 +205,10 @@ def _every_logit_request_with_no_room_on_the_gpu(conn: Connection, starter: str)
     options = LoadOptions(512, gpu_layers=-1)
     model = LoadedModel(Path(starter), options, None, placement_for(options))
     assert model.sample_from_gpu_top_k()
+    # Layers on the GPU: flash attention as llama.cpp's default has it (on where every
+    # layer's device runs it), and room for one output a batch.
+    assert model.llm.context_params.flash_attn_type == bindings.LLAMA_FLASH_ATTN_TYPE_AUTO
+    assert model.llm.context_params.n_outputs_max == 1
     real = bindings.llama_init_from_model
 
     def short_of_memory(llama_model: Any, params: Any) -> Any:

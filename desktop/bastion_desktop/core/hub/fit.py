@@ -29,7 +29,9 @@ from bastion_desktop.core.hub.probe import HardwareProfile, probe_hardware
 
 MIB = 1024**2
 # Per GPU: the driver context (CUDA's is 300-500 MB) and llama.cpp's compute buffers
-# at its default micro-batch of 512 tokens.
+# at its default micro-batch of 512 tokens. With one output a batch and flash attention
+# (token_loop.context_settings) those do not grow with the vocabulary or the context:
+# the starter's were 80 MiB on the GPU at a 32,768-token context (lavapipe).
 GPU_RESERVE_BYTES = 768 * MIB
 # In RAM: compute buffers, the tokenizer, and the app's own model host process.
 CPU_OVERHEAD_BYTES = 512 * MIB

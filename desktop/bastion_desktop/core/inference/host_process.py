@@ -61,8 +61,8 @@ from bastion_desktop.core.inference.runtime_probe import GPU_TYPES, Placement
 from bastion_desktop.core.inference.templates import ChatTemplate, RenderedPrompt, choose_template
 from bastion_desktop.core.inference.token_loop import (
     TokenPieces,
+    context_settings,
     eval_reusing_prefix,
-    one_output_per_batch,
     sampled_tokens,
     sampler_settings,
 )
@@ -198,7 +198,8 @@ class LoadedModel:
                 # failing the load: the app then knows what to retry without.
                 conn.send(("attempt", n_gpu_layers))
             try:
-                with one_output_per_batch():
+                on_gpu = supported and n_gpu_layers != 0
+                with context_settings(flash_attention_auto=on_gpu) as settings:
                     llm = llama_cpp.Llama(
                         model_path=str(path),
                         n_ctx=options.context_length,
@@ -207,6 +208,7 @@ class LoadedModel:
                         verbose=False,
                         split_mode=split_mode,
                         main_gpu=placement.main_gpu or 0,
+                        **settings,
                     )
                 break
             except Exception as error:

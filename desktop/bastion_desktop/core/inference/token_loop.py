@@ -62,20 +62,32 @@ class TokenPieces:
 
 
 @contextlib.contextmanager
-def one_output_per_batch() -> Iterator[None]:
-    """Contexts made meanwhile keep room for one output a batch (the last token's logits)
-    instead of llama.cpp's default of a whole batch's (n_batch, 512). The model host never
-    asks for more: a prompt's logits for its last token only, a reply's one token at a
-    time. Room for 512 rows of logits is 512 x vocabulary x 4 bytes of compute buffer, on
-    the GPU where the output layer is, and the largest part of that buffer where the
-    vocabulary is large: at a 4,096-token context, the starter's (Gemma 3, 262,144 tokens)
-    fell from 514.5 MiB to 57.8, Qwen2.5 Coder 0.5B's (151,936) from 302.0 to 129.3. The
-    replies are the same. llama-cpp-python's `Llama` has no setting for it: its context
-    parameters start from llama.cpp's defaults, which this swaps for the time of the call
-    (a model host loads on one thread)."""
+def context_settings(*, flash_attention_auto: bool) -> Iterator[dict[str, Any]]:
+    """What the model host wants of the contexts a `Llama` made meanwhile makes, where
+    llama-cpp-python's `Llama` has no setting for it; yields the keyword arguments for
+    `Llama` that go with it. It swaps llama-cpp-python's view of llama.cpp's defaults for
+    the time of the call (a model host loads on one thread).
+
+    Room for one output a batch (the last token's logits) instead of llama.cpp's default
+    of a whole batch's (n_batch, 512). The host never asks for more: a prompt's logits for
+    its last token only, a reply's one token at a time. Room for 512 rows of logits is
+    512 x vocabulary x 4 bytes of compute buffer, on the GPU where the output layer is,
+    and the largest part of that buffer where the vocabulary is large: at a 4,096-token
+    context, the starter's (Gemma 3, 262,144 tokens) fell from 514.5 MiB to 57.8, Qwen2.5
+    Coder 0.5B's (151,936) from 302.0 to 129.3. The replies are the same.
+
+    With `flash_attention_auto` (layers on a GPU), llama.cpp's own default for flash
+    attention: on where every layer's device runs it, off otherwise. `Llama` offers only
+    off or forced on (which moves attention to the CPU on a device without it). Without
+    it, attention keeps a score for every token of the context for each token of a
+    micro-batch: Qwen2.5 Coder 0.5B's compute buffer at a 32,768-token context is 969 MiB
+    without, 68 MiB with, and a 7B's grows by 2 GiB. On the CPU alone it stays off: there
+    it made prompts faster (+24% at a 3,072-token depth) but replies slower (-4 to -7%),
+    and it changes the CPU's arithmetic that seeded replies are compared against."""
     import llama_cpp.llama_cpp as bindings
 
     defaults = bindings.llama_context_default_params
+    forced_on = bindings.LLAMA_FLASH_ATTN_TYPE_ENABLED
 
     def with_one_output() -> Any:
         params = defaults()
@@ -83,10 +95,13 @@ def one_output_per_batch() -> Iterator[None]:
         return params
 
     bindings.llama_context_default_params = with_one_output
+    if flash_attention_auto:
+        bindings.LLAMA_FLASH_ATTN_TYPE_ENABLED = bindings.LLAMA_FLASH_ATTN_TYPE_AUTO
     try:
-        yield
+        yield {"flash_attn": flash_attention_auto}
     finally:
         bindings.llama_context_default_params = defaults
+        bindings.LLAMA_FLASH_ATTN_TYPE_ENABLED = forced_on
 
 
 def eval_reusing_prefix(llm: Any, tokens: list[int]) -> int:
