@@ -17,13 +17,14 @@ packaging/runtime/build_gpu.py) and each model, with every layer on the GPU:
     llama-bench's `pp<N>` with the same number of tokens. Shown, no target.
 
 One llama-bench process a round measures both: `llama-bench -m MODEL -ngl 99 -p <N>
--n 128 -r 1 -b 512 -ub 512 -fa off -t <threads> -o json` (after its own warm-up).
+-n 128 -r 1 -b 512 -ub 512 -fa auto -t <threads> -o json` (after its own warm-up).
 
 Bastion and llama-bench run alternately, round by round, each round in the other order,
 after untimed warm-ups; the medians of each, their ratio and the median of the paired
-(per-round) ratios are printed. Each round also runs llama-bench once with llama.cpp's
-default flash attention (`-fa auto`), for reference: Bastion runs without it
-(llama-cpp-python's default), so the judged llama-bench runs use `-fa off`.
+(per-round) ratios are printed. Bastion, with layers on a GPU, uses llama.cpp's default
+flash attention (`auto`: on where the device runs it), so the judged llama-bench runs use
+`-fa auto`; each round also runs llama-bench once with `-fa off` (llama-cpp-python's
+default, and Bastion's before 2026-12-04), for reference: what flash attention buys.
 
 What runs:
 
@@ -1170,11 +1171,11 @@ async def measure_round(
     bastion_first = index % 2 == 0
     if bastion_first:
         tg, pp = await bastion()
-        ran = await asyncio.to_thread(bench, "off")
+        ran = await asyncio.to_thread(bench, "auto")
     else:
-        ran = await asyncio.to_thread(bench, "off")
+        ran = await asyncio.to_thread(bench, "auto")
         tg, pp = await bastion()
-    reference = await asyncio.to_thread(bench, "auto") if config.reference else None
+    reference = await asyncio.to_thread(bench, "off") if config.reference else None
     pp_s = pp.total_ms / 1000.0
     return Round(
         index=index,
@@ -1238,7 +1239,7 @@ async def measure_model(
             )
 
         # Untimed: the page cache, shader pipelines, a CUDA JIT cache.
-        warm = await asyncio.to_thread(bench, "off")
+        warm = await asyncio.to_thread(bench, "auto")
         log(f"  llama-bench: {warm.info.get('backends')} on {warm.info.get('gpu_info')}")
         rounds: list[Round] = []
         for index in range(config.rounds):
@@ -1284,7 +1285,7 @@ def summarize_rounds(rounds: list[Round], config: Config) -> dict[str, Any]:
         "rounds": [asdict(r) for r in rounds],
     }
     if config.reference:
-        summary["reference_flash_attn_auto"] = {
+        summary["reference_flash_attn_off"] = {
             "generation": compare(
                 of("bastion_tg_tokens_per_second"), of("reference_tg_tokens_per_second")
             ),
@@ -1364,7 +1365,7 @@ def run(config: Config, home: Path, scratch: Path, packed: Path | None) -> dict[
             **asdict(config),
             "generation_message": GENERATION_MESSAGE,
             "sampling": "the app's defaults (SamplingParams()), seeded",
-            "llama_bench_flash_attn": "off (as Bastion); reference runs: auto",
+            "llama_bench_flash_attn": "auto (as Bastion on a GPU); reference runs: off",
             "batch": BATCH,
         },
         "unavailable_models": unavailable,
@@ -1435,10 +1436,10 @@ def print_model(model: dict[str, Any]) -> None:
         f"{prompt['llama_bench_median_tokens_per_second']:.1f} tok/s; Bastion/llama-bench = "
         f"{prompt['median_of_paired_ratios']:.3f} (no target)"
     )
-    reference = model.get("reference_flash_attn_auto")
+    reference = model.get("reference_flash_attn_off")
     if reference:
         log(
-            "    llama-bench with flash attention auto (llama.cpp's default): generation "
+            "    llama-bench with flash attention off (llama-cpp-python's default): generation "
             f"{reference['generation']['llama_bench_median_tokens_per_second']:.1f} tok/s "
             f"(Bastion/it {reference['generation']['median_of_paired_ratios']:.3f}), prompt "
             f"{reference['prompt_processing']['llama_bench_median_tokens_per_second']:.1f} tok/s "
@@ -1509,7 +1510,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Config, argparse.Namespace]:
     parser.add_argument(
         "--no-reference",
         action="store_true",
-        help="skip the llama-bench runs with llama.cpp's default flash attention",
+        help="skip the llama-bench runs with flash attention off",
     )
     add_home_argument(parser)
     args = parser.parse_args(argv)
