@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Everything issue 14 measures on a GPU, in one call on a lent GPU machine that has no
+# network: bench_gpu.py for CUDA and Vulkan (with the reference llama-bench runs at -fa
+# off), gpu_token_costs.py (where a token's time goes, the host loop against its floor)
+# and gpu_offload_check.py (the fit estimate and the walk-down). Each step has its own
+# time limit and the steps run most wanted first, so a call cut short still brings back
+# the first ones; logs and JSON results land in $OUT (the device tool's return folder).
+#
+# Prepare here, once per machine (see benchmarks/README.md, "A GPU machine without a
+# network"):
+#   1. the pack, 26 MB:   BASTION_CUDA_ARCHITECTURES=90-real \
+#        BASTION_CUDA_CMAKE_ARGS="-DGGML_CUDA_FA=OFF -DGGML_CUDA_NCCL=OFF" \
+#        .venv/bin/python benchmarks/bench_gpu.py --flavour cuda_v13 vulkan \
+#        --pack .gpu/pack --pack-python 3.12
+#      tar -cf - -C .gpu/pack . | xz -9e -T2 > .gpu/pack.tar.xz
+#      (a cuda_v13 build takes about 20 minutes on 2 cores, and a CUDA 13 toolkit; use
+#      the architecture of the GPU that will be lent: 90 for an H100 or H200)
+#   2. the Vulkan loader:  the apt-get download line in the device README, into .gl/
+#   3. echo /.gpu/ >> .git/info/exclude; echo /.gl/ >> .git/info/exclude
+# Then:  run(command="bash benchmarks/gpu_device_run.sh", carry=[".gpu/pack.tar.xz", ".gl"],
+#            timeout_s=560)   and give the machine back when it is done.
+# A GPU built without flash attention (GGML_CUDA_FA=OFF, as above) runs `auto` as off.
+
+set -o pipefail
+export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1
+OUT=${OUT:-/tmp/gpu-run}
+mkdir -p "$OUT"
+started=$SECONDS
+say() { echo "[$((SECONDS - started)) s] $*" | tee -a "$OUT/steps.log"; }
+
+for deb in .gl/*.deb; do [ -f "$deb" ] && dpkg -x "$deb" /; done
+ldconfig
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+[ -f "$icd" ] && export VK_DRIVER_FILES=$icd
+pack=/tmp/pack
+mkdir -p "$pack" && tar -xJf .gpu/pack.tar.xz -C "$pack" || { say "no pack: see the header"; exit 9; }
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader \
+    | tee "$OUT/gpu.txt"
+export PYTHONPATH=$pack/site:$PWD/desktop BASTION_WHEEL_CACHE=/tmp/bc/wheels
+results=benchmarks/results
+python=${PYTHON:-python3}  # the pack's Python release (--pack-python)
+
+step() {  # step NAME SECONDS RESULT_JSON COMMAND...
+    local name=$1 limit=$2 result=$3
+    shift 3
+    say "$name: up to $limit s"
+    rm -f "$results/$result"
+    timeout "$limit" "$@" 2>&1 | grep -v "cannot build parameter" > "$OUT/$name.log"
+    say "$name: exit ${PIPESTATUS[0]}"
+    grep -E "\(a\)|\(b\)|flash attention off|host's loop|ms/token|Runs|note|rror" \
+        "$OUT/$name.log" | tee -a "$OUT/steps.log"
+    [ -f "$results/$result" ] && cp "$results/$result" "$OUT/$name.json"
+}
+
+step bench-cuda 170 gpu.json "$python" benchmarks/bench_gpu.py --packed "$pack" \
+    --flavour cuda_v13 --rounds 3
+step token-costs 120 gpu-token-costs.json "$python" benchmarks/gpu_token_costs.py \
+    --packed "$pack" --flavour cuda_v13 --rounds 3
+step bench-vulkan 150 gpu.json "$python" benchmarks/bench_gpu.py --packed "$pack" \
+    --flavour vulkan --rounds 3
+step offload 80 gpu-offload.json "$python" benchmarks/gpu_offload_check.py --packed "$pack"
+say "done"
