@@ -8,21 +8,24 @@
 #
 # Prepare here, once per machine (see benchmarks/README.md, "A GPU machine without a
 # network"):
-#   1. the pack, 26 MB:   BASTION_CUDA_ARCHITECTURES=90-real \
-#        BASTION_CUDA_CMAKE_ARGS="-DGGML_CUDA_FA=OFF -DGGML_CUDA_NCCL=OFF" \
+#   1. the pack, about 26 MB:   BASTION_CUDA_ARCHITECTURES=90-real \
+#        BASTION_CUDA_CMAKE_ARGS="-DGGML_CUDA_NCCL=OFF" \
 #        .venv/bin/python benchmarks/bench_gpu.py --flavour cuda_v13 vulkan \
 #        --pack .gpu/pack --pack-python 3.12
 #      tar -cf - -C .gpu/pack . | xz -9e -T2 > .gpu/pack.tar.xz
-#      (a cuda_v13 build takes about 20 minutes on 2 cores, and a CUDA 13 toolkit; use
-#      the architecture of the GPU that will be lent: 90 for an H100 or H200)
+#      (a CUDA 13 toolkit; the architecture of the GPU that will be lent: 90 for an H100
+#      or H200. The pack of 2026-12-04 was built with -DGGML_CUDA_FA=OFF as well, 20
+#      minutes on 2 cores; with flash attention it takes longer, but without it
+#      llama-bench's judged `-fa auto` runs take llama.cpp's slow path, which Bastion
+#      avoids by turning it off: rebuild with it before comparing CUDA again)
 #   2. the Vulkan loader:  the apt-get download line in the device README, into .gl/
 #   3. echo /.gpu/ >> .git/info/exclude; echo /.gl/ >> .git/info/exclude
 # Then:  run(command="bash benchmarks/gpu_device_run.sh", carry=[".gpu/pack.tar.xz", ".gl"],
 #            timeout_s=560)   and give the machine back when it is done.
-# A GPU built without flash attention (GGML_CUDA_FA=OFF, as above) runs `auto` as off.
 
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1
+cd "$(dirname "$0")/.." || exit 9  # the repository's root
 OUT=${OUT:-/tmp/gpu-run}
 mkdir -p "$OUT"
 started=$SECONDS
@@ -34,8 +37,10 @@ icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
 pack=/tmp/pack
 mkdir -p "$pack" && tar -xJf .gpu/pack.tar.xz -C "$pack" || { say "no pack: see the header"; exit 9; }
+# The device tool brings back 8 files: steps.log, the four results, logs.tar.xz.
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader \
-    | tee "$OUT/gpu.txt"
+    | tee -a "$OUT/steps.log"
+logs=$(mktemp -d)
 export PYTHONPATH=$pack/site:$PWD/desktop BASTION_WHEEL_CACHE=/tmp/bc/wheels
 results=benchmarks/results
 python=${PYTHON:-python3}  # the pack's Python release (--pack-python)
@@ -45,10 +50,11 @@ step() {  # step NAME SECONDS RESULT_JSON COMMAND...
     shift 3
     say "$name: up to $limit s"
     rm -f "$results/$result"
-    timeout "$limit" "$@" 2>&1 | grep -v "cannot build parameter" > "$OUT/$name.log"
+    timeout -k 15 "$limit" "$@" 2>&1 | grep -v "cannot build parameter" > "$logs/$name.log"
     say "$name: exit ${PIPESTATUS[0]}"
     grep -E "\(a\)|\(b\)|flash attention off|host's loop|ms/token|Runs|note|rror" \
-        "$OUT/$name.log" | tee -a "$OUT/steps.log"
+        "$logs/$name.log" | tee -a "$OUT/steps.log"
+    tar -cJf "$OUT/logs.tar.xz" -C "$logs" .
     [ -f "$results/$result" ] && cp "$results/$result" "$OUT/$name.json"
 }
 

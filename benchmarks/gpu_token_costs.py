@@ -35,7 +35,7 @@ from typing import Any
 
 import bench_gpu
 from bastion_desktop.core.inference.backends import load_backends
-from bastion_desktop.core.inference.token_loop import sampler_settings
+from bastion_desktop.core.inference.token_loop import context_settings, sampler_settings
 from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.privacy import apply_private_environment
 
@@ -54,14 +54,18 @@ def measure(path: Path, tokens: int, rounds: int, gpu_layers: int = -1) -> dict[
 
     from bastion_desktop.core.inference.hardware import physical_cores
 
-    llm = llama_cpp.Llama(
-        model_path=str(path),
-        n_ctx=2048,
-        n_gpu_layers=gpu_layers,
-        n_threads=physical_cores(),  # as the model host runs
-        verbose=False,
-        seed=1,
-    )
+    # As the model host makes its context: one output a batch, flash attention "auto"
+    # where layers are on a GPU (llama-bench's default too).
+    with context_settings(flash_attention_auto=gpu_layers != 0) as settings:
+        llm = llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=2048,
+            n_gpu_layers=gpu_layers,
+            n_threads=physical_cores(),  # as the model host runs
+            verbose=False,
+            seed=1,
+            **settings,
+        )
     ctx = llm._ctx.ctx
     memory = llama_cpp.llama_get_memory(ctx)
     prompt = llm.tokenize(PROMPT.encode(), add_bos=True)

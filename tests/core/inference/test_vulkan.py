@@ -277,3 +277,71 @@ def test_a_request_for_every_logit_without_room_on_the_gpu_keeps_its_cache_in_ra
     # next turn.
     prompt_tokens, generated = done[0][2], done[0][3]
     assert kept == [prompt_tokens + generated - 1] * 3
+
+
+def _load_with_a_head_size_vulkan_cannot_attend(conn: Connection, model: str) -> None:
+    """In a process of its own: a model on lavapipe whose attention heads are 36 wide
+    (ggml-vulkan's flash attention takes multiples of 8), through the model host's load."""
+    from bastion_desktop.core.inference.host import placement_for
+    from bastion_desktop.core.inference.host_process import LoadedModel
+
+    options = LoadOptions(1024, gpu_layers=-1)
+    loaded = LoadedModel(Path(model), options, None, placement_for(options))
+    pipe = _Pipe()
+    params = SamplingParams(temperature=0.0, max_tokens=6)
+    loaded.generate(cast(Connection, pipe), 1, ([ChatMessage(Role.USER, "abc")], params))
+    refused = [line for line in loaded._log.lines if "Flash Attention" in line]
+    facts = loaded.facts
+    conn.send((loaded.llm.context_params.flash_attn_type, refused, pipe.messages, facts))
+    conn.close()
+    os._exit(0)
+
+
+def test_flash_attention_a_gpu_cannot_run_is_turned_off_not_left_half_on(
+    lavapipe: None, tmp_path: Path
+) -> None:
+    """llama.cpp's "auto" lays the cache out for flash attention before it finds that a
+    layer's device cannot run it; attention without it then copies the whole V cache at
+    every layer for every token. The model host makes the context again with it off."""
+    import gguf
+
+    bench_gpu = _bench_gpu()
+    odd = bench_gpu.Shape(
+        "odd-heads", layers=2, hidden=288, ffn=768, heads=8, kv_heads=8, vocab=4096, context=2048
+    )
+    model = tmp_path / "odd-heads.gguf"
+    bench_gpu.write_random_gguf(gguf, model, odd, "f16", 1)
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(
+        target=_load_with_a_head_size_vulkan_cannot_attend, args=(theirs, str(model))
+    )
+    child.start()
+    theirs.close()
+    try:
+        assert ours.poll(240), "no answer from the loading process"
+        flash_attention, refused, messages, facts = ours.recv()
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert facts.gpu_layers == facts.layers + 1, "every layer on Vulkan"
+    assert any("Flash Attention not supported, set to disabled" in line for line in refused)
+    assert flash_attention == 0, "made again with flash attention off"
+    done = next(m for m in messages if m[0] in ("done", "failed"))
+    assert done[0] == "done"
+    assert done[3] == 6
+
+
+def _bench_gpu() -> Any:
+    """benchmarks/bench_gpu.py, for its random-weight GGUF writer."""
+    import importlib
+    import sys
+
+    folder = str(Path(__file__).resolve().parents[3] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module("bench_gpu")
+    finally:
+        sys.path.remove(folder)

@@ -65,6 +65,7 @@ from bastion_desktop.core.inference.token_loop import (
     eval_reusing_prefix,
     sampled_tokens,
     sampler_settings,
+    without_refused_flash_attention,
 )
 from bastion_desktop.core.inference.types import (
     ChatMessage,
@@ -233,6 +234,8 @@ class LoadedModel:
             self.gpu_note = (
                 f"The GPU ran out of memory with {tried} on it; the model was loaded {instead}."
             )
+        if without_refused_flash_attention(llm, self._log.lines):
+            log.info("flash attention: not on every layer's device, so off")
         self.llm = llm
         self._spelled = TokenPieces(llm._model.vocab, special=True)
         metadata: dict[str, str] = dict(llm.metadata)
@@ -518,6 +521,8 @@ class LoadedModel:
             log.info("no room on the GPU for a second context (%s): its cache goes to RAM", reason)
         in_ram = llama_cpp.llama_context_params.from_buffer_copy(params)
         in_ram.offload_kqv = False
+        # Attention on the CPU beside GPU layers: "auto" would find the devices differ.
+        in_ram.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         self._log.lines.clear()
         try:
             return _internals.LlamaContext(model=llm._model, params=in_ram, verbose=False)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from bastion_desktop.core.errors import BastionError, OutputFormatError
@@ -102,6 +102,31 @@ def context_settings(*, flash_attention_auto: bool) -> Iterator[dict[str, Any]]:
     finally:
         bindings.llama_context_default_params = defaults
         bindings.LLAMA_FLASH_ATTN_TYPE_ENABLED = forced_on
+
+
+# What llama.cpp logs (a warning) when "auto" finds a layer's device cannot run it.
+FLASH_ATTENTION_REFUSED = "Flash Attention not supported, set to disabled"
+
+
+def without_refused_flash_attention(llm: Any, warnings: Iterable[str]) -> bool:
+    """Make `llm`'s context again with flash attention off where it was asked for as
+    "auto" and llama.cpp's `warnings` say a layer's device cannot run it (a GPU backend
+    built without it, a head size it lacks). The cache was laid out for it by then (V not
+    transposed), and attention without it copies and transposes the whole V cache at
+    every layer for every token, slower than having asked for it off (llama.cpp's own
+    default shares this). Made before any decode; returns whether it was made again."""
+    import llama_cpp
+    from llama_cpp import _internals
+
+    params = llm.context_params
+    if params.flash_attn_type != llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO:
+        return False
+    if not any(FLASH_ATTENTION_REFUSED in line for line in warnings):
+        return False
+    llm._ctx.close()  # its cache first, then the new one's
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    llm._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    return True
 
 
 def eval_reusing_prefix(llm: Any, tokens: list[int]) -> int:
