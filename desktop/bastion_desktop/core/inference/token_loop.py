@@ -74,7 +74,9 @@ def context_settings(*, flash_attention_auto: bool) -> Iterator[dict[str, Any]]:
     512 x vocabulary x 4 bytes of compute buffer, on the GPU where the output layer is,
     and the largest part of that buffer where the vocabulary is large: at a 4,096-token
     context, the starter's (Gemma 3, 262,144 tokens) fell from 514.5 MiB to 57.8, Qwen2.5
-    Coder 0.5B's (151,936) from 302.0 to 129.3. The replies are the same.
+    Coder 0.5B's (151,936) from 302.0 to 129.3. The replies are the same. A batch that
+    asked for more would abort llama.cpp (an assertion, not an error): logprobs over a
+    prompt, or speculative decoding, would need contexts made without this.
 
     With `flash_attention_auto` (layers on a GPU), llama.cpp's own default for flash
     attention: on where every layer's device runs it, off otherwise. `Llama` offers only
