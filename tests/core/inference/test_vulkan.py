@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
@@ -232,6 +232,25 @@ def _every_logit_request_with_no_room_on_the_gpu(conn: Connection, starter: str)
     os._exit(0)  # freeing a context on lavapipe after raw decodes has crashed
 
 
+def _apart(target: Callable[..., None], *args: Any) -> tuple[Any, int | None]:
+    """`target(conn, *args)` in a spawned process of its own: what it sent, and its exit
+    code. The process is reaped (killed if it hangs) before this returns."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=target, args=(theirs, *args))
+    child.start()
+    theirs.close()
+    try:
+        assert ours.poll(240), f"no answer from {target.__name__}"
+        result = ours.recv()
+    finally:
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    return result, child.exitcode
+
+
 class _Pipe:
     def __init__(self) -> None:
         self.messages: list[tuple[Any, ...]] = []
@@ -249,22 +268,10 @@ def test_a_request_for_every_logit_without_room_on_the_gpu_keeps_its_cache_in_ra
     """The second context that reads every logit is made on first use, after the fit
     estimate gave the chat's context the GPU's memory: where the GPU cannot hold a second
     cache, it goes to RAM and the request is answered, instead of failing."""
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    child = context.Process(
-        target=_every_logit_request_with_no_room_on_the_gpu, args=(theirs, str(starter_path))
+    (replies, kept, cache_on_gpu), exitcode = _apart(
+        _every_logit_request_with_no_room_on_the_gpu, str(starter_path)
     )
-    child.start()
-    theirs.close()
-    try:
-        assert ours.poll(240), "no answer from the measuring process"
-        replies, kept, cache_on_gpu = ours.recv()
-    finally:
-        child.join(30)
-        if child.is_alive():
-            child.kill()
-            child.join()
-    assert child.exitcode == 0
+    assert exitcode == 0
     done = [next(m for m in reply if m[0] in ("done", "failed")) for reply in replies]
     assert [d[0] for d in done] == ["done", "done", "done"], done
     assert [d[5] for d in done] == [64, 0, 64]  # gpu_top_k: the GPU's, every logit, the GPU's
@@ -311,21 +318,9 @@ def test_flash_attention_a_gpu_cannot_run_is_turned_off_not_left_half_on(
     )
     model = tmp_path / "odd-heads.gguf"
     bench_gpu.write_random_gguf(gguf, model, odd, "f16", 1)
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    child = context.Process(
-        target=_load_with_a_head_size_vulkan_cannot_attend, args=(theirs, str(model))
+    (flash_attention, refused, messages, facts), _ = _apart(
+        _load_with_a_head_size_vulkan_cannot_attend, str(model)
     )
-    child.start()
-    theirs.close()
-    try:
-        assert ours.poll(240), "no answer from the loading process"
-        flash_attention, refused, messages, facts = ours.recv()
-    finally:
-        child.join(30)
-        if child.is_alive():
-            child.kill()
-            child.join()
     assert facts.gpu_layers == facts.layers + 1, "every layer on Vulkan"
     assert any("Flash Attention not supported, set to disabled" in line for line in refused)
     assert flash_attention == 0, "made again with flash attention off"
