@@ -14,7 +14,9 @@ packaging/runtime/build_gpu.py) and each model, with every layer on the GPU:
 (b) prompt processing: a user message of about `--pp-tokens` (512) tokens answered with
     one token (its whole request as the app sees it: template, tokenization, the pipe,
     reading the prompt, one sample), Bastion's prompt tokens ÷ that time, against
-    llama-bench's `pp<N>` with the same number of tokens. Shown, no target.
+    llama-bench's `pp<N>` with the same number of tokens. Shown, no target. Also shown:
+    the model host's own time to read the prompt (`stats.prompt_read_ms`: llama.cpp's
+    decode and sync, what llama-bench times) and the rest of the request around it.
 
 One llama-bench process a round measures both: `llama-bench -m MODEL -ngl 99 -p <N>
 -n 128 -r 1 -b 512 -ub 512 -fa auto -t <threads> -o json` (after its own warm-up).
@@ -1131,6 +1133,10 @@ class Round:
     bastion_tg_tokens_per_second_at_the_host: float  # before the pipe and the app
     bastion_pp_tokens_per_second: float
     bastion_pp_s: float
+    # The model host's own time to read the prompt (llama.cpp's decode and sync), and the
+    # rest of the request: the template, the tokenizer, the pipe, the sample.
+    bastion_pp_tokens_per_second_at_the_host: float
+    bastion_pp_rest_ms: float
     bench_tg_tokens_per_second: float
     bench_pp_tokens_per_second: float
     reference_tg_tokens_per_second: float | None
@@ -1177,6 +1183,7 @@ async def measure_round(
         tg, pp = await bastion()
     reference = await asyncio.to_thread(bench, "off") if config.reference else None
     pp_s = pp.total_ms / 1000.0
+    read_s = pp.prompt_read_ms / 1000.0
     return Round(
         index=index,
         bastion_first=bastion_first,
@@ -1187,6 +1194,10 @@ async def measure_round(
         bastion_tg_tokens_per_second_at_the_host=tg.host_tokens_per_second,
         bastion_pp_tokens_per_second=pp.prompt_tokens / pp_s if pp_s > 0 else 0.0,
         bastion_pp_s=pp_s,
+        bastion_pp_tokens_per_second_at_the_host=(
+            pp.prompt_tokens_read / read_s if read_s > 0 else 0.0
+        ),
+        bastion_pp_rest_ms=pp.total_ms - pp.prompt_read_ms,
         bench_tg_tokens_per_second=ran.tg_tokens_per_second,
         bench_pp_tokens_per_second=ran.pp_tokens_per_second,
         reference_tg_tokens_per_second=reference.tg_tokens_per_second if reference else None,
@@ -1252,7 +1263,9 @@ async def measure_model(
                 f"{run.bastion_tg_tokens_per_second:7.1f} (at the host "
                 f"{run.bastion_tg_tokens_per_second_at_the_host:7.1f}) llama-bench "
                 f"{run.bench_tg_tokens_per_second:7.1f} tok/s | pp Bastion "
-                f"{run.bastion_pp_tokens_per_second:8.1f} llama-bench "
+                f"{run.bastion_pp_tokens_per_second:8.1f} (at the host "
+                f"{run.bastion_pp_tokens_per_second_at_the_host:8.1f}, "
+                f"+{run.bastion_pp_rest_ms:.1f} ms around it) llama-bench "
                 f"{run.bench_pp_tokens_per_second:8.1f} tok/s | sampled from the GPU's top "
                 f"{run.bastion_tg_gpu_top_k or '(none: every logit)'}"
             )
@@ -1280,6 +1293,11 @@ def summarize_rounds(rounds: list[Round], config: Config) -> dict[str, Any]:
         "prompt_processing": compare(
             of("bastion_pp_tokens_per_second"), of("bench_pp_tokens_per_second")
         ),
+        # The model host's read alone: what llama-bench's pp measures, but Bastion's batches.
+        "prompt_processing_at_the_host": compare(
+            of("bastion_pp_tokens_per_second_at_the_host"), of("bench_pp_tokens_per_second")
+        ),
+        "prompt_processing_rest_ms": median(of("bastion_pp_rest_ms")),
         "token_counts": sorted({r.bastion_tg_tokens for r in rounds}),
         "finish_reasons": sorted({r.bastion_tg_finish for r in rounds}),
         "rounds": [asdict(r) for r in rounds],

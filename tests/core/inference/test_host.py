@@ -99,6 +99,22 @@ async def test_streams_and_the_same_seed_gives_the_same_text(starter_path: Path)
     assert stats.gpu_top_k == 0
 
 
+async def test_a_reply_says_how_many_prompt_tokens_the_model_read(starter_path: Path) -> None:
+    host = ModelHost(starter_path, LoadOptions(context_length=1024))
+    try:
+        _, seeded = await collect(host, SamplingParams(seed=3, max_tokens=8))
+        _, again = await collect(host, SamplingParams(max_tokens=8))
+    finally:
+        await host.close()
+    # A seeded reply reads its whole prompt afresh; an unseeded one keeps what the cache
+    # holds of it, which is all but its last token here (read again for its logits).
+    assert seeded.stats.prompt_tokens_read == seeded.stats.prompt_tokens
+    assert again.stats.prompt_tokens_read == 1
+    assert again.stats.prompt_read_ms > 0
+    # The read is part of the time to the first token, as the app measures it.
+    assert 0 < seeded.stats.prompt_read_ms < seeded.stats.ttft_ms
+
+
 async def test_stop_strings_end_the_reply_before_the_stop_text(starter_path: Path) -> None:
     host = ModelHost(starter_path, LoadOptions(context_length=1024))
     try:

@@ -366,7 +366,16 @@ class ModelHost:
                         yield trimmed
                     elif kind == "done":
                         complete = True
-                        yield reply.finished(*message[2:7])
+                        prompt, generated, finish, top_k, rate, read, read_ms = message[2:]
+                        yield reply.finished(
+                            prompt,
+                            generated,
+                            finish,
+                            gpu_top_k=top_k,
+                            host_rate=rate,
+                            prompt_tokens_read=read,
+                            prompt_read_ms=read_ms,
+                        )
                         return
                     elif kind == "failed":
                         complete = True
@@ -510,8 +519,11 @@ class _ReplyClock:
         prompt_tokens: int,
         generated: int,
         finish: FinishReason,
+        *,
         gpu_top_k: int = 0,
         host_rate: float = 0.0,
+        prompt_tokens_read: int = 0,
+        prompt_read_ms: float = 0.0,
     ) -> GenerationFinished:
         end = time.perf_counter()
         first = self.first
@@ -529,5 +541,7 @@ class _ReplyClock:
             finish_reason=finish,
             gpu_top_k=gpu_top_k,
             host_tokens_per_second=host_rate,
+            prompt_tokens_read=prompt_tokens_read,
+            prompt_read_ms=prompt_read_ms,
         )
         return GenerationFinished(stats, "".join(self.parts))

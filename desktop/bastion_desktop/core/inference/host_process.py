@@ -12,7 +12,7 @@ Messages out: ("attempt", n_gpu_layers) ... then ("loaded", facts, RuntimeInfo)
               | ("load_failed", sentence)
               ("trimmed", id, PromptTrimmed) | ("text", id, str)
               ("done", id, prompt_tokens, generated_tokens, finish_reason, gpu_top_k,
-               tokens_per_second_at_the_host)
+               tokens_per_second_at_the_host, prompt_tokens_read, prompt_read_ms)
               ("completed", id, text, prompt_tokens, generated_tokens, finish_reason)
               ("scored", id, masses, prompt_tokens, evaluated_tokens)
               ("failed", id, error class name, sentence)
@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bastion_desktop.core.errors import (
     BastionError,
@@ -160,6 +160,17 @@ def _load_attempts(first: int, path: Path) -> list[int]:
     except BastionError:
         return [first]
     return gpu_layer_attempts(first, layers)
+
+
+class Decoded(NamedTuple):
+    """How a decode went: the tokens generated, why it ended, False when a shutdown
+    arrived; the prompt tokens read (the rest were cached) and the time it took."""
+
+    generated: int
+    finish: FinishReason
+    keep_running: bool
+    prompt_tokens_read: int
+    prompt_read_ms: float
 
 
 class LoadedModel:
@@ -433,15 +444,14 @@ class LoadedModel:
                 # so the logits in the last bits; a seeded reply must be reproducible, so
                 # the context that serves it reads its whole prompt afresh.
                 llm.reset()  # type: ignore[no-untyped-call]
-            generated, finish, keep_running = self._decode(
-                conn, tokens, max_new, stops=stops, emit=send, sampling=sampling
-            )
+            done = self._decode(conn, tokens, max_new, stops=stops, emit=send, sampling=sampling)
         gpu_top_k = GPU_TOP_K if on_gpu else 0
         # The decode speed as this process produced the text, before the pipe and the app.
         span = sent[1] - sent[0] if sent else 0.0
-        rate = (generated - 1) / span if generated > 1 and span > 0 else 0.0
-        conn.send(("done", request_id, len(tokens), generated, finish, gpu_top_k, rate))
-        return keep_running
+        rate = (done.generated - 1) / span if done.generated > 1 and span > 0 else 0.0
+        counts = (len(tokens), done.generated, done.finish, gpu_top_k, rate)
+        conn.send(("done", request_id, *counts, done.prompt_tokens_read, done.prompt_read_ms))
+        return done.keep_running
 
     def sample_from_gpu_top_k(self) -> bool:
         """Have the GPU send the sampler its GPU_TOP_K best tokens instead of every
@@ -544,11 +554,10 @@ class LoadedModel:
         stops: tuple[str, ...],
         emit: Callable[[str], None],
         sampling: dict[str, Any],
-    ) -> tuple[int, FinishReason, bool]:
+    ) -> Decoded:
         """Generate after `tokens`, handing `emit` the text as it is cleared of stop
         strings; a cancel or shutdown from the app ends it between tokens, a hold makes
-        it wait there for the next message (a go, a cancel). Returns the tokens
-        generated, why it ended, and False when a shutdown arrived."""
+        it wait there for the next message (a go, a cancel)."""
         import llama_cpp
 
         llm = self.llm
@@ -560,7 +569,10 @@ class LoadedModel:
         finish: FinishReason = "length"
         keep_running = True
         sampler = llm._init_sampler(**sampling)
-        eval_reusing_prefix(llm, tokens)
+        started = time.perf_counter()
+        read = eval_reusing_prefix(llm, tokens)
+        llama_cpp.llama_synchronize(llm._ctx.ctx)  # a GPU's decode returns before it ends
+        read_ms = (time.perf_counter() - started) * 1000.0
         for token in sampled_tokens(llm, sampler):
             if is_eog(vocab, token):
                 finish = "stop"
@@ -588,7 +600,7 @@ class LoadedModel:
         rest = text.flush()
         if rest:
             emit(rest)
-        return generated, finish, keep_running
+        return Decoded(generated, finish, keep_running, read, read_ms)
 
     def complete(self, conn: Connection, request_id: int, payload: tuple[Any, ...]) -> bool:
         """A raw prompt (its own special tokens, no chat template) decoded greedily, for
@@ -606,7 +618,7 @@ class LoadedModel:
         # prefix of the previous prompt, so prompts sharing a conversation are cheap.
         sampling = {"temp": 0.0, "repeat_penalty": 1.0}
         with self._every_logit():
-            generated, finish, keep_running = self._decode(
+            done = self._decode(
                 conn,
                 tokens,
                 max_tokens,
@@ -614,8 +626,9 @@ class LoadedModel:
                 emit=parts.append,
                 sampling=sampling,
             )
-        conn.send(("completed", request_id, "".join(parts), len(tokens), generated, finish))
-        return keep_running
+        text = "".join(parts)
+        conn.send(("completed", request_id, text, len(tokens), done.generated, done.finish))
+        return done.keep_running
 
     def score(self, conn: Connection, request_id: int, payload: tuple[Any, ...]) -> bool:
         """The probability the model gives each set of answers as its next token, after

@@ -99,9 +99,12 @@ class GenerationStats:
     # not keep them, and a reply read back equals the one streamed. The best tokens the
     # GPU kept for the sampler (llama.cpp's backend top-k), 0 when the sampler chose from
     # every token's logit; tokens_per_second as the model host produced the text, before
-    # the pipe and the app.
+    # the pipe and the app; the prompt tokens the model read (the rest were in its cache)
+    # and the time it took, without the template, the tokenizer, the pipe or a sample.
     gpu_top_k: int = field(default=0, compare=False)
     host_tokens_per_second: float = field(default=0.0, compare=False)
+    prompt_tokens_read: int = field(default=0, compare=False)
+    prompt_read_ms: float = field(default=0.0, compare=False)
 
 
 @dataclass(frozen=True)
