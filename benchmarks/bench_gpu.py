@@ -246,14 +246,14 @@ def default_flavours() -> list[str]:
     """Vulkan (what the installers ship), and the CUDA flavour of the nvcc on PATH."""
     gpu, _ = build_scripts()
     release = (nvcc_release() or "").split(".")[0]
-    cuda = [f for f, (major, _) in gpu.CUDA_FLAVOURS.items() if major == release]
+    cuda = [name for name, f in gpu.CUDA_FLAVOURS.items() if f.major == release]
     return ["vulkan", *cuda]
 
 
 def check_toolchain(flavour: str) -> None:
     gpu, _ = build_scripts()
     if flavour in gpu.CUDA_FLAVOURS:
-        major = gpu.CUDA_FLAVOURS[flavour][0]
+        major = gpu.CUDA_FLAVOURS[flavour].major
         release = nvcc_release()
         if release is None or release.split(".")[0] != major:
             found = f"nvcc {release}" if release else "no nvcc on PATH"
@@ -848,8 +848,7 @@ def link_cuda_runtime(into: Path, release: str) -> list[str]:
     a shipped module has its own copies)."""
     gpu, _ = build_scripts()
     linked = []
-    for stem in gpu.CUDA_RUNTIME:
-        name = f"{stem}.{release}"
+    for name in gpu.cuda_runtime_names(release, windows=False):
         found = next((f / name for f in cuda_runtime_folders() if (f / name).is_file()), None)
         if found is None:
             raise BenchmarkError(f"no {name} on this machine (a CUDA {release} runtime)")
@@ -872,7 +871,7 @@ def packed_runtime(packed: Path, flavour: str, scratch: Path) -> dict[str, Any]:
     shutil.copy2(module, target / module.name)
     result: dict[str, Any] = {"root": root, "module": module, "wheel": packed / "runtime"}
     if flavour in gpu.CUDA_FLAVOURS:
-        result["cuda_runtime"] = link_cuda_runtime(target, gpu.CUDA_FLAVOURS[flavour][0])
+        result["cuda_runtime"] = link_cuda_runtime(target, gpu.CUDA_FLAVOURS[flavour].major)
     return result
 
 

@@ -30,7 +30,8 @@ Vulkan, the one GPU backend for NVIDIA, AMD and Intel on Linux and Windows:
 - Windows and macOS: the LunarG Vulkan SDK (`VULKAN_SDK`), as llama.cpp's releases do.
 
 CUDA (`cuda_v12`, `cuda_v13`) is built only where that CUDA toolkit is (`nvcc` on PATH,
-with cuBLAS): the release machines and GPU benchmark hosts. Its runtime libraries
+with cuBLAS): the release machines (Linux: NVIDIA's apt packages; Windows: cuda_toolkit.py
+assembles one from NVIDIA's archives) and GPU benchmark hosts. Its runtime libraries
 (cudart, cublas, cublasLt) are copied beside the module, so users need only the driver.
 
 Standard library only: it runs before any environment exists.
@@ -44,6 +45,7 @@ import hashlib
 import io
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -53,6 +55,7 @@ import time
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import build_runtime  # a sibling script, not a package
@@ -77,24 +80,40 @@ FLAVOURS = {
     "cuda_v12": ("GGML_CUDA", "ggml-cuda"),
     "cuda_v13": ("GGML_CUDA", "ggml-cuda"),
 }
-# CUDA flavour -> (its toolkit's major release, the GPU architectures it is built for).
-# cuda_v12: consumer GPUs from Maxwell to Blackwell, as Ollama's cuda_v12 preset; CUDA 13
-# (driver 580 or newer) dropped everything before Turing. BASTION_CUDA_ARCHITECTURES
-# replaces the list, e.g. "90-real" for a benchmark build on an H100/H200 alone.
+
+
+class CudaFlavour(NamedTuple):
+    major: str  # the toolkit's major release, which the runtime libraries' names carry
+    oldest_minor: int  # the oldest minor release of it that builds every architecture
+    architectures: str  # CMAKE_CUDA_ARCHITECTURES
+
+
+# The GPU architectures, as llama.cpp's own non-native default: machine code ("-real")
+# for the consumer GPUs most users have (RTX 30: 86, RTX 40: 89, RTX 50: 120a, which
+# needs CUDA 12.8), PTX ("-virtual") for the rest, which the driver compiles on first use
+# and keeps in its cache. A GPU with PTX only waits for that compilation the first time
+# each kernel runs (seconds to minutes, once), and PTX made by a newer toolkit needs a
+# driver at least as new; machine code runs on any driver of the major release. Each
+# "-real" adds tens of MB. CUDA 13 (driver 580 or newer) dropped everything before
+# Turing. BASTION_CUDA_ARCHITECTURES replaces the list, e.g. "90-real" for a benchmark
+# build on an H100/H200 alone.
 CUDA_FLAVOURS = {
-    "cuda_v12": (
+    "cuda_v12": CudaFlavour(
         "12",
-        "50-virtual;61-virtual;70-virtual;75-virtual;80-virtual;86-virtual;89-virtual;"
-        "90-virtual;120-virtual",
+        8,
+        "50-virtual;61-virtual;70-virtual;75-virtual;80-virtual;86-real;89-real;"
+        "90-virtual;120a-real",
     ),
-    "cuda_v13": (
+    "cuda_v13": CudaFlavour(
         "13",
-        "75-virtual;80-virtual;86-virtual;89-virtual;90-virtual;100-virtual;120-virtual",
+        0,
+        "75-virtual;80-virtual;86-real;89-real;90-virtual;100-virtual;120a-real",
     ),
 }
 # The CUDA runtime libraries a CUDA module needs beside it, by soname stem; the suffix is
-# the flavour's release ("libcudart.so.13").
+# the flavour's release ("libcudart.so.13"). Windows names them cudart64_13.dll.
 CUDA_RUNTIME = ("libcudart.so", "libcublas.so", "libcublasLt.so")
+CUDA_RUNTIME_WINDOWS = ("cudart64_", "cublas64_", "cublasLt64_")
 # Extra CMake arguments for a CUDA module, split on spaces (e.g. "-DGGML_CUDA_NCCL=OFF"
 # for a benchmark build); they are part of the cache key like the others.
 CUDA_ARGS_VARIABLE = "BASTION_CUDA_CMAKE_ARGS"
@@ -220,10 +239,14 @@ def flavour_cmake_args(flavour: str) -> list[str]:
     if flavour == "vulkan":
         args += vulkan_cmake_args()
     elif flavour in CUDA_FLAVOURS:
-        release, architectures = CUDA_FLAVOURS[flavour]
-        _require_cuda(release)
-        architectures = os.environ.get("BASTION_CUDA_ARCHITECTURES") or architectures
+        cuda = CUDA_FLAVOURS[flavour]
+        _require_cuda(flavour, cuda)
+        architectures = os.environ.get("BASTION_CUDA_ARCHITECTURES") or cuda.architectures
         args.append(f"-DCMAKE_CUDA_ARCHITECTURES={architectures}")
+        if IS_WINDOWS and os.environ.get("CMAKE_GENERATOR", "Visual Studio").startswith("Visual"):
+            # Visual Studio builds CUDA with the toolkit's MSBuild files: named by folder,
+            # a toolkit that was not installed (cuda_toolkit.py) works too.
+            args += ["-T", f"cuda={_cuda_toolkit()}"]
         args += os.environ.get(CUDA_ARGS_VARIABLE, "").split()
     return args
 
@@ -294,7 +317,7 @@ def build_module(flavour: str) -> Path:
             raise BuildError(f"the {flavour} build made no {module.name}")
         shutil.copy2(built, partial / flavour / module.name)
         if flavour in CUDA_FLAVOURS:
-            copy_cuda_runtime(partial / flavour, CUDA_FLAVOURS[flavour][0])
+            copy_cuda_runtime(partial / flavour, CUDA_FLAVOURS[flavour].major)
         log(f"built in {time.monotonic() - started:.0f} s")
     check_module(partial / flavour / module.name)
     shutil.rmtree(folder, ignore_errors=True)
@@ -302,30 +325,49 @@ def build_module(flavour: str) -> Path:
     return module
 
 
-def _require_cuda(release: str) -> None:
+def _require_cuda(flavour: str, cuda: CudaFlavour) -> None:
     """A CUDA flavour needs its own release's nvcc: 13 refuses the architectures below
-    sm_75 that cuda_v12 lists, and a module links its release's runtime by soname."""
+    sm_75 that cuda_v12 lists, a module links its release's runtime by soname, and
+    sm_120a (RTX 50) needs CUDA 12.8."""
+    wanted = f"CUDA {cuda.major}.{cuda.oldest_minor} or a newer {cuda.major}.x"
     nvcc = shutil.which("nvcc")
     if nvcc is None:
-        raise BuildError(f"the CUDA backend needs nvcc on PATH (a CUDA {release} toolkit)")
+        raise BuildError(f"the CUDA backend needs nvcc on PATH ({wanted})")
     version = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False)
-    if f"release {release}." not in version.stdout:
-        raise BuildError(f"cuda_v{release} needs CUDA {release}'s nvcc; {nvcc} is another release")
+    found = re.search(r"release (\d+)\.(\d+)", version.stdout)
+    if found is None or found.group(1) != cuda.major:
+        raise BuildError(f"{flavour} needs CUDA {cuda.major}'s nvcc; {nvcc} is another release")
+    if int(found.group(2)) < cuda.oldest_minor:
+        raise BuildError(f"{flavour} needs {wanted}; {nvcc} is {found.group(0)}")
 
 
-def copy_cuda_runtime(into: Path, release: str) -> None:
-    """cudart, cublas and cublasLt beside the CUDA module (NVIDIA's EULA, Attachment A,
-    allows redistributing them), so that users need only the driver."""
+def _cuda_toolkit() -> Path:
+    """The CUDA toolkit folder of the nvcc on PATH."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         raise BuildError("the CUDA backend needs nvcc on PATH")
-    toolkit = Path(nvcc).resolve().parent.parent
-    for stem in CUDA_RUNTIME:
-        name = f"{stem}.{release}"
-        found = next(iter(sorted(toolkit.rglob(name))), None)
-        if found is None:
-            raise BuildError(f"{name} is not in the CUDA toolkit at {toolkit}")
-        shutil.copy2(found, into / name)
+    return Path(nvcc).resolve().parent.parent
+
+
+def copy_cuda_runtime(into: Path, release: str, *, windows: bool = IS_WINDOWS) -> None:
+    """cudart, cublas and cublasLt beside the CUDA module (NVIDIA's EULA, Attachment A,
+    allows redistributing them), so that users need only the driver."""
+    toolkit = _cuda_toolkit()
+    names = cuda_runtime_names(release, windows=windows)
+    found = {name: next(iter(sorted(toolkit.rglob(name))), None) for name in names}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise BuildError(f"{', '.join(missing)} is not in the CUDA toolkit at {toolkit}")
+    for name, path in found.items():
+        assert path is not None
+        shutil.copy2(path, into / name)  # a link's file, under the link's name
+
+
+def cuda_runtime_names(release: str, *, windows: bool = IS_WINDOWS) -> list[str]:
+    """The file names of the CUDA runtime libraries copied beside a CUDA module."""
+    if windows:  # in the toolkit's bin (CUDA 12) or bin/x64 (CUDA 13)
+        return [f"{stem}{release}.dll" for stem in CUDA_RUNTIME_WINDOWS]
+    return [f"{stem}.{release}" for stem in CUDA_RUNTIME]
 
 
 def check_module(module: Path) -> None:

@@ -123,3 +123,101 @@ def test_the_installers_carry_vulkan_or_the_flavours_a_release_names(
     monkeypatch.setenv("BASTION_GPU_FLAVOURS", "vulkan,cuda")
     with pytest.raises(build_gpu.BuildError, match="names cuda: the flavours are cuda_v12"):
         build_gpu.default_flavours()
+
+
+def fake_nvcc(folder: Path, release: str) -> Path:
+    """A stand-in for a CUDA toolkit's nvcc that only says its release: this machine has
+    no CUDA 12 toolkit (and no Windows one), whose checks these are."""
+    nvcc = folder / "bin" / "nvcc"
+    nvcc.parent.mkdir(parents=True)
+    nvcc.write_text(
+        "#!/bin/sh\necho 'nvcc: NVIDIA (R) Cuda compiler driver'\n"
+        f"echo 'Cuda compilation tools, release {release}, V{release}.1'\n"
+    )
+    nvcc.chmod(0o755)
+    return nvcc
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a shell script stands in for nvcc")
+def test_a_cuda_flavour_needs_its_toolkit_release_and_carries_machine_code_for_rtx_gpus(
+    build_gpu: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BASTION_CUDA_ARCHITECTURES", raising=False)
+    monkeypatch.delenv("BASTION_CUDA_CMAKE_ARGS", raising=False)
+    for release in ("12.4", "12.8", "13.0"):
+        fake_nvcc(tmp_path / release, release)
+    monkeypatch.setenv("PATH", f"{tmp_path / '12.4' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    # RTX 50's sm_120a came with CUDA 12.8.
+    with pytest.raises(build_gpu.BuildError, match=r"cuda_v12 needs CUDA 12\.8 or a newer 12"):
+        build_gpu.flavour_cmake_args("cuda_v12")
+    monkeypatch.setenv("PATH", f"{tmp_path / '12.8' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(build_gpu.BuildError, match="cuda_v13 needs CUDA 13's nvcc"):
+        build_gpu.flavour_cmake_args("cuda_v13")
+    args = build_gpu.flavour_cmake_args("cuda_v12")
+    monkeypatch.setenv("PATH", f"{tmp_path / '13.0' / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    for flavour, flavour_args in (
+        ("cuda_v12", args),
+        ("cuda_v13", build_gpu.flavour_cmake_args("cuda_v13")),
+    ):
+        listed = next(a for a in flavour_args if a.startswith("-DCMAKE_CUDA_ARCHITECTURES="))
+        architectures = listed.split("=", 1)[1].split(";")
+        # Machine code for RTX 30, 40 and 50: no compilation by the driver on first use.
+        assert {"86-real", "89-real", "120a-real"} <= set(architectures), flavour
+        # PTX for the architecture before each, so older and newer GPUs still run it.
+        assert "75-virtual" in architectures, flavour
+        assert "90-virtual" in architectures, flavour
+
+
+@pytest.mark.parametrize(
+    ("windows", "layout"),
+    [
+        # Linux: sonames linking to the versioned files, in lib64 (the packages') or lib.
+        (
+            False,
+            {
+                "lib64/libcudart.so.12.8.90": None,
+                "lib64/libcudart.so.12": "libcudart.so.12.8.90",
+                "lib64/libcublas.so.12": None,
+                "lib64/libcublasLt.so.12": None,
+            },
+        ),
+        # Windows: the DLLs in bin (CUDA 12) or bin/x64 (CUDA 13).
+        (
+            True,
+            {
+                "bin/x64/cudart64_12.dll": None,
+                "bin/x64/cublas64_12.dll": None,
+                "bin/cublasLt64_12.dll": None,
+            },
+        ),
+    ],
+)
+def test_the_cuda_runtime_is_copied_beside_the_module_under_the_names_it_is_linked_by(
+    build_gpu: ModuleType,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    windows: bool,
+    layout: dict[str, str | None],
+) -> None:
+    toolkit = tmp_path / "cuda"
+    nvcc = fake_nvcc(toolkit, "12.8")
+    monkeypatch.setenv("PATH", f"{nvcc.parent}{os.pathsep}{os.environ['PATH']}")
+    for name, target in layout.items():
+        path = toolkit / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if target is None:
+            path.write_bytes(name.encode())
+        else:
+            path.symlink_to(target)
+    module = tmp_path / "module"
+    module.mkdir()
+    build_gpu.copy_cuda_runtime(module, "12", windows=windows)
+    copied = sorted(p.name for p in module.iterdir())
+    assert copied == sorted(build_gpu.cuda_runtime_names("12", windows=windows))
+    assert not any(p.is_symlink() for p in module.iterdir()), "the files, not links"
+    if not windows:
+        assert (module / "libcudart.so.12").read_bytes() == b"lib64/libcudart.so.12.8.90"
+    # A toolkit without cuBLAS says so.
+    next(toolkit.rglob("cublas64_12.dll" if windows else "libcublas.so.12")).unlink()
+    with pytest.raises(build_gpu.BuildError, match=r"cublas(64_12\.dll|\.so\.12) is not in"):
+        build_gpu.copy_cuda_runtime(tmp_path / "again", "12", windows=windows)

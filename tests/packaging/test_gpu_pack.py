@@ -120,7 +120,7 @@ def test_each_cuda_flavour_needs_its_own_releases_nvcc(
     flavour = f"cuda_v{major}"
     args = build_gpu.flavour_cmake_args(flavour)
     assert "-DGGML_CUDA=ON" in args
-    assert f"-DCMAKE_CUDA_ARCHITECTURES={build_gpu.CUDA_FLAVOURS[flavour][1]}" in args
+    assert f"-DCMAKE_CUDA_ARCHITECTURES={build_gpu.CUDA_FLAVOURS[flavour].architectures}" in args
     assert "-DCMAKE_INSTALL_RPATH=$ORIGIN;$ORIGIN/.." in args  # its cudart beside it
     # A benchmark build for one GPU, with extra options: both in the arguments, and so in
     # the cache key.
