@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from bastion_desktop.core.inference.backends import cpu_variant_of
+from bastion_desktop.core.inference.backends import cpu_variant_of, libraries_beside
 
 ROOT = Path(__file__).resolve().parents[3]
 PROBE = Path(__file__).with_name("backend_probe_script.py")
@@ -74,6 +74,26 @@ def test_cpu_variant_is_read_from_the_library_name(
     library: str | None, variant: str | None
 ) -> None:
     assert cpu_variant_of(library) == variant
+
+
+def test_on_windows_a_gpu_modules_own_dlls_are_loaded_before_it(tmp_path: Path) -> None:
+    # Windows cannot run here: `load` records what ctypes.WinDLL would be given.
+    folder = tmp_path / "cuda_v12"
+    folder.mkdir()
+    for name in ("ggml-cuda.dll", "cudart64_12.dll", "cublas64_12.dll", "cublasLt64_12.dll"):
+        (folder / name).write_bytes(b"")
+    (folder / "NOTICE.txt").write_text("")
+    loaded: list[str] = []
+    handles = libraries_beside(folder / "ggml-cuda.dll", load=loaded.append, windows=True)
+    assert len(handles) == 3
+    assert sorted(Path(p).name for p in loaded) == [
+        "cublas64_12.dll",
+        "cublasLt64_12.dll",
+        "cudart64_12.dll",
+    ]
+    assert all(Path(p).is_absolute() for p in loaded), "by full path, never by name"
+    # Elsewhere the module finds them itself (RUNPATH $ORIGIN).
+    assert libraries_beside(folder / "ggml-cuda.dll", load=loaded.append, windows=False) == []
 
 
 @pytest.mark.model

@@ -28,14 +28,17 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from bastion_desktop.core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
+
+IS_WINDOWS = sys.platform == "win32"
 
 
 class DeviceType(StrEnum):
@@ -245,6 +248,26 @@ class LlamaLogTail:
         return self.lines[-1] if self.lines else None
 
 
+# The libraries loaded for GPU modules (libraries_beside): kept for the process's life.
+_BESIDE_MODULES: list[Any] = []
+
+
+def libraries_beside(
+    module: Path, *, load: Callable[[str], Any] | None = None, windows: bool = IS_WINDOWS
+) -> list[Any]:
+    """On Windows, load the DLLs lying beside a GPU module (a CUDA module's cudart and
+    cuBLAS) by their full paths, before the module. ggml loads it with LoadLibraryW, and
+    Windows looks for a DLL's imports by their names alone, in the program's folder, the
+    system's and PATH, never in the module's own folder; a DLL already loaded is found by
+    its name. (`ctypes.WinDLL` with a full path searches that DLL's folder for its own
+    imports: cublas finds cublasLt.) Elsewhere the modules are built to find them
+    (RUNPATH `$ORIGIN`). Raises OSError when one does not load."""
+    if not windows:
+        return []
+    load = load or ctypes.WinDLL  # type: ignore[attr-defined,unused-ignore]
+    return [load(str(path)) for path in sorted(module.parent.glob("*.dll")) if path != module]
+
+
 def gpu_module_folders(lib_dir: Path) -> dict[str, Path]:
     """The GPU backend modules shipped beside libllama, one folder per flavour
     (`vulkan/libggml-vulkan.so`, `cuda_v12/ggml-cuda.dll`): {flavour: module}."""
@@ -304,6 +327,11 @@ def load_backends(
         for module in gpu_modules:
             assert tail is not None
             tail.lines.clear()
+            try:
+                _BESIDE_MODULES.extend(libraries_beside(module))
+            except OSError as error:
+                failures.append(f"{module.parent.name}: its libraries did not load: {error}")
+                continue
             if not ggml.ggml_backend_load(_encode_path(module)):
                 reason = tail.last_error() or "it did not load"
                 failures.append(f"{module.parent.name}: {reason}")
