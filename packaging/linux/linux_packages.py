@@ -18,7 +18,7 @@ triggers refresh the icon cache and the desktop database on their own.
 Dependencies are read from the bundle itself, the way dpkg-shlibdeps and rpm's
 find-requires do: every shared library that an ELF file in the bundle needs and the
 bundle does not carry must come from the system (the xcb libraries Qt's platform plug-in
-loads, OpenGL, fontconfig, D-Bus). The .deb names the Debian packages that provide
+loads, OpenGL, fontconfig, D-Bus), but for a GPU driver's own (DRIVER_LIBRARIES). The .deb names the Debian packages that provide
 them on the build machine; the .rpm names the libraries themselves (`libX.so.N()(64bit)`),
 which every rpm distribution resolves to its own package names.
 """
@@ -49,6 +49,12 @@ model downloads you ask for. A small starter model is included, so it works
 offline from the first minute."""
 # Shared objects that are part of the C library or the dynamic loader itself.
 _LOADER = re.compile(r"^(ld-linux.*|linux-vdso.*)$")
+# Libraries a GPU driver installs with itself, never a package: the CUDA module needs the
+# NVIDIA driver's libcuda. Naming a package for it (Debian's libcuda1, Ubuntu's
+# libnvidia-compute-NNN) would put one driver's files on every machine that installs
+# recommendations, AMD's and Intel's too; without it the runtime probe skips CUDA and
+# says why, and Vulkan or the CPU runs the model.
+DRIVER_LIBRARIES = frozenset({"libcuda.so.1"})
 _SHARED_OBJECT = re.compile(r"\.so(\.[\d.]+)?$|\.abi3\.so$")
 
 
@@ -223,7 +229,11 @@ def system_needs(bundle: Path) -> SystemNeeds:
             (module_needs if _is_gpu_module(path) else needed).update(names)
         for major, minor in re.findall(r"\bGLIBC_(\d+)\.(\d+)\b", listing):
             glibc = max(glibc, (int(major), int(minor)))
-    outside = {n for n in needed | module_needs if n not in carried and not _LOADER.match(n)}
+    outside = {
+        n
+        for n in needed | module_needs
+        if n not in carried and not _LOADER.match(n) and n not in DRIVER_LIBRARIES
+    }
     optional = outside & (module_needs - needed)
     return SystemNeeds(tuple(sorted(outside - optional)), glibc, tuple(sorted(optional)))
 

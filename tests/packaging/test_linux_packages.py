@@ -8,15 +8,18 @@ BASTION_REQUIRE_PACKAGES=1 (CI builds the packages first): then a missing packag
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,3 +254,65 @@ def test_lintian_finds_nothing_the_overrides_do_not_explain() -> None:
     )
     findings = [line for line in result.stdout.splitlines() if re.match(r"[EW]: ", line)]
     assert findings == [], "\n".join(findings[:40])
+
+
+# -- dependencies read from the bundle -----------------------------------------------------------
+
+
+def _linux_packages() -> Any:
+    path = ROOT / "packaging" / "linux" / "linux_packages.py"
+    spec = importlib.util.spec_from_file_location("bastion_linux_packages", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _shared_library(path: Path, source: str, *links: str, soname: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    c_file = path.with_suffix(".c")
+    c_file.write_text(source)
+    command = ["gcc", "-shared", "-fPIC", "-o", str(path), str(c_file), *links]
+    if soname:
+        command.append(f"-Wl,-soname,{soname}")
+    subprocess.run(command, check=True, timeout=60)
+    c_file.unlink()
+
+
+def test_the_nvidia_drivers_library_is_neither_required_nor_recommended(tmp_path: Path) -> None:
+    """A bundle built here with gcc: a CUDA module linking the NVIDIA driver's libcuda (a
+    stand-in kept outside the bundle, as the driver is), its runtime beside it, a Vulkan
+    module linking the system's loader, and a library of the app's own needing libm."""
+    _need("gcc", "gcc")
+    _need("objdump", "binutils")
+    driver = tmp_path / "driver"
+    _shared_library(driver / "libcuda.so.1", "int cuInit(unsigned f) { return 0; }\n",
+                    soname="libcuda.so.1")  # fmt: skip
+    (driver / "libcuda.so").symlink_to("libcuda.so.1")
+    lib = tmp_path / "bundle" / "_internal" / "llama_cpp" / "lib"
+    _shared_library(lib / "cuda_v12" / "libcudart.so.12", "int cudart(void) { return 1; }\n",
+                    soname="libcudart.so.12")  # fmt: skip
+    _shared_library(
+        lib / "cuda_v12" / "libggml-cuda.so",
+        "int cuInit(unsigned); int cudart(void);\n"
+        "int start(void) { return cuInit(0) + cudart(); }\n",
+        f"-L{driver}", "-lcuda", f"-L{lib / 'cuda_v12'}", "-l:libcudart.so.12",
+    )  # fmt: skip
+    vulkan = tmp_path / "vulkan"
+    _shared_library(vulkan / "libvulkan.so.1", "int vkGetInstanceProcAddr(void) { return 0; }\n",
+                    soname="libvulkan.so.1")  # fmt: skip
+    (vulkan / "libvulkan.so").symlink_to("libvulkan.so.1")
+    _shared_library(
+        lib / "vulkan" / "libggml-vulkan.so",
+        "int vkGetInstanceProcAddr(void); int start(void) { return vkGetInstanceProcAddr(); }\n",
+        f"-L{vulkan}", "-lvulkan",
+    )  # fmt: skip
+    cosine = "double cos(double); double f(double x) { return cos(x); }\n"
+    _shared_library(lib / "libown.so", cosine, "-lm")
+    needs = _linux_packages().system_needs(tmp_path / "bundle")
+    assert "libcuda.so.1" not in needs.sonames + needs.optional
+    assert "libcudart.so.12" not in needs.sonames, "carried beside the module"
+    assert needs.optional == ("libvulkan.so.1",)
+    assert "libm.so.6" in needs.sonames
