@@ -151,6 +151,28 @@ def test_each_runner_builds_then_self_tests_what_it_froze(
     assert sboms[0] < uploads[0]
 
 
+@pytest.mark.parametrize("runner_os", ["Linux", "Windows"])
+def test_linux_and_windows_installers_carry_cuda_12_built_with_a_toolkit_it_accepts(
+    workflow: dict[Any, Any], runner_os: str
+) -> None:
+    steps = [s for s in workflow["jobs"]["build"]["steps"] if _applies_on(s, runner_os)]
+    scripts = [str(step.get("run", "")) for step in steps]
+    build = next(i for i, script in enumerate(scripts) if "packaging/build.py" in script)
+    env = steps[build]["env"]
+    assert "cuda_v12" in re.split(r"[,\s]+", env["BASTION_GPU_FLAVOURS"])
+    assert "vulkan" in re.split(r"[,\s]+", env["BASTION_GPU_FLAVOURS"])
+    assert env["BASTION_REQUIRE_GPU_BACKENDS"] == "1", "a release without them fails"
+    installs = [i for i, step in enumerate(steps) if "CUDA" in str(step.get("name", ""))]
+    assert installs, f"{runner_os} installs no CUDA toolkit"
+    assert installs[0] < build
+    # The release it installs is one build_gpu.py's cuda_v12 builds with (12.8 or newer).
+    cuda = _load(ROOT / "packaging" / "runtime" / "build_gpu.py").CUDA_FLAVOURS["cuda_v12"]
+    version = next(iter(steps[installs[0]]["env"].values()))
+    major, minor = re.split(r"[.-]", str(version))[:2]
+    assert major == cuda.major
+    assert int(minor) >= cuda.oldest_minor
+
+
 def test_only_the_publish_job_can_write(workflow: dict[Any, Any]) -> None:
     assert workflow["permissions"] == {"contents": "read"}
     for name, job in workflow["jobs"].items():
