@@ -242,22 +242,41 @@ def _loads_in_a_fresh_process(library: str) -> bool:
     return subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0
 
 
-def _needs_the_nvidia_driver(tmp_path: Path, flavour: str) -> Path:
-    """A module named like a CUDA backend that links the NVIDIA driver's library, as
-    ggml-cuda does, and a stand-in for that library (soname libcuda.so.1) kept apart."""
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build the modules")
-    driver = tmp_path / "driver"
-    driver.mkdir()
-    (tmp_path / "cuInit.c").write_text("int cuInit(unsigned flags) { return 0; }\n")
+def _nvidia_driver(folder: Path, cuda_version: int) -> Path:
+    """A stand-in for the NVIDIA driver's library (soname libcuda.so.1) that runs CUDA up
+    to `cuda_version` (12080: 12.8)."""
+    folder.mkdir()
+    source = folder / "driver.c"
+    source.write_text(
+        "int cuInit(unsigned flags) { return 0; }\n"
+        f"int cuDriverGetVersion(int *v) {{ *v = {cuda_version}; return 0; }}\n"
+    )
     subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(driver / "libcuda.so.1"),
-         str(tmp_path / "cuInit.c")],
+        ["gcc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(folder / "libcuda.so.1"),
+         str(source)],
         check=True, timeout=60,
     )  # fmt: skip
-    (driver / "libcuda.so").symlink_to("libcuda.so.1")
+    (folder / "libcuda.so").symlink_to("libcuda.so.1")
+    return folder
+
+
+def _needs_the_nvidia_driver(tmp_path: Path, flavour: str) -> Path:
+    """A module named like a CUDA backend that links the NVIDIA driver's library, as
+    ggml-cuda does, with a CUDA 12.8 runtime beside it, and a stand-in for the driver's
+    library (running CUDA up to 12.8) kept apart."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the modules")
+    driver = _nvidia_driver(tmp_path / "driver", 12080)
     folder = tmp_path / "lib" / flavour
     folder.mkdir(parents=True)
+    (tmp_path / "cudart.c").write_text(
+        "int cudaRuntimeGetVersion(int *v) { *v = 12080; return 0; }\n"
+    )
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-Wl,-soname,libcudart.so.12", "-o",
+         str(folder / "libcudart.so.12"), str(tmp_path / "cudart.c")],
+        check=True, timeout=60,
+    )  # fmt: skip
     (tmp_path / "module.c").write_text(
         "int cuInit(unsigned); int start(void) { return cuInit(0); }\n"
     )
@@ -276,7 +295,8 @@ def test_a_cuda_backend_without_the_nvidia_driver_is_no_gpu_not_a_failure(
 ) -> None:
     """Installers that carry CUDA run on machines without an NVIDIA GPU: there the module
     cannot load for want of the driver's library, which is as ordinary as Vulkan finding
-    no GPU. With the driver there, a module that still fails is worth telling."""
+    no GPU. With the driver there, a module that still fails is worth telling, and so is
+    a driver older than the CUDA runtime beside the module."""
     _distribution_runtime()
     monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
     if _loads_in_a_fresh_process("libcuda.so.1"):
@@ -302,3 +322,16 @@ def test_a_cuda_backend_without_the_nvidia_driver_is_no_gpu_not_a_failure(
     assert (cuda.problem or "").startswith("it did not load: "), cuda.problem
     sentence = plan_placement(found, AUTO, compatibility=False).sentence()
     assert sentence.startswith("Runs on the CPU: the CUDA backend was skipped: "), sentence
+    # A driver older than the runtime beside the module: not loaded, and the user told
+    # what to do (its kernels shipped as PTX would end the model host at the first run).
+    old = _nvidia_driver(tmp_path / "old-driver", 12040)
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(old))
+    found = probe_runtime(tmp_path / "lib", timeout=30)
+    (cuda,) = found.gpu_backends
+    too_old = (
+        "the NVIDIA driver runs CUDA up to 12.4, older than the CUDA 12.8 it was built "
+        "with: update the NVIDIA driver"
+    )
+    assert cuda.problem == too_old
+    told = plan_placement(found, AUTO, compatibility=False).sentence()
+    assert told == f"Runs on the CPU: the CUDA backend was skipped: {too_old}.", told

@@ -57,6 +57,8 @@ NO_GPU = "it found no GPU"
 # NVIDIA GPUs (a driver installed without it, a container given NVML alone).
 NVIDIA_DRIVER_LIBRARY = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
 NO_NVIDIA_DRIVER = f"the NVIDIA driver's CUDA library ({NVIDIA_DRIVER_LIBRARY}) is not installed"
+# The CUDA runtime shipped beside a CUDA module (its version is read from it).
+CUDA_RUNTIME_FILES = "cudart64_*.dll" if sys.platform == "win32" else "libcudart.so.*"
 AUTO = "auto"
 CPU_ONLY = "cpu"
 # The CPU variant compatibility mode pins: the baseline every x86-64 CPU runs.
@@ -128,7 +130,14 @@ def _probe_child(conn: Connection, module: str | None, cpu_variant: str | None) 
         import llama_cpp
 
         tail = LlamaLogTail()
-        modules = [Path(module)] if module else []
+        # A CUDA module: whether the driver it needs is there at all, and new enough for
+        # the runtime beside it; if not, it is not loaded (nor its cuBLAS with it).
+        folder = Path(module).parent if module else None
+        cuda = folder is not None and folder.name.startswith("cuda")
+        driver = _loads(NVIDIA_DRIVER_LIBRARY) if cuda else None
+        versions = _cuda_versions(folder) if folder and cuda and driver else None
+        usable = not cuda or (driver and not (versions and versions[0] < versions[1]))
+        modules = [Path(module)] if module and usable else []
         info = load_backends(cpu_variant=cpu_variant, gpu_modules=modules, log_tail=tail)
         gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
         nvidia = None
@@ -137,14 +146,48 @@ def _probe_child(conn: Connection, module: str | None, cpu_variant: str | None) 
 
             found = nvidia_gpus()
             nvidia = tuple(found) if found is not None else None
-        # A CUDA module that did not load: whether the driver it needs is there at all.
-        cuda = module is not None and Path(module).parent.name.startswith("cuda")
-        driver = _loads(NVIDIA_DRIVER_LIBRARY) if cuda and info.gpu_failures else None
-        conn.send(("ok", info, gpu_offload, nvidia, driver))
+        conn.send(("ok", info, gpu_offload, nvidia, driver, versions))
     except Exception as error:  # any failure is this probe's answer, not a crash
         conn.send(("failed", f"{type(error).__name__}: {error}"))
     finally:
         conn.close()
+
+
+def _cuda_versions(folder: Path) -> tuple[int, int] | None:
+    """The newest CUDA the NVIDIA driver runs and the CUDA runtime's own, beside a CUDA
+    module (cuDriverGetVersion, cudaRuntimeGetVersion: 12040 for 12.4), or None where
+    either cannot be read."""
+    import ctypes
+
+    runtimes = sorted(folder.glob(CUDA_RUNTIME_FILES))
+    if not runtimes:
+        return None
+    try:
+        driver = ctypes.CDLL(NVIDIA_DRIVER_LIBRARY)
+        runtime = ctypes.CDLL(str(runtimes[0]))
+        driver_version, runtime_version = ctypes.c_int(0), ctypes.c_int(0)
+        if driver.cuDriverGetVersion(ctypes.byref(driver_version)) != 0:
+            return None
+        if runtime.cudaRuntimeGetVersion(ctypes.byref(runtime_version)) != 0:
+            return None
+    except (OSError, AttributeError):
+        return None
+    return driver_version.value, runtime_version.value
+
+
+def cuda_driver_too_old(driver: int, runtime: int) -> str:
+    """Why a CUDA backend is skipped on a driver older than its runtime. The runtime would
+    start (CUDA's minor-version compatibility), but kernels shipped as PTX, for every GPU
+    but the RTX 30, 40 and 50 series, cannot be compiled by an older driver, and the
+    first one to run would end the model host."""
+
+    def version(number: int) -> str:
+        return f"{number // 1000}.{number % 1000 // 10}"
+
+    return (
+        f"the NVIDIA driver runs CUDA up to {version(driver)}, older than the CUDA "
+        f"{version(runtime)} it was built with: update the NVIDIA driver"
+    )
 
 
 def _loads(library: str) -> bool:
@@ -216,7 +259,7 @@ def probe_runtime(
     if base[0] != "ok":
         log.warning("llama.cpp cannot run here: %s", base[1])
         return RuntimeReport(None, False, tuple(checks), None, problem=base[1])
-    _, info, gpu_offload, nvidia, _driver = base
+    _, info, gpu_offload, nvidia, _driver, _versions = base
     return RuntimeReport(info, gpu_offload, tuple(checks), nvidia)
 
 
@@ -224,9 +267,12 @@ def _check(flavour: str, module: Path, answer: tuple[Any, ...]) -> GpuBackendChe
     if answer[0] != "ok":
         return GpuBackendCheck(flavour, module, problem=f"its check failed: {answer[1]}")
     info: RuntimeInfo = answer[1]
+    driver, versions = answer[4], answer[5]
+    if driver is False:  # a CUDA module, and no driver to run it on
+        return GpuBackendCheck(flavour, module, problem=NO_NVIDIA_DRIVER)
+    if versions and versions[0] < versions[1]:
+        return GpuBackendCheck(flavour, module, problem=cuda_driver_too_old(*versions))
     if info.gpu_failures:
-        if answer[4] is False:  # a CUDA module, and no driver to run it on
-            return GpuBackendCheck(flavour, module, problem=NO_NVIDIA_DRIVER)
         reason = info.gpu_failures[0].split(": ", 1)[-1]
         return GpuBackendCheck(flavour, module, problem=f"it did not load: {reason}")
     devices = tuple(d for d in info.devices if d.type in GPU_TYPES and d.backend != "CPU")
