@@ -168,3 +168,29 @@ def test_a_context_keeps_room_for_one_output_not_a_whole_batch(
     assert sizes["one output n_outputs_max"] == 1
     assert sizes["default"] > 500, sizes  # MiB
     assert sizes["one output"] < sizes["default"] / 4, sizes
+
+
+def test_a_prompt_longer_than_a_batch_is_read_as_llama_cpp_python_reads_it(
+    starter_path: Path,
+) -> None:
+    import numpy as np
+
+    model = LoadedModel(starter_path, LoadOptions(context_length=1024, gpu_layers="none"))
+    llm = model.llm
+    text = "The keeper counted the waves and wrote each one down. " * 80
+    prompt = llm.tokenize(text.encode())[:700]
+    assert len(prompt) > llm.n_batch, "two batches: 512, then the rest"
+
+    def last_logits() -> Any:
+        raw = llm._ctx.get_logits_ith(-1)
+        return np.ctypeslib.as_array(raw, shape=(llm.n_vocab(),)).copy()
+
+    llm.reset()  # type: ignore[no-untyped-call]
+    llm.eval(prompt)
+    theirs = last_logits()
+    llm.reset()  # type: ignore[no-untyped-call]
+    assert eval_reusing_prefix(llm, prompt) == len(prompt)
+    assert llm.n_tokens == len(prompt)
+    assert llm.input_ids[: len(prompt)].tolist() == prompt
+    # The second batch's positions followed the first's: the same logits to the bit.
+    assert np.array_equal(last_logits(), theirs)

@@ -165,6 +165,8 @@ def read_prompt(llm: Any, tokens: Any) -> None:
     decode = llama_cpp.llama_decode
     ctx = llm._ctx.ctx
     pointer = ctypes.POINTER(llama_cpp.llama_token)
+    # The cache's last position is where the positions follow on: it must hold no more.
+    llm._ctx.kv_cache_seq_rm(-1, llm.n_tokens, -1)
     for start in range(0, len(tokens), llm.n_batch):
         chunk = tokens[start : start + llm.n_batch]
         status = decode(
