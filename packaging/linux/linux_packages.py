@@ -18,9 +18,10 @@ triggers refresh the icon cache and the desktop database on their own.
 Dependencies are read from the bundle itself, the way dpkg-shlibdeps and rpm's
 find-requires do: every shared library that an ELF file in the bundle needs and the
 bundle does not carry must come from the system (the xcb libraries Qt's platform plug-in
-loads, OpenGL, fontconfig, D-Bus), but for a GPU driver's own (DRIVER_LIBRARIES). The .deb names the Debian packages that provide
-them on the build machine; the .rpm names the libraries themselves (`libX.so.N()(64bit)`),
-which every rpm distribution resolves to its own package names.
+loads, OpenGL, fontconfig, D-Bus), except a GPU driver's own (DRIVER_LIBRARIES). The
+.deb names the Debian packages that provide them on the build machine; the .rpm names
+the libraries themselves (`libX.so.N()(64bit)`), which every rpm distribution resolves to
+its own package names.
 """
 
 from __future__ import annotations

@@ -240,13 +240,15 @@ def flavour_cmake_args(flavour: str) -> list[str]:
         args += vulkan_cmake_args()
     elif flavour in CUDA_FLAVOURS:
         cuda = CUDA_FLAVOURS[flavour]
-        _require_cuda(flavour, cuda)
         architectures = os.environ.get("BASTION_CUDA_ARCHITECTURES") or cuda.architectures
+        _require_cuda(flavour, cuda, architectures)
         args.append(f"-DCMAKE_CUDA_ARCHITECTURES={architectures}")
         if IS_WINDOWS and os.environ.get("CMAKE_GENERATOR", "Visual Studio").startswith("Visual"):
             # Visual Studio builds CUDA with the toolkit's MSBuild files: named by folder,
-            # a toolkit that was not installed (cuda_toolkit.py) works too.
-            args += ["-T", f"cuda={_cuda_toolkit()}"]
+            # a toolkit that was not installed (cuda_toolkit.py) works too. It compiles a
+            # project's .cu files one after another: nvcc compiles each file's
+            # architectures in parallel instead (--threads 0: as many as cores).
+            args += ["-T", f"cuda={_cuda_toolkit()}", "-DCMAKE_CUDA_FLAGS=--threads=0"]
         args += os.environ.get(CUDA_ARGS_VARIABLE, "").split()
     return args
 
@@ -325,10 +327,10 @@ def build_module(flavour: str) -> Path:
     return module
 
 
-def _require_cuda(flavour: str, cuda: CudaFlavour) -> None:
+def _require_cuda(flavour: str, cuda: CudaFlavour, architectures: str) -> None:
     """A CUDA flavour needs its own release's nvcc: 13 refuses the architectures below
-    sm_75 that cuda_v12 lists, a module links its release's runtime by soname, and
-    sm_120a (RTX 50) needs CUDA 12.8."""
+    sm_75 that cuda_v12 lists, and a module links its release's runtime by soname; and
+    where its list has them, sm_120a (RTX 50) needs CUDA 12.8."""
     wanted = f"CUDA {cuda.major}.{cuda.oldest_minor} or a newer {cuda.major}.x"
     nvcc = shutil.which("nvcc")
     if nvcc is None:
@@ -337,8 +339,12 @@ def _require_cuda(flavour: str, cuda: CudaFlavour) -> None:
     found = re.search(r"release (\d+)\.(\d+)", version.stdout)
     if found is None or found.group(1) != cuda.major:
         raise BuildError(f"{flavour} needs CUDA {cuda.major}'s nvcc; {nvcc} is another release")
-    if int(found.group(2)) < cuda.oldest_minor:
-        raise BuildError(f"{flavour} needs {wanted}; {nvcc} is {found.group(0)}")
+    blackwell = any(a.startswith("12") for a in architectures.split(";"))
+    if blackwell and int(found.group(2)) < cuda.oldest_minor:
+        raise BuildError(
+            f"{flavour} needs {wanted} for RTX 50 (sm_120a); {nvcc} is {found.group(0)} "
+            "(or set BASTION_CUDA_ARCHITECTURES to a list without it)"
+        )
 
 
 def _cuda_toolkit() -> Path:
