@@ -40,6 +40,9 @@ def test_chats_are_kept_and_can_be_continued_searched_and_managed(
     assert [m["role"] for m in shown["messages"]] == ["user", "assistant", "user", "assistant"]
     assert shown["messages"][2]["content"] == "And about belugas?"
     assert {m["state"] for m in shown["messages"]} == {"complete"}
+    stats = shown["messages"][1]["stats"]
+    assert stats["generated_tokens"] > 0
+    assert "prompt_read_ms" not in stats, "how a reply was made is not kept: not shown"
 
     hits = json.loads(bastion("history", "search", "belugas", "--json").stdout)
     assert [h["conversation_id"] for h in hits] == [conversation]

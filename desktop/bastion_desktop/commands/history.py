@@ -17,6 +17,7 @@ from bastion_desktop.context import AppContext
 from bastion_desktop.core.conversation_store import Conversation, MessageState, StoredMessage
 from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.history.keys import KeySource
+from bastion_desktop.core.inference.types import GenerationStats
 
 T = TypeVar("T")
 
@@ -93,8 +94,15 @@ def _conversation_json(conversation: Conversation) -> dict[str, Any]:
     return data
 
 
+# How a reply was made (compare=False in GenerationStats): shown while it streams, never
+# stored, so a stored message has none to show.
+_NOT_STORED = frozenset(f.name for f in dataclasses.fields(GenerationStats) if not f.compare)
+
+
 def _message_json(message: StoredMessage) -> dict[str, Any]:
     data = dataclasses.asdict(message)
+    if data["stats"] is not None:
+        data["stats"] = {k: v for k, v in data["stats"].items() if k not in _NOT_STORED}
     data["created"] = _when(message.created_at)
     return data
 
