@@ -330,7 +330,7 @@ def test_a_cuda_backend_without_the_nvidia_driver_is_no_gpu_not_a_failure(
     (cuda,) = found.gpu_backends
     too_old = (
         "the NVIDIA driver runs CUDA up to 12.4, older than the CUDA 12.8 it was built "
-        "with: update the NVIDIA driver"
+        "with; update the NVIDIA driver"
     )
     assert cuda.problem == too_old
     told = plan_placement(found, AUTO, compatibility=False).sentence()

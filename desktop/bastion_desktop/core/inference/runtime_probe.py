@@ -186,7 +186,7 @@ def cuda_driver_too_old(driver: int, runtime: int) -> str:
 
     return (
         f"the NVIDIA driver runs CUDA up to {version(driver)}, older than the CUDA "
-        f"{version(runtime)} it was built with: update the NVIDIA driver"
+        f"{version(runtime)} it was built with; update the NVIDIA driver"
     )
 
 
