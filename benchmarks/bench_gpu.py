@@ -1440,6 +1440,7 @@ def print_model(model: dict[str, Any]) -> None:
         f"build {bench['build_commit']}"
     )
     generation, prompt = model["generation"], model["prompt_processing"]
+    read = model["prompt_processing_at_the_host"]["median_of_paired_ratios"]
     log(
         f"    (a) generation: Bastion {generation['bastion_median_tokens_per_second']:.1f} tok/s, "
         f"llama-bench {generation['llama_bench_median_tokens_per_second']:.1f} tok/s (medians); "
@@ -1451,7 +1452,9 @@ def print_model(model: dict[str, Any]) -> None:
         f"    (b) prompt of {model['pp_prompt_tokens']} tokens: Bastion "
         f"{prompt['bastion_median_tokens_per_second']:.1f} tok/s, llama-bench "
         f"{prompt['llama_bench_median_tokens_per_second']:.1f} tok/s; Bastion/llama-bench = "
-        f"{prompt['median_of_paired_ratios']:.3f} (no target)"
+        f"{prompt['median_of_paired_ratios']:.3f} (no target); the model host's read alone "
+        f"{read:.3f} of llama-bench's, "
+        f"{model['prompt_processing_rest_ms']:.1f} ms around it"
     )
     reference = model.get("reference_flash_attn_off")
     if reference:
