@@ -14,10 +14,10 @@
 #        --pack .gpu/pack --pack-python 3.12
 #      tar -cf - -C .gpu/pack . | xz -9e -T2 > .gpu/pack.tar.xz
 #      (a CUDA 13 toolkit; the architecture of the GPU that will be lent: 90 for an H100
-#      or H200. The pack of 2026-12-04 was built with -DGGML_CUDA_FA=OFF as well, 20
-#      minutes on 2 cores; with flash attention it takes longer, but without it
-#      llama-bench's judged `-fa auto` runs take llama.cpp's slow path, which Bastion
-#      avoids by turning it off: rebuild with it before comparing CUDA again)
+#      or H200. Built with flash attention, as above: 21 minutes on 2 cores, 32 MB
+#      packed (2026-12-04). An earlier pack had -DGGML_CUDA_FA=OFF, with which
+#      llama-bench's judged `-fa auto` runs take llama.cpp's slow path: never compare
+#      CUDA with such a module)
 #   2. the Vulkan loader:  the apt-get download line in the device README, into .gl/
 #   3. echo /.gpu/ >> .git/info/exclude; echo /.gl/ >> .git/info/exclude
 # Then:  run(command="bash benchmarks/gpu_device_run.sh", carry=[".gpu/pack.tar.xz", ".gl"],
@@ -36,7 +36,10 @@ ldconfig
 icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 [ -f "$icd" ] && export VK_DRIVER_FILES=$icd
 pack=/tmp/pack
-mkdir -p "$pack" && tar -xJf .gpu/pack.tar.xz -C "$pack" || { say "no pack: see the header"; exit 9; }
+if ! { mkdir -p "$pack" && tar -xJf .gpu/pack.tar.xz -C "$pack"; }; then
+    say "no pack: see the header"
+    exit 9
+fi
 # The device tool brings back 8 files: steps.log, the four results, logs.tar.xz.
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader \
     | tee -a "$OUT/steps.log"
