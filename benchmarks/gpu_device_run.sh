@@ -20,8 +20,14 @@
 #      CUDA with such a module)
 #   2. the Vulkan loader:  the apt-get download line in the device README, into .gl/
 #   3. echo /.gpu/ >> .git/info/exclude; echo /.gl/ >> .git/info/exclude
+#   4. optional, the A/B of the GPU top-k: the same CUDA module built with CCCL 3.2's
+#      headers ahead of the toolkit's (pip download nvidia-cuda-cccl==13.2.*; unzip), by
+#      adding -DCMAKE_CUDA_FLAGS=-I<that>/nvidia/cu13/include/cccl to the CMake arguments
+#      above and running packaging/runtime/build_gpu.py cuda_v13; its module goes to
+#      .gpu/pack/modules-cccl32/cuda_v13/ before step 1's tar.
 # Then:  run(command="bash benchmarks/gpu_device_run.sh", carry=[".gpu/pack.tar.xz", ".gl"],
-#            timeout_s=560)   and give the machine back when it is done.
+#            timeout_s=600)   and give the machine back when it is done. The steps' limits
+#            add up to 560 s; the offload check, last, is the one a slow start would cut.
 
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1
@@ -63,9 +69,20 @@ step() {  # step NAME SECONDS RESULT_JSON COMMAND...
 
 step bench-cuda 170 gpu.json "$python" benchmarks/bench_gpu.py --packed "$pack" \
     --flavour cuda_v13 --rounds 3
-step token-costs 120 gpu-token-costs.json "$python" benchmarks/gpu_token_costs.py \
-    --packed "$pack" --flavour cuda_v13 --rounds 3
+step token-costs 90 gpu-token-costs.json "$python" benchmarks/gpu_token_costs.py \
+    --packed "$pack" --flavour cuda_v13 --rounds 3 --models starter instruct
 step bench-vulkan 150 gpu.json "$python" benchmarks/bench_gpu.py --packed "$pack" \
     --flavour vulkan --rounds 3
-step offload 80 gpu-offload.json "$python" benchmarks/gpu_offload_check.py --packed "$pack"
+# The same CUDA module built with CCCL 3.2's headers (when the pack has one): ggml-cuda's
+# GPU top-k is cub::DeviceTopK there, a full radix sort of the vocabulary with the
+# toolkit's CCCL 3.0 (a token of Gemma 3 sorts 262,144 logits). The pack is copied as
+# links, with that module alone replaced.
+variant=$pack/modules-cccl32/cuda_v13/libggml-cuda.so
+if [ -f "$variant" ]; then
+    rm -rf "$pack-cccl32" && cp -al "$pack" "$pack-cccl32"
+    cp --remove-destination "$variant" "$pack-cccl32/modules/cuda_v13/"
+    step token-costs-cccl32 90 gpu-token-costs.json "$python" benchmarks/gpu_token_costs.py \
+        --packed "$pack-cccl32" --flavour cuda_v13 --rounds 3 --models starter instruct
+fi
+step offload 60 gpu-offload.json "$python" benchmarks/gpu_offload_check.py --packed "$pack"
 say "done"
