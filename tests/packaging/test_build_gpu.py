@@ -6,7 +6,6 @@ runs what it built on Mesa's lavapipe.)"""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import stat
@@ -21,21 +20,14 @@ import pytest
 
 from bastion_desktop.core.inference.backends import gpu_module_folders
 from bastion_desktop.core.inference.runtime_probe import llama_lib_dir
+from tests.packaging.scripts import load_script
 
 from .test_build_runtime import make_wheel, record_line
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def build_gpu() -> ModuleType:
-    path = ROOT / "packaging" / "runtime" / "build_gpu.py"
-    spec = importlib.util.spec_from_file_location("build_gpu", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path("packaging/runtime/build_gpu.py"))
 
 
 def test_gpu_modules_join_the_wheel_in_their_own_folder_and_pip_installs_it(

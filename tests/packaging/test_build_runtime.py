@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import subprocess
 import sys
 import zipfile
@@ -16,18 +15,12 @@ from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.packaging.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def build_runtime() -> ModuleType:
-    path = ROOT / "packaging" / "runtime" / "build_runtime.py"
-    spec = importlib.util.spec_from_file_location("build_runtime", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path("packaging/runtime/build_runtime.py"))
 
 
 def record_line(name: str, data: bytes) -> str:

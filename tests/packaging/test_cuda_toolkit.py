@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
-import importlib.util
 import io
 import json
 import sys
@@ -21,19 +20,14 @@ from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.packaging.scripts import load_script
+
 VERSION = "12.8.1"
 
 
 @pytest.fixture(scope="module")
 def cuda_toolkit() -> ModuleType:
-    path = ROOT / "packaging" / "runtime" / "cuda_toolkit.py"
-    spec = importlib.util.spec_from_file_location("cuda_toolkit", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path("packaging/runtime/cuda_toolkit.py"))
 
 
 # Per platform: component -> {path in its archive's top folder: contents, or "->target"

@@ -8,22 +8,20 @@ BASTION_REQUIRE_PACKAGES=1 (CI builds the packages first): then a missing packag
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.packaging.linux_root import CleanRoot, can_build_roots, clean_debian_root
+from tests.packaging.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = Path(os.environ.get("BASTION_DIST", ROOT / "dist"))
@@ -259,17 +257,6 @@ def test_lintian_finds_nothing_the_overrides_do_not_explain() -> None:
 # -- dependencies read from the bundle -----------------------------------------------------------
 
 
-def _linux_packages() -> Any:
-    path = ROOT / "packaging" / "linux" / "linux_packages.py"
-    spec = importlib.util.spec_from_file_location("bastion_linux_packages", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _shared_library(path: Path, source: str, *links: str, soname: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     c_file = path.with_suffix(".c")
@@ -311,7 +298,7 @@ def test_the_nvidia_drivers_library_is_neither_required_nor_recommended(tmp_path
     )  # fmt: skip
     cosine = "double cos(double); double f(double x) { return cos(x); }\n"
     _shared_library(lib / "libown.so", cosine, "-lm")
-    needs = _linux_packages().system_needs(tmp_path / "bundle")
+    needs = load_script(Path("packaging/linux/linux_packages.py")).system_needs(tmp_path / "bundle")
     assert "libcuda.so.1" not in needs.sonames + needs.optional
     assert "libcudart.so.12" not in needs.sonames, "carried beside the module"
     assert needs.optional == ("libvulkan.so.1",)

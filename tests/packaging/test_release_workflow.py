@@ -10,7 +10,6 @@ where BASTION_REQUIRE_PACKAGING_TOOLS=1: then it fails.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import platform
@@ -23,13 +22,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 from bastion_desktop.core.policy.macos import PREFERENCE_DOMAIN
+from tests.packaging.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
@@ -63,17 +62,6 @@ def _tool(name: str, package: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
-
-
-def _load(path: Path) -> ModuleType:
-    """Imports a file under packaging/, which is no import package (and whose name must not
-    shadow the PyPI `packaging`)."""
-    spec = importlib.util.spec_from_file_location(f"bastion_release_{path.stem}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- The workflow ------------------------------------------------------------------------
@@ -166,7 +154,7 @@ def test_linux_and_windows_installers_carry_cuda_12_built_with_a_toolkit_it_acce
     assert installs, f"{runner_os} installs no CUDA toolkit"
     assert installs[0] < build
     # The release it installs is one build_gpu.py's cuda_v12 builds with (12.8 or newer).
-    cuda = _load(ROOT / "packaging" / "runtime" / "build_gpu.py").CUDA_FLAVOURS["cuda_v12"]
+    cuda = load_script(ROOT / "packaging" / "runtime" / "build_gpu.py").CUDA_FLAVOURS["cuda_v12"]
     version = next(iter(steps[installs[0]]["env"].values()))
     major, minor = re.split(r"[.-]", str(version))[:2]
     assert major == cuda.major
@@ -233,7 +221,7 @@ def test_actions_are_pinned_by_major_version(workflow: dict[Any, Any]) -> None:
 
 
 def test_info_plist_carries_the_version_and_the_policy_domain() -> None:
-    info = _load(MACOS / "info_plist.py")
+    info = load_script(MACOS / "info_plist.py")
     keys = plistlib.loads(plistlib.dumps(info.info_plist("1.2.3")))
     assert keys["CFBundleShortVersionString"] == "1.2.3"
     assert keys["CFBundleVersion"] == "1.2.3"
@@ -259,12 +247,12 @@ def test_info_plist_carries_the_version_and_the_policy_domain() -> None:
 def test_bundle_versions_are_the_three_integers_apple_requires(
     version: str, bundle_version: str
 ) -> None:
-    info = _load(MACOS / "info_plist.py")
+    info = load_script(MACOS / "info_plist.py")
     assert info.info_plist(version)["CFBundleVersion"] == bundle_version
 
 
 def test_a_version_without_a_release_number_is_refused() -> None:
-    info = _load(MACOS / "info_plist.py")
+    info = load_script(MACOS / "info_plist.py")
     with pytest.raises(ValueError, match="release number"):
         info.info_plist("dev")
 
@@ -468,7 +456,7 @@ def make_installers(tmp_path: Path) -> MakeInstallers:
         (contents / name).parent.mkdir(parents=True, exist_ok=True)
         (contents / name).write_bytes(content)
     (contents / "MacOS" / "bastion").chmod(0o755)
-    info = _load(MACOS / "info_plist.py").info_plist("1.2.3")
+    info = load_script(MACOS / "info_plist.py").info_plist("1.2.3")
     (contents / "Info.plist").write_bytes(plistlib.dumps(info))
 
     records = tmp_path / "records"

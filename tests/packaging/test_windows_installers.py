@@ -12,7 +12,6 @@ shadowed), so the scripts are loaded from their files.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import struct
@@ -20,10 +19,11 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.packaging.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOWS = ROOT / "packaging" / "windows"
@@ -41,17 +41,8 @@ COMPONENT_64BIT = 0x100
 HKLM = "2"
 
 
-def _load_script(name: str, filename: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, WINDOWS / filename)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_installers = _load_script("bastion_make_installers", "make_installers.py")
-version_info = _load_script("bastion_windows_version_info", "version_info.py")
+make_installers = load_script(WINDOWS / "make_installers.py")
+version_info = load_script(WINDOWS / "version_info.py")
 
 
 def _need(*tools: tuple[str, str]) -> None:

@@ -12,7 +12,6 @@ Debian's qemu-user installed).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from bastion_desktop.core.inference.backends import cpu_variant_of, libraries_beside
+from tests.packaging.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[3]
 PROBE = Path(__file__).with_name("backend_probe_script.py")
@@ -118,13 +118,7 @@ def test_backends_already_registered_are_left_alone(starter_path: Path, tmp_path
 
 
 def _build_runtime() -> ModuleType:
-    path = ROOT / "packaging" / "runtime" / "build_runtime.py"
-    spec = importlib.util.spec_from_file_location("build_runtime", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path("packaging/runtime/build_runtime.py"))
 
 
 @pytest.fixture(scope="module")
