@@ -136,7 +136,7 @@ def _probe_child(conn: Connection, module: str | None, cpu_variant: str | None) 
         cuda = folder is not None and folder.name.startswith("cuda")
         driver = _loads(NVIDIA_DRIVER_LIBRARY) if cuda else None
         versions = _cuda_versions(folder) if folder and cuda and driver else None
-        usable = not cuda or (driver and not (versions and versions[0] < versions[1]))
+        usable = not cuda or (driver and not _driver_too_old(versions))
         modules = [Path(module)] if module and usable else []
         info = load_backends(cpu_variant=cpu_variant, gpu_modules=modules, log_tail=tail)
         gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
@@ -173,6 +173,11 @@ def _cuda_versions(folder: Path) -> tuple[int, int] | None:
     except (OSError, AttributeError):
         return None
     return driver_version.value, runtime_version.value
+
+
+def _driver_too_old(versions: tuple[int, int] | None) -> bool:
+    """Whether `_cuda_versions` found a driver older than the runtime beside the module."""
+    return versions is not None and versions[0] < versions[1]
 
 
 def cuda_driver_too_old(driver: int, runtime: int) -> str:
@@ -270,7 +275,7 @@ def _check(flavour: str, module: Path, answer: tuple[Any, ...]) -> GpuBackendChe
     driver, versions = answer[4], answer[5]
     if driver is False:  # a CUDA module, and no driver to run it on
         return GpuBackendCheck(flavour, module, problem=NO_NVIDIA_DRIVER)
-    if versions and versions[0] < versions[1]:
+    if versions and _driver_too_old(versions):
         return GpuBackendCheck(flavour, module, problem=cuda_driver_too_old(*versions))
     if info.gpu_failures:
         reason = info.gpu_failures[0].split(": ", 1)[-1]
