@@ -34,9 +34,12 @@ from bastion_desktop.core.inference.runtime_probe import (
 GIB = 2**30
 
 
-def gpu(name: str, description: str, backend: str, free_gib: float = 8) -> RuntimeDevice:
+def gpu(
+    name: str, description: str, backend: str, free_gib: float = 8,
+    kind: DeviceType = DeviceType.GPU,
+) -> RuntimeDevice:  # fmt: skip
     memory = int(free_gib * GIB)
-    return RuntimeDevice(name, description, DeviceType.GPU, backend, memory, memory)
+    return RuntimeDevice(name, description, kind, backend, memory, memory)
 
 
 CPU_INFO = RuntimeInfo(
@@ -52,6 +55,10 @@ RTX_CUDA = gpu("CUDA0", "NVIDIA GeForce RTX 4060", "CUDA")
 ARC = gpu("Vulkan1", "Intel(R) Arc(tm) A750", "Vulkan")
 VULKAN = GpuBackendCheck("vulkan", Path("/lib/vulkan/libggml-vulkan.so"), (RTX, ARC))
 CUDA = GpuBackendCheck("cuda_v12", Path("/lib/cuda_v12/libggml-cuda.so"), (RTX_CUDA,))
+# A laptop: Vulkan lists the processor's graphics (a share of the RAM) before the GPU.
+UHD = gpu("Vulkan0", "Intel(R) UHD Graphics 770", "Vulkan", 15.5, DeviceType.IGPU)
+LAPTOP_RTX = gpu("Vulkan1", "NVIDIA GeForce RTX 4060 Laptop GPU", "Vulkan")
+LAPTOP = GpuBackendCheck("vulkan", VULKAN.module, (UHD, LAPTOP_RTX))
 
 
 def report(*checks: GpuBackendCheck, nvidia: bool = False) -> RuntimeReport:
@@ -66,7 +73,7 @@ def test_cpu_features_are_read_from_llama_cpp_s_system_info() -> None:
 def test_automatic_uses_the_vendor_backend_before_vulkan_with_all_its_gpus() -> None:
     placement = plan_placement(report(VULKAN, CUDA), AUTO, compatibility=False)
     assert placement.gpu_module == CUDA.module
-    assert placement.main_gpu is None, "every GPU of the backend, split by layers"
+    assert placement.devices == (RTX_CUDA,)
     assert placement.sentence() == "Runs on NVIDIA GeForce RTX 4060 (CUDA)."
     vulkan_only = plan_placement(report(VULKAN), AUTO, compatibility=False)
     assert vulkan_only.devices == (RTX, ARC)
@@ -79,17 +86,43 @@ def test_automatic_uses_the_vendor_backend_before_vulkan_with_all_its_gpus() -> 
 
 def test_a_gpu_chosen_by_name_runs_alone_and_one_not_found_says_so() -> None:
     placement = plan_placement(report(VULKAN), "Intel(R) Arc(tm) A750", compatibility=False)
-    assert (placement.gpu_module, placement.main_gpu, placement.devices) == (
-        VULKAN.module,
-        1,
-        (ARC,),
-    )
+    assert (placement.gpu_module, placement.devices) == (VULKAN.module, (ARC,))
     missing = plan_placement(report(VULKAN), "Radeon RX 7600", compatibility=False)
     assert missing.gpu_module is None
     assert missing.sentence() == (
         "Runs on the CPU: the GPU “Radeon RX 7600” chosen in Settings was not found."
     )
     assert missing.worth_telling
+
+
+def test_automatic_leaves_integrated_graphics_out_beside_a_discrete_gpu() -> None:
+    # As llama.cpp would by itself: the integrated GPU runs no layer there.
+    placement = plan_placement(report(LAPTOP), AUTO, compatibility=False)
+    assert placement.devices == (LAPTOP_RTX,)
+    assert placement.sentence() == "Runs on NVIDIA GeForce RTX 4060 Laptop GPU (Vulkan)."
+    # Chosen by name, the integrated GPU runs the model alone.
+    chosen = plan_placement(report(LAPTOP), UHD.description, compatibility=False)
+    assert chosen.devices == (UHD,)
+    # Without a discrete GPU, the integrated one is the GPU.
+    alone = GpuBackendCheck("vulkan", VULKAN.module, (UHD,))
+    assert plan_placement(report(alone), AUTO, compatibility=False).devices == (UHD,)
+
+
+def test_the_fit_estimate_counts_only_the_gpus_that_run_layers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bastion_desktop.core.hub import probe
+    from bastion_desktop.core.hub.fit import FitKind, estimate_fit, shape_from_size
+    from bastion_desktop.core.inference import runtime_probe
+
+    monkeypatch.setattr(runtime_probe, "runtime_report", lambda: report(LAPTOP))
+    monkeypatch.setattr(probe, "system_memory", lambda: (32 * GIB, 24 * GIB))
+    hardware = probe.probe_hardware()
+    assert [(g.name, g.unified) for g in hardware.gpus] == [(LAPTOP_RTX.description, False)]
+    # 12 GB of weights: more than the RTX's 8 GiB, less than 8 + 15.5 (the UHD's share of
+    # the RAM), which llama.cpp would never use here.
+    fit = estimate_fit(shape_from_size(12 * 10**9, "Q4_K_M"), 4096, hardware)
+    assert fit.kind is FitKind.PARTIAL_GPU, fit.summary
 
 
 def test_cpu_only_and_compatibility_mode() -> None:
@@ -132,6 +165,22 @@ def test_device_choices_list_each_gpu_once() -> None:
         CPU_ONLY,
     ]
     assert choices[1][1] == "NVIDIA GeForce RTX 4060 (CUDA, 8.0 GiB free)"
+    laptop = device_choices(report(LAPTOP))
+    assert laptop[1] == (UHD.description, f"{UHD.description} (Vulkan, integrated, 15.5 GiB free)")
+    # Two of the same GPU: each is offered, by llama.cpp's name for it.
+    twins = GpuBackendCheck(
+        "cuda_v12", CUDA.module, (RTX_CUDA, dataclasses.replace(RTX_CUDA, name="CUDA1"))
+    )
+    assert device_choices(report(twins))[1:3] == [
+        ("CUDA0", "NVIDIA GeForce RTX 4060 (CUDA, CUDA0, 8.0 GiB free)"),
+        ("CUDA1", "NVIDIA GeForce RTX 4060 (CUDA, CUDA1, 8.0 GiB free)"),
+    ]
+    assert plan_placement(report(twins), "CUDA1", compatibility=False).devices == (
+        twins.devices[1],
+    )
+    assert plan_placement(report(twins), AUTO, compatibility=False).sentence() == (
+        "Runs on 2x NVIDIA GeForce RTX 4060 (CUDA)."
+    )
     assert device_choices(None) == [
         (AUTO, "Automatic (the best GPU found)"),
         (CPU_ONLY, "CPU only"),

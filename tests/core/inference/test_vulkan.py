@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import re
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -189,6 +190,92 @@ def test_a_device_short_of_memory_walks_down_to_a_partial_offload(
         "the rest on the CPU."
     )
     assert text.strip()
+
+
+def _devices_llama_cpp_used(conn: Connection, starter: str, device: str) -> None:
+    """In a process of its own: load the starter as the model host does with the device
+    setting `device`, and send the devices llama.cpp says it used, where it put the
+    model's weights, the placement sentence and a short greedy completion."""
+    import ctypes
+
+    import llama_cpp
+
+    from bastion_desktop.core.inference import host_process
+    from bastion_desktop.core.inference.backends import LlamaLogTail
+    from bastion_desktop.core.inference.host import placement_for
+
+    lines: list[str] = []
+
+    class EveryLine(LlamaLogTail):  # the host's own log tail, and every line besides
+        def __init__(self) -> None:
+            super().__init__()
+            kept = self._callback
+
+            @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+            def callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+                lines.append(text.decode("utf-8", errors="replace"))
+                kept(level, text, user_data)
+
+            self._callback = callback
+            llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+
+    host_process.LlamaLogTail = EveryLine  # type: ignore[misc]
+    options = LoadOptions(512, device=device)
+    model = host_process.LoadedModel(Path(starter), options, None, placement_for(options))
+    text = model.llm.create_completion(PROMPT, max_tokens=TOKENS, temperature=0.0)["choices"]
+    text_line = "".join(lines)
+    used = re.findall(r"using device (\w+)", text_line)
+    weights = sorted(set(re.findall(r"(Vulkan\d) model buffer size", text_line)))
+    conn.send((used, weights, model.facts.placement, text[0]["text"]))
+    conn.close()
+    os._exit(0)
+
+
+def test_the_model_host_gives_llama_cpp_the_gpus_its_placement_names(
+    lavapipe: None, starter_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Vulkan devices (lavapipe twice: ggml-vulkan takes the indices it is given):
+    the GPU chosen in Settings runs the model alone, and Automatic splits the layers
+    across both, as the placement says; llama.cpp's own log is the witness."""
+    monkeypatch.setenv("GGML_VK_VISIBLE_DEVICES", "0,0")
+    forget_runtime_report()
+    names = [device.name for _, device in runtime_report().usable_gpus()]
+    assert names == ["Vulkan0", "Vulkan1"]
+    (used, weights, placement, second), _ = _apart(
+        _devices_llama_cpp_used, str(starter_path), "Vulkan1"
+    )
+    assert (used, weights) == (["Vulkan1"], ["Vulkan1"])
+    assert placement.startswith("Runs on llvmpipe"), placement
+    assert placement.count("llvmpipe") == 1, placement
+    (used, weights, placement, both), _ = _apart(_devices_llama_cpp_used, str(starter_path), AUTO)
+    assert (used, weights) == (["Vulkan0", "Vulkan1"], ["Vulkan0", "Vulkan1"])
+    assert placement.startswith("Runs on 2x llvmpipe"), placement
+    assert second.strip()
+    assert both == second, "the same greedy tokens, wherever the layers are"
+
+
+def _load_on_a_gpu_gone_since_the_probe(conn: Connection, starter: str) -> None:
+    import dataclasses
+
+    from bastion_desktop.core.inference.host import placement_for
+    from bastion_desktop.core.inference.host_process import LoadedModel
+
+    options = LoadOptions(512)
+    planned = placement_for(options)
+    gone = dataclasses.replace(planned.devices[0], name="Vulkan7")  # unplugged since
+    model = LoadedModel(Path(starter), options, None, dataclasses.replace(planned, devices=(gone,)))
+    conn.send((model.facts.placement, model.facts.gpu_layers))
+    conn.close()
+    os._exit(0)
+
+
+def test_a_gpu_the_model_host_no_longer_finds_leaves_the_model_on_the_cpu(
+    lavapipe: None, starter_path: Path
+) -> None:
+    (placement, gpu_layers), _ = _apart(_load_on_a_gpu_gone_since_the_probe, str(starter_path))
+    assert gpu_layers == 0
+    assert placement.startswith("Runs on the CPU: the GPU llvmpipe"), placement
+    assert placement.endswith(" was not found."), placement
 
 
 def _every_logit_request_with_no_room_on_the_gpu(conn: Connection, starter: str) -> None:

@@ -168,12 +168,12 @@ def apple_gpu(ram_total: int | None) -> GpuInfo | None:
 def _runtime_gpus(report: RuntimeReport) -> tuple[list[GpuInfo], bool]:
     """The GPUs llama.cpp would run models on by default, and whether it can offload."""
     from bastion_desktop.core.inference.backends import DeviceType
-    from bastion_desktop.core.inference.runtime_probe import AUTO, GPU_TYPES, plan_placement
+    from bastion_desktop.core.inference.runtime_probe import AUTO, default_gpus, plan_placement
 
     devices = plan_placement(report, AUTO, compatibility=False).devices
     if not devices and report.gpu_offload and report.cpu is not None:
         # A backend built into the library (Metal): the devices its probe registered.
-        devices = tuple(d for d in report.cpu.devices if d.type in GPU_TYPES)
+        devices = default_gpus(report.cpu.devices)
     gpus = [
         GpuInfo(
             d.description or d.name,

@@ -28,7 +28,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -153,6 +153,7 @@ def _declare(ggml: ctypes.CDLL) -> None:
         ),
         "ggml_backend_dev_type": (ctypes.c_int, [pointer]),  # enum ggml_backend_dev_type
         "ggml_backend_dev_backend_reg": (pointer, [pointer]),
+        "ggml_backend_dev_by_name": (pointer, [text]),
     }
     for name, (restype, argtypes) in signatures.items():
         function = getattr(ggml, name)
@@ -353,6 +354,42 @@ def load_backends(
         # Registered on a libggml libllama does not use: a bug in finding the library.
         raise RuntimeError(f"backends {backends} were registered on another copy of libggml")
     return info
+
+
+@contextlib.contextmanager
+def offload_devices(names: Sequence[str], lib_dir: Path | None = None) -> Iterator[Any]:
+    """While a `Llama` is made: llama.cpp offloads layers to the devices named
+    ("Vulkan1", "CUDA0") and to no other, instead of choosing them itself. `Llama` has
+    no setting for llama.cpp's `devices` model parameter: this swaps llama-cpp-python's
+    view of llama.cpp's model defaults for the time of the call, as
+    token_loop.context_settings does for contexts (a model host loads on one thread).
+    Yields the parameter's array, which the caller keeps while the model lives (the
+    model's parameters point at it); with no names, None and llama.cpp's own choice.
+    Raises ModelLoadError for a device no loaded backend has registered."""
+    if not names:
+        yield None
+        return
+    import llama_cpp.llama_cpp as bindings
+
+    ggml = _loaded_libggml(lib_dir or _llama_lib_dir())
+    _declare(ggml)
+    handles = [ggml.ggml_backend_dev_by_name(name.encode("utf-8")) for name in names]
+    missing = [name for name, handle in zip(names, handles, strict=True) if not handle]
+    if missing:
+        raise ModelLoadError(f"llama.cpp has no device {', '.join(missing)} in the model host")
+    devices = (ctypes.c_void_p * (len(handles) + 1))(*handles, None)  # NULL-terminated
+    defaults = bindings.llama_model_default_params
+
+    def with_devices() -> Any:
+        params = defaults()
+        params.devices = ctypes.cast(devices, ctypes.c_void_p)
+        return params
+
+    bindings.llama_model_default_params = with_devices
+    try:
+        yield devices
+    finally:
+        bindings.llama_model_default_params = defaults
 
 
 def describe(info: RuntimeInfo) -> str:

@@ -48,6 +48,7 @@ from bastion_desktop.core.inference.backends import (
     RuntimeInfo,
     describe,
     load_backends,
+    offload_devices,
 )
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
 from bastion_desktop.core.inference.hardware import physical_cores
@@ -57,7 +58,7 @@ from bastion_desktop.core.inference.host_text import (
     StopFilter,
     broken,
 )
-from bastion_desktop.core.inference.runtime_probe import GPU_TYPES, Placement
+from bastion_desktop.core.inference.runtime_probe import Placement, default_gpus
 from bastion_desktop.core.inference.templates import ChatTemplate, RenderedPrompt, choose_template
 from bastion_desktop.core.inference.token_loop import (
     TokenPieces,
@@ -197,12 +198,10 @@ class LoadedModel:
         hardware = hardware_from_runtime(self.runtime, placement.devices, supported)
         threads = options.threads or physical_cores()
         first = requested_gpu_layers(options, hardware, path)
-        # One named GPU: all offloaded layers on it, none split across the others.
-        one_gpu = placement.main_gpu is not None
-        split_mode = (
-            llama_cpp.LLAMA_SPLIT_MODE_NONE if one_gpu else llama_cpp.LLAMA_SPLIT_MODE_LAYER
-        )
         self.gpu_note = ""
+        # The placement's GPUs and no other (layers split across them, when more than
+        # one), as its estimate and its sentence have it.
+        names = [device.name for device in placement.devices] if supported else []
         llm = None
         for n_gpu_layers in _load_attempts(first, path):
             if conn is not None:
@@ -211,15 +210,16 @@ class LoadedModel:
                 conn.send(("attempt", n_gpu_layers))
             try:
                 on_gpu = supported and n_gpu_layers != 0
-                with context_settings(flash_attention_auto=on_gpu) as settings:
+                with (
+                    offload_devices(names) as self._offload_devices,
+                    context_settings(flash_attention_auto=on_gpu) as settings,
+                ):
                     llm = llama_cpp.Llama(
                         model_path=str(path),
                         n_ctx=options.context_length,
                         n_gpu_layers=n_gpu_layers,
                         n_threads=threads,
                         verbose=False,
-                        split_mode=split_mode,
-                        main_gpu=placement.main_gpu or 0,
                         **settings,
                     )
                 break
@@ -326,8 +326,18 @@ class LoadedModel:
         supported = bool(llama_cpp.llama_supports_gpu_offload())
         if supported and not placement.devices and not placement.reason:
             # A backend built into the library (Metal): the devices it registered.
-            devices = tuple(d for d in self.runtime.devices if d.type in GPU_TYPES)
-            placement = dataclasses.replace(placement, devices=devices)
+            placement = dataclasses.replace(placement, devices=default_gpus(self.runtime.devices))
+        registered = {device.name for device in self.runtime.devices}
+        if any(device.name not in registered for device in placement.devices):
+            # The probe's child found it, this process does not (a GPU unplugged since).
+            missing = next(d for d in placement.devices if d.name not in registered)
+            log.warning(
+                "GPU %s not found in the model host: %s", missing.name, describe(self.runtime)
+            )
+            placement = Placement(
+                cpu_variant=placement.cpu_variant,
+                reason=f"the GPU {missing.description or missing.name} was not found",
+            )
         return placement, supported and bool(placement.devices)
 
     def _token_text(self, token: int) -> str:

@@ -18,11 +18,13 @@ where models run and why.
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -324,8 +326,9 @@ class Placement:
     """Where the model host runs a model: what it loads and uses, and why."""
 
     gpu_module: Path | None = None  # the GPU backend module to load
-    main_gpu: int | None = None  # one GPU of that backend (its index), or None for all
-    devices: tuple[RuntimeDevice, ...] = ()  # the GPUs the model may use
+    # The GPUs the model may use, by name: the model host gives llama.cpp this list, so
+    # that what Bastion plans, estimates and tells is what llama.cpp does.
+    devices: tuple[RuntimeDevice, ...] = ()
     cpu_variant: str | None = None  # a pinned CPU variant (compatibility mode)
     reason: str = ""  # why the CPU, when it is the CPU: "no GPU was found"
     skipped: tuple[str, ...] = field(default=())  # "Vulkan: it found no GPU", for logs
@@ -346,7 +349,9 @@ class Placement:
         if not self.devices or gpu_layers == 0:
             why = self.reason or ("no layer fits in GPU memory" if self.devices else "")
             return f"Runs on {cpu}{': ' + why if why else ''}."
-        names = " and ".join(d.description or d.name for d in self.devices)
+        # Two of the same GPU: "2x NVIDIA GeForce RTX 3090".
+        models = collections.Counter(d.description or d.name for d in self.devices)
+        names = " and ".join(f"{n}x {model}" if n > 1 else model for model, n in models.items())
         backend = self.devices[0].backend
         if gpu_layers is not None and layers is not None and gpu_layers < layers + 1:
             return (
@@ -368,11 +373,10 @@ def plan_placement(report: RuntimeReport | None, device: str, compatibility: boo
     usable = report.usable_gpus()
     if device == AUTO and usable:
         check = usable[0][0]
-        return Placement(check.module, None, check.devices, variant, skipped=skipped)
+        return Placement(check.module, default_gpus(check.devices), variant, skipped=skipped)
     for check, chosen in usable:
         if device in (chosen.description, chosen.name):
-            index = check.devices.index(chosen)
-            return Placement(check.module, index, (chosen,), variant, skipped=skipped)
+            return Placement(check.module, (chosen,), variant, skipped=skipped)
     if usable:
         reason, expected = f"the GPU “{device}” chosen in Settings was not found", False
     elif report.gpu_offload:
@@ -381,6 +385,16 @@ def plan_placement(report: RuntimeReport | None, device: str, compatibility: boo
     else:
         reason, expected = _no_gpu_reason(report)
     return Placement(cpu_variant=variant, reason=reason, skipped=skipped, expected=expected)
+
+
+def default_gpus(devices: Sequence[RuntimeDevice]) -> tuple[RuntimeDevice, ...]:
+    """The GPUs llama.cpp itself would take (llama_prepare_model_devices): the ones with
+    memory of their own, or the integrated ones where there is none. A laptop's Intel or
+    Radeon graphics beside its discrete GPU runs no layer: counting its share of the RAM
+    as GPU memory, or taking it for unified memory, would make the fit estimate promise
+    what the discrete GPU cannot hold."""
+    dedicated = tuple(d for d in devices if d.type is DeviceType.GPU)
+    return dedicated or tuple(d for d in devices if d.type is DeviceType.IGPU)
 
 
 def _no_gpu_reason(report: RuntimeReport) -> tuple[str, bool]:
@@ -399,10 +413,17 @@ def _no_gpu_reason(report: RuntimeReport) -> tuple[str, bool]:
 def device_choices(report: RuntimeReport | None) -> list[tuple[str, str]]:
     """(setting value, label) for a device chooser: automatic, each GPU, CPU only."""
     choices = [(AUTO, "Automatic (the best GPU found)")]
+    offered: dict[str, str] = {}  # a GPU's model name: the flavour that offers it
     for check, device in report.usable_gpus() if report else []:
-        label = device.description or device.name
-        if all(value != label for value, _ in choices):
-            free = device.memory_free / 2**30
-            choices.append((label, f"{label} ({check.label}, {free:.1f} GiB free)"))
+        model = device.description or device.name
+        if offered.setdefault(model, check.flavour) != check.flavour:
+            continue  # the same GPU through a backend after the preferred one
+        # Two of the same GPU are told apart by llama.cpp's names for them (CUDA1).
+        twins = sum((d.description or d.name) == model for d in check.devices) > 1
+        details = [check.label, *([device.name] if twins else [])]
+        if device.type is DeviceType.IGPU:
+            details.append("integrated")
+        details.append(f"{device.memory_free / 2**30:.1f} GiB free")
+        choices.append((device.name if twins else model, f"{model} ({', '.join(details)})"))
     choices.append((CPU_ONLY, "CPU only"))
     return choices
