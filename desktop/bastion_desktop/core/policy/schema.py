@@ -166,7 +166,7 @@ POLICIES: tuple[PolicyDefinition, ...] = (
         PolicyType.STRING,
         "Compute device",
         'Where models run: "auto" (the best GPU found, else the CPU), "cpu" (never a GPU), '
-        "or one GPU by its model name or llama.cpp's name for it (\"CUDA1\": two of the "
+        'or one GPU by its model name or llama.cpp\'s name for it ("CUDA1": two of the '
         "same GPU are told apart so), as `bastion doctor` lists them. As a mandatory "
         "policy the user cannot change it; as a recommendation it is the default.",
         None,
