@@ -177,6 +177,11 @@ class AppContext:
         itself when it is instruction-tuned."""
         return self.guard_models().model_set(chat_model_id or self.settings.default_model)
 
+    def use_load_options(self, options: LoadOptions) -> None:
+        """Hand changed load options to the safety model's hosts, if any was made."""
+        if self._guard_models:
+            self._guard_models[0].use_options(options)
+
     async def close_guard_models(self) -> None:
         if self._guard_models:
             await self._guard_models[0].aclose()

@@ -208,6 +208,28 @@ async def test_a_reply_that_must_load_its_model_says_so_first(
     assert not [e for e in again if isinstance(e, LoadingEvent)], "already loaded"
 
 
+async def test_settings_changed_since_the_load_load_the_model_again_before_the_next_turn(
+    service: ChatService, starter_path: Path
+) -> None:
+    conversation = await new_conversation(service)
+    first = await run(service, conversation, "Hello", max_tokens=2)
+    assert isinstance(first[-1], DoneEvent)
+    assert first[-1].context_length == 512
+    host = service.models.host
+    assert host is not None
+    before = host.pid
+    # Settings saved: a longer context (the window hands the slot its new options).
+    service.models.options = LoadOptions(context_length=1024)
+    assert not service.models.holds(starter_path)
+    second = await run(service, conversation, "Again", max_tokens=2)
+    assert [e for e in second if isinstance(e, LoadingEvent)] == [LoadingEvent(starter_path.name)]
+    assert isinstance(second[-1], DoneEvent)
+    assert second[-1].context_length == 1024, "the turn ran on the model loaded anew"
+    assert host.pid not in (None, before)
+    third = await run(service, conversation, "And again", max_tokens=2)
+    assert not [e for e in third if isinstance(e, LoadingEvent)], "loaded with them now"
+
+
 @pytest.mark.log_warnings("the failure the test provokes is logged as a warning")
 async def test_a_model_that_cannot_load_ends_its_loading_with_a_sentence(
     tmp_path: Path,

@@ -10,6 +10,7 @@ instruct model as a judge."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -220,6 +221,15 @@ async def test_self_check_starts_its_own_host_lazily_and_closes_with_the_app(
             assert len(threads) > 1
             assert {os.sched_getscheduler(tid) for tid in threads} == {os.SCHED_IDLE}
             assert os.sched_getscheduler(0) == os.SCHED_OTHER
+        # Settings saved (another context length, device...): the judge's next check
+        # runs on the model loaded again with them.
+        changed = dataclasses.replace(OPTIONS, context_length=OPTIONS.context_length * 2)
+        guard_models.use_options(changed)
+        assert 0.0 < await judge.probability(Stage.INPUT, [QUESTION]) < 1.0
+        assert host.pid not in (None, pid)
+        assert host.facts is not None
+        assert host.facts.context_length == changed.context_length
+        pid = host.pid
     finally:
         await guard_models.aclose()
     assert not host.is_running

@@ -176,6 +176,7 @@ def test_moving_the_history_to_a_new_passphrase(
 def test_the_compute_device_and_compatibility_mode_are_chosen_and_kept(
     qtbot: QtBot, services: Any
 ) -> None:
+    guard_models = services.context.guard_models()  # made before: the safety model's
     dialog = open_dialog(qtbot, services)
     # The list comes from the runtime probe's children (no GPU here: the two choices).
     values = [dialog.device.itemData(i) for i in range(dialog.device.count())]
@@ -190,6 +191,7 @@ def test_the_compute_device_and_compatibility_mode_are_chosen_and_kept(
     assert (on_disk.inference.device, on_disk.inference.cpu_compatibility) == ("cpu", True)
     load = services.context.load_options()
     assert (load.device, load.cpu_compatibility) == ("cpu", True), "what the model host gets"
+    assert guard_models.load_options == load, "the safety model's next load uses them too"
     again = open_dialog(qtbot, services)
     assert again.device.currentData() == "cpu"
     assert again.cpu_compatibility.isChecked()

@@ -163,7 +163,7 @@ class ChatService:
         # are recorded as coming from ("window", "cli").
         self.audit = audit
         self.client = client
-        self._gpu_noted: ModelHost | None = None
+        self._gpu_noted: ModelFacts | None = None  # the load whose placement was told
         self._holding_turn = False
 
     async def _history(self, conversation_id: str) -> list[ChatMessage]:
@@ -347,8 +347,8 @@ class ChatService:
                 yield LoadingEvent(path.name)
             host = await self.models.host_for(path)
             note = _placement_note(host.facts)
-            if note and self._gpu_noted is not host:
-                self._gpu_noted = host  # once per loaded model
+            if note and self._gpu_noted is not host.facts:
+                self._gpu_noted = host.facts  # once per load of a model
                 yield NoticeEvent("gpu", note)
             async for event in self._stream_reply(host, messages, guard_history, params, reply):
                 yield event

@@ -38,11 +38,21 @@ class ChatModelSlot:
         return self._host
 
     def holds(self, path: Path) -> bool:
-        """Whether `path` is loaded: a reply from it needs no load first."""
-        return self._host is not None and self._host.path == path
+        """Whether `path` is loaded, with `options`: a reply from it needs no load first."""
+        host = self._host
+        return (
+            host is not None
+            and host.path == path
+            and host.options == self.options
+            and (host.is_loaded)
+        )
 
     async def host_for(self, path: Path) -> ModelHost:
+        """The host of `path`, loaded; loaded again first when `options` changed since
+        (Settings saved: another device, context length...)."""
         if self._host is not None and self._host.path == path:
+            self._host.options = self.options
+            await self._host.load()
             return self._host
         await self.close()
         # Visible while it loads, so that a cancel can reach it.

@@ -488,6 +488,13 @@ class GuardModels:
     def hosts(self) -> tuple[ModelHost, ...]:
         return tuple(self._hosts.values())
 
+    def use_options(self, options: LoadOptions) -> None:
+        """Load the models with `options` (Settings saved): one loaded now is loaded
+        again before its next check."""
+        self.load_options = options
+        for host in self._hosts.values():
+            host.options = options
+
     async def aclose(self) -> None:
         """Stop every host this object started (an idempotent close, with the app)."""
         hosts, self._hosts = list(self._hosts.values()), {}

@@ -97,9 +97,13 @@ class AppServices(QtCore.QObject):
         save_settings(new, self.context.paths.settings_file)
         old = self.context.settings
         self.context = dataclasses.replace(self.context, settings=new)
-        if self.chat is not None and new.inference != old.inference:
-            # The next load uses them; the model loaded now keeps its options until then.
-            self.chat.models.options = self.context.load_options()
+        if new.inference != old.inference:
+            # Another device, context length...: the models loaded now are loaded again
+            # with them before their next request (never under one).
+            options = self.context.load_options()
+            if self.chat is not None:
+                self.chat.models.options = options
+            self.context.use_load_options(options)
         self.settings_changed.emit(new)
 
     async def open_profile(self, profile_id: str) -> str:

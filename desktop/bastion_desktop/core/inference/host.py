@@ -209,9 +209,12 @@ class ModelHost:
         safety) runs at a lower priority than the chat model's host, so checking a reply
         while it streams takes the cores the reply leaves free, not the reply's own."""
         self.path = path
+        # What the next load uses: set it to change them (Settings saved), and the
+        # model is loaded again with them before the next request, never under one.
         self.options = options or LoadOptions()
         self.background = background
         self.facts: ModelFacts | None = None
+        self._loaded_with: LoadOptions | None = None  # the options of the running load
         self._process: _Process | None = None
         self._lock = asyncio.Lock()
         self._request_id = 0
@@ -231,6 +234,11 @@ class ModelHost:
     def is_running(self) -> bool:
         return self._process is not None and self._process.process.is_alive()
 
+    @property
+    def is_loaded(self) -> bool:
+        """Whether a request needs no load first: the model is loaded, with `options`."""
+        return self.is_running and self.facts is not None and self._loaded_with == self.options
+
     async def load(self) -> ModelFacts:
         """Start the host process and load the model (again, if it had died)."""
         self._busy += 1
@@ -240,12 +248,13 @@ class ModelHost:
             self._busy -= 1
 
     async def _load(self) -> ModelFacts:
-        if self._process is not None and self._process.process.is_alive() and self.facts:
+        if self.is_loaded:
+            assert self.facts is not None
             return self.facts
         await self._discard_process()
         # The header check here catches the common mistakes without a process start.
         check_gguf_header(self.path)
-        options = self.options
+        options = requested = self.options
         crashed_on_gpu = ""
         while True:
             process, reply, gpu_layers = await self._start(options)
@@ -255,6 +264,7 @@ class ModelHost:
                 if crashed_on_gpu:
                     facts = dataclasses.replace(facts, gpu_note=crashed_on_gpu)
                 self.facts = facts
+                self._loaded_with = requested
                 return facts
             if reply[0] == "load_failed":
                 await process.stop()
