@@ -181,6 +181,7 @@ async def test_a_crashed_model_keeps_the_partial_reply_and_recovers(service: Cha
     assert error.kind == "model_crashed"
     assert error.partial_reply_kept
     assert "SIGKILL" in error.message
+    assert "CPU only" not in error.message, "on the CPU already: nothing to suggest"
     reply = (await service.store.messages(conversation))[-1]
     assert reply.state is MessageState.INTERRUPTED
     assert reply.content

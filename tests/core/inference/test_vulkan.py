@@ -22,6 +22,7 @@ import asyncio
 import multiprocessing
 import os
 import re
+import signal
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, cast
 
 import pytest
 
-from bastion_desktop.core.errors import BastionError
+from bastion_desktop.core.errors import BastionError, ModelHostCrashedError
 from bastion_desktop.core.inference.backends import gpu_module_folders
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.runtime_probe import (
@@ -47,6 +48,7 @@ from bastion_desktop.core.inference.types import (
     ModelFacts,
     Role,
     SamplingParams,
+    TokenText,
 )
 
 pytestmark = pytest.mark.model
@@ -276,6 +278,37 @@ def test_a_gpu_the_model_host_no_longer_finds_leaves_the_model_on_the_cpu(
     assert gpu_layers == 0
     assert placement.startswith("Runs on the CPU: the GPU llvmpipe"), placement
     assert placement.endswith(" was not found."), placement
+
+
+@pytest.mark.log_warnings("the model host's end is logged as a warning")
+def test_a_model_that_stops_on_the_gpu_says_the_cpu_is_the_way_round_it(
+    lavapipe: None, starter_path: Path
+) -> None:
+    """A GPU driver that fails on a model ends the model host at every restart (here
+    the host is killed mid-reply, as a lost device would end it)."""
+
+    async def stop_mid_reply(host: ModelHost) -> None:
+        params = SamplingParams(seed=3, max_tokens=200)
+        async for event in host.stream([ChatMessage(Role.USER, "A story.")], params):
+            if isinstance(event, TokenText) and host.pid is not None:
+                os.kill(host.pid, signal.SIGKILL)
+
+    async def run() -> str:
+        host = ModelHost(starter_path, LoadOptions(512))
+        try:
+            facts = await host.load()
+            assert facts.gpu_layers > 0
+            with pytest.raises(ModelHostCrashedError) as stopped:
+                await stop_mid_reply(host)
+            return str(stopped.value)
+        finally:
+            await host.close()
+
+    message = asyncio.run(run())
+    assert message.startswith("The model stopped unexpectedly (it was ended by SIGKILL)")
+    assert message.endswith(
+        "If it stops again, choose CPU only in Settings → Model: the GPU's driver may be at fault."
+    )
 
 
 def _every_logit_request_with_no_room_on_the_gpu(conn: Connection, starter: str) -> None:

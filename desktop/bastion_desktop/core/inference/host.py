@@ -364,7 +364,7 @@ class ModelHost:
                         how = await process.exit_description()
                         raise ModelHostCrashedError(
                             f"The model stopped unexpectedly ({how}). The reply so far is "
-                            "kept; your next message restarts the model."
+                            f"kept; your next message restarts the model.{self._gpu_hint()}"
                         )
                     if message[1] != request_id:
                         continue  # the tail of an earlier, abandoned request
@@ -446,7 +446,8 @@ class ModelHost:
                 if message[0] == "exited":
                     how = await process.exit_description()
                     raise ModelHostCrashedError(
-                        f"The model stopped unexpectedly ({how}); the next request restarts it."
+                        f"The model stopped unexpectedly ({how}); the next request restarts "
+                        f"it.{self._gpu_hint()}"
                     )
                 if message[1] != request_id:
                     continue  # the tail of an earlier, abandoned request
@@ -459,6 +460,18 @@ class ModelHost:
             if not answered:
                 process.send(("cancel", request_id))
             self._finish_request(request_id)
+
+    def _gpu_hint(self) -> str:
+        """For a model that stopped with layers on a GPU: a GPU driver that fails on a
+        model (a device lost, a kernel it cannot run) fails again at every restart, and
+        only the user can tell a one-off from that."""
+        facts = self.facts
+        if facts is None or not (facts.gpu_offload_supported and facts.gpu_layers):
+            return ""
+        return (
+            " If it stops again, choose CPU only in Settings → Model: the GPU's driver may "
+            "be at fault."
+        )
 
     def _finish_request(self, request_id: int) -> None:
         if self._active_request != request_id:
