@@ -44,7 +44,7 @@ class ChatModelSlot:
             host is not None
             and host.path == path
             and host.options == self.options
-            and (host.is_loaded)
+            and host.is_loaded
         )
 
     async def host_for(self, path: Path) -> ModelHost:
