@@ -22,10 +22,11 @@ Vulkan, the one GPU backend for NVIDIA, AMD and Intel on Linux and Windows:
   `vk::LayerSettingEXT` unguarded). The Debian 13 packages of the headers and of the
   SPIR-V headers (pinned below by sha256; both are headers and CMake files only) are
   unpacked into a private folder of the build cache and named to CMake; nothing of the
-  system is replaced. The shader compiler is the system's `glslc` (Debian 12: 2023.2;
-  it lacks the cooperative-matrix and integer-dot-product extensions, so those shader
-  variants are left out: a GPU build machine with a newer glslc should set GLSLC), and
-  the library linked is the system's `libvulkan.so.1` loader, which users' systems have
+  system is replaced. The shader compiler is `GLSLC`, or else the system's `glslc`
+  (Debian 12: 2023.2; it lacks the cooperative-matrix and integer-dot-product
+  extensions, so those shader variants are left out). Ubuntu 22.04, the release's
+  machine, has no glslc package: the release workflow sets GLSLC to the LunarG SDK's.
+  The library linked is the system's `libvulkan.so.1` loader, which users' systems have
   (the package recommends it; without it the probe skips Vulkan with a sentence).
 - Windows and macOS: the LunarG Vulkan SDK (`VULKAN_SDK`), as llama.cpp's releases do.
 
@@ -192,7 +193,10 @@ def vulkan_cmake_args() -> list[str]:
         return []
     glslc = os.environ.get("GLSLC") or shutil.which("glslc")
     if not glslc:
-        raise BuildError("the Vulkan backend needs the glslc shader compiler (apt install glslc)")
+        raise BuildError(
+            "the Vulkan backend needs the glslc shader compiler (apt install glslc, or set "
+            "GLSLC to one, such as the LunarG Vulkan SDK's)"
+        )
     loader = next(
         (
             path

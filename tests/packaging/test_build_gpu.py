@@ -85,6 +85,24 @@ def test_debian_packages_unpack_without_dpkg(build_gpu: ModuleType, tmp_path: Pa
         build_gpu._unpack_deb(b"PK\x03\x04 a zip", tmp_path)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux build's own search")
+def test_glslc_is_the_one_glslc_names_as_on_a_release_machine_without_one(
+    build_gpu: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(build_gpu, "vulkan_headers", lambda: tmp_path / "usr")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.delenv("GLSLC", raising=False)
+    with pytest.raises(build_gpu.BuildError, match="apt install glslc, or set GLSLC"):
+        build_gpu.vulkan_cmake_args()
+    sdk_glslc = tmp_path / "vulkan-sdk" / "x86_64" / "bin" / "glslc"
+    monkeypatch.setenv("GLSLC", str(sdk_glslc))
+    try:
+        args = build_gpu.vulkan_cmake_args()
+    except build_gpu.BuildError as error:  # past glslc: the loader, which tests need too
+        pytest.skip(str(error))
+    assert f"-DVulkan_GLSLC_EXECUTABLE={sdk_glslc}" in args
+
+
 def test_the_shipped_vulkan_module_runs_on_any_x86_64_cpu_and_finds_its_libraries(
     build_gpu: ModuleType,
 ) -> None:

@@ -161,6 +161,38 @@ def test_linux_and_windows_installers_carry_cuda_12_built_with_a_toolkit_it_acce
     assert int(minor) >= cuda.oldest_minor
 
 
+# Ubuntu 22.04's archive lacks these, though Debian 12 (where the project is developed)
+# has them: apt-get would fail the whole Linux build on any of them.
+NOT_IN_UBUNTU_22_04 = {"glslc"}
+
+
+def test_linux_takes_glslc_from_the_vulkan_sdk_as_ubuntu_22_04_has_no_package(
+    workflow: dict[Any, Any],
+) -> None:
+    build_steps = workflow["jobs"]["build"]["steps"]
+    steps = [s for s in build_steps if _applies_on(s, "Linux")]
+    scripts = [str(step.get("run", "")) for step in steps]
+    installed = {
+        word
+        for script in scripts
+        for command in re.findall(r"apt-get install((?:[^\n]*\\\n)*[^\n]*)", script)
+        for word in command.replace("\\", " ").split()
+    }
+    assert "libvulkan1" in installed, "the Vulkan module links the system's loader"
+    assert not installed & NOT_IN_UBUNTU_22_04
+    build = next(i for i, script in enumerate(scripts) if "packaging/build.py" in script)
+    glslc = next(i for i, script in enumerate(scripts) if '"GLSLC=' in script)
+    assert glslc < build
+    assert "--version" in scripts[glslc], "a glslc that cannot run there must fail its own step"
+    # One SDK release for both OSes, set once for the workflow.
+    windows = next(s for s in build_steps if "VulkanSDK" in str(s.get("run", "")))
+    assert _applies_on(windows, "Windows")
+    for step in (steps[glslc], windows):
+        assert "$VULKAN_SDK_VERSION" in step["run"]
+        assert "VULKAN_SDK_VERSION" not in step.get("env", {})
+    assert re.fullmatch(r"1\.\d+\.\d+\.\d+", workflow["env"]["VULKAN_SDK_VERSION"])
+
+
 def test_only_the_publish_job_can_write(workflow: dict[Any, Any]) -> None:
     assert workflow["permissions"] == {"contents": "read"}
     for name, job in workflow["jobs"].items():
