@@ -137,9 +137,26 @@ async def test_an_allowed_origin_gets_cors_and_no_other_is_echoed(
         assert preflight.status_code == 204
         assert preflight.headers["access-control-allow-origin"] == extension
         assert "access-control-allow-credentials" not in preflight.headers
+        # OpenAI's JavaScript library sends headers of its own: a page it runs in may.
+        stainless = "authorization, content-type, x-stainless-os, x-stainless-lang"
+        preflight = await http.options(
+            "/v1/chat/completions",
+            headers={
+                "Origin": extension,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": stainless,
+            },
+        )
+        assert preflight.headers["access-control-allow-headers"] == stainless
         models = await http.get("/v1/models", headers={**api.auth(), "Origin": extension})
         assert models.status_code == 200
         assert models.headers["access-control-allow-origin"] == extension
+        # A refused token is told to the page, not hidden behind a CORS failure.
+        refused = await http.get(
+            "/v1/models", headers={**api.auth("bastion-not-a-token"), "Origin": extension}
+        )
+        assert refused.status_code == 401
+        assert refused.headers["access-control-allow-origin"] == extension
         other = await http.options("/v1/models", headers={"Origin": "https://evil.example"})
         assert other.status_code == 403
         assert "access-control-allow-origin" not in other.headers

@@ -3,9 +3,12 @@ server, the starter model and the built-in profiles."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import openai
 import pytest
 
 from bastion_desktop.context import AppContext
+from bastion_desktop.core.events import TokenEvent
 from bastion_desktop.core.starter import STARTER_ID
 from tests.api.conftest import Api, install_profile, serving, with_policy
 
@@ -30,6 +34,12 @@ async def test_models_and_a_whole_completion(api: Api) -> None:
     client = api.openai()
     models = await client.models.list()
     assert [m.id for m in models.data] == [STARTER_ID]
+    model = await client.models.retrieve(STARTER_ID)
+    assert (model.id, model.created) == (STARTER_ID, models.data[0].created)
+    assert model.created == int(api.context.registry.resolve(STARTER_ID)[1].stat().st_mtime)
+    with pytest.raises(openai.NotFoundError, match="No installed chat model") as missing:
+        await client.models.retrieve("no-such-model")
+    assert missing.value.code == "model_not_found"
 
     reply = await client.chat.completions.create(
         model=STARTER_ID,
@@ -95,6 +105,7 @@ async def test_a_blocked_message_is_a_content_filter_completion(api: Api) -> Non
     extra = reply.model_extra["bastion"]  # type: ignore[index]
     assert (extra["verdict"], extra["stage"]) == ("blocked", "input")
     assert extra["category"] == "prompt injection"
+    assert len(extra["decisions"]) == 1, "the blocking decision is listed once"
     assert api.slot.host is None, "the model was started for a blocked message"
 
     stream = await client.chat.completions.create(
@@ -123,6 +134,92 @@ async def test_every_message_of_the_request_is_checked(api: Api) -> None:
         )
         assert reply.choices[0].finish_reason == "content_filter", earlier["role"]
     assert api.slot.host is None
+
+
+async def test_an_earlier_blocked_turn_is_left_out_not_blocking_the_conversation(
+    api: Api,
+) -> None:
+    """Chat clients send the whole history again: a question the rails blocked, and the
+    refusal the client kept, come back with every later request."""
+    client = api.openai()
+    refused = "Your message was not sent because the Standard profile blocks it."
+    messages: list[Any] = [
+        {"role": "user", "content": JAILBREAK},
+        {"role": "assistant", "content": refused},
+        {"role": "user", "content": "Tell me about the sea."},
+    ]
+    reply = await client.chat.completions.create(
+        model=STARTER_ID, messages=messages, max_tokens=4, **FIXED
+    )
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    extra: dict[str, Any] = reply.model_extra["bastion"]  # type: ignore[index]
+    assert extra["verdict"] == "allowed"
+    assert len(extra["notices"]) == 1
+    assert "left out of what the model read" in extra["notices"][0]
+    assert "prompt injection" in extra["notices"][0]
+    # The model read the last question alone: the same prompt as asking it afresh.
+    alone = await client.chat.completions.create(
+        model=STARTER_ID, messages=messages[-1:], max_tokens=4, **FIXED
+    )
+    assert reply.usage is not None
+    assert alone.usage is not None
+    assert reply.usage.prompt_tokens == alone.usage.prompt_tokens
+    # What this turn adds is still checked whole: a tool result after the last reply.
+    tool = {"role": "tool", "tool_call_id": "call_1", "content": JAILBREAK}
+    blocked = await client.chat.completions.create(
+        model=STARTER_ID,
+        messages=[*messages, {"role": "assistant", "content": "Waves."}, tool, messages[-1]],
+        max_tokens=4,
+    )
+    assert blocked.choices[0].finish_reason == "content_filter"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_client_that_leaves_stops_its_request_and_the_model(api: Api, stream: bool) -> None:
+    """An SDK's timeout (and its retries) must not leave the model writing replies
+    nobody reads, while the next request waits for them."""
+    service = api.server.service
+    answer = service.answer
+    first_token = asyncio.Event()
+    seen: list[str] = []
+    closed = asyncio.Event()
+
+    async def watched(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        try:
+            async for event in answer(*args, **kwargs):
+                if isinstance(event, TokenEvent):
+                    seen.append(event.text)
+                    first_token.set()
+                yield event
+        finally:
+            closed.set()
+
+    service.answer = watched  # type: ignore[method-assign]
+    body = {
+        "messages": [{"role": "user", "content": "Write a long story about the sea."}],
+        "max_tokens": 400,
+        "stream": stream,
+        **FIXED,
+    }
+    statuses: list[int] = []
+    api.server.on_request = lambda record: statuses.append(record.status)
+    async with api.http() as http:
+        request = asyncio.create_task(
+            http.post("/v1/chat/completions", headers=api.auth(), json=body)
+        )
+        await asyncio.wait_for(first_token.wait(), 300)
+        request.cancel()  # the client gives up: httpx closes the connection
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        await asyncio.wait_for(closed.wait(), 300)
+    assert 0 < len(seen) < 400, "the model went on after its client left"
+    assert statuses == [499]
+    assert not api.server.in_progress
+    service.answer = answer  # type: ignore[method-assign]
+    after = await api.openai().chat.completions.create(
+        model=STARTER_ID, messages=[{"role": "user", "content": "Hello"}], max_tokens=4
+    )
+    assert after.choices[0].finish_reason in ("stop", "length")
 
 
 def _word_in_the_middle(text: str) -> str:

@@ -7,16 +7,18 @@ never starts a model:
 1. `Host` is localhost, 127.0.0.1 or [::1] with this server's port (a web page that
    re-points its own domain at 127.0.0.1, "DNS rebinding", sends its own host name);
    an empty Host is refused too.
-2. `Authorization: Bearer <token>` names a client (`/health` alone, which says nothing
-   but "ok", needs none).
-3. An `Origin` (a web page, or a browser extension) must be on the allow-list the user
+2. An `Origin` (a web page, or a browser extension) must be on the allow-list the user
    or administrator set; `null` never is, and no other origin is ever echoed back.
+3. `Authorization: Bearer <token>` names a client (`/health` alone, which says nothing
+   but "ok", needs none).
 4. A POST body is `application/json`: a web page may send `text/plain` to 127.0.0.1
    without asking the browser first, but never JSON.
 5. Limits: the body's size, the messages, `max_tokens`, and each client's requests in
    progress (more get 429 with Retry-After).
 
-There is no endpoint that downloads, deletes or reads a file.
+There is no endpoint that downloads, deletes or reads a file. A client that disconnects
+stops its request, whether streamed or not: its model stops, and the next request does
+not wait for a reply nobody reads.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections import Counter, deque
@@ -56,6 +59,7 @@ from bastion_desktop.core.events import (
     NoticeEvent,
     TokenEvent,
 )
+from bastion_desktop.core.installed_models import RegisteredModel
 from bastion_guardrails.decisions import GuardDecision, Verdict
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,10 @@ RECENT_REQUESTS = 50
 HEALTH_PATH = "/health"
 BACKLOG = 128
 ACCEPT_STEPS = 2  # loop turns for an accepted connection to become a transport
+CLIENT_GONE = 499  # recorded for a request whose client disconnected (nginx's code)
+# The headers a page may send (a preflight's Access-Control-Request-Headers): header
+# names only; OpenAI's JavaScript library adds its own x-stainless-* headers.
+_HEADER_NAMES = re.compile(r"[A-Za-z0-9-]+(?:\s*,\s*[A-Za-z0-9-]+)*")
 
 _CLIENT = web.RequestKey("client", ApiClient)
 _REQUEST_ID = web.RequestKey("request_id", str)
@@ -119,7 +127,8 @@ class _Outcome:
             self.texts.append(event.text)
         elif isinstance(event, BlockedEvent):
             self.blocked = event
-            self.decisions.append(event.decision)
+            if event.decision not in self.decisions:  # an input block came as a guard event
+                self.decisions.append(event.decision)
         elif isinstance(event, DoneEvent):
             self.done = event
         elif isinstance(event, ErrorEvent):
@@ -248,10 +257,15 @@ class ApiServer:
         app = web.Application(middlewares=[self._checks], client_max_size=MAX_BODY_BYTES)
         app.router.add_get(HEALTH_PATH, self._health)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model:.+}", self._model)
         app.router.add_post("/v1/chat/completions", self._chat_completions)
         app.router.add_post("/v1/completions", self._completions)
         app.on_response_prepare.append(self._headers)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A disconnected client cancels its handler: that closes the request's events,
+        # which stops the model (aiohttp leaves handlers running by default).
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True
+        )
         await runner.setup()
         sockets: list[socket.socket] = []
         try:
@@ -311,12 +325,17 @@ class ApiServer:
             self._check_host(request)
             if request.method == "OPTIONS":
                 return self._preflight(request)
+            # The origin first: a page it allows reads why its token was refused.
+            self._check_origin(request)
             if request.path != HEALTH_PATH:
                 client = self._client(request).name
-            self._check_origin(request)
             if request.method == "POST":
                 self._check_body(request)
             response: web.StreamResponse = await handler(request)
+        except asyncio.CancelledError:
+            # The client went away (the handler is cancelled then, which stops its model).
+            self._record(request, client, CLIENT_GONE, started)
+            raise
         except ApiError as error:
             response = _error_response(error)
         except web.HTTPException as error:
@@ -385,11 +404,13 @@ class ApiServer:
         if origin is None:
             raise ApiError(400, "A preflight request needs an Origin.")
         request[_ORIGIN] = origin
+        asked = request.headers.get("Access-Control-Request-Headers", "").strip()
+        allowed = asked if _HEADER_NAMES.fullmatch(asked) else "Authorization, Content-Type"
         return web.Response(
             status=204,
             headers={
                 "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Allow-Headers": allowed,
                 "Access-Control-Max-Age": "600",
             },
         )
@@ -471,12 +492,20 @@ class ApiServer:
         return web.json_response({"status": "ok"})
 
     async def _models(self, request: web.Request) -> web.Response:
-        created = now()
-        data = [
-            {"id": model.id, "object": "model", "created": created, "owned_by": "local"}
-            for model in self.service.chat_models()
-        ]
+        data = [_model_object(model) for model in self.service.chat_models()]
         return web.json_response({"object": "list", "data": data})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        wanted = request.match_info["model"]
+        for model in self.service.chat_models():
+            if model.id == wanted:
+                return web.json_response(_model_object(model))
+        raise ApiError(
+            404,
+            f"No installed chat model is called {wanted!r}.",
+            code="model_not_found",
+            param="model",
+        )
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         parsed = chat_request(await _json(request), self.service.sampling_defaults())
@@ -502,10 +531,10 @@ class ApiServer:
                     try:
                         return await writer.run(events)
                     except ConnectionResetError:
-                        # The client left mid-reply: closing `events` stops the model.
+                        # The client left (mid-reply, or while it waited for the model):
+                        # closing `events` stops the model.
                         log.info("api %s: the client closed the stream", outcome.request_id)
-                        assert writer.response is not None
-                        return writer.response
+                        return writer.response or web.Response(status=CLIENT_GONE)
                     except Exception:
                         if writer.response is None:
                             raise  # nothing sent yet: an ordinary error response
@@ -516,6 +545,16 @@ class ApiServer:
         if outcome.error is not None:
             raise _error_for(outcome.error)
         return web.json_response(_whole(outcome, chat=chat))
+
+
+def _model_object(model: RegisteredModel) -> dict[str, Any]:
+    """OpenAI's model object; `created` is when the file was written (downloaded or
+    imported), the same at every call."""
+    try:
+        created = int(model.path.stat().st_mtime)
+    except OSError:
+        created = 0
+    return {"id": model.id, "object": "model", "created": created, "owned_by": "local"}
 
 
 def _whole(outcome: _Outcome, *, chat: bool) -> dict[str, Any]:

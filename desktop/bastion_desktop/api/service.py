@@ -7,6 +7,12 @@ checked too (a system or tool message an IDE plugin adds, an assistant message a
 wrote itself); a message already checked under the same profile (an earlier request's
 question, or a reply this server wrote and its output rails passed) is remembered by
 its hash, in memory only, and not checked again.
+
+What the rails block in the system message or in this turn (every message after the
+last assistant one) blocks the request. What they block in an earlier, answered turn
+is left out of what the model reads, with the reply to it, as the window leaves out a
+blocked message, and a notice says so: chat clients send a blocked question back with
+every later request, which would otherwise block the rest of the conversation.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from bastion_desktop.api.protocol import ApiError, ChatRequest, RequestMessage
@@ -26,7 +32,14 @@ from bastion_desktop.core.audit import AuditError, TurnAudit, audited, new_reque
 from bastion_desktop.core.chat import ChatService, NewConversation
 from bastion_desktop.core.conversation_store import ConversationStore, InMemoryConversationStore
 from bastion_desktop.core.errors import BastionError, GuardProfileError
-from bastion_desktop.core.events import BlockedEvent, ChatEvent, DoneEvent, GuardEvent, TokenEvent
+from bastion_desktop.core.events import (
+    BlockedEvent,
+    ChatEvent,
+    DoneEvent,
+    GuardEvent,
+    NoticeEvent,
+    TokenEvent,
+)
 from bastion_desktop.core.inference.types import ChatMessage, Role, SamplingParams
 from bastion_desktop.core.installed_models import RegisteredModel
 from bastion_desktop.core.models import ChatModelSlot
@@ -73,8 +86,6 @@ class _Checked:
         return decision
 
     def remember(self, role: str, text: str, decision: GuardDecision) -> None:
-        if decision.blocked:
-            return  # a blocked message is checked again: it is refused again, and said why
         self._known[self.key(role, text)] = decision
         while len(self._known) > CHECKED_MEMORY:
             self._known.popitem(last=False)
@@ -220,10 +231,18 @@ class ApiService:
                 system = decision.rewritten if decision.rewritten is not None else system
                 earlier.append(GuardMessage("system", system))
             history: list[ChatMessage] = []
-            for message in request.messages[:-1]:
+            last_answer = _answered(request.messages[:-1])
+            leaving_out = False
+            for index, message in enumerate(request.messages[:-1]):
+                if leaving_out and message.role is Role.ASSISTANT:
+                    continue  # the reply to a message left out
                 decision = await self._check(
                     guard, checked, earlier, message.role.value, message.content
                 )
+                leaving_out = decision.blocked and index <= last_answer
+                if leaving_out:
+                    yield NoticeEvent("left_out", _left_out(decision))
+                    continue
                 if decision.blocked or decision.verdict is Verdict.MASKED:
                     yield GuardEvent(decision)
                 if decision.blocked:
@@ -292,6 +311,21 @@ class ApiService:
                 code="history_closed",
             )
         return self.history
+
+
+def _answered(messages: Sequence[RequestMessage]) -> int:
+    """The index of the last assistant message in `messages` (-1 if none): the turns up
+    to it were answered; the messages after it (a question, tool results) are this
+    turn's."""
+    return max((i for i, m in enumerate(messages) if m.role is Role.ASSISTANT), default=-1)
+
+
+def _left_out(decision: GuardDecision) -> str:
+    why = decision.category or decision.rail or "a rail"
+    return (
+        "An earlier message of this conversation was left out of what the model read, "
+        f"with any reply to it: the guardrails block it ({why})."
+    )
 
 
 def _profile_refused(requested: str, chosen: str) -> ApiError:
