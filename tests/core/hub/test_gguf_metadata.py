@@ -11,9 +11,12 @@ import pytest
 
 from bastion_desktop.core.hub.errors import GgufFormatError
 from bastion_desktop.core.hub.gguf_metadata import (
+    GGML_BLOCKS,
     SkippedArray,
     read_gguf_file,
     read_gguf_metadata,
+    require_whole,
+    why_incomplete,
 )
 from tests.core.hub.gguf_files import write_tiny_gguf
 
@@ -99,3 +102,26 @@ def test_damaged_files_are_sentences(tiny_gguf: Path, tmp_path: Path) -> None:
     huge_string.write_bytes(data[:24] + struct.pack("<Q", 2**60) + data[32:])
     with pytest.raises(GgufFormatError, match="cut short or damaged"):
         read_gguf_file(huge_string)
+
+
+def test_the_tensor_sizes_are_ggmls() -> None:
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    for ggml_type, block in GGML_BLOCKS.items():
+        assert GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)] == block, ggml_type
+
+
+def test_a_file_cut_short_is_incomplete_down_to_its_last_byte(
+    starter_path: Path, tmp_path: Path
+) -> None:
+    data = starter_path.read_bytes()
+    whole = read_gguf_file(starter_path)
+    require_whole(whole)  # the real starter needs every byte it has
+    assert whole.data_offset + whole.data_end == len(data)
+    assert why_incomplete(starter_path) is None
+    for keep in (100_000_000, len(data) - 1):
+        cut = tmp_path / f"cut-{keep}.gguf"
+        cut.write_bytes(data[:keep])
+        with pytest.raises(GgufFormatError, match=f"is incomplete: it is {keep:,} bytes"):
+            require_whole(read_gguf_file(cut))  # the header and tensor table read fine
+        assert "get the file again" in (why_incomplete(cut) or "")

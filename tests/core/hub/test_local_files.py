@@ -4,6 +4,7 @@ with their file only when Bastion owns it."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,13 @@ def test_bad_files_are_sentences(tmp_path: Path, registry: ModelRegistry, models
     parts[-1].unlink()
     with pytest.raises(GgufFormatError, match="is missing from"):
         import_gguf(parts[0], registry, models_dir)
+    # A download or copy cut short: its header reads fine, its tensors do not all fit.
+    parts = write_tiny_gguf(tmp_path / "Short-Q8_0.gguf", layers=4, split_max_tensors=3)
+    data = parts[-1].read_bytes()
+    parts[-1].write_bytes(data[:-16])
+    for mode in ("reference", "copy"):
+        with pytest.raises(GgufFormatError, match=re.escape(f"{parts[-1].name} is incomplete")):
+            import_gguf(parts[0], registry, models_dir, mode=mode)  # type: ignore[arg-type]
     assert registry.list() == []
 
 

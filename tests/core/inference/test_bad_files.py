@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +32,12 @@ pytestmark = pytest.mark.model
 def _truncated(starter: Path, target: Path) -> Path:
     with starter.open("rb") as source:
         target.write_bytes(source.read(3_000_000))  # whole header, most tensor data missing
+    return target
+
+
+def _last_bytes_missing(starter: Path, target: Path) -> Path:
+    shutil.copyfile(starter, target)
+    os.truncate(target, starter.stat().st_size - 64)  # the last tensor stops short
     return target
 
 
@@ -69,12 +77,13 @@ def _future_version(starter: Path, target: Path) -> Path:
 
 
 BAD_FILES: dict[str, tuple[Callable[[Path, Path], Path], str]] = {
-    "truncated": (_truncated, r"could not load .*corrupt|crashed while loading"),
+    "truncated": (_truncated, r"model\.gguf is cut short or damaged"),
+    "last bytes missing": (_last_bytes_missing, r"is incomplete: .*get the file again\.$"),
     "wrong magic": (_wrong_magic, "not a GGUF model file"),
     "random bytes": (_random_bytes, "not a GGUF model file"),
     "empty": (_empty, r"is empty \(0 bytes\)"),
     "directory": (_directory, "is a folder, not a GGUF model file"),
-    "header only": (_header_only, r"could not load|crashed while loading"),
+    "header only": (_header_only, r"model\.gguf is damaged"),
     "future version": (_future_version, "GGUF version 99"),
 }
 
@@ -84,7 +93,7 @@ async def test_bad_file_gives_a_sentence_and_the_next_model_loads(
     kind: str, starter_path: Path, tmp_path: Path
 ) -> None:
     make, expected = BAD_FILES[kind]
-    bad = make(starter_path, tmp_path / "model.gguf")
+    bad = await asyncio.to_thread(make, starter_path, tmp_path / "model.gguf")
     host = ModelHost(bad, LoadOptions(context_length=512))
     with pytest.raises(ModelLoadError, match=expected) as caught:
         await host.load()

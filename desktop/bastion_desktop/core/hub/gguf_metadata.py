@@ -90,6 +90,9 @@ class GgufFile:
     metadata_end: int  # offset just after the key/value section
     data_offset: int
     file_size: int
+    # Where the tensor data must reach, from the start of the data section: the end of
+    # the last tensor (its first byte, where its type is one this table does not know).
+    data_end: int = 0
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,17 @@ class _Cursor:
         return items
 
 
+# ggml's tensor types: (elements per block, bytes per block), as ggml.c's type traits.
+GGML_BLOCKS: Mapping[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
+    9: (32, 40), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176),
+    14: (256, 210), 15: (256, 292), 16: (256, 66), 17: (256, 74), 18: (256, 98),
+    19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82), 23: (256, 136), 24: (1, 1),
+    25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
+    34: (256, 54), 35: (256, 66), 39: (32, 17),
+}  # fmt: skip
+
+
 def read_gguf_file(path: Path) -> GgufFile:
     """Read one GGUF file's header, keys and tensor table."""
     try:
@@ -294,7 +308,41 @@ def _parse(buffer: mmap.mmap, path: Path, file_size: int) -> GgufFile:
         GgufTensor(name, shape, kind, offset, max(0, next_start.get(offset, data_size) - offset))
         for name, shape, kind, offset in raw
     )
-    return GgufFile(path, version, values, tensors, metadata_end, data_offset, file_size)
+    data_end = max((t.offset + _least_bytes(t) for t in tensors), default=0)
+    return GgufFile(path, version, values, tensors, metadata_end, data_offset, file_size, data_end)
+
+
+def _least_bytes(tensor: GgufTensor) -> int:
+    """The bytes a tensor's data takes, by its ggml type; 1 for a type not listed."""
+    if tensor.elements == 0:
+        return 0
+    block, size = GGML_BLOCKS.get(tensor.ggml_type, (0, 0))
+    if block == 0:
+        return 1
+    return -(-tensor.elements // block) * size
+
+
+def require_whole(file: GgufFile) -> None:
+    """Refuse a GGUF file whose tensor data stops short: a download or a copy that was
+    cut off, which llama.cpp would fail on only when loading it."""
+    needed = file.data_offset + file.data_end
+    if needed > file.file_size:
+        raise GgufFormatError(
+            f"{file.path.name} is incomplete: it is {file.file_size:,} bytes, but its "
+            f"tensors need {needed:,}. It was cut short while being downloaded or copied: "
+            "get the file again."
+        )
+
+
+def why_incomplete(path: Path) -> str | None:
+    """The sentence for a model (any part of it) whose files stop short, or None; for a
+    model llama.cpp would not load, to say why in the user's terms."""
+    try:
+        for part in split_siblings(path):
+            require_whole(read_gguf_file(part))
+    except GgufFormatError as error:
+        return str(error)
+    return None
 
 
 def split_siblings(path: Path) -> list[Path]:

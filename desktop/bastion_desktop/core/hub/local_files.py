@@ -18,7 +18,12 @@ from bastion_desktop.core.files import disk_full_sentence
 from bastion_desktop.core.hub.catalog import ModelRole
 from bastion_desktop.core.hub.errors import ModelImportError, NotEnoughSpaceError
 from bastion_desktop.core.hub.filenames import format_size, model_stem, slug
-from bastion_desktop.core.hub.gguf_metadata import GgufMetadata, read_gguf_metadata
+from bastion_desktop.core.hub.gguf_metadata import (
+    GgufMetadata,
+    read_gguf_file,
+    read_gguf_metadata,
+    require_whole,
+)
 from bastion_desktop.core.inference.gguf_file import check_gguf_header
 from bastion_desktop.core.installed_models import ModelPart, ModelRegistry, RegisteredModel
 
@@ -101,6 +106,8 @@ def import_gguf(
     path = path.expanduser().resolve()
     check_gguf_header(path)
     metadata = read_gguf_metadata(path)
+    for part in metadata.paths:
+        require_whole(read_gguf_file(part))
     first = metadata.paths[0]
     sources = list(metadata.paths)
     digests: list[str] | None = None

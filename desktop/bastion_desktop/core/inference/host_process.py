@@ -230,10 +230,13 @@ class LoadedModel:
                 if n_gpu_layers != 0 and is_gpu_memory_failure(f"{logged} {error}"):
                     self._log.lines.clear()
                     continue  # the GPU ran out of memory: try again with fewer layers
+                from bastion_desktop.core.hub.gguf_metadata import why_incomplete
+
                 reason = self._log.last_error() or str(error)
                 raise ModelLoadError(
-                    f"llama.cpp could not load {path.name}: {reason}. The file may be corrupt, "
-                    "incomplete, or made for a newer llama.cpp."
+                    why_incomplete(path)
+                    or f"llama.cpp could not load {path.name}: {reason}. The file may be "
+                    "corrupt, incomplete, or made for a newer llama.cpp."
                 ) from error
         if llm is None:
             raise ModelLoadError(f"{path.name} does not fit in GPU memory, even partly.")
