@@ -123,6 +123,13 @@ def test_a_message_too_long_for_the_context_is_refused_plainly(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "tokens, but this model's context holds 256" in result.stderr
+    # Piped in, the same message fails its turn; the next one is answered, and the
+    # script still learns from the exit status that a turn failed.
+    piped = bastion("chat", "--max-tokens", "4", "--json", stdin="word " * 400 + "\nHello\n")
+    assert piped.returncode == 1
+    events = [json.loads(line)["type"] for line in piped.stdout.splitlines()]
+    assert events.count("error") == 1
+    assert events[-1] == "done"
 
 
 def test_bad_arguments_exit_2_with_usage(bastion: RunBastion) -> None:

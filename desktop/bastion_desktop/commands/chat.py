@@ -272,7 +272,9 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
             if printer.failed:
                 return EXIT_FAILED
             return EXIT_INTERRUPTED if printer.cancelled else EXIT_OK
-        return await _converse(context, model_id, status, turn, args.conversation)
+        ended = await _converse(context, model_id, status, turn, args.conversation)
+        # A script piping messages in learns that a turn failed, as with one message.
+        return EXIT_FAILED if printer.failed else ended
     finally:
         with contextlib.suppress(NotImplementedError):
             loop.remove_signal_handler(signal.SIGINT)

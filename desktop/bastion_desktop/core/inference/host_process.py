@@ -770,14 +770,17 @@ def run_host(
     yield_to_the_app(background)
     try:
         model = LoadedModel(Path(model_path), options, conn, placement)
-    except BastionError as error:
-        conn.send(("load_failed", str(error)))
-        return
+        if not background:  # the chat model samples; a judge mostly scores
+            model.sample_from_gpu_top_k()
     except Exception as error:
-        conn.send(("load_failed", f"Could not load {Path(model_path).name}: {error}"))
+        why = f"Could not load {Path(model_path).name}: {error}"
+        conn.send(("load_failed", str(error) if isinstance(error, BastionError) else why))
         return
-    if not background:  # the chat model samples; a judge mostly scores
-        model.sample_from_gpu_top_k()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the app was killed
+        _serve(conn, model)
+
+
+def _serve(conn: Connection, model: LoadedModel) -> None:
     conn.send(("loaded", model.facts, model.runtime))
     while True:
         try:
