@@ -151,6 +151,20 @@ def test_a_broken_settings_file_names_the_field(
     assert json.loads(settings.read_text()) == {"sampling": {"top_p": 7}}, "left as it was"
 
 
+def test_a_models_folder_that_cannot_be_made_is_a_sentence(
+    bastion: RunBastion, home_with_starter: Path, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "models-is-a-file"
+    a_file.write_text("")
+    settings = home_with_starter / "config" / "settings.json"
+    settings.write_text(json.dumps({"models_dir": str(a_file / "models")}))
+    result = bastion("chat", "hi")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"The models folder {a_file / 'models'} cannot be used" in result.stderr
+    assert "models_dir in settings.json" in result.stderr
+
+
 def test_the_profile_flag_chooses_the_guardrails(bastion: RunBastion) -> None:
     off = bastion("chat", "--profile", "off", "--max-tokens", "4", "Hello")
     assert off.returncode == 0, off.stderr

