@@ -11,7 +11,7 @@ import pytest
 from bastion_desktop.core.chat import ChatService
 from bastion_desktop.core.conversation_store import InMemoryConversationStore, MessageNotFoundError
 from bastion_desktop.core.errors import BastionError
-from bastion_desktop.core.events import ChatEvent, DoneEvent
+from bastion_desktop.core.events import ChatEvent, DoneEvent, MessageEvent
 from bastion_desktop.core.inference.types import LoadOptions, Role, SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
 
@@ -78,3 +78,26 @@ async def test_regenerate_refuses_a_message_that_is_not_a_reply(service: ChatSer
         await collect(service.regenerate(conversation, question.id, PARAMS))
     with pytest.raises(BastionError, match="not in the conversation"):
         await collect(service.edit_and_resend(conversation, 10_000, "x", PARAMS))
+
+
+async def test_a_reply_follows_its_question_when_another_turn_came_between(
+    service: ChatService, starter_path: Path
+) -> None:
+    """Two windows (or the window and `bastion chat`) on one conversation at once: each
+    reply is saved after the question it answers, not after what was added meanwhile."""
+    conversation = await conversation_with_one_turn(service)
+    first = service.send(conversation, "Say one.", PARAMS)
+    question = None
+    async for event in first:
+        if isinstance(event, MessageEvent) and event.message.role is Role.USER:
+            question = event.message
+            break
+    assert question is not None
+    other = ChatService(service.store, service.models, lambda _ref: starter_path)
+    between = await collect(other.send(conversation, "Say two.", PARAMS))
+    assert isinstance(between[-1], DoneEvent)
+    done = (await collect(first))[-1]
+    assert isinstance(done, DoneEvent)
+    versions = await service.store.alternatives(done.message_id)
+    reply = next(m for m in versions if m.id == done.message_id)
+    assert reply.parent_id == question.id, "the reply was filed under another turn"

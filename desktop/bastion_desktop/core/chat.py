@@ -134,6 +134,9 @@ class _Reply:
 
     conversation_id: str
     model_id: str | None = None  # the model that writes it (a conversation's can change)
+    # The question it answers: what it is saved after, even if another window (or
+    # `bastion chat`) added to the conversation meanwhile.
+    question_id: int | None = None
     message: StoredMessage | None = None
     alternatives: tuple[int, ...] = ()  # of `message`, when it has other versions
     text: str = ""
@@ -261,8 +264,9 @@ class ChatService:
         if decision.blocked:
             yield BlockedEvent(decision, retracted=False, message_id=user.id)
             return
+        asked = [*history, ChatMessage(Role.USER, text)]
         async for event in self._reply(
-            conversation_id, [*history, ChatMessage(Role.USER, text)], params, decision.latency_ms
+            conversation_id, user.id, asked, params, decision.latency_ms
         ):
             yield event
 
@@ -293,7 +297,7 @@ class ChatService:
             raise BastionError("The guardrails blocked that message: there is nothing to answer.")
         await self.store.branch_from(reply_id)
         history = await self._history(conversation_id)
-        async for event in self._reply(conversation_id, history, params, 0.0):
+        async for event in self._reply(conversation_id, question.id, history, params, 0.0):
             yield event
 
     def edit_and_resend(
@@ -317,6 +321,7 @@ class ChatService:
     async def _reply(
         self,
         conversation_id: str,
+        question_id: int,
         messages: list[ChatMessage],
         params: SamplingParams,
         guard_ms: float,
@@ -325,7 +330,10 @@ class ChatService:
         async with self.models.turn():  # another chat's or the API's reply goes first
             self._holding_turn = True
             try:
-                async for event in self._reply_in_turn(conversation_id, messages, params, guard_ms):
+                replying = self._reply_in_turn(
+                    conversation_id, question_id, messages, params, guard_ms
+                )
+                async for event in replying:
                     yield event
             finally:
                 self._holding_turn = False
@@ -333,13 +341,14 @@ class ChatService:
     async def _reply_in_turn(
         self,
         conversation_id: str,
+        question_id: int,
         messages: list[ChatMessage],
         params: SamplingParams,
         guard_ms: float,
     ) -> AsyncIterator[ChatEvent]:
         conversation = await self.store.get_conversation(conversation_id)
         guard_history = [GuardMessage(m.role.value, m.content) for m in messages]
-        reply = _Reply(conversation_id, conversation.model_id)
+        reply = _Reply(conversation_id, conversation.model_id, question_id)
         try:
             # Off the loop: it may write the starter or hash a model file (AllowedModels).
             path = await asyncio.to_thread(self.resolve_model, conversation.model_id)
@@ -483,6 +492,7 @@ class ChatService:
                 state,
                 model_id=reply.model_id,
                 profile_id=self.guard.profile_id,
+                after=reply.question_id,
             )
             reply.saved_at, reply.unsaved_tokens = now, 0
             reply.alternatives = await self._versions(reply.message)

@@ -112,7 +112,11 @@ class ConversationStore(Protocol):
         *,
         model_id: str | None = None,
         profile_id: str | None = None,
-    ) -> StoredMessage: ...
+        after: int | None = None,
+    ) -> StoredMessage:
+        """Add a message after `after` (a reply after the question it answers), or else
+        after the message shown last; it becomes the one shown."""
+        ...
 
     async def update_message(
         self,
@@ -200,6 +204,7 @@ class InMemoryConversationStore:
         *,
         model_id: str | None = None,
         profile_id: str | None = None,
+        after: int | None = None,
     ) -> StoredMessage:
         conversation = await self.get_conversation(conversation_id)
         message = StoredMessage(
@@ -211,7 +216,7 @@ class InMemoryConversationStore:
             time.time(),
             model_id,
             profile_id,
-            parent_id=self._shown[conversation_id],
+            parent_id=self._shown[conversation_id] if after is None else after,
         )
         self._messages[message.id] = message
         self._shown[conversation_id] = message.id

@@ -221,6 +221,21 @@ async def test_regenerated_replies_are_kept_as_alternatives(
     ]
 
 
+async def test_a_reply_is_kept_after_the_question_it_names(
+    store: EncryptedConversationStore,
+) -> None:
+    """Another writer added a turn meanwhile (a second window, `bastion chat`)."""
+    conversation = await conversation_with(store, "One?")
+    (question,) = await store.messages(conversation.id)
+    await store.add_message(conversation.id, Role.USER, "Two?", MessageState.COMPLETE)
+    reply = await store.add_message(
+        conversation.id, Role.ASSISTANT, "One.", MessageState.COMPLETE, after=question.id
+    )
+    assert reply.parent_id == question.id
+    assert [m.content for m in await store.messages(conversation.id)] == ["One?", "One."]
+    assert [m.content for m in await store.alternatives(reply.id)] == ["Two?", "One."]
+
+
 async def test_an_edited_question_starts_a_new_branch_and_the_old_one_stays(
     history_path: Path, key: bytes
 ) -> None:

@@ -215,6 +215,7 @@ class EncryptedConversationStore:
         *,
         model_id: str | None = None,
         profile_id: str | None = None,
+        after: int | None = None,
     ) -> StoredMessage:
         await self._writer_free()
         now = time.time()
@@ -229,7 +230,7 @@ class EncryptedConversationStore:
                 "model_id, profile_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (
                     conversation_id,
-                    found[0][0],
+                    found[0][0] if after is None else after,
                     role.value,
                     content,
                     state.value,
