@@ -50,6 +50,8 @@ def load_yaml(text: str, file: str) -> tuple[Any, LineIndex]:
         reason = getattr(error, "problem", None) or str(error).splitlines()[0]
         problem = ProfileProblem(file, f"not valid YAML: {reason}", line=line)
         raise YamlSyntaxError(problem) from None
+    except RecursionError:
+        raise YamlSyntaxError(ProfileProblem(file, "nested too deeply to be read")) from None
     index = LineIndex()
     if node is not None:
         _index(node, (), index)

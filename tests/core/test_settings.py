@@ -61,6 +61,9 @@ def test_broken_json_names_the_line(tmp_path: Path) -> None:
     path.write_text('{\n  "system_prompt": "x",\n  oops\n}')
     with pytest.raises(SettingsError, match=r"not valid JSON.*line 3"):
         load_settings(path)
+    path.write_text('{"system_prompt": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(SettingsError, match=r"settings\.json is nested too deeply to be read"):
+        load_settings(path)
 
 
 def test_a_newer_format_is_refused_and_left_as_it_is(tmp_path: Path) -> None:

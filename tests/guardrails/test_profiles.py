@@ -155,6 +155,13 @@ def test_config_problems_name_the_field_and_line(
     assert str(problem).startswith(f"config.yml, line {line}")
 
 
+def test_a_config_nested_too_deeply_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    deep = "rails: " + "[" * 50_000 + "]" * 50_000 + "\n"
+    (problem,) = problems_of(write_profile(tmp_path / "p", deep))
+    assert problem.file == "config.yml"
+    assert "nested too deeply" in problem.message
+
+
 EXECUTE = "  execute bastion_secrets(text=$user_message)\n"
 
 

@@ -160,6 +160,8 @@ def load_settings(path: Path) -> Settings:
             f"Settings file {path} is not valid JSON: {error.msg} at line {error.lineno}, "
             f"column {error.colno}."
         ) from error
+    except RecursionError:
+        raise SettingsError(f"Settings file {path} is nested too deeply to be read.") from None
     if not isinstance(raw, dict):
         raise SettingsError(f"Settings file {path} must hold a JSON object.")
     try:

@@ -150,6 +150,9 @@ def test_a_symlinked_file_is_judged_by_its_target(
         ("{", "is not valid JSON"),
         ("[1, 2]", "must hold a JSON object"),
         ('{"OfflineMode": "yes"}', "OfflineMode must be true or false"),
+        # Which of the two was meant is not for Bastion to guess.
+        ('{"OfflineMode": true, "OfflineMode": false}', "names OfflineMode twice"),
+        ('{"AllowedModels": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply"),
     ],
 )
 @pytest.mark.log_warnings("policy problems are logged as warnings for the administrator")

@@ -15,6 +15,7 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bastion_desktop.core.policy.sources import Level, PolicySource, unusable
 
@@ -96,10 +97,27 @@ class LinuxPolicyReader:
 def parse_policy_json(text: str, location: str, level: Level) -> PolicySource:
     """One JSON policy file: an object of policy names to values."""
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_once_each)
     except json.JSONDecodeError as error:
         why = f"is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
         return unusable(location, level, why)
+    except _Twice as error:  # which of the two an administrator meant is not for us to guess
+        return unusable(location, level, f"names {error.args[0]} twice")
+    except RecursionError:
+        return unusable(location, level, "is nested too deeply to be read")
     if not isinstance(data, dict):
         return unusable(location, level, "must hold a JSON object of policy names to values")
     return PolicySource(location, level, data)
+
+
+class _Twice(ValueError):
+    pass
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in seen:
+            raise _Twice(name)
+        seen[name] = value
+    return seen

@@ -82,6 +82,8 @@ def _from_json(text: str, name: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{name} holds text that is not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{name} holds JSON nested too deeply to be read") from None
 
 
 def convert(name: str, data: Any, kind: int) -> Any:
