@@ -90,3 +90,5 @@ def test_the_settings_dialogs_presets_and_pickers(
     for combo in (dialog.default_model, dialog.guard_profile, dialog.theme):
         assert combo.count() >= 1
         qtmodeltester.check(combo.model())
+    # A list of the profiles there are: no id can be typed that the next start lacks.
+    assert not dialog.guard_profile.isEditable()

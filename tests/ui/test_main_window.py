@@ -4,11 +4,15 @@ llama.cpp, the real encrypted history, the real guardrail engine, real Qt widget
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pytestqt.qtbot import QtBot
 
+from bastion_desktop.context import AppContext
 from bastion_desktop.core.conversation_store import MessageState
 from bastion_desktop.core.events import DoneEvent, ErrorEvent, LoadingEvent, TokenEvent
 from bastion_desktop.core.hub.catalog import load_catalog
@@ -400,6 +404,54 @@ def test_the_profile_picker_shows_the_active_profile_and_what_is_not_in_force(
     assert desktop.services.chat.guard.profile_id == "off"
     qtbot.waitUntil(lambda: top.model_box.count() >= 1, timeout=10_000)
     assert top.model_box.currentData() == "gemma-3-270m-starter" or top.model_box.count() >= 1
+
+
+def test_the_profile_chosen_last_is_in_force_and_nothing_is_sent_before_it_opens(
+    desktop: Desktop, qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a profile can take minutes (a judge tested first): the picker must never
+    show one profile while another checks the messages, in either direction."""
+    window, top = desktop.window, desktop.window.top_bar
+    qtbot.waitUntil(lambda: top.profile_box.count() >= 4 and window.profile_ready, timeout=60_000)
+    gate, strict_opened = threading.Event(), threading.Event()
+    open_guard = AppContext.open_guard
+
+    async def slow_strict(self: AppContext, profile_id: str, *args: Any, **kwargs: Any) -> Any:
+        if profile_id == "strict":
+            await asyncio.to_thread(gate.wait, 120)
+        try:
+            return await open_guard(self, profile_id, *args, **kwargs)
+        finally:
+            if profile_id == "strict":
+                strict_opened.set()
+
+    monkeypatch.setattr(AppContext, "open_guard", slow_strict)
+    top.profile_box.setCurrentIndex(top.profile_box.findData("strict"))
+    assert not window.profile_ready
+    assert top.status_button.text() == "Opening…"
+    composer = window.composer
+    composer.text.setPlainText("My email is jane.doe@example.com")
+    qtbot.keyClick(composer.text, QtCore.Qt.Key.Key_Return)
+    assert composer.text.toPlainText() == "My email is jane.doe@example.com", "kept, not sent"
+    assert window.controller.conversation_id is None
+    # Off is chosen while Strict is still opening; Strict's open ends last.
+    with qtbot.waitSignal(top.profile_changed, timeout=60_000):
+        top.profile_box.setCurrentIndex(top.profile_box.findData("off"))
+    gate.set()
+    qtbot.waitUntil(strict_opened.is_set, timeout=120_000)
+    qtbot.wait(500)  # Strict's open, had it taken over, would have said so by now
+    assert desktop.services.chat is not None
+    assert desktop.services.chat.guard.profile_id == "off"
+    assert top.profile_box.currentData() == "off"
+    assert desktop.services.context.settings.guard_profile == "off"
+    assert window.profile_ready
+
+    # The profile new chats use, changed in the settings: the new chat shown takes it.
+    settings = desktop.services.context.settings
+    with qtbot.waitSignal(top.profile_changed, timeout=60_000):
+        desktop.services.update_settings(settings.model_copy(update={"guard_profile": "standard"}))
+    assert desktop.services.chat.guard.profile_id == "standard"
+    assert top.profile_box.currentData() == "standard"
 
 
 # Opening the settings dialog offscreen: the platform cannot size it from its hints.

@@ -122,6 +122,8 @@ class Composer(QtWidgets.QFrame):
     def submit(self) -> None:
         if self._busy:
             return
+        if not self.send_button.isEnabled():
+            return  # nothing can be sent yet (the profile is opening): the text stays
         text = self.text.toPlainText().strip()
         if not text:
             return

@@ -275,6 +275,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.sidebar.new_chat_requested.connect(self.new_chat)
         self.sidebar.deleted.connect(self._deleted)
         self.sidebar.error.connect(self.show_error)
+        self.sidebar.exported.connect(
+            lambda path: self.chat_view.show_notice(f"Exported to {path}.")
+        )
         c.conversations_changed.connect(self.sidebar.refresh)
         c.busy_changed.connect(self._busy)
         c.loaded.connect(self._loaded)
@@ -288,13 +291,22 @@ class MainWindow(QtWidgets.QMainWindow):
         self.top_bar.error.connect(self.show_error)
         self.top_bar.model_changed.connect(self._model_changed)
         self.top_bar.profile_changed.connect(self._profile_changed)
+        self.top_bar.profile_opening.connect(self._profile_opening)
+        self.top_bar.profile_error.connect(self._profile_error)
         self.top_bar.download_requested.connect(self.download_from_catalog)
         self.top_bar.profiles_requested.connect(self.open_profiles)
         # Queued to the GUI thread: the engine thread emits it while a judge is tested.
         self.services.judge_progress.connect(self.top_bar.show_judge_progress)
         self.starter_notice.open_models.connect(self.open_models)
         self.starter_notice.download_requested.connect(self.download_from_catalog)
-        self.services.settings_changed.connect(lambda _s: self.top_bar.fill_models())
+        self.services.settings_changed.connect(self._settings_changed)
+
+    def _settings_changed(self, _settings: object) -> None:
+        self.top_bar.fill_models()
+        if self.controller.conversation_id is None and self.profile_ready:
+            # The chat shown is a new one, nothing sent yet: it takes the profile the
+            # settings now name for new chats.
+            self.top_bar.use_profile_for_new_chats()
 
     # -- starting ------------------------------------------------------------------------
 
@@ -309,16 +321,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.starter_notice.update_for(self.services.context.settings.default_model)
         self.controller.new_chat()
         profile_id = self.services.context.settings.guard_profile
+        self.top_bar.show_opening()
         call(
             self.services.engine,
             self.services.open_profile(profile_id),
             self,
-            on_result=lambda _r: self._first_profile_open(),
+            on_result=self._first_profile_open,
             on_error=self._profile_error,
         )
         self.composer.text.setFocus()
 
-    def _first_profile_open(self) -> None:
+    def _first_profile_open(self, opened: object) -> None:
+        if opened is None:  # another profile was chosen meanwhile: its open ends the wait
+            return
         self._profile_open()
         # Opening calibrates a judge not calibrated before: the status says how it did.
         self.top_bar.refresh_profiles()
@@ -351,6 +366,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.show_error(sentence + " Choose another guardrail profile to chat.")
         self.profile_failed.emit(sentence)
 
+    def _profile_opening(self, _profile_id: str) -> None:
+        # The profile the picker shows checks the next message, never the one before it.
+        self.profile_ready = False
+        self.composer.send_button.setEnabled(False)
+
     def _profile_changed(self, _profile_id: str) -> None:
         self._profile_open()
         self.chat_view.show_notice("")
@@ -363,6 +383,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.composer.cancel_edit()
         self.controller.new_chat()
         self.sidebar.select(None)
+        self.top_bar.use_profile_for_new_chats()
         self.composer.text.setFocus()
 
     def new_private_chat(self) -> bool:
@@ -378,6 +399,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.composer.cancel_edit()
         self.controller.new_chat(private=True)
         self.sidebar.select(None)
+        self.top_bar.use_profile_for_new_chats()
         self.composer.text.setFocus()
         return True
 

@@ -49,6 +49,7 @@ class AppServices(QtCore.QObject):
         self.chat = chat
         # The local API server, off until the settings turn it on (`local_api.resume`).
         self.local_api = LocalApiController(self)
+        self._opening = 0  # open_profile's calls, to know the last one asked for
 
     @classmethod
     def assemble(
@@ -106,11 +107,22 @@ class AppServices(QtCore.QObject):
             self.context.use_load_options(options)
         self.settings_changed.emit(new)
 
-    async def open_profile(self, profile_id: str) -> str:
+    async def open_profile(self, profile_id: str) -> str | None:
         """Check the next turns with `profile_id` (on the engine loop: the first build
-        imports NeMo and compiles the profile). Raises the guardrail errors whose
-        sentence tells the user why the profile cannot be used."""
-        runtime = await self.context.open_guard(profile_id, progress=self.judge_progress.emit)
+        imports NeMo and compiles the profile, and may test a judge for minutes); None
+        when another profile was asked for meanwhile: the last one asked for is the one
+        in force, whichever open ends first. Raises the guardrail errors whose sentence
+        tells the user why the profile cannot be used."""
+        self._opening += 1
+        mine = self._opening
+        try:
+            runtime = await self.context.open_guard(profile_id, progress=self.judge_progress.emit)
+        except Exception:
+            if mine != self._opening:
+                return None  # a profile no longer wanted: its failure is nobody's concern
+            raise
+        if mine != self._opening:
+            return None
         if self.chat is not None:
             self.chat.guard = runtime
         return runtime.profile_id

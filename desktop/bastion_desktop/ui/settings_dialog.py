@@ -446,8 +446,9 @@ class SettingsDialog(QtWidgets.QDialog):
             form, "default_model", "Default model", self.default_model,
             "The model new chats use; empty means the starter model.",
         )  # fmt: skip
+        # A list, not a text field: a profile id that does not exist would leave the
+        # next start with nothing to chat under.
         self.guard_profile = QtWidgets.QComboBox()
-        self.guard_profile.setEditable(True)
         self.guard_profile.setMinimumContentsLength(32)
         self.guard_profile.setSizeAdjustPolicy(
             QtWidgets.QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
@@ -514,11 +515,20 @@ class SettingsDialog(QtWidgets.QDialog):
         self.guard_profile.clear()
         for profile_id, name in profiles:
             self.guard_profile.addItem(name, profile_id)
-        self._select(self.guard_profile, settings.guard_profile)
+        self._select_profile(settings.guard_profile, missing=" (not installed)")
 
     def _choices_failed(self, error: object) -> None:
         self.problem.setText(f"The lists of models and profiles could not be read: {error}")
         self.problem.setVisible(True)
+
+    def _select_profile(self, profile_id: str, missing: str = "") -> None:
+        """Show `profile_id` chosen, listed with `missing` after it if it is not among
+        the profiles (the list not read yet, or a profile removed since)."""
+        index = self.guard_profile.findData(profile_id)
+        if index < 0:
+            self.guard_profile.addItem(profile_id + missing, profile_id)
+            index = self.guard_profile.count() - 1
+        self.guard_profile.setCurrentIndex(index)
 
     @staticmethod
     def _select(combo: QtWidgets.QComboBox, value: str) -> None:
@@ -644,7 +654,7 @@ class SettingsDialog(QtWidgets.QDialog):
     def load(self, settings: Settings) -> None:
         self.models_dir.setText(str(settings.models_dir) if settings.models_dir else "")
         self.default_model.setEditText(settings.default_model or "")
-        self.guard_profile.setEditText(settings.guard_profile)
+        self._select_profile(settings.guard_profile)
         self.theme.setCurrentIndex(self.theme.findData(settings.theme))
         self.system_prompt.setPlainText(settings.system_prompt)
         self.gpu_layers.set_value(settings.inference.gpu_layers)

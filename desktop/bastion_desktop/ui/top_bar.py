@@ -277,6 +277,10 @@ class StatusDetails(QtWidgets.QFrame):
 class TopBar(QtWidgets.QFrame):
     model_changed = Signal(str)
     profile_changed = Signal(str)
+    # A profile chosen is being opened: nothing is sent until it is in force (changed),
+    # or it cannot be used (profile_error, with the error).
+    profile_opening = Signal(str)
+    profile_error = Signal(object)
     error = Signal(str)
     download_requested = Signal(object)  # a tuple of CatalogPick: what to download
     profiles_requested = Signal()
@@ -552,16 +556,45 @@ class TopBar(QtWidgets.QFrame):
         choice = self.current_profile()
         if choice is None:
             return
+        self.show_opening()
+        self.profile_opening.emit(choice.id)
+
+        def opened(result: object) -> None:
+            if result is not None:  # None: another profile was chosen since
+                self._profile_open(choice.id)
+
+        def failed(error: object) -> None:
+            self._show_status()
+            self.profile_error.emit(error)
+
+        call(self.services.engine, self.services.open_profile(choice.id), self, opened, failed)
+
+    def use_profile_for_new_chats(self) -> None:
+        """A new chat is checked by the profile the settings name for new chats: the
+        Settings dialog or the profiles window may have changed it since the one in
+        force was chosen. Choosing it opens it, as the picker would."""
+        wanted = locked_profile(self.services) or self.services.context.settings.guard_profile
+        index = self.profile_box.findData(wanted)
+        if index >= 0 and wanted != self.profile_box.currentData() and self.isEnabled():
+            self.profile_box.setCurrentIndex(index)  # _profile_chosen opens it
+
+    def show_opening(self) -> None:
+        """The badge while the profile shown is being opened: not in force yet."""
+        choice = self.current_profile()
+        if choice is None:
+            return
         self._show_status()
-        call(
-            self.services.engine,
-            self.services.open_profile(choice.id),
-            self,
-            on_result=lambda _r: self._profile_open(choice.id),
-            on_error=self._failed,
-        )
+        words = f"Opening the {choice.name} profile: nothing is sent until it is in force"
+        self.status_button.setText("Opening…")
+        self.status_button.setToolTip(words)
+        self.status_button.setAccessibleName(f"Guardrail status: {words}")
+        if self.status_button.property("verdict") != "unchecked":
+            self.status_button.setProperty("verdict", "unchecked")
+            self.status_button.style().unpolish(self.status_button)
+            self.status_button.style().polish(self.status_button)
 
     def _profile_open(self, profile_id: str) -> None:
+        self._show_status()  # in force: the badge says what it checks
         self._save(guard_profile=profile_id)
         self.services.profile_changed.emit(profile_id)
         self.profile_changed.emit(profile_id)
@@ -599,7 +632,9 @@ class TopBar(QtWidgets.QFrame):
             else locked_profile(self.services) or self.services.context.settings.guard_profile
         )
 
-        def opened(_result: object) -> None:
+        def opened(result: object) -> None:
+            if result is None:  # another profile was chosen since: its open says so
+                return
             self.services.profile_changed.emit(profile_id)
             self.profile_changed.emit(profile_id)
             self.refresh_profiles()
