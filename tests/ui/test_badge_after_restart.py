@@ -79,3 +79,19 @@ def test_a_content_safety_badge_read_back_names_its_judge() -> None:
     assert badge.explanation.startswith(
         "Your message was not sent: the chat model's own safety check (Qwen2.5 7B Instruct) "
     )
+
+
+def test_under_off_a_message_is_not_checked_live_or_read_back() -> None:
+    """Off checks nothing: a green "Passed" on the user's message would say otherwise."""
+    from bastion_guardrails.decisions import GuardDecision, Verdict
+
+    decision = GuardDecision(
+        Verdict.ALLOWED, Stage.INPUT, "off", "Guardrails are off: nothing was checked."
+    )
+    assert Badge.from_decision(decision, profile_name="Off").verdict == "unchecked"
+    record = GuardEventRecord("c", 1, "allowed", "input", "off", None, None, 0.0, 0.0)
+    read_back = Badge.from_record(record, "Off")
+    assert (read_back.verdict, read_back.label) == ("unchecked", "○ Not checked")
+    assert "nothing was checked" in read_back.explanation
+    standard = GuardDecision(Verdict.ALLOWED, Stage.INPUT, "standard", "Nothing to stop.")
+    assert Badge.from_decision(standard).verdict == "passed"

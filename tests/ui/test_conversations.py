@@ -11,7 +11,13 @@ from pytestqt.qtbot import QtBot
 
 from bastion_desktop.commands.passphrase import passphrase_prompt
 from bastion_desktop.context import AppContext
-from bastion_desktop.ui.conversations import ConversationSidebar
+from bastion_desktop.ui.conversations import (
+    JSON_FILES,
+    MARKDOWN_FILES,
+    ConversationSidebar,
+    export_path,
+    file_stem,
+)
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.services import AppServices
 
@@ -73,6 +79,25 @@ def test_export_writes_the_conversation_as_markdown(
     sidebar = ConversationSidebar(services)
     qtbot.addWidget(sidebar)
     target = tmp_path / "out.md"
-    sidebar.export(conversation.id, target)
-    qtbot.waitUntil(target.exists, timeout=10_000)
+    with qtbot.waitSignal(sidebar.exported, timeout=10_000) as told:
+        sidebar.export(conversation.id, target)
+    assert told.args == [target]
     assert "Exported" in target.read_text("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("chosen", "kind", "written"),
+    [
+        ("notes", JSON_FILES, "notes.json"),  # the kind chosen, for a name without one
+        ("notes", MARKDOWN_FILES, "notes.md"),
+        ("notes.md", JSON_FILES, "notes.md"),  # a suffix typed wins
+        ("v1.2 notes", JSON_FILES, "v1.2 notes.json"),
+    ],
+)
+def test_the_export_format_is_the_one_chosen(chosen: str, kind: str, written: str) -> None:
+    assert export_path(f"/tmp/{chosen}", kind) == Path("/tmp") / written
+
+
+def test_the_default_export_name_is_the_conversations_title() -> None:
+    assert file_stem("Trip: Paris / Rome?") == "Trip Paris Rome"
+    assert file_stem("...") == "conversation"

@@ -257,3 +257,30 @@ def test_a_highlighted_block_arriving_late_never_replaces_newer_code(qtbot: QtBo
     assert block.view.toHtml().count("color:") > 10
     assert block.view.toPlainText() == first.rstrip("\n")
     assert answered == [], "the highlighter was not asked again"
+
+
+def _blocks(view: MarkdownView) -> list[tuple[str, bool]]:
+    found = []
+    for text in view.text_views():
+        block = text.document().begin()
+        while block.isValid():
+            found.append((block.text(), block.textList() is not None))
+            block = block.next()
+    return found
+
+
+def test_a_reply_written_one_line_per_line_is_shown_so(qtbot: QtBot) -> None:
+    """Markdown joins the lines of a paragraph; a poem or an address must not be."""
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    view.set_markdown("The dragon stands tall,\nWith wings like a star.\n\nThe end.")
+    assert _blocks(view) == [
+        ("The dragon stands tall,", False),
+        ("With wings like a star.", False),
+        ("The end.", False),
+    ]
+    # A list item's indented continuation stays one item; a table stays a table.
+    view.set_markdown("- one\n- two\n  more\n\n| a | b |\n|---|---|\n| 1 | 2 |")
+    assert _blocks(view)[:2] == [("one", True), ("two more", True)]
+    frames = [f for t in view.text_views() for f in t.document().rootFrame().childFrames()]
+    assert any(isinstance(frame, QtGui.QTextTable) for frame in frames)

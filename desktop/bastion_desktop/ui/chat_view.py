@@ -22,11 +22,15 @@ from bastion_desktop.core.events import (
 )
 from bastion_desktop.core.inference.types import Role
 from bastion_desktop.ui.chat_controller import ChatController, LoadedConversation
-from bastion_desktop.ui.message_widget import Badge, MessageWidget, stats_line
+from bastion_desktop.ui.message_widget import (
+    OFF_PROFILE,
+    UNCHECKED,
+    Badge,
+    MessageWidget,
+    stats_line,
+)
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 from bastion_guardrails.decisions import GuardDecision
-
-OFF_PROFILE = "off"
 
 
 def confirm_link(parent: QtWidgets.QWidget, url: QtCore.QUrl) -> bool:
@@ -268,7 +272,7 @@ class ChatView(QtWidgets.QScrollArea):
             return None
         profile = self._profile_name(message.profile_id)
         if message.profile_id == OFF_PROFILE:
-            return Badge("unchecked", profile, explanation="Guardrails were off.")
+            return Badge("unchecked", profile, explanation=UNCHECKED)
         if message.state is MessageState.BLOCKED:
             return Badge("blocked", profile)
         return Badge("passed", profile, explanation=f"The {profile} profile let it through.")

@@ -5,6 +5,7 @@ newest), a full-text search box, and the actions of a conversation's context men
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,25 @@ def rows_from_hits(hits: list[SearchHit]) -> list[ConversationRow]:
     ]
 
 
+MARKDOWN_FILES = "Markdown (*.md)"
+JSON_FILES = "Bastion JSON (*.json)"
+
+
+def export_path(chosen: str, kind: str) -> Path:
+    """The file an export writes: the name chosen, with the suffix of the kind chosen
+    when the name has neither (the format follows the suffix)."""
+    path = Path(chosen)
+    if path.suffix.lower() in (".md", ".json"):
+        return path
+    return path.with_name(path.name + (".json" if kind == JSON_FILES else ".md"))
+
+
+def file_stem(title: str) -> str:
+    """A file name from a conversation's title: what file systems refuse is dropped."""
+    stem = re.sub(r'[\\/:*?"<>|\x00-\x1f]+', " ", title).strip(" .")
+    return " ".join(stem.split())[:80] or "conversation"
+
+
 class ConversationListModel(QtCore.QAbstractListModel):
     """Rows as the store returned them (it orders them); replaced wholesale on refresh."""
 
@@ -85,6 +105,9 @@ class ConversationListModel(QtCore.QAbstractListModel):
     def row(self, index: int) -> ConversationRow:
         return self._rows[index]
 
+    def rows(self) -> list[ConversationRow]:
+        return list(self._rows)
+
     def set_rows(self, rows: list[ConversationRow]) -> None:
         self.beginResetModel()
         self._rows = list(rows)
@@ -106,6 +129,7 @@ class ConversationSidebar(QtWidgets.QWidget):
     refreshed = Signal()
     searched = Signal(str)  # the query whose results are shown
     error = Signal(str)
+    exported = Signal(Path)  # where a conversation was written
 
     def __init__(self, services: AppServices, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -278,20 +302,24 @@ class ConversationSidebar(QtWidgets.QWidget):
             self.error.emit(str(error))
             return
         if path is None:
-            chosen, _kind = QtWidgets.QFileDialog.getSaveFileName(
+            title = next(
+                (r.title for r in self.model.rows() if r.conversation_id == conversation_id), ""
+            )
+            chosen, kind = QtWidgets.QFileDialog.getSaveFileName(
                 self,
                 "Export conversation",
-                str(Path.home() / "conversation.md"),
-                "Markdown (*.md);;Bastion JSON (*.json)",
+                str(Path.home() / f"{file_stem(title)}.md"),
+                f"{MARKDOWN_FILES};;{JSON_FILES}",
             )
             if not chosen:
                 return
-            path = Path(chosen)
+            path = export_path(chosen, kind)
         if path.suffix.lower() == ".json":
             coro = store.export_json(path, [conversation_id])
         else:
             coro = store.export_markdown(path, [conversation_id])
-        call(self.services.engine, coro, self, None, self._fail)
+        written = path
+        call(self.services.engine, coro, self, lambda _r: self.exported.emit(written), self._fail)
 
     def focus_search(self) -> None:
         self.search.setFocus(QtCore.Qt.FocusReason.ShortcutFocusReason)

@@ -37,6 +37,18 @@ _MARKDOWN = (
 )
 
 
+# A newline inside a paragraph: Markdown would join the two lines; chats keep them. An
+# indented next line continues a list item, and stays joined.
+_SOFT_BREAK = re.compile(r"(?<=\S)[ \t]*\n(?=\S)")
+
+
+def keep_line_breaks(prose: str) -> str:
+    """Every newline within a paragraph made a hard line break: models write a poem,
+    an address or steps one per line, and chat apps show them so, where Markdown
+    would run them together. Blank lines still part paragraphs."""
+    return _SOFT_BREAK.sub("  \n", prose)
+
+
 @dataclass(frozen=True)
 class Block:
     kind: str  # "text" or "code"
@@ -275,7 +287,7 @@ class SafeTextBrowser(QtWidgets.QTextBrowser):
         return None
 
     def set_markdown(self, text: str) -> None:
-        self.document().setMarkdown(text, _MARKDOWN)
+        self.document().setMarkdown(keep_line_breaks(text), _MARKDOWN)
         self._fit_height()
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:

@@ -13,6 +13,9 @@ from bastion_desktop.ui.qt import QtCore, QtWidgets, Signal
 from bastion_guardrails import explain
 from bastion_guardrails.decisions import GuardDecision
 
+OFF_PROFILE = "off"
+UNCHECKED = "Guardrails were off: nothing was checked."
+
 # Streamed text is re-rendered at most this often: Markdown layout per token would
 # make a fast model stutter the window.
 RENDER_INTERVAL_MS = 50
@@ -55,7 +58,8 @@ class Badge:
     ) -> Badge:
         verdict = decision.verdict.value
         if verdict == "allowed":
-            verdict = "passed"
+            # Under Off nothing was checked: a green "Passed" would claim otherwise.
+            verdict = "unchecked" if decision.profile_id == OFF_PROFILE else "passed"
         elif verdict == "blocked" and retracted:
             verdict = "withdrawn"
         profile = profile_name or decision.profile_id
@@ -66,6 +70,8 @@ class Badge:
         """A badge for a decision read back from the history, which keeps no
         explanation: the sentence is rebuilt from the rail and category it does keep."""
         verdict = {"allowed": "passed"}.get(record.verdict, record.verdict)
+        if record.profile_id == OFF_PROFILE and verdict == "passed":
+            return cls("unchecked", profile_name or record.profile_id, explanation=UNCHECKED)
         profile = profile_name or record.profile_id
         explanation = explain.recorded(
             record.verdict,
