@@ -270,6 +270,8 @@ class ChatView(QtWidgets.QScrollArea):
     def _default_badge(self, message: StoredMessage) -> Badge | None:
         if message.profile_id is None or message.state is MessageState.STREAMING:
             return None
+        if message.role is Role.ASSISTANT and not message.content:
+            return None  # stopped before its first word: there was nothing to check
         profile = self._profile_name(message.profile_id)
         if message.profile_id == OFF_PROFILE:
             return Badge("unchecked", profile, explanation=UNCHECKED)

@@ -85,11 +85,18 @@ class Badge:
 
 
 def stats_line(stats: GenerationStats | DoneEvent) -> str:
+    """How a reply was written; nothing for one stopped before its first token (no
+    speed to tell), and why it ended where the longest-reply setting cut it off."""
     if isinstance(stats, DoneEvent):
         tokens, rate, ttft = stats.tokens, stats.tokens_per_second, stats.ttft_ms
     else:
         tokens, rate, ttft = stats.generated_tokens, stats.tokens_per_second, stats.ttft_ms
-    return f"{tokens} tokens · {rate:.1f} tokens/s · first token in {ttft:.0f} ms"
+    if tokens == 0:
+        return ""
+    line = f"{tokens} tokens · {rate:.1f} tokens/s · first token in {ttft:.0f} ms"
+    if stats.finish_reason == "length":
+        line += " · cut off at the longest reply (Settings → Sampling)"
+    return line
 
 
 _STATE_NOTES = {
