@@ -25,6 +25,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_MESSAGES = 512
 MAX_TOKENS_LIMIT = 32_768
 MAX_STOP_SEQUENCES = 8
+MAX_TOP_K = 1_000_000  # past any vocabulary: the whole of it
 
 
 @dataclass
@@ -162,8 +163,9 @@ def _stops(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     stops = [value] if isinstance(value, str) else value
-    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
-        raise invalid("stop must be a string or a list of non-empty strings.", "stop")
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise invalid("stop must be a string or a list of strings.", "stop")
+    stops = [stop for stop in stops if stop]  # "" stops nothing (some clients send it)
     if len(stops) > MAX_STOP_SEQUENCES:
         raise invalid(f"At most {MAX_STOP_SEQUENCES} stop sequences.", "stop")
     return tuple(stops)
@@ -224,7 +226,11 @@ def sampling_from(body: dict[str, Any], defaults: SamplingParams) -> SamplingPar
         "top_p": _number(body, "top_p", 0.0, 1.0),
         "frequency_penalty": _number(body, "frequency_penalty", -2.0, 2.0),
         "presence_penalty": _number(body, "presence_penalty", -2.0, 2.0),
-        "seed": _integer(body, "seed", 0, 2**32 - 1),
+        # llama.cpp's and Ollama's samplers, which Open WebUI and others send too.
+        "top_k": _integer(body, "top_k", 0, MAX_TOP_K),
+        "min_p": _number(body, "min_p", 0.0, 1.0),
+        "repeat_penalty": _number(body, "repeat_penalty", 0.0, 10.0),
+        "seed": None if body.get("seed") == -1 else _integer(body, "seed", 0, 2**32 - 1),
         "max_tokens": _integer(
             body,
             "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens",
@@ -234,7 +240,10 @@ def sampling_from(body: dict[str, Any], defaults: SamplingParams) -> SamplingPar
         "output_format": _output_format(body.get("response_format")),
     }
     stops = _stops(body.get("stop"))
+    # seed -1 is llama.cpp's "random": the settings' seed is not used either.
     chosen = {name: value for name, value in asked.items() if value is not None}
+    if body.get("seed") == -1:
+        chosen["seed"] = None
     return SamplingParams(**{**defaults.__dict__, "stop": stops, "output_format": None, **chosen})
 
 
