@@ -4,6 +4,7 @@ was."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from dataclasses import replace
@@ -21,6 +22,7 @@ from bastion_desktop.core.history.errors import (
     HistoryBusyError,
     HistoryDamagedError,
     HistoryError,
+    HistoryPartlyReadError,
     HistoryReadOnlyError,
     HistoryTooNewError,
     WrongKeyError,
@@ -338,3 +340,26 @@ def test_an_unencrypted_database_is_plain_sqlite(history_path: Path) -> None:
     # Only for the benchmark's baseline: the same schema without the cipher.
     HistoryDatabase.open(history_path, UNENCRYPTED).close()
     assert history_path.read_bytes().startswith(b"SQLite format 3\x00")
+
+
+async def test_an_export_of_a_damaged_history_saves_what_can_still_be_read(
+    history_path: Path, key: bytes, tmp_path: Path
+) -> None:
+    """One damaged page must not cost the conversations the history can still read:
+    the export is how they are saved before the file is moved aside."""
+    with EncryptedConversationStore.open(history_path, key) as store:
+        for number in range(5):
+            await conversation_with(store, f"question {number}", f"answer {number}")
+        # Its reply fills most of the file, overflow pages the others never touch.
+        await conversation_with(store, "the long one", "lighthouse " * 60_000)
+    overwrite_a_middle_page(history_path)
+    export = tmp_path / "export.json"
+    store = EncryptedConversationStore.open(history_path, key)
+    with store, pytest.raises(HistoryPartlyReadError) as raised:
+        await store.export_json(export)
+    assert_one_sentence(raised.value)
+    assert str(raised.value).startswith(f"Exported 5 conversations to {export}; 1 could not")
+    assert "damaged: 'A chat'." in str(raised.value)  # named by its title
+    written = json.loads(export.read_text("utf-8"))
+    questions = sorted(c["messages"][0]["content"] for c in written["conversations"])
+    assert questions == [f"question {n}" for n in range(5)]

@@ -36,7 +36,11 @@ from bastion_desktop.core.conversation_store import (
 from bastion_desktop.core.files import write_atomically
 from bastion_desktop.core.history import rows
 from bastion_desktop.core.history.database import DatabaseKey, HistoryDatabase
-from bastion_desktop.core.history.errors import HistoryImportError, damaged_error
+from bastion_desktop.core.history.errors import (
+    HistoryImportError,
+    HistoryPartlyReadError,
+    damaged_error,
+)
 from bastion_desktop.core.history.export import (
     ExportedConversation,
     exported_conversation,
@@ -70,6 +74,34 @@ class ImportResult:
 
 def _not_found(conversation_id: str) -> ConversationNotFoundError:
     return ConversationNotFoundError(f"No conversation with id {conversation_id}.")
+
+
+def _readable(
+    conversations: list[Conversation], read: Callable[[Conversation], T]
+) -> tuple[list[T], list[Conversation]]:
+    """Each conversation read, and those a damaged page keeps from being read; a
+    history where nothing can be read is damaged, as any other read would say."""
+    done: list[T] = []
+    unreadable: list[Conversation] = []
+    for conversation in conversations:
+        try:
+            done.append(read(conversation))
+        except (apsw.CorruptError, apsw.NotADBError):
+            if len(conversations) == 1:
+                raise
+            unreadable.append(conversation)
+    return done, unreadable
+
+
+def _say_unreadable(path: Path, written: int, unreadable: list[Conversation]) -> None:
+    if not unreadable:
+        return
+    names = ", ".join(repr(c.title or c.id) for c in unreadable[:5])
+    more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+    raise HistoryPartlyReadError(
+        f"Exported {written} conversation{'s' if written != 1 else ''} to {path}; "
+        f"{len(unreadable)} could not be read because the history is damaged: {names}{more}."
+    )
 
 
 def _message_not_found(message_id: int) -> MessageNotFoundError:
@@ -463,18 +495,20 @@ class EncryptedConversationStore:
 
     async def export_json(self, path: Path, conversation_ids: Sequence[str] | None = None) -> int:
         """Write the conversations (all when None) to `path` in Bastion's JSON format,
-        atomically. Returns how many were written."""
+        atomically. Returns how many were written. In a damaged history, what can still
+        be read is written, then HistoryPartlyReadError names what could not."""
 
         def work(connection: apsw.Connection) -> int:
-            exported = [
-                exported_conversation(
+            exported, unreadable = _readable(
+                self._exported(connection, conversation_ids),
+                lambda conversation: exported_conversation(
                     conversation,
                     rows.all_messages(connection, conversation.id),
                     rows.shown_message_id(connection, conversation.id),
-                )
-                for conversation in self._exported(connection, conversation_ids)
-            ]
+                ),
+            )
             write_atomically(path, render_json(exported))
+            _say_unreadable(path, len(exported), unreadable)
             return len(exported)
 
         return await self._read(work, snapshot=True)
@@ -486,11 +520,12 @@ class EncryptedConversationStore:
         as one Markdown document. Returns how many were written."""
 
         def work(connection: apsw.Connection) -> int:
-            conversations = [
-                (conversation, rows.branch(connection, conversation.id))
-                for conversation in self._exported(connection, conversation_ids)
-            ]
+            conversations, unreadable = _readable(
+                self._exported(connection, conversation_ids),
+                lambda conversation: (conversation, rows.branch(connection, conversation.id)),
+            )
             write_atomically(path, render_markdown(conversations).encode("utf-8"))
+            _say_unreadable(path, len(conversations), unreadable)
             return len(conversations)
 
         return await self._read(work, snapshot=True)
@@ -666,9 +701,14 @@ class EncryptedConversationStore:
                 return work(connection)
             connection.execute("BEGIN")
             try:
-                return work(connection)
-            finally:
-                connection.execute("COMMIT")
+                result = work(connection)
+            except BaseException:
+                # What went wrong is the error to tell, not the end of the read after it.
+                with contextlib.suppress(apsw.Error):
+                    connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+            return result
 
     def _close_reader(self) -> None:
         if self._reader is not None:

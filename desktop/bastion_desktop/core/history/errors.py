@@ -32,6 +32,10 @@ class HistoryDamagedError(HistoryError):
     """The file is cut short, overwritten, or not a Bastion history at all."""
 
 
+class HistoryPartlyReadError(HistoryDamagedError):
+    """An export of a damaged history wrote what could be read; this names the rest."""
+
+
 class HistoryTooNewError(HistoryError):
     """A newer Bastion wrote the file; this one would not know how to keep it intact."""
 
