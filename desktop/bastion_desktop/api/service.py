@@ -46,6 +46,7 @@ from bastion_desktop.core.models import ChatModelSlot
 from bastion_desktop.core.policy import PolicyRefusedError, ProfileChoice
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_guardrails.decisions import GuardDecision, Stage, Verdict
+from bastion_guardrails.detectors.injection import without_role_markers
 from bastion_guardrails.runtime import GuardMessage, GuardProfileRuntime
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,9 @@ class ApiService:
             earlier: list[GuardMessage] = []
             system = request.system
             if system:
-                decision = await self._check(guard, checked, earlier, "system", system)
+                # The client's own system prompt: its role headers are not impersonation.
+                read = without_role_markers(system)
+                decision = await self._check(guard, checked, earlier, "system", read)
                 if decision.blocked or decision.verdict is Verdict.MASKED:
                     yield GuardEvent(decision)
                 if decision.blocked:

@@ -67,6 +67,7 @@ from bastion_desktop.core.inference.types import (
 )
 from bastion_desktop.core.models import ChatModelSlot
 from bastion_guardrails.decisions import Verdict
+from bastion_guardrails.detectors.injection import without_role_markers
 from bastion_guardrails.runtime import (
     GuardMessage,
     GuardProfileRuntime,
@@ -242,7 +243,10 @@ class ChatService:
         history = await self._history(conversation_id)
         guard_history = [GuardMessage(m.role.value, m.content) for m in history]
 
-        decision = await self.guard.check_input(guard_history, text)
+        # A raw prompt's template (the local API's /v1/completions) is the client's own
+        # to write: its role tokens are structure there, not an impersonation.
+        checked = without_role_markers(text) if params.raw_prompt else text
+        decision = await self.guard.check_input(guard_history, checked)
         if decision.verdict is Verdict.MASKED and decision.rewritten is not None:
             text = decision.rewritten  # what was masked never reaches the model or disk
         # A blocked message is kept as an empty placeholder: what an input rail stops (a

@@ -236,6 +236,30 @@ def _signature_spans(
     ]
 
 
+_ROLE_MARKERS = tuple(
+    signature
+    for signature in _SIGNATURES
+    if signature[0] == "chat-template control tokens that impersonate the system"
+)
+
+
+def without_role_markers(text: str) -> str:
+    """`text` with its chat-template role tokens and role headers ("<|im_start|>system",
+    "[INST]", "## System:") blanked, as the injection signatures find them: for text
+    that carries them by right (a client's own system prompt, or a raw prompt whose
+    template the client writes itself), so that every other check still reads it."""
+    folded, origin = _normalize(text)
+    spans = sorted(_span(s, e, origin) for _, s, e in _signature_spans(folded, _ROLE_MARKERS))
+    kept: list[str] = []
+    done = 0
+    for found, end in spans:
+        start = max(found, done)
+        kept.append(text[done:start] + " " * max(0, end - start))
+        done = max(done, end)
+    kept.append(text[done:])
+    return "".join(kept)
+
+
 class PromptInjectionDetector:
     name = "prompt_injection"
 
