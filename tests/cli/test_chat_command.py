@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from bastion_desktop.commands.chat import EventPrinter
+from bastion_desktop.core.events import ChatEvent, TokenEvent
+from bastion_desktop.core.history.errors import HistoryDiskFullError
 
 from .conftest import RunBastion
 
@@ -194,3 +200,28 @@ def test_the_profile_flag_chooses_the_guardrails(bastion: RunBastion) -> None:
     assert unknown.stderr == (
         "bastion: There is no guardrail profile with the id 'no-such-profile'.\n"
     )
+
+
+async def test_a_turn_ended_by_a_full_disk_is_the_last_json_event() -> None:
+    """The disk filling up mid-reply (the store raises; tests/core/history stages that
+    on a real tmpfs): a program reading --json learns of it in the stream, not only on
+    stderr, as it does of a crashed model."""
+
+    async def turn() -> AsyncIterator[ChatEvent]:
+        yield TokenEvent("Hel")
+        raise HistoryDiskFullError("The disk holding /home/me/data is full.")
+
+    out, err = io.StringIO(), io.StringIO()
+    printer = EventPrinter(True, False, out, err)
+
+    async def run() -> None:
+        async for event in printer.reporting(turn()):
+            printer(event)
+
+    with pytest.raises(HistoryDiskFullError):
+        await run()
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["type"] for e in events] == ["token", "error"]
+    assert events[-1]["kind"] == "disk_full"
+    assert events[-1]["message"] == "The disk holding /home/me/data is full."
+    assert err.getvalue() == "", "main says it on stderr, once"

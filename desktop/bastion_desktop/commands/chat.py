@@ -10,13 +10,14 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TextIO
 
 from bastion_desktop.commands.passphrase import passphrase_prompt
 from bastion_desktop.context import AppContext
 from bastion_desktop.core.chat import ChatService, NewConversation
 from bastion_desktop.core.conversation_store import ConversationStore, InMemoryConversationStore
+from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.events import (
     BlockedEvent,
     ChatEvent,
@@ -29,6 +30,7 @@ from bastion_desktop.core.events import (
     TokenEvent,
     event_to_json,
 )
+from bastion_desktop.core.files import DiskFullError
 from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import SamplingParams
 from bastion_desktop.core.models import ChatModelSlot
@@ -95,6 +97,21 @@ class EventPrinter:
                 print(f"bastion: {event.message}", file=self.err)
         else:
             self._print_text(event)
+
+    async def reporting(self, events: AsyncIterator[ChatEvent]) -> AsyncIterator[ChatEvent]:
+        """`events`; a turn they end with an error no event carries (the disk filled
+        up, the history could not be written) is told as a last `error` event too, so
+        that a program reading them learns of it there (main says it on stderr)."""
+        try:
+            async for event in events:
+                yield event
+        except BastionError as error:
+            if self.as_json:
+                kind = "disk_full" if isinstance(error, DiskFullError) else "failed"
+                payload = {"type": "error", "kind": kind, "message": str(error)}
+                self.out.write(json.dumps({**payload, "partial_reply_kept": False}) + "\n")
+                self.out.flush()
+            raise
 
     def _print_text(self, event: ChatEvent) -> None:
         if isinstance(event, TokenEvent):
@@ -258,7 +275,7 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
         streaming, printer.cancelled = True, False
         target = conversation_id or NewConversation(model_id, system)
         try:
-            async for event in service.send(target, text, params):
+            async for event in printer.reporting(service.send(target, text, params)):
                 if isinstance(event, ConversationEvent):
                     conversation_id = event.conversation.id
                 printer(event)
