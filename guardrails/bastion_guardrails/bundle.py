@@ -148,7 +148,26 @@ def read_zip(archive: Path, origin: ProfileOrigin) -> ProfileBundle:
 def read_bundle(path: Path, origin: ProfileOrigin) -> ProfileBundle:
     if path.is_file() and zipfile.is_zipfile(path):
         return read_zip(path, origin)
+    if path.is_file():
+        why = (
+            "is a zip archive that is damaged or cut short"
+            if _zip_named(path)
+            else ("is neither a profile folder nor a zip archive of one")
+        )
+        raise ProfileError(str(path), [ProfileProblem("(profile)", why)])
+    if not path.exists():
+        raise ProfileError(str(path), [ProfileProblem("(profile)", "does not exist")])
     return read_folder(path, origin)
+
+
+def _zip_named(path: Path) -> bool:
+    if path.suffix.lower() == ".zip":
+        return True
+    try:
+        with path.open("rb") as head:
+            return head.read(2) == b"PK"
+    except OSError:
+        return False
 
 
 def write_zip(bundle: ProfileBundle, destination: Path, top_folder: str) -> Path:

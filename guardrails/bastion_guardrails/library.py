@@ -115,8 +115,20 @@ class ProfileLibrary:
 
 
 def check_profile(path: Path, origin: ProfileOrigin = ProfileOrigin.USER) -> Profile:
-    """Validate a profile folder or zip without installing it (`bastion profiles check`)."""
-    return load_profile(read_bundle(path, origin))
+    """Validate a profile folder or zip without installing it (`bastion profiles check`):
+    what `import_profile` would refuse, this refuses too."""
+    profile = load_profile(read_bundle(path, origin))
+    if origin is ProfileOrigin.USER and profile.id in BUILTIN_IDS:
+        raise ProfileError(str(path), [_builtin_id(profile.id)])
+    return profile
+
+
+def _builtin_id(profile_id: str) -> ProfileProblem:
+    return ProfileProblem(
+        "profile.yml",
+        f"'{profile_id}' is the id of a built-in profile; choose another id",
+        field="id",
+    )
 
 
 def import_profile(source: Path, user_dir: Path, *, replace: bool = False) -> Profile:
@@ -127,12 +139,7 @@ def import_profile(source: Path, user_dir: Path, *, replace: bool = False) -> Pr
     """
     profile = load_profile(read_bundle(source, ProfileOrigin.USER))
     if profile.id in BUILTIN_IDS:
-        problem = ProfileProblem(
-            "profile.yml",
-            f"'{profile.id}' is the id of a built-in profile; choose another id",
-            field="id",
-        )
-        raise ProfileError(str(source), [problem])
+        raise ProfileError(str(source), [_builtin_id(profile.id)])
     target = user_dir / profile.id
     if target.exists() and not replace:
         problem = ProfileProblem(
