@@ -109,7 +109,24 @@ def test_look_alikes_are_left_alone(text: str) -> None:
         ("a rule ---", "---"),
         ("Once upon a time", ""),
         ("password: ", ""),
+        # The access key ID shown: what follows may be its secret key, held until whole.
+        (f"the key {AWS_ACCESS_KEY} and secret wJalrXUtn", "wJalrXUtn"),
     ],
 )
 def test_a_streamed_tail_that_may_grow_into_a_secret_is_held(text: str, held: str) -> None:
     assert text[SecretsDetector().hold_from(text) :] == held
+
+
+def test_an_aws_secret_key_beside_its_access_key_id_is_masked_however_introduced() -> None:
+    """As a model writes them in prose, with no `name=` before the secret key."""
+    text = f"Here's the key {AWS_ACCESS_KEY} and secret {AWS_SECRET_KEY}, keep them safe."
+    findings = SecretsDetector().find(text)
+    assert sorted(f.kind for f in findings) == ["aws_access_key", "aws_secret_key"]
+    masked = mask(text, findings)
+    assert AWS_SECRET_KEY not in masked
+    assert AWS_ACCESS_KEY not in masked
+    # Without its access key ID, a 40-character word is not taken for one; beside it, a
+    # hex hash (one case of letters) is not either.
+    assert kinds(f"a secret {AWS_SECRET_KEY} alone") == []
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    assert kinds(f"{AWS_ACCESS_KEY} was rotated in commit {commit}") == ["aws_access_key"]

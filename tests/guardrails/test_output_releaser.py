@@ -70,3 +70,14 @@ def test_a_detector_that_raises_stops_the_reply_as_a_failed_check() -> None:
     assert isinstance(stopped, Stopped)
     assert stopped.failed
     assert dispatch.seen == ["The keeper"]  # the dispatch was asked, and it failed too
+
+
+def test_a_secret_key_streamed_after_its_access_key_id_is_never_shown() -> None:
+    """Token by token, as a model writes it: no piece of the secret key is released
+    before the whole of it can be recognised."""
+    secret = "wJalrXUtnFEMI/K7MDENG/" + "bPxRfiCYEXAMPLEKEY"
+    reply = f"Here's the key {KEY} and secret {secret} for you."
+    pieces = [reply[i : i + 3] for i in range(0, len(reply), 3)]
+    released = feed_all(OutputReleaser([rail(SecretsDetector())], ActionDispatch()), pieces)
+    text = "".join(r.text for r in released if isinstance(r, Cleared))
+    assert text == "Here's the key [SECRET] and secret [SECRET] for you."

@@ -3,7 +3,10 @@ with passwords, and `password=`-style assignments.
 
 Formats with a fixed prefix (AKIA..., ghp_..., xoxb-...) are matched on their own;
 formats without one (an AWS secret access key, a generic password) only next to the
-name that introduces them, so that ordinary long words and hashes are left alone.
+name that introduces them, so that ordinary long words and hashes are left alone. An
+AWS secret access key is also found beside its access key ID, however it is introduced
+("the key AKIA... and secret wJalr..."): 40 characters of base64 with both cases of
+letters, which a hex hash never has.
 """
 
 from __future__ import annotations
@@ -103,6 +106,10 @@ _TOKENS = (
 
 # One pass finds which hints a text holds; only the formats they belong to are tried.
 _HINTS = re.compile("|".join(sorted({re.escape(h) for t in _TOKENS for h in t.hints})))
+_AWS_ID = _TOKENS[0].pattern
+_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+# While an access key ID is in view, a run that may still grow into its secret key.
+_HOLD_AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{1,40}\Z")
 
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
@@ -167,6 +174,10 @@ _PREFIX_STARTS = frozenset(p[:size] for p in _PREFIXES for size in range(2, len(
 _TAIL_WORD = re.compile(r"(?<![A-Za-z0-9_\-])[A-Za-z0-9_\-]{2,11}\Z")
 
 
+def _mixed_case(value: str) -> bool:
+    return any(c.islower() for c in value) and any(c.isupper() for c in value)
+
+
 class SecretsDetector:
     name = "secrets"
 
@@ -180,6 +191,11 @@ class SecretsDetector:
                 continue
             for match in token.pattern.finditer(text):
                 findings.append(Finding(token.kind, token.label, *match.span(), token.placeholder))
+        if any(f.kind == "aws_access_key" for f in findings):
+            for match in _AWS_SECRET.finditer(text):
+                if _mixed_case(match.group()):
+                    label = "an AWS secret access key"
+                    findings.append(Finding("aws_secret_key", label, *match.span(), SECRET))
         for match in _URL_PASSWORD.finditer(text) if "://" in text else ():
             if not _PLACEHOLDER.match(match.group(1)):
                 label = "a password in a connection string"
@@ -231,6 +247,8 @@ class SecretsDetector:
             hold = min(hold, word.start())
         hold = min(hold, hold_by_patterns(text, (_HOLD_TOKEN,)))
         tail = text[-HOLD_LOOKBACK:]
+        if _HINTS.search(tail) is not None and _AWS_ID.search(tail) is not None:
+            hold = min(hold, hold_by_patterns(text, (_HOLD_AWS_SECRET,)))
         for literal, pattern, group in _HOLD_CONDITIONAL:
             if literal in tail:
                 hold = min(hold, hold_by_patterns(text, (pattern,), group))
