@@ -18,7 +18,7 @@ from bastion_desktop.ui.model_tables import (
     sentence_label,
     table,
 )
-from bastion_desktop.ui.qt import QtWidgets
+from bastion_desktop.ui.qt import QtCore, QtWidgets
 
 if TYPE_CHECKING:
     from bastion_desktop.ui.models_window import ModelsWindow
@@ -34,6 +34,11 @@ class InstalledTab(QtWidgets.QWidget):
         self.table = table(
             ["Model", "Id", "Role", "Quantization", "Size", "Source"], "Installed models"
         )
+        # The model's name whole; a long source (a file's path) gives way, in its middle.
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(5, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        self.table.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)
         self.status = sentence_label("Installed status")
         self.remove_button = QtWidgets.QPushButton("Remove")
         self.remove_button.setAccessibleName("Remove the selected model")
@@ -75,7 +80,9 @@ class InstalledTab(QtWidgets.QWidget):
             source = {"hub": model.repo or "the Hub", "local": str(model.path)}.get(
                 model.source, "bundled starter"
             )
-            self.table.setItem(row, 5, item(source))
+            cell = item(source)
+            cell.setToolTip(source)  # whole, where the column shows it shortened
+            self.table.setItem(row, 5, cell)
         self._selected()
         self.models.installed_changed.emit()
 

@@ -537,6 +537,9 @@ class SettingsDialog(QtWidgets.QDialog):
             combo.setCurrentIndex(index)
         else:
             combo.setEditText(value)
+        line = combo.lineEdit()
+        if line is not None:
+            line.setCursorPosition(0)  # a long name shows its start, not its end
 
     @staticmethod
     def _combo_value(combo: QtWidgets.QComboBox) -> str:
