@@ -101,3 +101,27 @@ def test_the_export_format_is_the_one_chosen(chosen: str, kind: str, written: st
 def test_the_default_export_name_is_the_conversations_title() -> None:
     assert file_stem("Trip: Paris / Rome?") == "Trip Paris Rome"
     assert file_stem("...") == "conversation"
+
+
+# Shown offscreen: the platform cannot size the widget from its hints.
+@pytest.mark.qt_log_ignore("does not support propagateSizeHints")
+def test_an_empty_list_says_why(services: AppServices, qtbot: QtBot) -> None:
+    sidebar = ConversationSidebar(services)
+    qtbot.addWidget(sidebar)
+    sidebar.show()
+    with qtbot.waitSignal(sidebar.refreshed, timeout=10_000):
+        sidebar.refresh()
+    assert sidebar.empty.isVisible()
+    assert sidebar.empty.text() == "No conversations yet."
+    store = services.store
+    assert store is not None
+    services.engine.run(
+        store.create_conversation(title="Paris", model_id="m", profile_id="off", system_prompt="")
+    )
+    with qtbot.waitSignal(sidebar.refreshed, timeout=10_000):
+        sidebar.refresh()
+    assert not sidebar.empty.isVisible()
+    with qtbot.waitSignal(sidebar.refreshed, timeout=10_000):
+        sidebar.search.setText("zebra")  # searched after a pause, as typed
+    assert sidebar.empty.isVisible()
+    assert sidebar.empty.text() == "No conversation mentions “zebra”."

@@ -164,6 +164,13 @@ class ConversationSidebar(QtWidgets.QWidget):
         self.view.activated.connect(self._activated)
         self.view.clicked.connect(self._activated)
         layout.addWidget(self.view, 1)
+        # In the list's place when it has nothing to show: why it is empty.
+        self.empty = QtWidgets.QLabel(self)
+        self.empty.setObjectName("conversationListEmpty")
+        self.empty.setWordWrap(True)
+        self.empty.setAlignment(QtCore.Qt.AlignmentFlag.AlignHCenter)
+        self.empty.setVisible(False)
+        layout.addWidget(self.empty)
         self._search_timer = QtCore.QTimer(self)
         self._search_timer.setSingleShot(True)
         self._search_timer.setInterval(SEARCH_DELAY_MS)
@@ -195,6 +202,10 @@ class ConversationSidebar(QtWidgets.QWidget):
             return  # the user typed on: a newer search is coming
         assert isinstance(rows, list)
         self.model.set_rows(rows)
+        self.empty.setText(
+            f"No conversation mentions “{query}”." if query else "No conversations yet."
+        )
+        self.empty.setVisible(not rows)
         self.select(self.current_id)
         if query:
             self.searched.emit(query)
