@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..core.hub.hub_emulator import HubEmulator  # noqa: TID252  (tests are not on sys.path)
+from ..core.hub.hub_emulator import Fault, HubEmulator  # noqa: TID252  (tests are not on sys.path)
 from .conftest import BASTION
 
 pytestmark = pytest.mark.model
@@ -85,3 +85,15 @@ def test_catalog_lists_chat_and_safety_models_with_their_fit(cli_env: dict[str, 
     assert len([m for m in catalog if m["role"] == "chat"]) >= 10
     assert any("guard" in m["id"].lower() for m in catalog if m["role"] == "safety")
     assert all(m["fit"]["kind"] for m in catalog)
+
+
+def test_a_download_that_fails_its_checksum_says_so_once(
+    hub: HubEmulator, cli_env: dict[str, str], starter_path: Path
+) -> None:
+    hub.inject(REPO, FILE, Fault(corrupt_at=starter_path.stat().st_size // 2))
+    failed = run(dict(cli_env, HF_ENDPOINT=hub.url), "models", "download", REPO, FILE)
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith("bastion: ")
+    assert failed.stderr.count(last.removeprefix("bastion: ")) == 1, failed.stderr

@@ -210,8 +210,16 @@ class _ProgressLine:
         self.last_line = 0.0
 
     def __call__(self, event: Any) -> None:
-        from bastion_desktop.core.hub.download_events import DownloadProgress, describe_event
+        from bastion_desktop.core.hub.download_events import (
+            DownloadFailed,
+            DownloadProgress,
+            describe_event,
+        )
 
+        if isinstance(event, DownloadFailed):
+            if self.tty:
+                print(file=sys.stderr)  # off the progress bar's line
+            return  # the command's error says it, once
         line = describe_event(event)
         if isinstance(event, DownloadProgress):
             if self.tty:
