@@ -91,7 +91,9 @@ class Desktop:
         self.services.shut_down()
 
 
-def open_desktop(qtbot: QtBot, passphrase_file: Path) -> Desktop:
+def open_desktop(qtbot: QtBot, passphrase_file: Path, *, ready: bool = True) -> Desktop:
+    """The app started as a user starts it; `ready=False` when its profile is expected
+    not to open (the wait is for that failure instead)."""
     context = AppContext.start()
     store = context.open_history(passphrase_prompt(passphrase_file))
     engine = Engine()
@@ -106,7 +108,7 @@ def open_desktop(qtbot: QtBot, passphrase_file: Path) -> Desktop:
         lambda e: desktop.tokens.append(e.text) if isinstance(e, TokenEvent) else None
     )
     window.show()
-    with qtbot.waitSignal(window.ready, timeout=120_000):
+    with qtbot.waitSignal(window.ready if ready else window.profile_failed, timeout=120_000):
         window.start()
     # The starter is checked (its sha256) on a worker thread at the start, then listed:
     # tests begin once the model picker holds it, as a user's first look would.

@@ -454,6 +454,26 @@ def test_the_profile_chosen_last_is_in_force_and_nothing_is_sent_before_it_opens
     assert top.profile_box.currentData() == "standard"
 
 
+def test_a_profile_the_settings_name_but_that_is_gone_can_be_chosen_away(
+    qtbot: QtBot, desktop_home: Path, passphrase_file: Path
+) -> None:
+    write_settings(desktop_home, guard_profile="gone")  # a hand-edited file, say
+    desktop = open_desktop(qtbot, passphrase_file, ready=False)
+    try:
+        window, top = desktop.window, desktop.window.top_bar
+        assert not window.profile_ready
+        assert "no guardrail profile with the id 'gone'" in window.chat_view.notice.text()
+        qtbot.waitUntil(lambda: top.profile_box.count() >= 5, timeout=10_000)
+        # The picker says what the settings name, not a profile that is not in force.
+        assert top.profile_box.currentText() == "gone (not installed)"
+        with qtbot.waitSignal(window.ready, timeout=60_000):
+            top.profile_box.setCurrentIndex(top.profile_box.findData("off"))
+        assert window.profile_ready
+        assert desktop.services.context.settings.guard_profile == "off"
+    finally:
+        desktop.close()
+
+
 # Opening the settings dialog offscreen: the platform cannot size it from its hints.
 @pytest.mark.qt_log_ignore("does not support propagateSizeHints")
 def test_keyboard_shortcuts_and_composer_keys(desktop: Desktop, qtbot: QtBot) -> None:

@@ -446,6 +446,11 @@ class TopBar(QtWidgets.QFrame):
                 label += " (unavailable)"
             self.profile_box.addItem(label, choice.id)
         index = self.profile_box.findData(active)
+        if index < 0 and active:
+            # A profile the settings name that is not there (removed, or a hand-edited
+            # file): shown as it is, so that choosing any other one opens it.
+            self.profile_box.addItem(f"{active} (not installed)", active)
+            index = self.profile_box.count() - 1
         self.profile_box.setCurrentIndex(max(index, 0))
         self._filling = False
         self.set_locked(locked is not None)
