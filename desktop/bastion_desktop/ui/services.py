@@ -115,8 +115,13 @@ class AppServices(QtCore.QObject):
         tells the user why the profile cannot be used."""
         self._opening += 1
         mine = self._opening
+
+        def progress(judge: str, done: int, total: int) -> None:
+            if mine == self._opening:  # a profile no longer wanted shows no progress
+                self.judge_progress.emit(judge, done, total)
+
         try:
-            runtime = await self.context.open_guard(profile_id, progress=self.judge_progress.emit)
+            runtime = await self.context.open_guard(profile_id, progress=progress)
         except Exception:
             if mine != self._opening:
                 return None  # a profile no longer wanted: its failure is nobody's concern
