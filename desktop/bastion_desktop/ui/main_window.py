@@ -355,12 +355,14 @@ class MainWindow(QtWidgets.QMainWindow):
             )
         self.profile_ready = True
         self.composer.send_button.setEnabled(True)
+        self.top_bar.opening_ended()
         self.ready.emit()
 
     def _profile_error(self, error: object) -> None:
         from bastion_desktop.ui.errors import sentence_for
 
         sentence = sentence_for(error, "Opening the guardrail profile")
+        self.top_bar.opening_ended()
         self.profile_ready = False
         self.composer.send_button.setEnabled(False)
         self.show_error(sentence + " Choose another guardrail profile to chat.")

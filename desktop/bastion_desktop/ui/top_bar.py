@@ -292,7 +292,8 @@ class TopBar(QtWidgets.QFrame):
         self.setObjectName("topBar")
         self._choices: list[ProfileOption] = []
         self._fits: dict[str, FitEstimate] = {}
-        self._filling = False
+        # Filling the pickers; the profile shown being opened (not in force yet).
+        self._filling = self._opening = False
         # The installed models as last seen, and whether the profile is to be opened
         # again once the bar is enabled (a reply streamed when they changed).
         self._installed: frozenset[tuple[str, str, str]] | None = None
@@ -500,12 +501,14 @@ class TopBar(QtWidgets.QFrame):
         self.profile_box.setAccessibleDescription(choice.sentence)
         if self.details.isVisible():
             self.details.show_choice(choice, self._downloads_allowed())
+        if self._opening:
+            self._show_opening(choice)
 
     def _fit_badge(self) -> None:
         """The badge's words where the bar has room for them, else its mark alone (a
         narrow window): the profile's name in the picker matters more."""
         choice = self.current_profile()
-        if choice is None:
+        if choice is None or self._opening:
             return
         button = self.status_button
         metrics = button.fontMetrics()
@@ -569,7 +572,7 @@ class TopBar(QtWidgets.QFrame):
                 self._profile_open(choice.id)
 
         def failed(error: object) -> None:
-            self._show_status()
+            self.opening_ended()
             self.profile_error.emit(error)
 
         call(self.services.engine, self.services.open_profile(choice.id), self, opened, failed)
@@ -584,22 +587,28 @@ class TopBar(QtWidgets.QFrame):
             self.profile_box.setCurrentIndex(index)  # _profile_chosen opens it
 
     def show_opening(self) -> None:
-        """The badge while the profile shown is being opened: not in force yet."""
-        choice = self.current_profile()
-        if choice is None:
-            return
+        """The badge says the profile shown is being opened (not in force yet) until
+        `opening_ended`."""
+        self._opening = True
         self._show_status()
+
+    def opening_ended(self) -> None:
+        self._opening = False
+        self._show_status()
+
+    def _show_opening(self, choice: ProfileOption) -> None:
         words = f"Opening the {choice.name} profile: nothing is sent until it is in force"
-        self.status_button.setText("Opening…")
-        self.status_button.setToolTip(words)
-        self.status_button.setAccessibleName(f"Guardrail status: {words}")
-        if self.status_button.property("verdict") != "unchecked":
-            self.status_button.setProperty("verdict", "unchecked")
-            self.status_button.style().unpolish(self.status_button)
-            self.status_button.style().polish(self.status_button)
+        button = self.status_button
+        button.setText("Opening…")
+        button.setToolTip(words)
+        button.setAccessibleName(f"Guardrail status: {words}")
+        if button.property("verdict") != "unchecked":
+            button.setProperty("verdict", "unchecked")
+            button.style().unpolish(button)
+            button.style().polish(button)
 
     def _profile_open(self, profile_id: str) -> None:
-        self._show_status()  # in force: the badge says what it checks
+        self.opening_ended()  # in force: the badge says what it checks
         self._save(guard_profile=profile_id)
         self.services.profile_changed.emit(profile_id)
         self.profile_changed.emit(profile_id)
