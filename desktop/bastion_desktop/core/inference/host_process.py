@@ -776,7 +776,7 @@ def run_host(
         why = f"Could not load {Path(model_path).name}: {error}"
         conn.send(("load_failed", str(error) if isinstance(error, BastionError) else why))
         return
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the app was killed
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):  # app killed
         _serve(conn, model)
 
 
