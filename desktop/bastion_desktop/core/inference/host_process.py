@@ -768,15 +768,15 @@ def run_host(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     apply_private_environment()
     yield_to_the_app(background)
-    try:
-        model = LoadedModel(Path(model_path), options, conn, placement)
-        if not background:  # the chat model samples; a judge mostly scores
-            model.sample_from_gpu_top_k()
-    except Exception as error:
-        why = f"Could not load {Path(model_path).name}: {error}"
-        conn.send(("load_failed", str(error) if isinstance(error, BastionError) else why))
-        return
     with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):  # app killed
+        try:
+            model = LoadedModel(Path(model_path), options, conn, placement)
+            if not background:  # the chat model samples; a judge mostly scores
+                model.sample_from_gpu_top_k()
+        except Exception as error:
+            why = f"Could not load {Path(model_path).name}: {error}"
+            conn.send(("load_failed", str(error) if isinstance(error, BastionError) else why))
+            return
         _serve(conn, model)
 
 
