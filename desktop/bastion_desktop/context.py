@@ -9,9 +9,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from bastion_desktop.core.audit import AuditLog, audit_log_for
 from bastion_desktop.core.errors import GuardProfileError
+from bastion_desktop.core.history.database import damage_marker
 from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.history.errors import WrongKeyError
 from bastion_desktop.core.history.keys import (
@@ -20,6 +22,7 @@ from bastion_desktop.core.history.keys import (
     KeySource,
     PassphrasePrompt,
 )
+from bastion_desktop.core.history.repair import RepairResult, repair_history
 from bastion_desktop.core.hub.online import set_network_policy
 from bastion_desktop.core.inference.types import LoadOptions, SamplingParams
 from bastion_desktop.core.installed_models import ModelRegistry
@@ -39,6 +42,8 @@ from bastion_guardrails.problems import ProfileError, ProfileNotFoundError
 from bastion_guardrails.runtime import GuardProfileRuntime
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 HISTORY_FILE = "history.db"
 HISTORY_KEY_RECORD = "history-key.json"
@@ -297,11 +302,34 @@ class AppContext:
             created = keys.create()
             log.info("created the history key (%s)", created.source.value)
             return EncryptedConversationStore.open(self.history_file, created.key)
+        store = self._with_history_key(
+            keys, lambda key: EncryptedConversationStore.open(self.history_file, key)
+        )
+        if store.interrupted_on_open:
+            log.info(
+                "%d replies left streaming by a crash marked interrupted",
+                store.interrupted_on_open,
+            )
+        return store
+
+    def history_damage_noted(self) -> bool:
+        """Whether damage was met in the history since it was last repaired."""
+        return damage_marker(self.history_file).exists()
+
+    def repair_history(self, prompt: PassphrasePrompt | None) -> RepairResult:
+        """Rebuild a damaged history from what can still be read (`repair_history`)."""
+        return self._with_history_key(
+            self.history_keys(prompt), lambda key: repair_history(self.history_file, key)
+        )
+
+    def _with_history_key(self, keys: HistoryKeys, use: Callable[[bytes], T]) -> T:
+        """`use` with the history's key: the current one, else the one a change that was
+        cut short left pending. A key that does not fit is passed over."""
         # Without the record, candidates() says the key's whereabouts are unknown.
         wrong: WrongKeyError | None = None
         for candidate in keys.candidates():
             try:
-                store = EncryptedConversationStore.open(self.history_file, candidate.key)
+                result = use(candidate.key)
             except WrongKeyError as error:
                 wrong = error
                 if candidate.source is KeySource.PASSPHRASE:
@@ -311,12 +339,7 @@ class AppContext:
                     )
                 continue
             keys.settle(candidate)
-            if store.interrupted_on_open:
-                log.info(
-                    "%d replies left streaming by a crash marked interrupted",
-                    store.interrupted_on_open,
-                )
-            return store
+            return result
         assert wrong is not None
         raise wrong
 

@@ -103,7 +103,20 @@ def translated(connection: apsw.Connection, path: Path) -> Iterator[None]:
         user_error = translate(error, path, os_errno)
         if user_error is None:
             raise
+        if isinstance(user_error, HistoryDamagedError):
+            note_damage(path)
         raise user_error from error
+
+
+def damage_marker(path: Path) -> Path:
+    """The empty file that says damage was met in the history at `path`: the window
+    offers the repair when it next starts (it cannot replace the file it has open)."""
+    return path.with_name(path.name + ".needs-repair")
+
+
+def note_damage(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only disk: the sentence still says it
+        damage_marker(path).touch()
 
 
 def _connect(path: Path, key: DatabaseKey, *, create: bool) -> apsw.Connection:
@@ -176,6 +189,14 @@ def _opening(connection: apsw.Connection, path: Path) -> Iterator[None]:
             raise _unreadable(path) from error
 
 
+def _too_new_error(path: Path, version: int) -> HistoryTooNewError:
+    return HistoryTooNewError(
+        f"The conversation history {path} was written by a newer Bastion (schema "
+        f"version {version}; this one reads up to {SCHEMA_VERSION}): update Bastion to "
+        "open it; the file was left as it was."
+    )
+
+
 def _prepare(connection: apsw.Connection, path: Path) -> None:
     """Check the file, then (and only then) switch it to WAL and migrate it."""
     with _opening(connection, path):
@@ -187,11 +208,7 @@ def _prepare(connection: apsw.Connection, path: Path) -> None:
     if path.stat().st_size % page_size:
         raise damaged_error(path)
     if version > SCHEMA_VERSION:
-        raise HistoryTooNewError(
-            f"The conversation history {path} was written by a newer Bastion (schema "
-            f"version {version}; this one reads up to {SCHEMA_VERSION}): update Bastion to "
-            "open it; the file was left as it was."
-        )
+        raise _too_new_error(path, version)
     with translated(connection, path):
         mode = connection.execute("PRAGMA journal_mode = WAL").get
         if mode != "wal":
@@ -199,7 +216,27 @@ def _prepare(connection: apsw.Connection, path: Path) -> None:
         migrate(connection)
 
 
-def _remove_database_files(path: Path) -> None:
+def connect_exclusively(path: Path, key: bytes) -> apsw.Connection:
+    """A connection that holds the history to itself, in a transaction, until it is
+    closed: no other window or command can read or write it meanwhile. Raises the busy
+    error while another one has it open (every connection to a WAL database holds a
+    shared lock on the file), and the errors opening raises; it changes nothing."""
+    _check_key(key)
+    connection = _connect(path, key, create=False)
+    try:
+        with _opening(connection, path):
+            connection.execute("PRAGMA locking_mode = EXCLUSIVE")
+            connection.execute("BEGIN EXCLUSIVE")
+            version = user_version(connection)
+        if version > SCHEMA_VERSION:
+            raise _too_new_error(path, version)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def remove_database_files(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
             Path(f"{path}{suffix}").unlink()
@@ -248,7 +285,7 @@ class HistoryDatabase:
                 raise
         except BaseException:
             if create:  # never leave a half-made database where there was none
-                _remove_database_files(path)
+                remove_database_files(path)
             raise
         return cls(path, key, writer)
 

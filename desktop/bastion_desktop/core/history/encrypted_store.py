@@ -35,7 +35,7 @@ from bastion_desktop.core.conversation_store import (
 )
 from bastion_desktop.core.files import write_atomically
 from bastion_desktop.core.history import rows
-from bastion_desktop.core.history.database import DatabaseKey, HistoryDatabase
+from bastion_desktop.core.history.database import DatabaseKey, HistoryDatabase, note_damage
 from bastion_desktop.core.history.errors import (
     HistoryImportError,
     HistoryPartlyReadError,
@@ -91,17 +91,6 @@ def _readable(
                 raise
             unreadable.append(conversation)
     return done, unreadable
-
-
-def _say_unreadable(path: Path, written: int, unreadable: list[Conversation]) -> None:
-    if not unreadable:
-        return
-    names = ", ".join(repr(c.title or c.id) for c in unreadable[:5])
-    more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
-    raise HistoryPartlyReadError(
-        f"Exported {written} conversation{'s' if written != 1 else ''} to {path}; "
-        f"{len(unreadable)} could not be read because the history is damaged: {names}{more}."
-    )
 
 
 def _message_not_found(message_id: int) -> MessageNotFoundError:
@@ -508,7 +497,7 @@ class EncryptedConversationStore:
                 ),
             )
             write_atomically(path, render_json(exported))
-            _say_unreadable(path, len(exported), unreadable)
+            self._say_unreadable(path, len(exported), unreadable)
             return len(exported)
 
         return await self._read(work, snapshot=True)
@@ -525,10 +514,22 @@ class EncryptedConversationStore:
                 lambda conversation: (conversation, rows.branch(connection, conversation.id)),
             )
             write_atomically(path, render_markdown(conversations).encode("utf-8"))
-            _say_unreadable(path, len(conversations), unreadable)
+            self._say_unreadable(path, len(conversations), unreadable)
             return len(conversations)
 
         return await self._read(work, snapshot=True)
+
+    def _say_unreadable(self, path: Path, written: int, unreadable: list[Conversation]) -> None:
+        if not unreadable:
+            return
+        note_damage(self.path)
+        names = ", ".join(repr(c.title or c.id) for c in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        raise HistoryPartlyReadError(
+            f"Exported {written} conversation{'s' if written != 1 else ''} to {path}; "
+            f"{len(unreadable)} could not be read because the history is damaged: "
+            f"{names}{more}."
+        )
 
     @staticmethod
     def _exported(

@@ -70,8 +70,10 @@ def wrong_key_error(path: Path) -> WrongKeyError:
 
 def damaged_error(path: Path) -> HistoryDamagedError:
     return HistoryDamagedError(
-        f"The conversation history {path} is damaged, so Bastion cannot read it: restore it "
-        "from a backup or move it aside to start a new history; the file was left as it was."
+        f"The conversation history {path} is damaged, so Bastion cannot read all of it: "
+        "start Bastion again, or run `bastion history repair`, to rebuild it from every "
+        "conversation that can still be read (the damaged file is kept beside it); "
+        "nothing was changed."
     )
 
 
