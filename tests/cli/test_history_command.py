@@ -195,3 +195,78 @@ def test_the_history_moves_to_a_real_keychain_and_back(
     old = run(cli_env, "history", "list")
     assert old.returncode == 1
     assert "does not unlock" in old.stderr
+
+
+def test_a_damaged_history_is_repaired_keeping_what_can_be_read(
+    bastion: RunBastion, home_with_starter: Path, tmp_path: Path
+) -> None:
+    """A bad page in the middle of the file: the conversation on it cannot be shown,
+    the sentence names the repair, and the repair keeps the others and the damaged file."""
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(an_export_with_a_long_conversation()), encoding="utf-8")
+    imported = bastion("history", "import", str(export))
+    assert imported.returncode == 0, imported.stderr
+    database = home_with_starter / "data" / "history.db"
+    with database.open("r+b") as handle:  # one page in the middle, overwritten
+        handle.seek(database.stat().st_size // 2)
+        handle.write(os.urandom(4096))
+
+    shown = bastion("history", "show", "long")
+    assert shown.returncode == 1
+    assert "is damaged" in shown.stderr
+    assert "`bastion history repair`" in shown.stderr
+    noted = database.with_name("history.db.needs-repair")
+    assert noted.exists(), "the window's next start offers the repair"
+
+    repaired = bastion("history", "repair")
+    assert repaired.returncode == 0, repaired.stderr
+    said, kept_as = repaired.stdout.strip().split(" The damaged file is kept as ")
+    assert said == (
+        "The history was repaired: it keeps 2 conversations. "
+        "1 could not be read and was left out: “The long one”."
+    )
+    kept_as_path = Path(kept_as.removesuffix("."))
+    assert kept_as_path.parent == database.parent
+    assert kept_as_path.exists()
+    assert not noted.exists()
+    listed = json.loads(bastion("history", "list", "--json").stdout)
+    assert sorted(c["title"] for c in listed) == ["After", "Before"]
+    hits = json.loads(bastion("history", "search", "puffins", "--json").stdout)
+    assert [h["conversation_id"] for h in hits] == ["after"]
+
+    again = bastion("history", "repair")
+    assert again.stdout == "The history is not damaged (2 conversations): nothing was changed.\n"
+
+
+def an_export_with_a_long_conversation() -> dict[str, object]:
+    """Bastion's export format: a short conversation on either side of one whose reply
+    fills most of the history file."""
+
+    def conversation(key: str, title: str, answer: str, at: float) -> dict[str, object]:
+        return {
+            "id": key,
+            "title": title,
+            "model_id": "starter",
+            "profile_id": "standard",
+            "system_prompt": "",
+            "created_at": at,
+            "updated_at": at,
+            "shown_message_id": 2,
+            "messages": [
+                {"id": 1, "parent_id": None, "role": "user", "content": f"About {key}?",
+                 "state": "complete", "created_at": at},
+                {"id": 2, "parent_id": 1, "role": "assistant", "content": answer,
+                 "state": "complete", "created_at": at},
+            ],
+        }  # fmt: skip
+
+    return {
+        "format": "bastion.conversations",
+        "version": 1,
+        "exported_at": 4.0,
+        "conversations": [
+            conversation("before", "Before", "Gannets dive.", 1.0),
+            conversation("long", "The long one", "lighthouse " * 60_000, 2.0),
+            conversation("after", "After", "Puffins nest.", 3.0),
+        ],
+    }

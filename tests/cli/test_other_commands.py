@@ -46,6 +46,7 @@ def test_doctor_reports_the_build_and_a_working_starter(bastion: RunBastion) -> 
     # No keychain on this machine: the history will use a passphrase, and says so.
     assert "passphrase" in report["history"]["key"]
     assert report["history"]["exists"] is False
+    assert report["history"]["damage_noted"] is False
     human = bastion("doctor")
     assert "Starter model   loads and answers" in human.stdout
     assert f"CPU variant          {runtime['cpu_variant']}" in human.stdout

@@ -159,6 +159,8 @@ def run_doctor(context: AppContext, args: argparse.Namespace) -> int:
             "exists": context.history_file.exists(),
             # Where the key lives, never the key: safe to paste into a support request.
             "key": context.history_keys(prompt=None).describe(),
+            # Met while reading since the last repair: the window offers one at its start.
+            "damage_noted": context.history_damage_noted(),
         },
         "runtime": runtime_section(context),
         "starter_model": asyncio.run(_starter_check(context)),
@@ -177,6 +179,8 @@ def run_doctor(context: AppContext, args: argparse.Namespace) -> int:
     print("Conversation history")
     print(f"  {'file':<20} {history['file']}{'' if history['exists'] else ' (not created yet)'}")
     print(f"  {'key':<20} {history['key']}")
+    if history["damage_noted"]:
+        print(f"  {'damaged':<20} yes: run `bastion history repair`")
     _print_runtime(report["runtime"])
     starter = report["starter_model"]
     if ok:

@@ -66,6 +66,12 @@ def add_history_parser(
         toggle.add_argument("id", metavar="ID")
         toggle.add_argument("--off", action="store_true", help=f"un{verb} it")
 
+    actions.add_parser(
+        "repair",
+        parents=[common],
+        help="rebuild a damaged history from what can still be read, keeping the damaged file",
+    )
+
     key = actions.add_parser(
         "key", parents=[common], help="where the history key lives, and changing it"
     )
@@ -239,9 +245,16 @@ def _key(context: AppContext, args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair(context: AppContext, args: argparse.Namespace) -> int:
+    print(context.repair_history(passphrase_prompt(args.passphrase_file)).summary())
+    return 0
+
+
 def run_history(context: AppContext, args: argparse.Namespace) -> int:
     if args.history_command == "key":
         return _key(context, args)
+    if args.history_command == "repair":
+        return _repair(context, args)
     if args.history_command == "export":
         context.policy.require_export()
     store = context.open_history(passphrase_prompt(args.passphrase_file))
