@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from bastion_desktop.context import AppContext
 from bastion_desktop.core.errors import BastionError
 from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
-from bastion_desktop.core.history.errors import WrongKeyError
+from bastion_desktop.core.history.errors import HistoryDamagedError, WrongKeyError
 from bastion_desktop.core.history.keys import MIN_PASSPHRASE_LENGTH, PassphrasePrompt
 from bastion_desktop.core.hub.filenames import format_size
 from bastion_desktop.core.hub.fit import FitEstimate, FitKind
@@ -137,17 +137,49 @@ def open_history_at_start(
     """Open the history as the window starts: with the passphrase file when one is
     given, else asking in a dialog (twice, to confirm, when the history is created).
     A passphrase typed wrong is asked for again, saying so; Cancel raises
-    PassphraseCancelledError with the history left as it was."""
-    if passphrase_file is not None:
-        from bastion_desktop.core.history.keys import passphrase_from_file
+    PassphraseCancelledError with the history left as it was. A damaged history (found
+    now, or noted while the app last ran) is offered a repair first."""
+    from bastion_desktop.core.history.keys import passphrase_from_file
+    from bastion_desktop.ui.history_repair import offer_repair
 
-        return context.open_history(passphrase_from_file(passphrase_file))
-    problem = ""
+    prompt = (
+        passphrase_from_file(passphrase_file)
+        if passphrase_file is not None
+        else asked_once(dialog_prompt())
+    )
+    repaired = False
     while True:
+        damage: HistoryDamagedError | None = None
         try:
-            return context.open_history(dialog_prompt(problem=problem))
+            store = context.open_history(prompt)
         except WrongKeyError as error:
-            problem = str(error)
+            if passphrase_file is not None:
+                raise
+            prompt = asked_once(dialog_prompt(problem=str(error)))
+            continue
+        except HistoryDamagedError as error:
+            if repaired:
+                raise
+            damage = error
+        else:
+            if repaired or not context.history_damage_noted():
+                return store
+            store.close()  # the repair replaces the file: nothing may have it open
+        offer_repair(context, prompt, damage)
+        repaired = True
+
+
+def asked_once(prompt: PassphrasePrompt) -> PassphrasePrompt:
+    """`prompt`, asking the user once: the passphrase that opened the history is used
+    again for its repair, and to open it after."""
+    typed: list[str] = []
+
+    def ask(confirm: bool) -> str:
+        if not typed:
+            typed.append(prompt(confirm))
+        return typed[0]
+
+    return ask
 
 
 # -- the starter model notice ------------------------------------------------------------

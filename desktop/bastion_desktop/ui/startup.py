@@ -192,6 +192,7 @@ class Startup:
         from bastion_desktop.context import AppContext
         from bastion_desktop.ui.engine import Engine
         from bastion_desktop.ui.first_run import PassphraseCancelledError, open_history_at_start
+        from bastion_desktop.ui.history_repair import RepairDeclinedError
         from bastion_desktop.ui.services import AppServices
 
         app = self.app
@@ -205,7 +206,7 @@ class Startup:
         log.info("desktop window starting (%s theme)", context.settings.theme)
         try:
             store = open_history_at_start(context, self.passphrase_file)
-        except PassphraseCancelledError as error:
+        except (PassphraseCancelledError, RepairDeclinedError) as error:
             print(f"bastion: {error}", file=sys.stderr)  # the user chose to leave: no dialog
             app.exit(EXIT_USER_ERROR)
             return
