@@ -26,7 +26,13 @@ from bastion_desktop.core.inference.types import GenerationStats, Role
 from bastion_guardrails.decisions import GuardDecision, Judgement, Stage, Verdict
 
 from .conftest import conversation_with, fingerprints, sha256
-from .test_database import assert_one_sentence, overwrite_a_middle_page
+from .test_database import (
+    assert_one_sentence,
+    cut_to_a_stub,
+    damage_header,
+    overwrite_a_middle_page,
+    replace_with_noise,
+)
 
 NOON = 1_780_000_000.0  # the repair's clock, for the damaged copy's name
 
@@ -196,6 +202,21 @@ async def test_nothing_readable_means_nothing_changed(history_path: Path, key: b
     before = fingerprints(history_path.parent)
     with pytest.raises(HistoryDamagedError, match="would keep nothing") as raised:
         await repair(history_path, key)
+    assert_one_sentence(raised.value)
+    assert fingerprints(history_path.parent) == before
+
+
+@pytest.mark.parametrize("damage", [damage_header, cut_to_a_stub, replace_with_noise])
+async def test_a_file_whose_first_pages_are_gone_keeps_nothing_and_says_so(
+    history_path: Path, key: bytes, damage: object
+) -> None:
+    await history_with_a_long_conversation(history_path, key)
+    assert callable(damage)
+    damage(history_path)
+    before = fingerprints(history_path.parent)
+    with pytest.raises(HistoryDamagedError, match="would keep nothing") as raised:
+        await repair(history_path, key)
+    assert "restore the file from a backup, or move it aside" in str(raised.value)
     assert_one_sentence(raised.value)
     assert fingerprints(history_path.parent) == before
 

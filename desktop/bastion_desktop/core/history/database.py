@@ -27,6 +27,7 @@ from bastion_desktop.core.history.errors import (
     HistoryError,
     HistoryIOError,
     HistoryTooNewError,
+    NotAHistoryError,
     damaged_error,
     os_error,
     read_only_error,
@@ -162,7 +163,7 @@ def _unreadable(path: Path) -> HistoryError:
     except OSError:
         return damaged_error(path)
     if header.startswith(_SQLITE_PLAIN_HEADER):
-        return HistoryDamagedError(
+        return NotAHistoryError(
             f"{path} is a plain, unencrypted SQLite file, not a Bastion conversation "
             "history: move it aside and Bastion will start a new history there."
         )

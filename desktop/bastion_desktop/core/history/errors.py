@@ -32,6 +32,10 @@ class HistoryDamagedError(HistoryError):
     """The file is cut short, overwritten, or not a Bastion history at all."""
 
 
+class NotAHistoryError(HistoryDamagedError):
+    """The file is a plain SQLite database, not a history: nothing to repair."""
+
+
 class HistoryPartlyReadError(HistoryDamagedError):
     """An export of a damaged history wrote what could be read; this names the rest."""
 

@@ -31,7 +31,12 @@ from bastion_desktop.core.history.database import (
     remove_database_files,
     translated,
 )
-from bastion_desktop.core.history.errors import HistoryDamagedError, HistoryError, os_error
+from bastion_desktop.core.history.errors import (
+    HistoryDamagedError,
+    HistoryError,
+    NotAHistoryError,
+    os_error,
+)
 
 # What reading a damaged part of the file raises: a page that fails its check (or lies
 # past the end of a file cut short), or a sector the disk cannot read at all.
@@ -77,7 +82,12 @@ def repair_history(path: Path, key: bytes, *, now: float | None = None) -> Repai
     if not path.exists():
         raise HistoryError(f"There is no conversation history at {path}: nothing to repair.")
     rebuilt = path.with_name(path.name + ".repairing")
-    source = connect_exclusively(path, key)
+    try:
+        source = connect_exclusively(path, key)
+    except NotAHistoryError:
+        raise
+    except HistoryDamagedError as error:  # its first pages: the schema itself is gone
+        raise _keeps_nothing(path, "Nothing") from error
     try:
         if _intact(source):
             damage_marker(path).unlink(missing_ok=True)
@@ -96,6 +106,14 @@ def repair_history(path: Path, key: bytes, *, now: float | None = None) -> Repai
     _replace(path, rebuilt)
     damage_marker(path).unlink(missing_ok=True)
     return RepairResult(kept, lost, aside)
+
+
+def _keeps_nothing(path: Path, what: str) -> HistoryDamagedError:
+    return HistoryDamagedError(
+        f"{what} in {path} can be read any more, so a repair would keep nothing: restore "
+        "the file from a backup, or move it aside and Bastion will start a new history; it "
+        "was left as it was."
+    )
 
 
 def _intact(source: apsw.Connection) -> bool:
@@ -148,10 +166,7 @@ def _rebuild(
                     _insert(connection, table, columns[table], table_rows)
                 kept += 1
         if not kept and lost:
-            raise HistoryDamagedError(
-                f"No conversation in {path} can be read any more, so a repair would keep "
-                "nothing: restore the file from a backup; it was left as it was."
-            )
+            raise _keeps_nothing(path, "No conversation")
         target.checkpoint()
     finally:
         target.close()
@@ -177,10 +192,7 @@ def _conversation_ids(source: apsw.Connection, path: Path) -> list[str]:
             return [str(row[0]) for row in source.execute(statement)]
         except _DAMAGE:
             _after_damage(source)
-    raise HistoryDamagedError(
-        f"The list of conversations in {path} cannot be read any more, so a repair would "
-        "keep nothing: restore the file from a backup; it was left as it was."
-    )
+    raise _keeps_nothing(path, "Not even the list of conversations")
 
 
 def _read_conversation(
