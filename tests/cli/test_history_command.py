@@ -270,3 +270,36 @@ def an_export_with_a_long_conversation() -> dict[str, object]:
             conversation("after", "After", "Puffins nest.", 3.0),
         ],
     }
+
+
+def test_sigterm_mid_reply_keeps_all_of_it_and_leaves_cleanly(
+    bastion: RunBastion, cli_env: dict[str, str]
+) -> None:
+    """`kill` (a logout, a service manager) asks politely: unlike SIGKILL above, nothing
+    after the last save is lost, and the model host is stopped, not orphaned."""
+    process = subprocess.Popen(
+        [str(BASTION), "chat", "--json", "--max-tokens", "2000", "Tell me a very long story."],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert json.loads(process.stdout.readline())["type"] == "guardrails"
+    conversation = json.loads(process.stdout.readline())["id"]
+    shown: list[str] = []
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["type"] == "token":
+            shown.append(event["text"])
+        if len(shown) >= 45:  # past a save (every 32 tokens), and 13 tokens beyond it
+            break
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+
+    after = json.loads(bastion("history", "show", conversation, "--json").stdout)
+    _, reply = after["messages"]
+    assert reply["state"] == "interrupted"
+    assert reply["content"].startswith("".join(shown)), "every token shown was kept"

@@ -266,8 +266,7 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
         else:
             raise KeyboardInterrupt
 
-    with contextlib.suppress(NotImplementedError):  # Windows event loops
-        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    _handle_signals(loop, on_interrupt)
 
     async def turn(conversation_id: str | None, text: str) -> str | None:
         """One message, to that conversation or a new one; the conversation it went to."""
@@ -294,9 +293,24 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
         return EXIT_FAILED if printer.failed else ended
     finally:
         with contextlib.suppress(NotImplementedError):
-            loop.remove_signal_handler(signal.SIGINT)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
         await slot.close()
         await context.close_guard_models()
+
+
+def _handle_signals(loop: asyncio.AbstractEventLoop, on_interrupt: Callable[[], None]) -> None:
+    """Ctrl+C as `on_interrupt` says. SIGTERM (`kill`, a logout, a service manager)
+    leaves at once, as a second Ctrl+C does: the reply streaming is saved whole (as
+    interrupted) and the model host stopped, where dying at once would lose what came
+    after the last save."""
+
+    def on_terminate() -> None:
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(NotImplementedError):  # Windows event loops
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        loop.add_signal_handler(signal.SIGTERM, on_terminate)
 
 
 async def _converse(

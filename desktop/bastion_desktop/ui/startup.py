@@ -5,12 +5,15 @@ The look is in `theme.py`, the crash handler and the error bridge in `errors.py`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
+import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +121,40 @@ def after_first_paint(
     QtCore.QTimer.singleShot(fallback_ms, window, run)
 
 
+@contextlib.contextmanager
+def quitting_on_signals(app: QtWidgets.QApplication) -> Iterator[None]:
+    """While inside, Ctrl+C in the terminal (SIGINT) and `kill`, a logout or a service
+    manager (SIGTERM) close the app as its Quit does: the streaming reply is kept, the
+    window's place saved, the model hosts stopped. Python runs a signal handler only
+    between its own bytecodes, never inside Qt's event loop, so the signal also writes
+    to a socket Qt watches, which wakes the loop into Python (`signal.set_wakeup_fd`)."""
+    receive, send = socket.socketpair()
+    for end in (receive, send):
+        end.setblocking(False)
+    notifier = QtCore.QSocketNotifier(receive.fileno(), QtCore.QSocketNotifier.Type.Read)
+
+    def drain() -> None:
+        with contextlib.suppress(OSError):
+            receive.recv(512)  # the handler itself runs as this returns to Python
+
+    def leave(signum: int, _frame: object) -> None:
+        log.info("leaving on %s", signal.Signals(signum).name)
+        app.quit()
+
+    notifier.activated.connect(drain)
+    previous_fd = signal.set_wakeup_fd(send.fileno())
+    previous = {signum: signal.signal(signum, leave) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(previous_fd)
+        notifier.setEnabled(False)
+        receive.close()
+        send.close()
+
+
 TRACE_STARTUP_VARIABLE = "BASTION_TRACE_STARTUP"
 
 
@@ -165,7 +202,8 @@ def run_app(args: argparse.Namespace | None = None) -> int:
         # can compare an installed build's start with a checkout's (bench_install.py).
         after_first_paint(window, _trace_first_paint)
     try:
-        return app.exec()
+        with quitting_on_signals(app):
+            return app.exec()
     finally:
         crashes.notice = None  # the window is going: dialogs again
         write_window_state(state_file, window.state())
