@@ -143,8 +143,11 @@ async def test_a_check_reads_only_the_new_tokens(instruct_path: Path) -> None:
         assert second.evaluated_tokens < second.prompt_tokens - 150
         again = await llm.score(prompt(SARIN), answers)
         assert again.evaluated_tokens == 1  # the same prompt: only its last token again
-        # Read in a different batch, the logits differ in their last bits (about 1%).
-        assert again.masses == pytest.approx(second.masses, rel=0.05)
+        # Read in a batch of another size, the logits differ by what the CPU's kernels
+        # round differently: about 1% of a mass with AVX-512, 7% (0.009 of 0.135) on a
+        # Zen 1 with AVX2. A check that read the wrong tokens differs by far more.
+        assert again.masses == pytest.approx(second.masses, abs=0.03)
+        assert first.masses != pytest.approx(second.masses, abs=0.03)
     finally:
         await host.close()
 
