@@ -22,7 +22,7 @@ from bastion_desktop.core.history.keys import (
     KeySource,
     PassphrasePrompt,
 )
-from bastion_desktop.core.history.repair import RepairResult, repair_history
+from bastion_desktop.core.history.repair import RepairResult, repair_history, require_history
 from bastion_desktop.core.hub.online import set_network_policy
 from bastion_desktop.core.inference.types import LoadOptions, SamplingParams
 from bastion_desktop.core.installed_models import ModelRegistry
@@ -318,6 +318,7 @@ class AppContext:
 
     def repair_history(self, prompt: PassphrasePrompt | None) -> RepairResult:
         """Rebuild a damaged history from what can still be read (`repair_history`)."""
+        require_history(self.history_file)
         return self._with_history_key(
             self.history_keys(prompt), lambda key: repair_history(self.history_file, key)
         )

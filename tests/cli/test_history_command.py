@@ -119,9 +119,11 @@ def test_no_passphrase_and_no_keychain_is_a_sentence_not_a_hang(
     assert "Traceback" not in result.stderr
 
 
-def test_killing_bastion_mid_reply_keeps_the_partial_reply_as_interrupted(
-    bastion: RunBastion, cli_env: dict[str, str]
-) -> None:
+def a_long_reply_under_way(
+    cli_env: dict[str, str], tokens: int
+) -> tuple[subprocess.Popen[str], str, list[str]]:
+    """`bastion chat --json` asked for a long story, read until `tokens` tokens were
+    shown: the process, its conversation's id and the tokens' texts."""
     process = subprocess.Popen(
         [str(BASTION), "chat", "--json", "--max-tokens", "2000", "Tell me a very long story."],
         env=cli_env,
@@ -137,8 +139,16 @@ def test_killing_bastion_mid_reply_keeps_the_partial_reply_as_interrupted(
         event = json.loads(line)
         if event["type"] == "token":
             shown.append(event["text"])
-        if len(shown) >= 80:  # more than 32 tokens: at least one save has happened
+        if len(shown) >= tokens:
             break
+    return process, conversation, shown
+
+
+def test_killing_bastion_mid_reply_keeps_the_partial_reply_as_interrupted(
+    bastion: RunBastion, cli_env: dict[str, str]
+) -> None:
+    # More than 32 tokens: at least one save has happened.
+    process, conversation, shown = a_long_reply_under_way(cli_env, tokens=80)
     os.kill(process.pid, signal.SIGKILL)
     # Read to the end: the model host, orphaned, holds the same stderr until it notices.
     _, stderr = process.communicate(timeout=120)
@@ -202,6 +212,12 @@ def test_a_damaged_history_is_repaired_keeping_what_can_be_read(
 ) -> None:
     """A bad page in the middle of the file: the conversation on it cannot be shown,
     the sentence names the repair, and the repair keeps the others and the damaged file."""
+    nothing = bastion("history", "repair")  # before any chat: no history, no key either
+    assert nothing.returncode == 1
+    assert nothing.stderr == (
+        f"bastion: There is no conversation history at {home_with_starter / 'data' / 'history.db'}"
+        ": nothing to repair.\n"
+    )
     export = tmp_path / "export.json"
     export.write_text(json.dumps(an_export_with_a_long_conversation()), encoding="utf-8")
     imported = bastion("history", "import", str(export))
@@ -277,23 +293,8 @@ def test_sigterm_mid_reply_keeps_all_of_it_and_leaves_cleanly(
 ) -> None:
     """`kill` (a logout, a service manager) asks politely: unlike SIGKILL above, nothing
     after the last save is lost, and the model host is stopped, not orphaned."""
-    process = subprocess.Popen(
-        [str(BASTION), "chat", "--json", "--max-tokens", "2000", "Tell me a very long story."],
-        env=cli_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    assert json.loads(process.stdout.readline())["type"] == "guardrails"
-    conversation = json.loads(process.stdout.readline())["id"]
-    shown: list[str] = []
-    for line in process.stdout:
-        event = json.loads(line)
-        if event["type"] == "token":
-            shown.append(event["text"])
-        if len(shown) >= 45:  # past a save (every 32 tokens), and 13 tokens beyond it
-            break
+    # Past a save (every 32 tokens), and 13 tokens beyond it.
+    process, conversation, shown = a_long_reply_under_way(cli_env, tokens=45)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr

@@ -79,8 +79,7 @@ def repair_history(path: Path, key: bytes, *, now: float | None = None) -> Repai
     replaced by the rebuilt one. Raises a `HistoryError` (wrong key, busy, disk full,
     read-only, nothing readable at all) and then nothing was changed.
     """
-    if not path.exists():
-        raise HistoryError(f"There is no conversation history at {path}: nothing to repair.")
+    require_history(path)
     rebuilt = path.with_name(path.name + ".repairing")
     try:
         source = connect_exclusively(path, key)
@@ -106,6 +105,13 @@ def repair_history(path: Path, key: bytes, *, now: float | None = None) -> Repai
     _replace(path, rebuilt)
     damage_marker(path).unlink(missing_ok=True)
     return RepairResult(kept, lost, aside)
+
+
+def require_history(path: Path) -> None:
+    """Raise the sentence for a repair where no history is; before the key is looked for,
+    whose record is missing too when no history was ever made."""
+    if not path.exists():
+        raise HistoryError(f"There is no conversation history at {path}: nothing to repair.")
 
 
 def _keeps_nothing(path: Path, what: str) -> HistoryDamagedError:
