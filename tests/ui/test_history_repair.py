@@ -12,13 +12,14 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from bastion_desktop.context import AppContext
+from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.history.errors import HistoryDamagedError
 from bastion_desktop.ui.first_run import open_history_at_start
 from bastion_desktop.ui.history_repair import RepairDeclinedError
 from bastion_desktop.ui.qt import QtCore, QtWidgets
 from tests.core.history.conftest import conversation_with, fingerprints
 from tests.ui.desktop_fixtures import screenshot
-from tests.ui.test_startup import GOOD, answering
+from tests.ui.test_startup import GOOD, Typist, answering
 
 pytestmark = [
     pytest.mark.qt_log_ignore("does not support propagateSizeHints"),
@@ -76,6 +77,20 @@ def titles(store: object) -> list[str]:
     return sorted(c.title for c in listed)
 
 
+def started_choosing_repair(
+    qtbot: QtBot, context: AppContext
+) -> tuple[EncryptedConversationStore, Typist, BoxAnswerer]:
+    """The history opened at start, the passphrase typed and Repair chosen when asked."""
+    typist = answering(qtbot, (GOOD, ""))
+    boxes = BoxAnswerer(qtbot, {"historyRepair": "Repair", "historyRepaired": "OK"})
+    try:
+        store = open_history_at_start(context, None)
+    finally:
+        typist.stop()
+        boxes.stop()
+    return store, typist, boxes
+
+
 def test_damage_met_in_use_is_repaired_at_the_next_start(qtbot: QtBot) -> None:
     context = AppContext.start()
     a_history_with_a_damaged_conversation(qtbot, context)
@@ -91,13 +106,7 @@ def test_damage_met_in_use_is_repaired_at_the_next_start(qtbot: QtBot) -> None:
             asyncio.run(store.messages(long.id))
     assert context.history_damage_noted()
 
-    typist = answering(qtbot, (GOOD, ""))
-    boxes = BoxAnswerer(qtbot, {"historyRepair": "Repair", "historyRepaired": "OK"})
-    try:
-        store = open_history_at_start(context, None)
-    finally:
-        typist.stop()
-        boxes.stop()
+    store, typist, boxes = started_choosing_repair(qtbot, context)
     with store:
         assert titles(store) == ["After", "Before"]
     assert len(typist.seen) == 1, "the passphrase is asked for once"
@@ -140,13 +149,7 @@ def test_a_history_that_cannot_be_opened_is_offered_the_repair_too(qtbot: QtBot)
         typist.stop()
     with context.history_file.open("r+b") as handle:  # a part page: a copy cut short
         handle.truncate(context.history_file.stat().st_size - 1000)
-    typist = answering(qtbot, (GOOD, ""))
-    boxes = BoxAnswerer(qtbot, {"historyRepair": "Repair", "historyRepaired": "OK"})
-    try:
-        store = open_history_at_start(context, None)
-    finally:
-        typist.stop()
-        boxes.stop()
+    store, _, boxes = started_choosing_repair(qtbot, context)
     with store:
         assert titles(store) == []
     assert boxes.seen[0][1].startswith("Your conversation history is damaged, so Bastion cannot")
