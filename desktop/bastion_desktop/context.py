@@ -24,9 +24,11 @@ from bastion_desktop.core.history.keys import (
 )
 from bastion_desktop.core.history.repair import RepairResult, repair_history, require_history
 from bastion_desktop.core.hub.online import set_network_policy
+from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import LoadOptions, SamplingParams
 from bastion_desktop.core.installed_models import ModelRegistry
 from bastion_desktop.core.logs import configure_logging
+from bastion_desktop.core.models import ChatModelSlot, unload_idle
 from bastion_desktop.core.paths import AppPaths
 from bastion_desktop.core.policy import EffectivePolicy, ProfileChoice, load_policy
 from bastion_desktop.core.privacy import apply_private_environment
@@ -186,6 +188,16 @@ class AppContext:
         """Hand changed load options to the safety model's hosts, if any was made."""
         if self._guard_models:
             self._guard_models[0].use_options(options)
+
+    async def unload_idle_models(
+        self, slot: ChatModelSlot, now: float | None = None
+    ) -> list[ModelHost]:
+        """Unload the chat model in `slot` and the judges' models when they have done
+        nothing for the settings' `unload_after_minutes` (as of `now`, a monotonic
+        reading); returns the hosts stopped."""
+        hosts = [slot.host] if slot.host is not None else []
+        hosts += self._guard_models[0].hosts if self._guard_models else []
+        return await unload_idle(hosts, self.settings.inference.unload_after_minutes * 60, now)
 
     async def close_guard_models(self) -> None:
         if self._guard_models:

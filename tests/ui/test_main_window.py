@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,33 @@ def test_the_first_reply_says_its_model_is_loading_until_its_first_words(
     desktop.send("And about harbours?")
     assert "loading" not in seen, "the model stays loaded"
     assert not view.messages[-1].note_label.isVisible()
+
+
+def test_a_model_unloaded_while_idle_loads_again_for_the_next_message(
+    desktop: Desktop,
+) -> None:
+    loading: list[LoadingEvent] = []
+    desktop.window.controller.chat_event.connect(
+        lambda e: loading.append(e) if isinstance(e, LoadingEvent) else None
+    )
+    desktop.send("Tell me about lighthouses")
+    services = desktop.services
+    host = services.chat.models.host
+    pid = host.pid
+    assert pid is not None
+    # The engine's unloader looks every 30 s; here its clock is moved 31 minutes on.
+    not_yet = services.engine.run(services.unload_idle_models(time.monotonic() + 29 * 60))
+    assert not_yet == []
+    unloaded = services.engine.run(services.unload_idle_models(time.monotonic() + 31 * 60))
+    assert unloaded == [host]  # the starter is a base model: no judge of its own
+    assert host.pid is None
+    loading.clear()
+    desktop.send("And about harbours?")
+    assert [e.model for e in loading] == [host.path.name]
+    assert host.pid not in (None, pid)
+    (role, reply) = shown(desktop)[-1]
+    assert role is Role.ASSISTANT
+    assert reply
 
 
 @pytest.mark.log_warnings("the failure the test provokes is logged as a warning")

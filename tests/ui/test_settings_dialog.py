@@ -208,3 +208,20 @@ def test_a_gpu_chosen_earlier_but_missing_now_is_kept_and_marked(
     dialog.load(gone)
     assert dialog.device.currentText() == "Radeon RX 7600 (not found now)"
     assert dialog.values()["inference"]["device"] == "Radeon RX 7600"
+
+
+def test_idle_models_unload_after_the_minutes_chosen_or_never(qtbot: QtBot, services: Any) -> None:
+    dialog = open_dialog(qtbot, services)
+    assert dialog.unload_after.value() == 30
+    assert dialog.unload_after.text() == "30 minutes unused"
+    dialog.unload_after.setValue(0)
+    assert dialog.unload_after.text() == "Never: keep models loaded"
+    with qtbot.waitSignal(services.settings_changed, timeout=5000):
+        dialog.buttons.button(dialog.buttons.StandardButton.Save).click()
+    on_disk = load_settings(services.context.paths.settings_file)
+    assert on_disk.inference.unload_after_minutes == 0
+    assert services.context.settings.inference.unload_after_minutes == 0, "in force now"
+    locked = open_dialog(qtbot, services, locked=frozenset({"inference.unload_after_minutes"}))
+    field = locked.fields["inference.unload_after_minutes"]
+    assert not field.control.isEnabled()
+    assert field.note.text() == "Managed by your organization"

@@ -13,7 +13,7 @@ import sys
 from bastion_desktop.commands.passphrase import passphrase_prompt
 from bastion_desktop.context import AppContext
 from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
-from bastion_desktop.core.models import ChatModelSlot
+from bastion_desktop.core.models import ChatModelSlot, keep_unloading_idle
 from bastion_desktop.core.settings import DEFAULT_API_PORT
 
 EXIT_OK = 0
@@ -125,12 +125,16 @@ async def _serve(context: AppContext, args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         sys.stderr.flush()
+        unloading = asyncio.create_task(
+            keep_unloading_idle(lambda: context.unload_idle_models(slot))
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, ValueError):  # Windows loops
                 loop.add_signal_handler(signum, stop.set)
         await stop.wait()
+        unloading.cancel()
         print("Stopping the local API.", file=sys.stderr)
         return EXIT_OK
     finally:

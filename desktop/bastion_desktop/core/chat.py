@@ -167,7 +167,7 @@ class ChatService:
         # are recorded as coming from ("window", "cli").
         self.audit = audit
         self.client = client
-        self._gpu_noted: ModelFacts | None = None  # the load whose placement was told
+        self._gpu_noted: tuple[Path, str] | None = None  # the model and place last told
         self._holding_turn = False
 
     async def _history(self, conversation_id: str) -> list[ChatMessage]:
@@ -360,8 +360,10 @@ class ChatService:
                 yield LoadingEvent(path.name)
             host = await self.models.host_for(path)
             note = _placement_note(host.facts)
-            if note and self._gpu_noted is not host.facts:
-                self._gpu_noted = host.facts  # once per load of a model
+            told = (path, note)
+            if note and self._gpu_noted != told:
+                # Once per model and place: not again when an idle model loads again.
+                self._gpu_noted = told
                 yield NoticeEvent("gpu", note)
             async for event in self._stream_reply(host, messages, guard_history, params, reply):
                 yield event

@@ -1,15 +1,21 @@
 """Which chat model is loaded: one host at a time, swapped when the conversation asks
-for another model or other load options."""
+for another model or other load options; and models left unused are unloaded."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import LoadOptions
+
+log = logging.getLogger(__name__)
+
+# How often the models are looked at: a model unloads at most this late.
+IDLE_CHECK_SECONDS = 30.0
 
 
 class ChatModelSlot:
@@ -68,3 +74,27 @@ class ChatModelSlot:
         host, self._host = self._host, None
         if host is not None:
             await host.close()
+
+
+async def unload_idle(
+    hosts: Iterable[ModelHost], seconds: float, now: float | None = None
+) -> list[ModelHost]:
+    """Unload every model that has done nothing for `seconds` (0: none ever is); returns
+    the hosts stopped. Their next request loads them again, as a first one does."""
+    if seconds <= 0:
+        return []
+    return [host for host in list(hosts) if await host.unload_if_idle(seconds, now)]
+
+
+async def keep_unloading_idle(
+    unload: Callable[[], Awaitable[object]], every: float = IDLE_CHECK_SECONDS
+) -> None:
+    """Until cancelled: `unload()` (`AppContext.unload_idle_models`) every `every`
+    seconds, so that a window or server left open does not hold gigabytes of RAM and GPU
+    memory for models nobody uses (the setting "Unload idle models"; Ollama's keep-alive)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await unload()
+        except Exception:  # a host that would not stop is stopped at exit
+            log.warning("an idle model could not be unloaded", exc_info=True)

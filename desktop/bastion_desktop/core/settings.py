@@ -47,6 +47,14 @@ class InferenceSettings(_Section):
         description="Run llama.cpp's baseline build, which every x86-64 processor runs, "
         "instead of the fastest one this processor supports.",
     )
+    unload_after_minutes: int = Field(
+        30,
+        ge=0,
+        le=10_080,
+        title="Unload idle models",
+        description="Minutes a loaded model may go unused before its memory (RAM and the "
+        "GPU's) is given back; the next message loads it again. 0 keeps models loaded.",
+    )
 
 
 class SamplingSettings(_Section):

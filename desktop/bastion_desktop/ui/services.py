@@ -3,6 +3,7 @@ reached through a global), the way Anki's `aqt` passes its collection around."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 from typing import Any
@@ -11,8 +12,9 @@ from bastion_desktop.context import AppContext
 from bastion_desktop.core.chat import ChatService
 from bastion_desktop.core.conversation_store import InMemoryConversationStore
 from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
+from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import SamplingParams
-from bastion_desktop.core.models import ChatModelSlot
+from bastion_desktop.core.models import ChatModelSlot, keep_unloading_idle
 from bastion_desktop.core.settings import Settings, save_settings
 from bastion_desktop.ui.engine import Engine
 from bastion_desktop.ui.local_api import LocalApiController
@@ -50,6 +52,7 @@ class AppServices(QtCore.QObject):
         # The local API server, off until the settings turn it on (`local_api.resume`).
         self.local_api = LocalApiController(self)
         self._opening = 0  # open_profile's calls, to know the last one asked for
+        self._unloading: concurrent.futures.Future[None] | None = None
 
     @classmethod
     def assemble(
@@ -63,7 +66,15 @@ class AppServices(QtCore.QObject):
         services.chat = ChatService(
             store, slot, services._resolve_model, audit=context.audit_log(), client="window"
         )
+        if engine.running:
+            services._unloading = engine.submit(keep_unloading_idle(services.unload_idle_models))
         return services
+
+    async def unload_idle_models(self, now: float | None = None) -> list[ModelHost]:
+        """Unload the models unused for as long as the settings in force say (on the
+        engine loop; the window's chats and its local API share these models)."""
+        assert self.chat is not None
+        return await self.context.unload_idle_models(self.chat.models, now)
 
     def private_chat(self) -> ChatService:
         """A chat service over a fresh in-memory store, for a private chat: it shares
@@ -135,6 +146,8 @@ class AppServices(QtCore.QObject):
     def shut_down(self) -> None:
         """Stop the local API, unload the model, close the history and stop the engine
         thread. The server goes first: a request it is answering holds the model."""
+        if self._unloading is not None:
+            self._unloading.cancel()
         self.local_api.shut_down()
         if self.engine.running and self.chat is not None:
             try:

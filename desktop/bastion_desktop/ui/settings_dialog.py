@@ -578,6 +578,15 @@ class SettingsDialog(QtWidgets.QDialog):
             "Slower: the llama.cpp build every x86-64 processor runs, for machines where the "
             "fastest build misbehaves.",
         )  # fmt: skip
+        self.unload_after = QtWidgets.QSpinBox()
+        self.unload_after.setRange(0, 10_080)
+        self.unload_after.setSingleStep(5)
+        self.unload_after.setSuffix(" minutes unused")
+        self.unload_after.setSpecialValueText("Never: keep models loaded")
+        self._add(
+            form, "inference.unload_after_minutes", "Unload idle models", self.unload_after,
+            "Gives the model's memory back to other programs; the next message loads it again.",
+        )  # fmt: skip
 
     def _set_devices(self, choices: list[tuple[str, str]]) -> None:
         """Fill the device list, keeping the value chosen (even a GPU not found now)."""
@@ -665,6 +674,7 @@ class SettingsDialog(QtWidgets.QDialog):
         self.threads.set_value(settings.inference.threads)
         self._select_device(settings.inference.device)
         self.cpu_compatibility.setChecked(settings.inference.cpu_compatibility)
+        self.unload_after.setValue(settings.inference.unload_after_minutes)
         s = settings.sampling
         self.temperature.setValue(s.temperature)
         self.top_p.setValue(s.top_p)
@@ -693,6 +703,7 @@ class SettingsDialog(QtWidgets.QDialog):
                 "threads": self.threads.value(),
                 "device": str(self.device.currentData() or AUTO),
                 "cpu_compatibility": self.cpu_compatibility.isChecked(),
+                "unload_after_minutes": self.unload_after.value(),
             },
             "sampling": {
                 "temperature": self.temperature.value(),

@@ -78,3 +78,21 @@ def test_no_policy_changes_nothing() -> None:
     applied, notices = EffectivePolicy().apply_to_settings(settings)
     assert applied is settings
     assert notices == []
+
+
+def test_idle_models_unload_as_the_organization_says(tmp_path: Path) -> None:
+    settings = _settings_file(tmp_path, '{"inference": {"unload_after_minutes": 0}}')
+    assert Settings().inference.unload_after_minutes == 30  # the default
+    locked = PolicySource("/etc/x.json", Level.MACHINE_MANDATORY, {"UnloadIdleModelsMinutes": 5})
+    policy = merge_sources([locked])
+    applied, notices = policy.apply_to_settings(settings)
+    assert applied.inference.unload_after_minutes == 5
+    assert policy.locked_settings() == frozenset({"inference.unload_after_minutes"})
+    assert notices == [
+        "Your organization unloads models unused for 5 minutes; this setting is managed."
+    ]
+    recommended = PolicySource(
+        "/etc/y.json", Level.MACHINE_RECOMMENDED, {"UnloadIdleModelsMinutes": 120}
+    )
+    assert _apply([recommended], settings)[0].inference.unload_after_minutes == 0, "the user's"
+    assert _apply([recommended], Settings())[0].inference.unload_after_minutes == 120

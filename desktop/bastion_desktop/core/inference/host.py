@@ -225,6 +225,7 @@ class ModelHost:
         # the process (the model is still loading) is kept for it.
         self._busy = 0
         self._cancel_before_start = False
+        self._last_used = time.monotonic()  # when the last load or request ended
 
     @property
     def pid(self) -> int | None:
@@ -245,7 +246,7 @@ class ModelHost:
         try:
             return await self._load()
         finally:
-            self._busy -= 1
+            self._rest()
 
     async def _load(self) -> ModelFacts:
         if self.is_loaded:
@@ -328,7 +329,7 @@ class ModelHost:
             async for event in self._stream(messages, params):
                 yield event
         finally:
-            self._busy -= 1
+            self._rest()
             if not self._busy:
                 self._cancel_before_start = False
 
@@ -426,7 +427,7 @@ class ModelHost:
                 await self.load()
                 return await self._answer(kind, payload)
         finally:
-            self._busy -= 1
+            self._rest()
             if not self._busy:
                 self._cancel_before_start = False
 
@@ -511,6 +512,27 @@ class ModelHost:
             log.warning("model host %s ignored cancel; killing it", self.pid)
             self._killed_on_cancel = True
             self._process.kill()
+
+    def _rest(self) -> None:
+        self._busy -= 1
+        self._last_used = time.monotonic()
+
+    async def unload_if_idle(self, seconds: float, now: float | None = None) -> bool:
+        """Stop the process when the model has done nothing for `seconds` (as of `now`,
+        a `time.monotonic()` reading), giving its memory back: RAM and the GPU's. The
+        next request loads it again. Whether it was stopped."""
+        now = time.monotonic() if now is None else now
+        if self._busy or self._process is None or now - self._last_used < seconds:
+            return False
+        log.info(
+            "model host %s: %s unused for %.0f min; unloading it",
+            self.pid,
+            self.path.name,
+            (now - self._last_used) / 60,
+        )
+        # Shielded: an unloader cancelled meanwhile (the app closing) still stops it.
+        await asyncio.shield(self._discard_process())
+        return True
 
     async def _discard_process(self) -> None:
         process, self._process = self._process, None

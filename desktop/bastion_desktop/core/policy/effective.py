@@ -428,6 +428,11 @@ _INFERENCE_FIELDS = (
         "cpu_compatibility",
         "Your organization manages the CPU compatibility mode; this setting is managed.",
     ),
+    (
+        "UnloadIdleModelsMinutes",
+        "unload_after_minutes",
+        "Your organization unloads models unused for {value} minutes; this setting is managed.",
+    ),
 )
 
 

@@ -188,6 +188,21 @@ POLICIES: tuple[PolicyDefinition, ...] = (
         example=False,
     ),
     PolicyDefinition(
+        "UnloadIdleModelsMinutes",
+        PolicyType.INTEGER,
+        "Unload idle models (minutes)",
+        "Minutes a loaded model may go unused before Bastion gives its memory (RAM and "
+        "the GPU's) back; the next message loads it again. 0 keeps models loaded for as "
+        "long as Bastion runs. As a mandatory policy the user cannot change it; as a "
+        "recommendation it is the default.",
+        None,
+        recommendable=True,
+        settings_field="inference.unload_after_minutes",
+        minimum=0,
+        maximum=10_080,
+        example=30,
+    ),
+    PolicyDefinition(
         "SafetyModel",
         PolicyType.STRING,
         "Safety model",
