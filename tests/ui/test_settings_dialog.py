@@ -213,7 +213,7 @@ def test_a_gpu_chosen_earlier_but_missing_now_is_kept_and_marked(
 def test_idle_models_unload_after_the_minutes_chosen_or_never(qtbot: QtBot, services: Any) -> None:
     dialog = open_dialog(qtbot, services)
     assert dialog.unload_after.value() == 30
-    assert dialog.unload_after.text() == "30 minutes unused"
+    assert dialog.unload_after.text() == "After 30 minutes unused"
     dialog.unload_after.setValue(0)
     assert dialog.unload_after.text() == "Never: keep models loaded"
     with qtbot.waitSignal(services.settings_changed, timeout=5000):

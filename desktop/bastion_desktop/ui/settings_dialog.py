@@ -581,6 +581,7 @@ class SettingsDialog(QtWidgets.QDialog):
         self.unload_after = QtWidgets.QSpinBox()
         self.unload_after.setRange(0, 10_080)
         self.unload_after.setSingleStep(5)
+        self.unload_after.setPrefix("After ")
         self.unload_after.setSuffix(" minutes unused")
         self.unload_after.setSpecialValueText("Never: keep models loaded")
         self._add(
