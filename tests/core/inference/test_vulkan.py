@@ -281,17 +281,19 @@ def test_a_gpu_the_model_host_no_longer_finds_leaves_the_model_on_the_cpu(
 
 
 @pytest.mark.log_warnings("the model host's end is logged as a warning")
+async def _signal_mid_reply(host: ModelHost, signum: int) -> None:
+    """Send `signum` to the host once its reply has begun."""
+    params = SamplingParams(seed=3, max_tokens=200)
+    async for event in host.stream([ChatMessage(Role.USER, "A story.")], params):
+        if isinstance(event, TokenText) and host.pid is not None:
+            os.kill(host.pid, signum)
+
+
 def test_a_model_that_stops_on_the_gpu_says_the_cpu_is_the_way_round_it(
     lavapipe: None, starter_path: Path
 ) -> None:
     """A GPU driver that fails on a model ends the model host at every restart (here
     the host is killed mid-reply, as a lost device would end it)."""
-
-    async def stop_mid_reply(host: ModelHost) -> None:
-        params = SamplingParams(seed=3, max_tokens=200)
-        async for event in host.stream([ChatMessage(Role.USER, "A story.")], params):
-            if isinstance(event, TokenText) and host.pid is not None:
-                os.kill(host.pid, signal.SIGKILL)
 
     async def run() -> str:
         host = ModelHost(starter_path, LoadOptions(512))
@@ -299,7 +301,7 @@ def test_a_model_that_stops_on_the_gpu_says_the_cpu_is_the_way_round_it(
             facts = await host.load()
             assert facts.gpu_layers > 0
             with pytest.raises(ModelHostCrashedError) as stopped:
-                await stop_mid_reply(host)
+                await _signal_mid_reply(host, signal.SIGKILL)
             return str(stopped.value)
         finally:
             await host.close()
@@ -309,6 +311,55 @@ def test_a_model_that_stops_on_the_gpu_says_the_cpu_is_the_way_round_it(
     assert message.endswith(
         "If it stops again, choose CPU only in Settings → Model: the GPU's driver may be at fault."
     )
+
+
+@pytest.mark.log_warnings("the crash on the GPU is logged as a warning")
+def test_a_model_that_crashes_on_the_gpu_runs_on_the_cpu_until_its_settings_change(
+    lavapipe: None, starter_path: Path
+) -> None:
+    """A crash or an abort mid-reply with layers on the GPU (a lost device makes ggml
+    abort): the next load keeps the model on the CPU, and says so once. No driver can be
+    made to fail here on demand: SIGABRT, sent to the host mid-reply, stands in for it."""
+
+    async def answer(host: ModelHost) -> str:
+        finished = None
+        params = SamplingParams(temperature=0.0, seed=3, max_tokens=TOKENS)
+        async for event in host.stream([ChatMessage(Role.USER, PROMPT)], params):
+            if isinstance(event, GenerationFinished):
+                finished = event
+        assert finished is not None
+        return finished.text
+
+    async def run() -> tuple[str, ModelFacts, str, ModelFacts]:
+        host = ModelHost(starter_path, LoadOptions(512))
+        try:
+            assert (await host.load()).gpu_layers > 0
+            with pytest.raises(ModelHostCrashedError) as stopped:
+                await _signal_mid_reply(host, signal.SIGABRT)
+            message = str(stopped.value)
+            text = await answer(host)
+            on_cpu = host.facts
+            assert on_cpu is not None
+            assert (await host.load()) is on_cpu, "loaded: not loaded again"
+            host.options = LoadOptions(512, threads=1)  # Settings saved
+            return message, on_cpu, text, await host.load()
+        finally:
+            await host.close()
+
+    message, on_cpu, text, again = asyncio.run(run())
+    assert message.startswith("The model stopped unexpectedly (it was ended by SIGABRT).")
+    assert message.endswith(
+        "The GPU's driver may be at fault, so it restarts on the CPU (slower) until Bastion "
+        "starts again or the model settings change."
+    )
+    assert on_cpu.gpu_layers == 0
+    assert on_cpu.gpu_note == (
+        "The model stopped on the GPU (it was ended by SIGABRT), so it runs on the CPU until "
+        "Bastion starts again or the model settings change."
+    )
+    assert text, "it answers on the CPU"
+    assert again.gpu_layers > 0, "other settings: the GPU gets another chance"
+    assert not again.gpu_note
 
 
 def _every_logit_request_with_no_room_on_the_gpu(conn: Connection, starter: str) -> None:

@@ -105,6 +105,12 @@ def placement_for(options: LoadOptions) -> Placement:
     return plan_placement(report, options.device, options.cpu_compatibility)
 
 
+def _driver_may_have_failed(exitcode: int | None) -> bool:
+    """Whether a model host that ended with `exitcode` may have been ended by its GPU's
+    driver: a crash or an abort, not a clean exit nor a SIGKILL."""
+    return exitcode is not None and exitcode not in (0, -getattr(signal, "SIGKILL", 9))
+
+
 class _Process:
     """One running child: the process, its pipe, and the thread reading the pipe."""
 
@@ -226,6 +232,9 @@ class ModelHost:
         self._busy = 0
         self._cancel_before_start = False
         self._last_used = time.monotonic()  # when the last load or request ended
+        # The options under which the model crashed on a GPU, and how: loads with them
+        # keep it on the CPU (the GPU's driver may be at fault).
+        self._gpu_failed: tuple[LoadOptions, str] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -257,6 +266,14 @@ class ModelHost:
         check_gguf_header(self.path)
         options = requested = self.options
         crashed_on_gpu = ""
+        if self._gpu_failed is not None and self._gpu_failed[0] != requested:
+            self._gpu_failed = None  # the model settings changed: the GPU is tried again
+        if self._gpu_failed is not None:
+            options = dataclasses.replace(options, gpu_layers="none")
+            crashed_on_gpu = (
+                f"The model stopped on the GPU ({self._gpu_failed[1]}), so it runs on the CPU "
+                "until Bastion starts again or the model settings change."
+            )
         while True:
             process, reply, gpu_layers = await self._start(options)
             if reply[0] == "loaded":
@@ -365,7 +382,8 @@ class ModelHost:
                         how = await process.exit_description()
                         raise ModelHostCrashedError(
                             f"The model stopped unexpectedly ({how}). The reply so far is "
-                            f"kept; your next message restarts the model.{self._gpu_hint()}"
+                            "kept; your next message restarts the model."
+                            + self._gpu_hint(process, how)
                         )
                     if message[1] != request_id:
                         continue  # the tail of an earlier, abandoned request
@@ -448,7 +466,7 @@ class ModelHost:
                     how = await process.exit_description()
                     raise ModelHostCrashedError(
                         f"The model stopped unexpectedly ({how}); the next request restarts "
-                        f"it.{self._gpu_hint()}"
+                        "it." + self._gpu_hint(process, how)
                     )
                 if message[1] != request_id:
                     continue  # the tail of an earlier, abandoned request
@@ -462,13 +480,22 @@ class ModelHost:
                 process.send(("cancel", request_id))
             self._finish_request(request_id)
 
-    def _gpu_hint(self) -> str:
-        """For a model that stopped with layers on a GPU: a GPU driver that fails on a
-        model (a device lost, a kernel it cannot run) fails again at every restart, and
-        only the user can tell a one-off from that."""
+    def _gpu_hint(self, process: _Process, how: str) -> str:
+        """For a model that stopped with layers on a GPU. A crash or an abort there (ggml
+        aborts on a lost device or a kernel the driver cannot run) fails again at every
+        restart when the driver is at fault: the model goes to the CPU until the app
+        starts again or the settings change. SIGKILL is the out-of-memory killer's or a
+        person's, not a driver's: the user is told how to go round a GPU, if it was one."""
         facts = self.facts
         if facts is None or not (facts.gpu_offload_supported and facts.gpu_layers):
             return ""
+        if _driver_may_have_failed(process.process.exitcode) and self._loaded_with is not None:
+            self._gpu_failed = (self._loaded_with, how)
+            log.warning("model host crashed with layers on the GPU (%s): CPU from now on", how)
+            return (
+                " The GPU's driver may be at fault, so it restarts on the CPU (slower) until "
+                "Bastion starts again or the model settings change."
+            )
         return (
             " If it stops again, choose CPU only in Settings → Model: the GPU's driver may "
             "be at fault."
