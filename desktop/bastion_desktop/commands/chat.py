@@ -33,7 +33,7 @@ from bastion_desktop.core.events import (
 from bastion_desktop.core.files import DiskFullError
 from bastion_desktop.core.history.encrypted_store import EncryptedConversationStore
 from bastion_desktop.core.inference.types import SamplingParams
-from bastion_desktop.core.models import ChatModelSlot
+from bastion_desktop.core.models import ChatModelSlot, keep_unloading_idle
 from bastion_desktop.core.starter import STARTER_ID
 from bastion_guardrails.explain import ProfileStatus
 from bastion_guardrails.runtime import GuardProfileRuntime
@@ -288,7 +288,7 @@ async def _chat_in(context: AppContext, args: argparse.Namespace, store: Convers
             if printer.failed:
                 return EXIT_FAILED
             return EXIT_INTERRUPTED if printer.cancelled else EXIT_OK
-        ended = await _converse(context, model_id, status, turn, args.conversation)
+        ended = await _converse(context, model_id, status, turn, args.conversation, slot=slot)
         # A script piping messages in learns that a turn failed, as with one message.
         return EXIT_FAILED if printer.failed else ended
     finally:
@@ -319,6 +319,8 @@ async def _converse(
     status: ProfileStatus,
     turn: Callable[[str | None, str], Awaitable[str | None]],
     conversation_id: str | None,
+    *,
+    slot: ChatModelSlot,
 ) -> int:
     tty = sys.stdin.isatty()
     if tty:
@@ -335,6 +337,20 @@ async def _converse(
             )
         print("Enter sends. /new starts over, /exit leaves, Ctrl+C stops a reply.", file=sys.stderr)
     lines = _StdinLines(asyncio.get_running_loop())
+    # A terminal left at the prompt gives the models' memory back, as the window does.
+    unloading = asyncio.ensure_future(keep_unloading_idle(lambda: context.unload_idle_models(slot)))
+    try:
+        return await _read_and_send(lines, turn, conversation_id, tty)
+    finally:
+        unloading.cancel()
+
+
+async def _read_and_send(
+    lines: _StdinLines,
+    turn: Callable[[str | None, str], Awaitable[str | None]],
+    conversation_id: str | None,
+    tty: bool,
+) -> int:
     while True:
         if tty:
             print("> ", end="", file=sys.stderr, flush=True)
