@@ -4,6 +4,9 @@ and NeMo Guardrails' usage telemetry is off in every entry point."""
 from __future__ import annotations
 
 import os
+import re
+import resource
+import signal
 import subprocess
 import sys
 import textwrap
@@ -11,6 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from bastion_desktop.core.errors import ModelHostCrashedError
+from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.types import (
+    ChatMessage,
+    LoadOptions,
+    Role,
+    SamplingParams,
+    TokenText,
+)
 from bastion_desktop.core.privacy import PRIVATE_ENVIRONMENT
 
 BASTION = Path(sys.executable).with_name("bastion")
@@ -150,3 +162,89 @@ def test_nemo_guardrails_telemetry_is_off_in_every_entry_point(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == expected
+
+
+# --- memory off the disk ---------------------------------------------------------------------
+#
+# A crashing process's memory holds the conversation in the clear: a core dump would put
+# it on disk unencrypted. Each check starts its process as a user's shell may, with core
+# dumps allowed (`ulimit -c unlimited`).
+
+linux_only = pytest.mark.skipif(sys.platform != "linux", reason="prctl and /proc are Linux's")
+
+CORE_PROBE = textwrap.dedent(
+    """
+    import ctypes, resource
+    {setup}
+    dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+    print(dumpable, resource.getrlimit(resource.RLIMIT_CORE)[0])
+    """
+)
+
+
+CLI_START = """
+import contextlib
+from bastion_desktop.cli import main
+with contextlib.suppress(SystemExit):
+    main(["--version"])
+"""
+
+
+def _cores_allowed() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("", f"1 {resource.RLIM_INFINITY}"),  # the control: a process may dump core
+        (CLI_START, "0 0"),
+        ("from bastion_desktop.context import AppContext; AppContext.start()", "0 0"),
+    ],
+)
+def test_the_apps_process_dumps_no_core(setup: str, expected: str, cli_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CORE_PROBE.format(setup=setup)],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_cores_allowed,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == expected
+
+
+async def _crash_mid_reply(host: ModelHost) -> None:
+    params = SamplingParams(seed=1, max_tokens=200)
+    async for event in host.stream([ChatMessage(Role.USER, "My diagnosis")], params):
+        if isinstance(event, TokenText) and host.pid is not None:
+            os.kill(host.pid, signal.SIGSEGV)
+
+
+@linux_only
+@pytest.mark.model
+async def test_a_model_host_that_crashes_mid_reply_leaves_no_core_dump(
+    starter_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the kernel's core_pattern is a file name (as on this machine), the core
+    would land in the host's working folder: tmp_path. Where it is a pipe (systemd-
+    coredump, apport), no file shows here, and the host's limit and the kernel's
+    not-dumpable rule are what keep it away."""
+    monkeypatch.chdir(tmp_path)
+    limit = resource.getrlimit(resource.RLIMIT_CORE)
+    _cores_allowed()
+    host = ModelHost(starter_path, LoadOptions(512))
+    try:
+        await host.load()
+        limits = Path(f"/proc/{host.pid}/limits").read_text(encoding="utf-8")
+        assert re.search(r"^Max core file size\s+0\s", limits, re.MULTILINE), limits
+        with pytest.raises(ModelHostCrashedError, match="SIGSEGV"):
+            await _crash_mid_reply(host)
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, limit)
+        await host.close()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("core")]
