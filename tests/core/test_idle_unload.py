@@ -94,6 +94,40 @@ async def test_a_model_at_work_is_never_unloaded(starter_path: Path) -> None:
         await host.close()
 
 
+async def test_a_request_or_a_close_during_an_unload_waits_for_the_old_process_to_go(
+    starter_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never two processes of one model: a new one starts once the old has ended."""
+    host = ModelHost(starter_path, OPTIONS)
+    old_alive_at_start: list[bool] = []
+    start = host._start
+
+    async def starting(options: LoadOptions) -> object:
+        old_alive_at_start.append(old in running_children())
+        return await start(options)
+
+    try:
+        first = await reply(host)
+        old = host.pid
+        monkeypatch.setattr(host, "_start", starting)
+        unloading = asyncio.ensure_future(host.unload_if_idle(1, later(3600)))
+        await asyncio.sleep(0)  # the unload has begun: it holds the process, stopping it
+        assert host.pid is None
+        assert await reply(host) == first
+        assert old_alive_at_start == [False]
+        assert unloading.done()
+        assert unloading.result()
+
+        old = host.pid
+        unloading = asyncio.ensure_future(host.unload_if_idle(1, later(3600)))
+        await asyncio.sleep(0)
+        await host.close()  # as the app closing does, its unloader cancelled
+        assert old not in running_children()
+        assert await unloading
+    finally:
+        await host.close()
+
+
 async def test_zero_keeps_models_loaded_and_a_model_never_loaded_is_left_alone(
     starter_path: Path,
 ) -> None:

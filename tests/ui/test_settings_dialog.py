@@ -214,6 +214,8 @@ def test_idle_models_unload_after_the_minutes_chosen_or_never(qtbot: QtBot, serv
     dialog = open_dialog(qtbot, services)
     assert dialog.unload_after.value() == 30
     assert dialog.unload_after.text() == "After 30 minutes unused"
+    dialog.unload_after.setValue(1)
+    assert dialog.unload_after.text() == "After 1 minute unused"
     dialog.unload_after.setValue(0)
     assert dialog.unload_after.text() == "Never: keep models loaded"
     with qtbot.waitSignal(services.settings_changed, timeout=5000):

@@ -83,7 +83,14 @@ async def unload_idle(
     the hosts stopped. Their next request loads them again, as a first one does."""
     if seconds <= 0:
         return []
-    return [host for host in list(hosts) if await host.unload_if_idle(seconds, now)]
+    stopped = []
+    for host in list(hosts):
+        try:
+            if await host.unload_if_idle(seconds, now):
+                stopped.append(host)
+        except Exception:  # one that would not stop is stopped at exit; the others go on
+            log.warning("could not unload %s", host.path.name, exc_info=True)
+    return stopped
 
 
 async def keep_unloading_idle(
@@ -96,5 +103,5 @@ async def keep_unloading_idle(
         await asyncio.sleep(every)
         try:
             await unload()
-        except Exception:  # a host that would not stop is stopped at exit
-            log.warning("an idle model could not be unloaded", exc_info=True)
+        except Exception:  # the settings or the models could not be read: next time
+            log.warning("could not look for idle models", exc_info=True)

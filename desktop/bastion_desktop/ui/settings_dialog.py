@@ -582,12 +582,16 @@ class SettingsDialog(QtWidgets.QDialog):
         self.unload_after.setRange(0, 10_080)
         self.unload_after.setSingleStep(5)
         self.unload_after.setPrefix("After ")
-        self.unload_after.setSuffix(" minutes unused")
+        self.unload_after.valueChanged.connect(self._unload_after_changed)
+        self._unload_after_changed(self.unload_after.value())
         self.unload_after.setSpecialValueText("Never: keep models loaded")
         self._add(
             form, "inference.unload_after_minutes", "Unload idle models", self.unload_after,
             "Gives the model's memory back to other programs; the next message loads it again.",
         )  # fmt: skip
+
+    def _unload_after_changed(self, minutes: int) -> None:
+        self.unload_after.setSuffix(" minute unused" if minutes == 1 else " minutes unused")
 
     def _set_devices(self, choices: list[tuple[str, str]]) -> None:
         """Fill the device list, keeping the value chosen (even a GPU not found now)."""

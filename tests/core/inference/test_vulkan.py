@@ -32,7 +32,7 @@ import pytest
 
 from bastion_desktop.core.errors import BastionError, ModelHostCrashedError
 from bastion_desktop.core.inference.backends import gpu_module_folders
-from bastion_desktop.core.inference.host import ModelHost
+from bastion_desktop.core.inference.host import ModelHost, forget_gpu_failures
 from bastion_desktop.core.inference.runtime_probe import (
     AUTO,
     CPU_ONLY,
@@ -280,7 +280,6 @@ def test_a_gpu_the_model_host_no_longer_finds_leaves_the_model_on_the_cpu(
     assert placement.endswith(" was not found."), placement
 
 
-@pytest.mark.log_warnings("the model host's end is logged as a warning")
 async def _signal_mid_reply(host: ModelHost, signum: int) -> None:
     """Send `signum` to the host once its reply has begun."""
     params = SamplingParams(seed=3, max_tokens=200)
@@ -289,6 +288,7 @@ async def _signal_mid_reply(host: ModelHost, signum: int) -> None:
             os.kill(host.pid, signum)
 
 
+@pytest.mark.log_warnings("the model host's end is logged as a warning")
 def test_a_model_that_stops_on_the_gpu_says_the_cpu_is_the_way_round_it(
     lavapipe: None, starter_path: Path
 ) -> None:
@@ -318,8 +318,9 @@ def test_a_model_that_crashes_on_the_gpu_runs_on_the_cpu_until_its_settings_chan
     lavapipe: None, starter_path: Path
 ) -> None:
     """A crash or an abort mid-reply with layers on the GPU (a lost device makes ggml
-    abort): the next load keeps the model on the CPU, and says so once. No driver can be
-    made to fail here on demand: SIGABRT, sent to the host mid-reply, stands in for it."""
+    abort): the next loads of that file keep it on the CPU, in this host and in any
+    other (a judge's), and say so. No driver can be made to fail here on demand:
+    SIGABRT, sent to the host mid-reply, stands in for it."""
 
     async def answer(host: ModelHost) -> str:
         finished = None
@@ -330,34 +331,38 @@ def test_a_model_that_crashes_on_the_gpu_runs_on_the_cpu_until_its_settings_chan
         assert finished is not None
         return finished.text
 
-    async def run() -> tuple[str, ModelFacts, str, ModelFacts]:
+    async def run() -> tuple[str, ModelFacts, str, ModelFacts, ModelFacts]:
         host = ModelHost(starter_path, LoadOptions(512))
+        judge = ModelHost(starter_path, LoadOptions(512), background=True)
         try:
             assert (await host.load()).gpu_layers > 0
             with pytest.raises(ModelHostCrashedError) as stopped:
                 await _signal_mid_reply(host, signal.SIGABRT)
-            message = str(stopped.value)
             text = await answer(host)
             on_cpu = host.facts
             assert on_cpu is not None
             assert (await host.load()) is on_cpu, "loaded: not loaded again"
+            judge_facts = await judge.load()
             host.options = LoadOptions(512, threads=1)  # Settings saved
-            return message, on_cpu, text, await host.load()
+            return str(stopped.value), on_cpu, text, judge_facts, await host.load()
         finally:
             await host.close()
+            await judge.close()
+            forget_gpu_failures()
 
-    message, on_cpu, text, again = asyncio.run(run())
+    message, on_cpu, text, judge, again = asyncio.run(run())
     assert message.startswith("The model stopped unexpectedly (it was ended by SIGABRT).")
     assert message.endswith(
         "The GPU's driver may be at fault, so it restarts on the CPU (slower) until Bastion "
-        "starts again or the model settings change."
+        "starts again or its load settings change (Settings → Model)."
     )
     assert on_cpu.gpu_layers == 0
     assert on_cpu.gpu_note == (
         "The model stopped on the GPU (it was ended by SIGABRT), so it runs on the CPU until "
-        "Bastion starts again or the model settings change."
+        "Bastion starts again or its load settings change (Settings → Model)."
     )
     assert text, "it answers on the CPU"
+    assert judge.gpu_layers == 0, "a judge's host of the same file keeps off the GPU too"
     assert again.gpu_layers > 0, "other settings: the GPU gets another chance"
     assert not again.gpu_note
 

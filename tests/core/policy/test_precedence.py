@@ -89,7 +89,7 @@ def test_idle_models_unload_as_the_organization_says(tmp_path: Path) -> None:
     assert applied.inference.unload_after_minutes == 5
     assert policy.locked_settings() == frozenset({"inference.unload_after_minutes"})
     assert notices == [
-        "Your organization unloads models unused for 5 minutes; this setting is managed."
+        "Your organization sets how long an unused model stays loaded; this setting is managed."
     ]
     recommended = PolicySource(
         "/etc/y.json", Level.MACHINE_RECOMMENDED, {"UnloadIdleModelsMinutes": 120}

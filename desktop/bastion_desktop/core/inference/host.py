@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -105,10 +106,27 @@ def placement_for(options: LoadOptions) -> Placement:
     return plan_placement(report, options.device, options.cpu_compatibility)
 
 
+# Models that crashed on a GPU in this run, by file and the options they loaded with: how
+# they ended. Every host of that file (the chat's, a judge's) loads it on the CPU with
+# those options from then on; other options (Settings saved) try the GPU again.
+_GPU_FAILURES: dict[tuple[Path, LoadOptions], str] = {}
+
+
+def forget_gpu_failures() -> None:
+    """Let every model try its GPU again (as a new run of the app would)."""
+    _GPU_FAILURES.clear()
+
+
 def _driver_may_have_failed(exitcode: int | None) -> bool:
     """Whether a model host that ended with `exitcode` may have been ended by its GPU's
-    driver: a crash or an abort, not a clean exit nor a SIGKILL."""
-    return exitcode is not None and exitcode not in (0, -getattr(signal, "SIGKILL", 9))
+    driver: a crash or an abort. Not SIGKILL (the out-of-memory killer's or a person's),
+    nor an exit of its own. On Windows, abort()'s code 3 or an NTSTATUS error
+    (0xC0000005, an access violation...); TerminateProcess's codes are neither."""
+    if exitcode is None:
+        return False
+    if sys.platform == "win32":
+        return exitcode == 3 or exitcode >= 0xC0000000
+    return exitcode < 0 and exitcode != -signal.SIGKILL
 
 
 class _Process:
@@ -232,9 +250,8 @@ class ModelHost:
         self._busy = 0
         self._cancel_before_start = False
         self._last_used = time.monotonic()  # when the last load or request ended
-        # The options under which the model crashed on a GPU, and how: loads with them
-        # keep it on the CPU (the GPU's driver may be at fault).
-        self._gpu_failed: tuple[LoadOptions, str] | None = None
+        # A process unloaded while idle, still stopping: the next load waits for it.
+        self._stopping: asyncio.Future[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -266,13 +283,12 @@ class ModelHost:
         check_gguf_header(self.path)
         options = requested = self.options
         crashed_on_gpu = ""
-        if self._gpu_failed is not None and self._gpu_failed[0] != requested:
-            self._gpu_failed = None  # the model settings changed: the GPU is tried again
-        if self._gpu_failed is not None:
+        failed = _GPU_FAILURES.get((self.path, requested))
+        if failed is not None:
             options = dataclasses.replace(options, gpu_layers="none")
             crashed_on_gpu = (
-                f"The model stopped on the GPU ({self._gpu_failed[1]}), so it runs on the CPU "
-                "until Bastion starts again or the model settings change."
+                f"The model stopped on the GPU ({failed}), so it runs on the CPU until "
+                "Bastion starts again or its load settings change (Settings → Model)."
             )
         while True:
             process, reply, gpu_layers = await self._start(options)
@@ -490,11 +506,11 @@ class ModelHost:
         if facts is None or not (facts.gpu_offload_supported and facts.gpu_layers):
             return ""
         if _driver_may_have_failed(process.process.exitcode) and self._loaded_with is not None:
-            self._gpu_failed = (self._loaded_with, how)
+            _GPU_FAILURES[(self.path, self._loaded_with)] = how
             log.warning("model host crashed with layers on the GPU (%s): CPU from now on", how)
             return (
                 " The GPU's driver may be at fault, so it restarts on the CPU (slower) until "
-                "Bastion starts again or the model settings change."
+                "Bastion starts again or its load settings change (Settings → Model)."
             )
         return (
             " If it stops again, choose CPU only in Settings → Model: the GPU's driver may "
@@ -547,18 +563,24 @@ class ModelHost:
     async def unload_if_idle(self, seconds: float, now: float | None = None) -> bool:
         """Stop the process when the model has done nothing for `seconds` (as of `now`,
         a `time.monotonic()` reading), giving its memory back: RAM and the GPU's. The
-        next request loads it again. Whether it was stopped."""
+        next request loads it again, once this process has gone (never two at once).
+        Whether it was stopped."""
         now = time.monotonic() if now is None else now
-        if self._busy or self._process is None or now - self._last_used < seconds:
+        process = self._process
+        if self._busy or process is None or now - self._last_used < seconds:
             return False
         log.info(
             "model host %s: %s unused for %.0f min; unloading it",
-            self.pid,
+            process.process.pid,
             self.path.name,
             (now - self._last_used) / 60,
         )
-        # Shielded: an unloader cancelled meanwhile (the app closing) still stops it.
-        await asyncio.shield(self._discard_process())
+        # Taken before any await: a request from now on finds no process and loads anew.
+        self._process, self.facts = None, None
+        self._stopping = asyncio.ensure_future(process.stop())
+        # Shielded: an unloader cancelled meanwhile (the app closing) leaves the stop
+        # running, and close() waits for it.
+        await asyncio.shield(self._stopping)
         return True
 
     async def _discard_process(self) -> None:
@@ -566,6 +588,11 @@ class ModelHost:
         self.facts = None
         if process is not None:
             await process.stop()
+        stopping = self._stopping
+        if stopping is not None:
+            await asyncio.shield(stopping)
+            if self._stopping is stopping:
+                self._stopping = None
 
     async def close(self) -> None:
         await self._discard_process()

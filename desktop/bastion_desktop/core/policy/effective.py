@@ -431,7 +431,7 @@ _INFERENCE_FIELDS = (
     (
         "UnloadIdleModelsMinutes",
         "unload_after_minutes",
-        "Your organization unloads models unused for {value} minutes; this setting is managed.",
+        "Your organization sets how long an unused model stays loaded; this setting is managed.",
     ),
 )
 
