@@ -23,8 +23,7 @@ PRIVATE_ENVIRONMENT: dict[str, str] = {
 }
 
 
-# prctl(2)'s options for a process's "dumpable" attribute.
-_PR_GET_DUMPABLE, _PR_SET_DUMPABLE = 3, 4
+_PR_SET_DUMPABLE = 4  # prctl(2)'s option for a process's "dumpable" attribute
 
 
 def apply_private_environment(environ: MutableMapping[str, str] | None = None) -> None:
