@@ -17,13 +17,10 @@ import pytest
 from bastion_desktop.core.errors import ModelHostCrashedError
 from bastion_desktop.core.inference.host import ModelHost
 from bastion_desktop.core.inference.types import (
-    ChatMessage,
     LoadOptions,
-    Role,
-    SamplingParams,
-    TokenText,
 )
 from bastion_desktop.core.privacy import PRIVATE_ENVIRONMENT
+from tests.core.inference.mid_reply import signal_mid_reply
 
 BASTION = Path(sys.executable).with_name("bastion")
 
@@ -218,13 +215,6 @@ def test_the_apps_process_dumps_no_core(setup: str, expected: str, cli_env: dict
     assert result.stdout.split("\n")[-2] == expected
 
 
-async def _crash_mid_reply(host: ModelHost) -> None:
-    params = SamplingParams(seed=1, max_tokens=200)
-    async for event in host.stream([ChatMessage(Role.USER, "My diagnosis")], params):
-        if isinstance(event, TokenText) and host.pid is not None:
-            os.kill(host.pid, signal.SIGSEGV)
-
-
 @linux_only
 @pytest.mark.model
 async def test_a_model_host_that_crashes_mid_reply_leaves_no_core_dump(
@@ -243,7 +233,7 @@ async def test_a_model_host_that_crashes_mid_reply_leaves_no_core_dump(
         limits = Path(f"/proc/{host.pid}/limits").read_text(encoding="utf-8")
         assert re.search(r"^Max core file size\s+0\s", limits, re.MULTILINE), limits
         with pytest.raises(ModelHostCrashedError, match="SIGSEGV"):
-            await _crash_mid_reply(host)
+            await signal_mid_reply(host, signal.SIGSEGV)
     finally:
         resource.setrlimit(resource.RLIMIT_CORE, limit)
         await host.close()

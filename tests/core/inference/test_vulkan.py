@@ -48,8 +48,8 @@ from bastion_desktop.core.inference.types import (
     ModelFacts,
     Role,
     SamplingParams,
-    TokenText,
 )
+from tests.core.inference.mid_reply import signal_mid_reply
 
 pytestmark = pytest.mark.model
 
@@ -280,14 +280,6 @@ def test_a_gpu_the_model_host_no_longer_finds_leaves_the_model_on_the_cpu(
     assert placement.endswith(" was not found."), placement
 
 
-async def _signal_mid_reply(host: ModelHost, signum: int) -> None:
-    """Send `signum` to the host once its reply has begun."""
-    params = SamplingParams(seed=3, max_tokens=200)
-    async for event in host.stream([ChatMessage(Role.USER, "A story.")], params):
-        if isinstance(event, TokenText) and host.pid is not None:
-            os.kill(host.pid, signum)
-
-
 @pytest.mark.log_warnings("the model host's end is logged as a warning")
 def test_a_model_that_stops_on_the_gpu_says_the_cpu_is_the_way_round_it(
     lavapipe: None, starter_path: Path
@@ -301,7 +293,7 @@ def test_a_model_that_stops_on_the_gpu_says_the_cpu_is_the_way_round_it(
             facts = await host.load()
             assert facts.gpu_layers > 0
             with pytest.raises(ModelHostCrashedError) as stopped:
-                await _signal_mid_reply(host, signal.SIGKILL)
+                await signal_mid_reply(host, signal.SIGKILL)
             return str(stopped.value)
         finally:
             await host.close()
@@ -337,7 +329,7 @@ def test_a_model_that_crashes_on_the_gpu_runs_on_the_cpu_until_its_settings_chan
         try:
             assert (await host.load()).gpu_layers > 0
             with pytest.raises(ModelHostCrashedError) as stopped:
-                await _signal_mid_reply(host, signal.SIGABRT)
+                await signal_mid_reply(host, signal.SIGABRT)
             text = await answer(host)
             on_cpu = host.facts
             assert on_cpu is not None
