@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bastion_desktop.core.attachments import words_of
 from bastion_desktop.core.audit import AuditLog, TurnAudit, audited
 from bastion_desktop.core.conversation_store import (
     Conversation,
@@ -89,8 +90,9 @@ _HISTORY_STATES = (MessageState.COMPLETE, MessageState.STOPPED, MessageState.INT
 
 
 def title_from(text: str) -> str:
-    """A conversation's title from its first message: one line, at most 60 characters."""
-    line = " ".join(text.split())
+    """A conversation's title from its first message (its words, not the files attached
+    to it): one line, at most 60 characters."""
+    line = " ".join(words_of(text).split())
     return line if len(line) <= 60 else line[:59].rstrip() + "…"
 
 
