@@ -1,9 +1,19 @@
 """Where the user writes: Enter sends, Shift+Enter adds a line, Esc stops a reply (or
 leaves an edit). While a reply streams the text box stays usable for the next message
-but cannot send, and the Send button becomes Stop."""
+but cannot send, and the Send button becomes Stop. Text files can be attached (the +
+button, File > Attach files, or dropped or pasted onto the box): each shows as a chip
+above the text until the message is sent with it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from bastion_desktop.core.attachments import (
+    Attachment,
+    AttachmentError,
+    read_attachment,
+    with_attachments,
+)
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 
 _MAX_LINES = 8
@@ -11,9 +21,40 @@ _MAX_LINES = 8
 NEARLY_FULL = 0.8
 
 
+_FILE_FILTER = (
+    "Text and code (*.txt *.md *.csv *.json *.log *.py *.js *.ts *.c *.cpp *.h *.rs *.go "
+    "*.java *.sh *.sql *.html *.css *.xml *.yaml *.yml *.toml *.ini);;All files (*)"
+)
+
+
+def _local_files(mime: QtCore.QMimeData) -> list[Path]:
+    """The files a drop or a paste carries; none when it carries anything else."""
+    if not mime.hasUrls():
+        return []
+    urls = mime.urls()
+    if not urls or not all(url.isLocalFile() for url in urls):
+        return []
+    return [Path(url.toLocalFile()) for url in urls]
+
+
+def _size_text(size: int) -> str:
+    return f"{size:,} bytes" if size < 1024 else f"{size / 1024:,.0f} KB"
+
+
 class _MessageEdit(QtWidgets.QPlainTextEdit):
     submitted = Signal()
     escaped = Signal()
+    files_dropped = Signal(list)  # of Path: files dropped or pasted are attached, not typed
+
+    def canInsertFromMimeData(self, source: QtCore.QMimeData) -> bool:
+        return bool(_local_files(source)) or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source: QtCore.QMimeData) -> None:
+        files = _local_files(source)
+        if files:
+            self.files_dropped.emit(files)
+        else:
+            super().insertFromMimeData(source)
 
     def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:
         key = event.key()
@@ -29,16 +70,44 @@ class _MessageEdit(QtWidgets.QPlainTextEdit):
         super().keyPressEvent(event)
 
 
+class _Chip(QtWidgets.QFrame):
+    """One attached file: its name and size, and a button that takes it off."""
+
+    removed = Signal(object)  # the Path
+
+    def __init__(self, path: Path, attachment: Attachment, parent: QtWidgets.QWidget) -> None:
+        super().__init__(parent)
+        self.path = path
+        self.setObjectName("attachmentChip")
+        self.setToolTip(str(path))
+        row = QtWidgets.QHBoxLayout(self)
+        row.setContentsMargins(8, 2, 2, 2)
+        row.setSpacing(4)
+        self.label = QtWidgets.QLabel(f"{attachment.name} · {_size_text(attachment.size)}", self)
+        row.addWidget(self.label)
+        self.remove_button = QtWidgets.QToolButton(self)
+        self.remove_button.setText("\N{MULTIPLICATION SIGN}")
+        self.remove_button.setAutoRaise(True)
+        self.remove_button.setAccessibleName(f"Remove {attachment.name}")
+        self.remove_button.setToolTip("Do not send this file")
+        self.remove_button.clicked.connect(lambda: self.removed.emit(path))
+        row.addWidget(self.remove_button)
+
+
 class Composer(QtWidgets.QFrame):
     send_requested = Signal(str)
     edit_requested = Signal(int, str)  # message id, new text
     stop_requested = Signal()
+    attach_failed = Signal(str)  # the sentence saying why a file was not attached
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("composer")
         self._busy = False
         self.editing: int | None = None
+        self._attached: list[tuple[Path, Attachment]] = []
+        self._last_folder = ""
+        self.setAcceptDrops(True)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(16, 8, 16, 12)
         layout.setSpacing(4)
@@ -47,8 +116,12 @@ class Composer(QtWidgets.QFrame):
         self.edit_banner.setText("Editing a message: Enter resends it, Esc cancels.")
         self.edit_banner.setVisible(False)
         layout.addWidget(self.edit_banner)
+        self.chips = self._chip_row()
+        layout.addWidget(self.chips)
         row = QtWidgets.QHBoxLayout()
         row.setSpacing(8)
+        self.attach_button = self._attach_button()
+        row.addWidget(self.attach_button, 0, QtCore.Qt.AlignmentFlag.AlignBottom)
         self.text = _MessageEdit(self)
         self.text.setObjectName("messageInput")
         self.text.setAccessibleName("Message")
@@ -57,6 +130,7 @@ class Composer(QtWidgets.QFrame):
         self.text.submitted.connect(self.submit)
         self.text.escaped.connect(self._escape)
         self.text.textChanged.connect(self._fit)
+        self.text.files_dropped.connect(self.attach_files)
         row.addWidget(self.text, 1)
         self.send_button = QtWidgets.QPushButton("Send", self)
         self.send_button.setObjectName("sendButton")
@@ -72,6 +146,27 @@ class Composer(QtWidgets.QFrame):
         self.context_use.setVisible(False)
         layout.addWidget(self.context_use)
         self._fit()
+
+    def _chip_row(self) -> QtWidgets.QWidget:
+        """Where the attached files show, above the text; hidden while there are none."""
+        chips = QtWidgets.QWidget(self)
+        chips.setObjectName("attachments")
+        chips.setAccessibleName("Attached files")
+        row = QtWidgets.QHBoxLayout(chips)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(6)
+        row.addStretch(1)
+        chips.setVisible(False)
+        return chips
+
+    def _attach_button(self) -> QtWidgets.QToolButton:
+        button = QtWidgets.QToolButton(self)
+        button.setObjectName("attachButton")
+        button.setText("+")
+        button.setAccessibleName("Attach files")
+        button.setToolTip("Attach text files: notes, code, CSV, JSON (Ctrl+O)")
+        button.clicked.connect(self.choose_files)
+        return button
 
     @property
     def busy(self) -> bool:
@@ -119,17 +214,74 @@ class Composer(QtWidgets.QFrame):
             self.edit_banner.setVisible(False)
             self.text.clear()
 
+    @property
+    def attachments(self) -> list[Attachment]:
+        return [attachment for _path, attachment in self._attached]
+
+    def choose_files(self) -> None:
+        """Ask for text files to attach (the + button, File > Attach files)."""
+        names, _filter = QtWidgets.QFileDialog.getOpenFileNames(
+            self, "Attach text files", self._last_folder, _FILE_FILTER
+        )
+        if names:
+            self._last_folder = str(Path(names[0]).parent)
+            self.attach_files([Path(name) for name in names])
+        self.text.setFocus()
+
+    def attach_files(self, paths: list[Path]) -> None:
+        """Attach each file that can be; for each that cannot, `attach_failed` says why
+        (the text typed and the files attached already are kept). A file attached
+        already is not attached twice."""
+        for path in paths:
+            if any(path == attached for attached, _a in self._attached):
+                continue
+            already = sum(attachment.size for attachment in self.attachments)
+            try:
+                attachment = read_attachment(path, already)
+            except AttachmentError as error:
+                self.attach_failed.emit(str(error))
+                continue
+            self._attached.append((path, attachment))
+            chip = _Chip(path, attachment, self.chips)
+            chip.removed.connect(self.remove_attachment)
+            layout = self.chips.layout()
+            assert isinstance(layout, QtWidgets.QHBoxLayout)
+            layout.insertWidget(layout.count() - 1, chip)
+        self.chips.setVisible(bool(self._attached))
+
+    def remove_attachment(self, path: Path) -> None:
+        self._attached = [(p, a) for p, a in self._attached if p != path]
+        for chip in self.chips.findChildren(_Chip):
+            if chip.path == path:
+                chip.deleteLater()
+        self.chips.setVisible(bool(self._attached))
+
+    def clear_attachments(self) -> None:
+        for path, _attachment in list(self._attached):
+            self.remove_attachment(path)
+
+    def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
+        if _local_files(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QtGui.QDropEvent) -> None:
+        files = _local_files(event.mimeData())
+        if files:
+            event.acceptProposedAction()
+            self.attach_files(files)
+
     def submit(self) -> None:
         if self._busy:
             return
         if not self.send_button.isEnabled():
             return  # nothing can be sent yet (the profile is opening): the text stays
-        text = self.text.toPlainText().strip()
+        text = with_attachments(self.text.toPlainText(), self.attachments)
         if not text:
             return
         editing, self.editing = self.editing, None
         self.edit_banner.setVisible(False)
         self.text.clear()
+        self.clear_attachments()
         if editing is not None:
             self.edit_requested.emit(editing, text)
         else:

@@ -239,6 +239,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.private_chat_action.setToolTip(
             "A chat kept in memory only: nothing of it is saved in your history."
         )
+        self.attach_action = self._action(
+            file_menu, "&Attach files…", self._attach_files, QtGui.QKeySequence.StandardKey.Open
+        )
         file_menu.addSeparator()
         self._action(
             file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit
@@ -269,6 +272,9 @@ class MainWindow(QtWidgets.QMainWindow):
     def _stop(self) -> None:
         self.controller.stop()
 
+    def _attach_files(self) -> None:
+        self.composer.choose_files()
+
     def _wire(self) -> None:
         c = self.controller
         self.sidebar.open_requested.connect(c.open)
@@ -286,6 +292,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.composer.send_requested.connect(self.send)
         self.composer.edit_requested.connect(c.edit_and_resend)
         self.composer.stop_requested.connect(c.stop)
+        self.composer.attach_failed.connect(self.show_error)
         self.chat_view.edit_requested.connect(self.composer.begin_edit)
         self.chat_view.context_used.connect(self.composer.show_context)
         self.top_bar.error.connect(self.show_error)

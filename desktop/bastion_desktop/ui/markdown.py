@@ -475,7 +475,7 @@ class MarkdownView(QtWidgets.QWidget):
         self._spare_parts: dict[str, list[QtWidgets.QWidget]] = {"text": [], "code": []}
         self._markdown = ""
         self._streaming = False
-        self._plain = False
+        self._plain = False  # shown by set_plain, which set_markdown must redo
 
     @property
     def markdown(self) -> str:
@@ -494,20 +494,31 @@ class MarkdownView(QtWidgets.QWidget):
         return [w for _k, w in self._parts if isinstance(w, CodeBlockView)]
 
     def set_plain(self, text: str) -> None:
-        """The user's own words: shown as written, never as Markdown."""
-        self._plain = True
-        self._markdown = text
-        view = self._part(0, "text")
-        assert isinstance(view, SafeTextBrowser)
-        view.setPlainText(text)
-        self._trim(1)
+        """The user's own words: shown as written, never as Markdown. Only a fenced
+        block (an attached file, pasted code) is shown as code, with its Copy button."""
+        self._markdown, self._plain = text, True
+        blocks = split_blocks(text) or [Block("text", "")]
+        for index, block in enumerate(blocks):
+            widget = self._part(index, block.kind)
+            if isinstance(widget, CodeBlockView):
+                widget.set_code(block.text, block.language, block.closed)
+            else:
+                assert isinstance(widget, SafeTextBrowser)
+                widget.setProperty("markdownSource", None)  # what set_markdown compares
+                widget.setPlainText(block.text if len(blocks) == 1 else block.text.strip("\n"))
+        self._trim(len(blocks))
 
     def set_markdown(self, text: str, *, streaming: bool = False) -> None:
         """Show `text`; `streaming` while it grows: long prose then shows in sections
         (see SECTION_CHARS), re-rendering only the one that changed."""
-        if text == self._markdown and self._parts and streaming == self._streaming:
+        if (
+            text == self._markdown
+            and self._parts
+            and streaming == self._streaming
+            and not self._plain
+        ):
             return
-        self._markdown, self._streaming = text, streaming
+        self._markdown, self._streaming, self._plain = text, streaming, False
         blocks = split_blocks(text) or [Block("text", "")]
         if streaming:
             blocks = [

@@ -71,6 +71,9 @@ def _style_sheet(c: dict[str, str]) -> str:
         padding: 6px; }}
     #composer {{ border-top: 1px solid {c["border"]}; }}
     #editBanner {{ color: {c["accent"]}; }}
+    #attachmentChip {{ background: {c["user"]}; border: 1px solid {c["border"]};
+        border-radius: 10px; }}
+    #attachButton {{ font-size: 16px; font-weight: 600; padding: 2px 8px; }}
     #passphraseDialog #problem {{ color: {c["blocked"]}; }}
     QScrollBar:vertical {{ background: transparent; width: 10px; margin: 0; }}
     QScrollBar:horizontal {{ background: transparent; height: 10px; margin: 0; }}
