@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("message", nargs="?", help="send one message and exit; omit to converse")
     chat.add_argument("--model", metavar="ID_OR_PATH", help="installed model id or GGUF file")
     chat.add_argument("--system", metavar="TEXT", help="system prompt for this conversation")
+    chat.add_argument(
+        "--attach",
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="attach a text file to the message (again for more files); "
+        "the message may then be left out",
+    )
     chat.add_argument("--max-tokens", type=_positive, metavar="N", help="longest reply, in tokens")
     chat.add_argument("--temperature", type=_temperature, metavar="T", help="sampling temperature")
     chat.add_argument("--seed", type=_seed, metavar="N", help="seed, for a reproducible reply")

@@ -138,6 +138,42 @@ def test_a_message_too_long_for_the_context_is_refused_plainly(
     assert events[-1] == "done"
 
 
+def test_attached_files_are_sent_with_the_message_and_titled_by_it(
+    bastion: RunBastion, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Meet at the lighthouse at noon.\n")
+    result = bastion(
+        "chat", "--json", "--max-tokens", "4", "--attach", str(notes), "When do we meet?"
+    )
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    [named] = [e for e in events if e["type"] == "conversation" and not e["created"]]
+    assert named["title"] == "When do we meet?"
+    done = events[-1]
+    assert done["type"] == "done"
+    shown = bastion("history", "show", "--json", named["id"])
+    assert shown.returncode == 0, shown.stderr
+    question = json.loads(shown.stdout)["messages"][0]["content"]
+    assert question == (
+        "When do we meet?\n\nAttached: notes.txt\n```\nMeet at the lighthouse at noon.\n```"
+    )
+
+
+def test_a_file_that_cannot_be_attached_stops_before_anything_runs(
+    bastion: RunBastion, tmp_path: Path
+) -> None:
+    image = tmp_path / "photo.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    result = bastion("chat", "--attach", str(image), "What is this?")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        "bastion: photo.png is an image, and Bastion attaches text files only (notes, code, "
+        "CSV, JSON, Markdown): copy the text you want into the message instead.\n"
+    )
+
+
 def test_bad_arguments_exit_2_with_usage(bastion: RunBastion) -> None:
     result = bastion("chat", "--temperature", "hot", "hi")
     assert result.returncode == 2

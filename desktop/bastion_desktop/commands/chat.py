@@ -15,6 +15,7 @@ from typing import TextIO
 
 from bastion_desktop.commands.passphrase import passphrase_prompt
 from bastion_desktop.context import AppContext
+from bastion_desktop.core.attachments import Attachment, read_attachment, with_attachments
 from bastion_desktop.core.chat import ChatService, NewConversation
 from bastion_desktop.core.conversation_store import ConversationStore, InMemoryConversationStore
 from bastion_desktop.core.errors import BastionError
@@ -369,5 +370,17 @@ async def _read_and_send(
         conversation_id = await turn(conversation_id, text)
 
 
+def _attach(args: argparse.Namespace) -> None:
+    """`--attach`: the files written into the one message (which may then be empty),
+    read before anything else runs, so a file that cannot be attached costs nothing."""
+    if not args.attach:
+        return
+    attachments: list[Attachment] = []
+    for path in args.attach:
+        attachments.append(read_attachment(path, sum(a.size for a in attachments)))
+    args.message = with_attachments(args.message or "", attachments)
+
+
 def run_chat(context: AppContext, args: argparse.Namespace) -> int:
+    _attach(args)
     return asyncio.run(_chat(context, args))
