@@ -170,7 +170,7 @@ def test_a_file_that_cannot_be_attached_stops_before_anything_runs(
     assert result.stdout == ""
     assert result.stderr == (
         "bastion: photo.png is an image, and Bastion attaches text files only (notes, code, "
-        "CSV, JSON, Markdown): copy the text you want into the message instead.\n"
+        "CSV, JSON, Markdown).\n"
     )
 
 

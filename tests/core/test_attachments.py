@@ -20,7 +20,7 @@ from bastion_desktop.core.chat import title_from
 
 def test_a_text_file_is_read_as_written(tmp_path: Path) -> None:
     path = tmp_path / "notes.md"
-    path.write_text("# Plan\r\n\r\nCafé at noon.\r\n", encoding="utf-8")
+    path.write_bytes("# Plan\r\n\r\nCafé at noon.\r\n".encode())
     attachment = read_attachment(path)
     assert attachment == Attachment("notes.md", "# Plan\n\nCafé at noon.\n")
     assert attachment.size == len("# Plan\n\nCafé at noon.\n".encode())
@@ -61,8 +61,14 @@ def test_what_cannot_be_attached_is_said_by_name(tmp_path: Path) -> None:
     assert refused(empty) == "empty.txt is empty; nothing was attached."
     assert refused(tmp_path) == f"{tmp_path.name} is a folder: attach the files in it one by one."
     gone = tmp_path / "gone.txt"
-    assert refused(gone) == f"{gone} no longer exists; nothing was attached."
-    if os.geteuid() != 0:  # root reads anything
+    assert refused(gone) == f"{gone} cannot be found; nothing was attached."
+    photo = tmp_path / "photo.JPG"
+    photo.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF")
+    assert refused(photo) == (
+        "photo.JPG is an image, and Bastion attaches text files only (notes, code, CSV, "
+        "JSON, Markdown)."
+    )
+    if hasattr(os, "geteuid") and os.geteuid() != 0:  # root reads anything
         locked = tmp_path / "locked.txt"
         locked.write_text("secret")
         locked.chmod(0)
@@ -70,19 +76,43 @@ def test_what_cannot_be_attached_is_said_by_name(tmp_path: Path) -> None:
 
 
 def test_the_attached_text_of_one_message_is_limited(tmp_path: Path) -> None:
+    def too_large(path: Path, already: int = 0) -> str:
+        with pytest.raises(AttachmentError, match=r" is too large to attach: one message ") as e:
+            read_attachment(path, already)
+        return str(e.value)
+
+    # Read up to twice the limit, which falls inside a character; "Ё" is no Windows
+    # code page text either, so only the forgiven end tells it from a binary file.
     big = tmp_path / "big.log"
-    big.write_text("é" * MAX_TOTAL_BYTES)  # read up to the limit, which falls mid-character
-    with pytest.raises(
-        AttachmentError,
-        match=r"^big.log is too large to attach: one message takes at most 512 KB of "
-        r"attached text\.$",
-    ):
-        read_attachment(big)
+    big.write_text("x" + "Ё" * MAX_TOTAL_BYTES, encoding="utf-8")
+    assert too_large(big) == (
+        "big.log is too large to attach: one message takes at most 512 KB of attached text."
+    )
+    # The limit counts the text as the message holds it: a Windows code page file's "€"
+    # is three bytes there.
+    euros = tmp_path / "prices.txt"
+    euros.write_bytes(b"\x80" * (MAX_TOTAL_BYTES // 2))
+    too_large(euros)
+    # UTF-16 takes two bytes on disk for what the message holds in one.
+    wide = tmp_path / "wide.log"
+    wide.write_bytes(("a" * 300_000).encode("utf-16"))
+    assert read_attachment(wide).size == 300_000
+    wide.write_bytes(("a" * (MAX_TOTAL_BYTES + 7)).encode("utf-16"))
+    too_large(wide)
+    # Beside files attached already.
     half = tmp_path / "half.log"
-    half.write_text("x" * (MAX_TOTAL_BYTES // 2))
+    half.write_text("x" * (MAX_TOTAL_BYTES // 2), encoding="utf-8")
     assert read_attachment(half, already=MAX_TOTAL_BYTES // 2).size == MAX_TOTAL_BYTES // 2
-    with pytest.raises(AttachmentError, match=r"and 256 KB are attached already\.$"):
-        read_attachment(half, already=MAX_TOTAL_BYTES // 2 + 1)
+    assert too_large(half, MAX_TOTAL_BYTES // 2 + 1).endswith(
+        "512 KB of attached text, and 256 KB are attached already."
+    )
+    assert too_large(big, 100).endswith(", and under 1 KB are attached already.")
+
+
+def test_utf32_and_old_mac_line_ends_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "old.txt"
+    path.write_bytes("one\rtwo\r".encode("utf-32"))
+    assert read_attachment(path).text == "one\ntwo\n"
 
 
 def test_the_message_names_each_file_and_fences_it_whole() -> None:
@@ -106,3 +136,8 @@ def test_a_conversation_is_titled_with_the_words_not_the_files() -> None:
     )
     assert title_from(with_attachments("", [script, notes])) == "build.py, notes.txt"
     assert title_from("Attached: a note I wrote") == "Attached: a note I wrote"
+    # A file that holds what looks like an attachment of its own is one file.
+    inner = with_attachments("", [Attachment("plan.txt", "secret")])
+    outer = Attachment("draft.md", "Notes\n\n" + inner + "\n")
+    assert title_from(with_attachments("", [outer])) == "draft.md"
+    assert title_from(with_attachments("Check", [outer, script])) == "Check"

@@ -15,6 +15,7 @@ from pytestqt.qtbot import QtBot
 from bastion_desktop.core.attachments import Attachment, with_attachments
 from bastion_desktop.core.inference.types import Role
 from bastion_desktop.ui.composer import Composer
+from bastion_desktop.ui.markdown import MarkdownView
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets
 from tests.ui.desktop_fixtures import Desktop, open_desktop, screenshot, write_settings
 
@@ -63,7 +64,7 @@ def test_files_are_attached_as_chips_and_sent_with_the_message(
     assert len(failures) == 1
     assert failures[0].startswith("scan.pdf is a PDF, and Bastion attaches text files only")
     assert composer.text.toPlainText() == "Summarise these", "the text typed is kept"
-    assert composer.chips.isVisible()
+    assert composer.chip_area.isVisible()
     screenshot(composer, "composer-attachments")
 
     remove = composer.chips.findChild(QtWidgets.QToolButton)
@@ -76,7 +77,7 @@ def test_files_are_attached_as_chips_and_sent_with_the_message(
         qtbot.keyClick(composer.text, QtCore.Qt.Key.Key_Return)
     assert sent.args == [with_attachments("Summarise these", [Attachment("tool.py", "print(1)\n")])]
     assert composer.attachments == []
-    assert composer.chips.isHidden()
+    assert composer.chip_area.isHidden()
     assert composer.text.toPlainText() == ""
 
 
@@ -91,6 +92,30 @@ def test_a_file_alone_can_be_sent(composer: Composer, qtbot: QtBot, tmp_path: Pa
     assert sent.args == ["Attached: data.csv\n```csv\na,b\n1,2\n```"]
 
 
+def drop(composer: Composer, mime: QtCore.QMimeData, *, shift: bool = False) -> QtGui.QDropEvent:
+    """A drag over the message box and its drop, as a file manager makes them (with
+    Shift, a file manager proposes a move)."""
+    viewport = composer.text.viewport()
+    at = QtCore.QPointF(viewport.rect().center())
+    actions = QtCore.Qt.DropAction.CopyAction | QtCore.Qt.DropAction.MoveAction
+    no_button = QtCore.Qt.MouseButton.NoButton
+    keys = (
+        QtCore.Qt.KeyboardModifier.ShiftModifier if shift else QtCore.Qt.KeyboardModifier.NoModifier
+    )
+    enter = QtGui.QDragEnterEvent(at.toPoint(), actions, mime, no_button, keys)
+    QtWidgets.QApplication.sendEvent(viewport, enter)
+    move = QtGui.QDragMoveEvent(at.toPoint(), actions, mime, no_button, keys)
+    if shift:
+        move.setDropAction(QtCore.Qt.DropAction.MoveAction)
+    QtWidgets.QApplication.sendEvent(viewport, move)
+    assert move.isAccepted()
+    dropped = QtGui.QDropEvent(at, actions, mime, no_button, keys)
+    if shift:
+        dropped.setDropAction(QtCore.Qt.DropAction.MoveAction)
+    QtWidgets.QApplication.sendEvent(viewport, dropped)
+    return dropped
+
+
 def test_files_dropped_or_pasted_on_the_box_are_attached_not_typed(
     composer: Composer, qtbot: QtBot, tmp_path: Path
 ) -> None:
@@ -98,20 +123,14 @@ def test_files_dropped_or_pasted_on_the_box_are_attached_not_typed(
     first.write_text("# One\n")
     second = tmp_path / "second.md"
     second.write_text("# Two\n")
+    third = tmp_path / "third.md"
+    third.write_text("# Three\n")
     composer.text.setPlainText("Compare")
 
-    # A drop on the message box, as a file manager makes it.
-    viewport = composer.text.viewport()
-    at = QtCore.QPointF(viewport.rect().center())
-    actions = QtCore.Qt.DropAction.CopyAction
-    mime = files_mime(first)
-    no_button = QtCore.Qt.MouseButton.NoButton
-    no_modifier = QtCore.Qt.KeyboardModifier.NoModifier
-    enter = QtGui.QDragEnterEvent(at.toPoint(), actions, mime, no_button, no_modifier)
-    QtWidgets.QApplication.sendEvent(viewport, enter)
-    assert enter.isAccepted()
-    drop = QtGui.QDropEvent(at, actions, mime, no_button, no_modifier)
-    QtWidgets.QApplication.sendEvent(viewport, drop)
+    dropped = drop(composer, files_mime(first), shift=True)
+    assert dropped.isAccepted()
+    # Never a move: Windows' Explorer deletes the file a drop target says it moved.
+    assert dropped.dropAction() == QtCore.Qt.DropAction.CopyAction
     assert [a.name for a in composer.attachments] == ["first.md"]
 
     # A paste of a file copied in a file manager.
@@ -120,11 +139,58 @@ def test_files_dropped_or_pasted_on_the_box_are_attached_not_typed(
     assert [a.name for a in composer.attachments] == ["first.md", "second.md"]
     assert composer.text.toPlainText() == "Compare", "no path was typed into the message"
 
+    # While a reply streams the box is read-only, and files still attach.
+    composer.set_busy(True)
+    drop(composer, files_mime(third))
+    assert [a.name for a in composer.attachments] == ["first.md", "second.md", "third.md"]
+    composer.remove_attachment(second)
+    QtWidgets.QApplication.clipboard().setMimeData(files_mime(second))
+    qtbot.keyClick(composer.text, "v", QtCore.Qt.KeyboardModifier.ControlModifier)
+    assert [a.name for a in composer.attachments] == ["first.md", "third.md", "second.md"]
+    composer.set_busy(False)
+
     # Text is still pasted as text.
     QtWidgets.QApplication.clipboard().setText(" them")
     composer.text.moveCursor(QtGui.QTextCursor.MoveOperation.End)
     composer.text.paste()
     assert composer.text.toPlainText() == "Compare them"
+
+
+def test_every_refusal_is_said_and_many_files_do_not_widen_the_window(
+    composer: Composer, tmp_path: Path
+) -> None:
+    failures: list[str] = []
+    composer.attach_failed.connect(failures.append)
+    names = [f"quarterly-report-section-{n:02}-final-v2.md" for n in range(12)]
+    for name in names:
+        (tmp_path / name).write_text(f"# {name}\n")
+    (tmp_path / "a.pdf").write_bytes(b"%PDF")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG")
+    paths = [tmp_path / "a.pdf", *(tmp_path / name for name in names), tmp_path / "b.png"]
+    composer.attach_files(paths)
+    assert len(composer.attachments) == 12
+    [said] = failures
+    assert said.startswith("a.pdf is a PDF")
+    assert " b.png is an image" in said
+    assert composer.minimumSizeHint().width() < 600
+    [label, *_] = chips(composer)
+    assert "…" in label, "a long name is shortened on its chip"
+    assert label.endswith("final-v2.md · 42 bytes")
+
+
+def test_a_user_message_shows_closed_fences_as_code_and_the_rest_as_written(
+    qtbot: QtBot,
+) -> None:
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    view.set_plain("Rules:\n~~~~~~~~\nbe *kind*")  # a divider, never closed
+    assert view.code_blocks() == []
+    assert [v.toPlainText() for v in view.text_views()] == ["Rules:", "~~~~~~~~\nbe *kind*"]
+    view.set_plain("See:\n```py\nx = 1\n```\nthanks")
+    [block] = view.code_blocks()
+    assert block.view.toPlainText() == "x = 1"
+    view.set_markdown("See:\n```py\nx = 1\n```\nthanks")  # the same text as a reply
+    assert view.text_views()[-1].toMarkdown().strip() == "thanks"
 
 
 @pytest.mark.model
@@ -147,6 +213,8 @@ def test_an_attached_file_goes_through_a_turn_and_the_history(
     assert [caption for caption, _f in asked] == ["Attach text files"]
     assert asked[0][1].endswith(";;All files (*)")
     assert [a.name for a in window.composer.attachments] == ["recipe.md"]
+    window.composer.text.setPlainText("What do I need?")
+    screenshot(window, "attachment-chip")
     desktop.send("What do I need?")
 
     question, reply = window.chat_view.messages

@@ -57,28 +57,37 @@ _LANGUAGES = {
     ".ini": "ini",
     ".csv": "csv",
 }
-# Formats people try to attach that are not text, and what they are called.
+# Formats people try to attach that are not text: what each is, and whether its text
+# could be copied out of it into the message.
 _DOCUMENTS = {
-    ".pdf": "a PDF",
-    ".doc": "a Word document",
-    ".docx": "a Word document",
-    ".odt": "an OpenDocument text",
-    ".rtf": "a rich-text document",
-    ".xls": "a spreadsheet",
-    ".xlsx": "a spreadsheet",
-    ".ods": "a spreadsheet",
-    ".ppt": "a presentation",
-    ".pptx": "a presentation",
-    ".png": "an image",
-    ".jpg": "an image",
-    ".jpeg": "an image",
-    ".gif": "an image",
-    ".webp": "an image",
-    ".zip": "an archive",
+    ".pdf": ("a PDF", True),
+    ".doc": ("a Word document", True),
+    ".docx": ("a Word document", True),
+    ".odt": ("an OpenDocument text", True),
+    ".rtf": ("a rich-text document", True),
+    ".xls": ("a spreadsheet", True),
+    ".xlsx": ("a spreadsheet", True),
+    ".ods": ("a spreadsheet", True),
+    ".ppt": ("a presentation", True),
+    ".pptx": ("a presentation", True),
+    ".png": ("an image", False),
+    ".jpg": ("an image", False),
+    ".jpeg": ("an image", False),
+    ".gif": ("an image", False),
+    ".webp": ("an image", False),
+    ".zip": ("an archive", False),
 }
+_TEXT_ONLY = "Bastion attaches text files only (notes, code, CSV, JSON, Markdown)"
 _BACKTICKS = re.compile(r"`{3,}")
-# Where `with_attachments` put a file: its line, then the opening fence.
-_ATTACHED = re.compile(r"(?:^|\n\n)Attached: ([^\n]+)\n`{3,}")
+# Where `with_attachments` put a file: its line, then the opening fence and its language.
+_ATTACHED = re.compile(r"Attached: ([^\n]+)\n(`{3,})[^`\n]*\n")
+# Byte-order marks, longest first: UTF-32's begins with UTF-16's.
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
 
 
 class AttachmentError(BastionError):
@@ -99,64 +108,63 @@ class Attachment:
 def read_attachment(path: Path, already: int = 0) -> Attachment:
     """The text of the file at `path`, to attach beside attachments of `already` bytes.
 
-    Raises an `AttachmentError` whose sentence names the file and says why: missing, a
-    folder, unreadable, not text, empty, or too large for one message.
+    Raises an `AttachmentError` whose sentence names the file and says why: not found,
+    a folder, unreadable, not text, empty, or too large for one message.
     """
     name = path.name
-    kind = _DOCUMENTS.get(path.suffix.lower())
     try:
         if path.is_dir():
             raise AttachmentError(f"{name} is a folder: attach the files in it one by one.")
-        room = MAX_TOTAL_BYTES - already
         with path.open("rb") as handle:
-            data = handle.read(room + 1)
+            # A text file of more than twice the limit is too large in any encoding
+            # (UTF-16 takes two bytes for a character UTF-8 writes in one).
+            data = handle.read(2 * MAX_TOTAL_BYTES + 1)
     except FileNotFoundError:
-        raise AttachmentError(f"{path} no longer exists; nothing was attached.") from None
+        raise AttachmentError(f"{path} cannot be found; nothing was attached.") from None
     except PermissionError:
         raise AttachmentError(f"{name} cannot be read: you do not have permission.") from None
     except OSError as error:
         raise AttachmentError(f"{name} cannot be read ({error.strerror or error}).") from None
-    if kind is not None:
-        raise AttachmentError(
-            f"{name} is {kind}, and Bastion attaches text files only (notes, code, CSV, "
-            "JSON, Markdown): copy the text you want into the message instead."
-        )
-    text = _decode(data)
+    document = _DOCUMENTS.get(path.suffix.lower())
+    if document is not None:
+        kind, has_text = document
+        advice = ": copy the text you want into the message instead" if has_text else ""
+        raise AttachmentError(f"{name} is {kind}, and {_TEXT_ONLY}{advice}.")
+    cut = len(data) > 2 * MAX_TOTAL_BYTES
+    text = _decode(data[: 2 * MAX_TOTAL_BYTES], cut=cut)
     if text is None:
-        raise AttachmentError(
-            f"{name} is not a text file: Bastion attaches text files only (notes, code, "
-            "CSV, JSON, Markdown)."
-        )
-    if len(data) > room:
+        raise AttachmentError(f"{name} is not a text file: {_TEXT_ONLY}.")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    attachment = Attachment(name, text)
+    if cut or attachment.size > MAX_TOTAL_BYTES - already:
+        more = f", and {_kilobytes(already)} are attached already" if already else ""
         raise AttachmentError(
             f"{name} is too large to attach: one message takes at most "
-            f"{MAX_TOTAL_BYTES // 1024} KB of attached text"
-            + (f", and {already // 1024:,} KB are attached already." if already else ".")
+            f"{MAX_TOTAL_BYTES // 1024} KB of attached text{more}."
         )
     if not text.strip():
         raise AttachmentError(f"{name} is empty; nothing was attached.")
-    return Attachment(name, text.replace("\r\n", "\n"))
+    return attachment
 
 
-def _decode(data: bytes) -> str | None:
-    """Text in UTF-8 (with or without a byte-order mark), UTF-16 with one, or the
-    Windows code page older editors write; None for anything else. A file cut at the
-    size limit may end inside a character: that end is forgiven, the caller refuses the
-    file anyway."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        candidates = [(data, "utf-16")]
-    elif b"\x00" in data[:_SNIFF_BYTES]:
-        candidates = []
-    else:
-        candidates = [(data, "utf-8-sig"), (data, "cp1252")]
-        try:
-            data.decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            if error.start >= len(data) - 3 and error.reason == "unexpected end of data":
-                candidates.insert(0, (data[: error.start], "utf-8-sig"))
-    for candidate, encoding in candidates:
-        with contextlib.suppress(UnicodeDecodeError):
-            return candidate.decode(encoding)
+def _kilobytes(size: int) -> str:
+    return "under 1 KB" if size < 1024 else f"{size / 1024:,.0f} KB"
+
+
+def _decode(data: bytes, *, cut: bool) -> str | None:
+    """Text in UTF-8 (with or without a byte-order mark), in UTF-16 or UTF-32 with one,
+    or in the Windows code page older editors write; None for anything else. Data `cut`
+    at the size limit may end inside a character: that end is forgiven, as the file is
+    refused for its size, not called binary."""
+    encodings = [encoding for bom, encoding in _BOMS if data.startswith(bom)][:1]
+    if not encodings:
+        if b"\x00" in data[:_SNIFF_BYTES]:
+            return None
+        encodings = ["utf-8-sig", "cp1252"]
+    for encoding in encodings:
+        for end in range(len(data), len(data) - (4 if cut else 1), -1):
+            with contextlib.suppress(UnicodeDecodeError):
+                return data[: max(end, 0)].decode(encoding)
     return None
 
 
@@ -177,8 +185,31 @@ def with_attachments(text: str, attachments: list[Attachment]) -> str:
 def words_of(message: str) -> str:
     """What the user wrote in a message made by `with_attachments`, without the files;
     the files' names when nothing was written. A conversation is titled with it."""
-    first = _ATTACHED.search(message)
-    if first is None:
-        return message
-    words = message[: first.start()].strip()
-    return words or ", ".join(_ATTACHED.findall(message))
+    for start in (0, *(m.end() for m in re.finditer(r"\n\n", message))):
+        names = _attached_names(message, start)
+        if names:
+            words = message[:start].strip()
+            return words or ", ".join(names)
+    return message
+
+
+def _attached_names(message: str, position: int) -> list[str]:
+    """The names of the files that make up the whole of `message` from `position` on,
+    as `with_attachments` writes them; none when something else is there."""
+    names: list[str] = []
+    while True:
+        header = _ATTACHED.match(message, position)
+        if header is None:
+            return []
+        fence = header.group(2)
+        # The body holds no run of backticks as long as its fence: the first one ends it.
+        close = message.find("\n" + fence, header.end() - 1)
+        if close < 0:
+            return []
+        names.append(header.group(1))
+        position = close + 1 + len(fence)
+        if position == len(message):
+            return names
+        if not message.startswith("\n\n", position):
+            return []
+        position += 2

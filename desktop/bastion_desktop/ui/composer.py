@@ -17,6 +17,8 @@ from bastion_desktop.core.attachments import (
 from bastion_desktop.ui.qt import QtCore, QtGui, QtWidgets, Signal
 
 _MAX_LINES = 8
+# A long file name is shortened in the middle to this width, in pixels, on its chip.
+_CHIP_NAME_WIDTH = 220
 # From this share of the context window on, the composer warns that it is filling up.
 NEARLY_FULL = 0.8
 
@@ -41,22 +43,55 @@ def _size_text(size: int) -> str:
     return f"{size:,} bytes" if size < 1024 else f"{size / 1024:,.0f} KB"
 
 
+def _take_files(event: QtGui.QDropEvent) -> list[Path]:
+    """The files a drag carries, taken as a copy; none when it carries something else.
+    Never a move: Windows' Explorer deletes the file a drop target says it moved."""
+    files = _local_files(event.mimeData())
+    if files:
+        event.setDropAction(QtCore.Qt.DropAction.CopyAction)
+        event.accept()
+    return files
+
+
 class _MessageEdit(QtWidgets.QPlainTextEdit):
+    """The text box. Files dropped or pasted on it are attached, not typed as paths,
+    also while a reply streams and the box is read-only."""
+
     submitted = Signal()
     escaped = Signal()
-    files_dropped = Signal(list)  # of Path: files dropped or pasted are attached, not typed
+    files_dropped = Signal(list)  # of Path
+
+    def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
+        if not _take_files(event):
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: QtGui.QDragMoveEvent) -> None:
+        if not _take_files(event):
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event: QtGui.QDropEvent) -> None:
+        files = _take_files(event)
+        if files:
+            self.files_dropped.emit(files)
+        else:
+            super().dropEvent(event)
 
     def canInsertFromMimeData(self, source: QtCore.QMimeData) -> bool:
         return bool(_local_files(source)) or super().canInsertFromMimeData(source)
 
     def insertFromMimeData(self, source: QtCore.QMimeData) -> None:
-        files = _local_files(source)
+        files = _local_files(source)  # a paste of files copied in a file manager
         if files:
             self.files_dropped.emit(files)
         else:
             super().insertFromMimeData(source)
 
     def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:
+        if event.matches(QtGui.QKeySequence.StandardKey.Paste):
+            files = _local_files(QtWidgets.QApplication.clipboard().mimeData())
+            if files:  # read-only while a reply streams, the box would ignore them
+                self.files_dropped.emit(files)
+                return
         key = event.key()
         if key in (QtCore.Qt.Key.Key_Return, QtCore.Qt.Key.Key_Enter):
             if event.modifiers() & QtCore.Qt.KeyboardModifier.ShiftModifier:
@@ -83,7 +118,11 @@ class _Chip(QtWidgets.QFrame):
         row = QtWidgets.QHBoxLayout(self)
         row.setContentsMargins(8, 2, 2, 2)
         row.setSpacing(4)
-        self.label = QtWidgets.QLabel(f"{attachment.name} · {_size_text(attachment.size)}", self)
+        self.label = QtWidgets.QLabel(self)
+        name = self.label.fontMetrics().elidedText(
+            attachment.name, QtCore.Qt.TextElideMode.ElideMiddle, _CHIP_NAME_WIDTH
+        )
+        self.label.setText(f"{name} · {_size_text(attachment.size)}")
         row.addWidget(self.label)
         self.remove_button = QtWidgets.QToolButton(self)
         self.remove_button.setText("\N{MULTIPLICATION SIGN}")
@@ -98,7 +137,7 @@ class Composer(QtWidgets.QFrame):
     send_requested = Signal(str)
     edit_requested = Signal(int, str)  # message id, new text
     stop_requested = Signal()
-    attach_failed = Signal(str)  # the sentence saying why a file was not attached
+    attach_failed = Signal(str)  # the sentences saying why files were not attached
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -116,8 +155,8 @@ class Composer(QtWidgets.QFrame):
         self.edit_banner.setText("Editing a message: Enter resends it, Esc cancels.")
         self.edit_banner.setVisible(False)
         layout.addWidget(self.edit_banner)
-        self.chips = self._chip_row()
-        layout.addWidget(self.chips)
+        self.chip_area = self._chip_row()
+        layout.addWidget(self.chip_area)
         row = QtWidgets.QHBoxLayout()
         row.setSpacing(8)
         self.attach_button = self._attach_button()
@@ -147,17 +186,27 @@ class Composer(QtWidgets.QFrame):
         layout.addWidget(self.context_use)
         self._fit()
 
-    def _chip_row(self) -> QtWidgets.QWidget:
-        """Where the attached files show, above the text; hidden while there are none."""
-        chips = QtWidgets.QWidget(self)
-        chips.setObjectName("attachments")
-        chips.setAccessibleName("Attached files")
-        row = QtWidgets.QHBoxLayout(chips)
+    def _chip_row(self) -> QtWidgets.QScrollArea:
+        """Where the attached files show, above the text, in one row that scrolls
+        sideways when they are many (it never widens the window); hidden while there
+        are none. `chips` holds them."""
+        area = QtWidgets.QScrollArea(self)
+        area.setObjectName("attachments")
+        area.setAccessibleName("Attached files")
+        area.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
+        area.setWidgetResizable(True)
+        area.setVerticalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.chips = QtWidgets.QWidget(area)
+        row = QtWidgets.QHBoxLayout(self.chips)
         row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(6)
         row.addStretch(1)
-        chips.setVisible(False)
-        return chips
+        area.setWidget(self.chips)
+        chip_height = self.fontMetrics().height() + 16
+        area.setFixedHeight(chip_height + area.horizontalScrollBar().sizeHint().height())
+        area.setVisible(False)
+        return area
 
     def _attach_button(self) -> QtWidgets.QToolButton:
         button = QtWidgets.QToolButton(self)
@@ -229,9 +278,10 @@ class Composer(QtWidgets.QFrame):
         self.text.setFocus()
 
     def attach_files(self, paths: list[Path]) -> None:
-        """Attach each file that can be; for each that cannot, `attach_failed` says why
-        (the text typed and the files attached already are kept). A file attached
-        already is not attached twice."""
+        """Attach each file that can be; for those that cannot, `attach_failed` says why,
+        once for all of them (the text typed and the files attached already are kept). A
+        file attached already is not attached twice."""
+        refused: list[str] = []
         for path in paths:
             if any(path == attached for attached, _a in self._attached):
                 continue
@@ -239,7 +289,7 @@ class Composer(QtWidgets.QFrame):
             try:
                 attachment = read_attachment(path, already)
             except AttachmentError as error:
-                self.attach_failed.emit(str(error))
+                refused.append(str(error))
                 continue
             self._attached.append((path, attachment))
             chip = _Chip(path, attachment, self.chips)
@@ -247,27 +297,30 @@ class Composer(QtWidgets.QFrame):
             layout = self.chips.layout()
             assert isinstance(layout, QtWidgets.QHBoxLayout)
             layout.insertWidget(layout.count() - 1, chip)
-        self.chips.setVisible(bool(self._attached))
+        self.chip_area.setVisible(bool(self._attached))
+        if refused:
+            self.attach_failed.emit(" ".join(refused))
 
     def remove_attachment(self, path: Path) -> None:
         self._attached = [(p, a) for p, a in self._attached if p != path]
         for chip in self.chips.findChildren(_Chip):
             if chip.path == path:
                 chip.deleteLater()
-        self.chips.setVisible(bool(self._attached))
+        self.chip_area.setVisible(bool(self._attached))
 
     def clear_attachments(self) -> None:
         for path, _attachment in list(self._attached):
             self.remove_attachment(path)
 
     def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
-        if _local_files(event.mimeData()):
-            event.acceptProposedAction()
+        _take_files(event)
+
+    def dragMoveEvent(self, event: QtGui.QDragMoveEvent) -> None:
+        _take_files(event)
 
     def dropEvent(self, event: QtGui.QDropEvent) -> None:
-        files = _local_files(event.mimeData())
+        files = _take_files(event)
         if files:
-            event.acceptProposedAction()
             self.attach_files(files)
 
     def submit(self) -> None:

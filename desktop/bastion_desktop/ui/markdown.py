@@ -55,6 +55,7 @@ class Block:
     text: str
     language: str = ""
     closed: bool = True  # a code block whose closing fence has not streamed in yet: False
+    source: str = ""  # an unclosed code block's lines as written, its fence among them
 
 
 def split_blocks(markdown: str) -> list[Block]:
@@ -64,6 +65,7 @@ def split_blocks(markdown: str) -> list[Block]:
     code: list[str] = []
     fence = ""
     language = ""
+    opening = ""
     for line in markdown.split("\n"):
         if not fence:
             opened = _FENCE.match(line)
@@ -72,6 +74,7 @@ def split_blocks(markdown: str) -> list[Block]:
                     blocks.append(Block("text", "\n".join(prose)))
                 prose = []
                 fence, language, code = opened.group(1), opened.group(2), []
+                opening = line
             else:
                 prose.append(line)
             continue
@@ -82,7 +85,8 @@ def split_blocks(markdown: str) -> list[Block]:
         else:
             code.append(line)
     if fence:
-        blocks.append(Block("code", "\n".join(code).rstrip("\n"), language, closed=False))
+        source = "\n".join([opening, *code])
+        blocks.append(Block("code", "\n".join(code).rstrip("\n"), language, False, source))
     elif prose and "".join(prose).strip():
         blocks.append(Block("text", "\n".join(prose)))
     return blocks
@@ -494,10 +498,13 @@ class MarkdownView(QtWidgets.QWidget):
         return [w for _k, w in self._parts if isinstance(w, CodeBlockView)]
 
     def set_plain(self, text: str) -> None:
-        """The user's own words: shown as written, never as Markdown. Only a fenced
-        block (an attached file, pasted code) is shown as code, with its Copy button."""
+        """The user's own words: shown as written, never as Markdown. Only a closed
+        fenced block (an attached file, pasted code) is shown as code, with its Copy
+        button."""
         self._markdown, self._plain = text, True
         blocks = split_blocks(text) or [Block("text", "")]
+        if blocks[-1].kind == "code" and not blocks[-1].closed:
+            blocks[-1] = Block("text", blocks[-1].source)  # a fence never closed: words
         for index, block in enumerate(blocks):
             widget = self._part(index, block.kind)
             if isinstance(widget, CodeBlockView):
