@@ -11,6 +11,7 @@ from tests.inner_suite import run_inner_tests
 INNER = textwrap.dedent(
     """
     import asyncio
+    import gc
     import hashlib
     import time
 
@@ -47,6 +48,17 @@ INNER = textwrap.dedent(
     async def test_a_short_wait_is_not_a_hold() -> None:
         time.sleep(0.4)  # a GIL held elsewhere looks like this from the loop's thread
         await asyncio.sleep(0)
+
+
+    async def test_the_garbage_collector_is_not_a_hold() -> None:
+        # A big heap, built off the loop; then collector passes on it, as a long test
+        # session's heap gets them wherever an allocation makes one due.
+        heap = await asyncio.to_thread(lambda: [[i] for i in range(200_000)])
+        end = time.thread_time() + 0.4
+        while time.thread_time() < end:
+            gc.collect()
+        await asyncio.sleep(0)
+        assert heap
     """
 )
 
@@ -55,7 +67,7 @@ def test_a_test_that_holds_its_loop_fails(tmp_path: Path) -> None:
     result = run_inner_tests(tmp_path, INNER)
     # The blocking test's body passes; its teardown is the error (one per test here).
     summary = result.stdout.split("short test summary info")[-1]
-    assert "5 passed, 2 errors" in summary, result.stdout[-3000:]
+    assert "6 passed, 2 errors" in summary, result.stdout[-3000:]
     assert "ERROR ::test_holds_the_loop" in summary
     assert "ERROR ::test_waits_on_the_loop" in summary
     assert "seconds of the loop thread's CPU" in result.stdout
