@@ -159,3 +159,20 @@ def test_stop_cancels_pending_work_and_refuses_more() -> None:
     coro = asyncio.sleep(0)
     with pytest.raises(EngineStoppedError):
         engine.submit(coro)
+
+
+def test_work_a_slot_starts_after_the_engine_stopped_is_dropped(
+    qtbot: QtBot, owner: QtCore.QObject
+) -> None:
+    """What a late result does as the app closes (the starter's check ending after the
+    window closed, then listing the models): neither callback, and nothing raised into
+    the slot, where the app's hook would open a crash dialog."""
+    engine = Engine()
+    engine.start()
+    engine.stop(timeout=5)
+    seen: list[object] = []
+    handle = call(engine, asyncio.sleep(0, "late"), owner, seen.append, seen.append)
+    qtbot.wait(50)
+    assert handle.finished
+    assert handle.future is None
+    assert seen == []

@@ -160,7 +160,12 @@ def call(
     on_result: Callable[[Any], object] | None = None,
     on_error: Callable[[BaseException], object] | None = None,
 ) -> Call:
-    """Run `coro` on the engine; `on_result` or `on_error` runs on the GUI thread."""
+    """Run `coro` on the engine; `on_result` or `on_error` runs on the GUI thread.
+
+    The engine stops only as the app closes. Work that a late result starts after that
+    (the starter's check ending just after the window closed, then listing the models)
+    is dropped, neither result nor error: raised from a slot, it opened a crash dialog
+    over a closing app."""
     handle = Call(parent)
     if on_result is not None:
         handle.succeeded.connect(on_result)
@@ -168,7 +173,12 @@ def call(
         handle.failed.connect(on_error)
     else:
         handle.failed.connect(_log_unhandled)
-    handle.future = engine.submit(coro)
+    try:
+        handle.future = engine.submit(coro)
+    except EngineStoppedError:
+        log.debug("the app is closing: work started after the engine stopped is dropped")
+        handle.finished = True
+        return handle
     handle.future.add_done_callback(handle._deliver)
     return handle
 
